@@ -1,0 +1,29 @@
+"""Readable reference of the fast path's packet rules, for differential tests.
+
+Slow on purpose: one obvious line per rule of fastpath/classify.pxd.
+"""
+
+PASS = "pass"
+NOT_IP = "not_ip"
+MALFORMED = "malformed"
+
+
+def classify(packet: bytes) -> str:
+    if len(packet) < 1:
+        return MALFORMED
+    version = packet[0] >> 4
+    if version == 4:
+        if len(packet) < 20:
+            return MALFORMED
+        header_len = (packet[0] & 0x0F) * 4
+        total_len = int.from_bytes(packet[2:4], "big")
+        if header_len < 20 or total_len < header_len or total_len > len(packet):
+            return MALFORMED
+        return PASS
+    if version == 6:
+        if len(packet) < 40:
+            return MALFORMED
+        if 40 + int.from_bytes(packet[4:6], "big") > len(packet):
+            return MALFORMED
+        return PASS
+    return NOT_IP

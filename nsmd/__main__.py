@@ -1,0 +1,3 @@
+from nsmd.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""The aiohttp application and its unix-socket site (mode 0600: the socket is the key)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from aiohttp import web
+
+from nsmd import __version__
+from nsmd.api import connections, registry
+from nsmd.api.codec import errors_middleware, reply
+from nsmd.api.keys import DAEMON
+from nsmd.api.openapi import openapi_document
+
+misc = web.RouteTableDef()
+SHUTDOWN_TIMEOUT_S = 2.0
+
+
+@misc.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    ok = daemon.dataplane.engine.is_running
+    return web.json_response({"ok": ok}, status=200 if ok else 503)
+
+
+@misc.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[DAEMON].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+@misc.get("/v1/status")
+async def status(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    return reply(request, {
+        "name": daemon.config.name,
+        "version": __version__,
+        "url": daemon.url,
+        "state_dir": daemon.config.state_dir,
+        "uptime_s": round(time.monotonic() - daemon.started_at, 3),
+        "services": len(daemon.registry.services),
+        "endpoints": len(daemon.registry.endpoints),
+        "hosted_endpoints": daemon.hosting.names(),
+        "connections": len(daemon.manager.connections()),
+        "dataplane": daemon.dataplane.totals(),
+    })
+
+
+@misc.get("/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def build_app(daemon) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware])
+    app[DAEMON] = daemon
+    app.add_routes(misc)
+    app.add_routes(registry.routes)
+    app.add_routes(connections.routes)
+    return app
+
+
+async def serve_unix(app: web.Application, path: str) -> web.AppRunner:
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)  # a stale socket from a crashed run; a live daemon holds a lock
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    old_umask = os.umask(0o177)  # created 0600, never briefly world-connectable
+    try:
+        await web.UnixSite(runner, path).start()
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return runner

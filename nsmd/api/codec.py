@@ -1,0 +1,69 @@
+"""Request bodies in, responses out: JSON for people and curl, msgpack between daemons.
+
+Errors become JSON `{"error": ..., "field": ...}` with the status of the NsmdError.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import msgpack
+from aiohttp import web
+
+from nsmd.errors import NsmdError, ValidationError
+
+MSGPACK = "application/msgpack"
+log = logging.getLogger("nsmd.api")
+
+
+async def read_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        return {}
+    if request.content_type == MSGPACK:
+        try:
+            return msgpack.unpackb(raw, raw=False)
+        except (ValueError, msgpack.ExtraData) as err:
+            raise ValidationError("body", "a msgpack document", detail=f"body: not valid "
+                                  f"msgpack ({err})") from None
+    try:
+        return json.loads(raw)
+    except ValueError as err:
+        raise ValidationError("body", "a JSON document",
+                              detail=f"body: not valid JSON ({err})") from None
+
+
+def reply(request: web.Request, data: Any, status: int = 200) -> web.Response:
+    if MSGPACK in request.headers.get("Accept", ""):
+        return web.Response(body=msgpack.packb(data), status=status, content_type=MSGPACK)
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=None, separators=(",", ":"))
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except NsmdError as err:
+        if err.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.path, err)
+        return web.json_response(err.to_json(), status=err.status)
+    except web.HTTPException as err:
+        if err.status >= 400 and err.content_type != "application/json":
+            return web.json_response({"error": err.reason}, status=err.status)
+        raise
+
+
+def query_labels(values: list[str], where: str = "label") -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(where, "key=value", item)
+        labels[key] = value
+    return labels

@@ -1,0 +1,101 @@
+"""Registry and manifest handlers: /v1/services, /v1/endpoints, /v1/apply."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from nsmd.api.codec import read_body, reply
+from nsmd.api.keys import DAEMON
+from nsmd.api.streams import stream_ndjson
+from nsmd.errors import ValidationError
+from nsmd.manifest import parse_documents
+from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
+from nsmd.registry import EndpointQuery, ServiceQuery
+
+routes = web.RouteTableDef()
+
+
+def _watch_requested(request: web.Request) -> bool:
+    value = request.query.get("watch", "")
+    if value not in ("", "0", "1", "true", "false"):
+        raise ValidationError("watch", "true or false", value)
+    return value in ("1", "true")
+
+
+def _event(event) -> dict:
+    return {"item": to_wire(event.item), "deleted": event.deleted}
+
+
+@routes.get("/v1/services")
+async def find_services(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON]
+    query = ServiceQuery(name=request.query.get("name", ""),
+                         payload=request.query.get("payload", ""))
+    if _watch_requested(request):
+        watch = daemon.registry.watch_services(query)
+        try:
+            return await stream_ndjson(request, watch, _event, daemon.stopping)
+        finally:
+            watch.close()
+    return reply(request, [to_wire(ns) for ns in daemon.registry.find_services(query)])
+
+
+@routes.post("/v1/services")
+async def register_service(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    ns = from_wire(NetworkService, await read_body(request))
+    return reply(request, to_wire(await daemon.register_service(ns)))
+
+
+@routes.get("/v1/services/{name}")
+async def get_service(request: web.Request) -> web.Response:
+    return reply(request, to_wire(request.app[DAEMON].service(request.match_info["name"])))
+
+
+@routes.delete("/v1/services/{name}")
+async def delete_service(request: web.Request) -> web.Response:
+    ns = request.app[DAEMON].registry.unregister_service(request.match_info["name"])
+    return reply(request, to_wire(ns))
+
+
+@routes.get("/v1/endpoints")
+async def find_endpoints(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON]
+    query = EndpointQuery(name=request.query.get("name", ""),
+                          network_service_names=tuple(request.query.getall("service", [])),
+                          url=request.query.get("url", ""))
+    if _watch_requested(request):
+        watch = daemon.registry.watch_endpoints(query)
+        try:
+            return await stream_ndjson(request, watch, _event, daemon.stopping)
+        finally:
+            watch.close()
+    return reply(request, [to_wire(nse) for nse in daemon.registry.find_endpoints(query)])
+
+
+@routes.post("/v1/endpoints")
+async def register_endpoint(request: web.Request) -> web.Response:
+    """Registers an endpoint record hosted elsewhere (what a peer daemon does)."""
+    nse = from_wire(NetworkServiceEndpoint, await read_body(request))
+    return reply(request, to_wire(request.app[DAEMON].registry.register_endpoint(nse)))
+
+
+@routes.get("/v1/endpoints/{name}")
+async def get_endpoint(request: web.Request) -> web.Response:
+    return reply(request, request.app[DAEMON].endpoint_view(request.match_info["name"]))
+
+
+@routes.delete("/v1/endpoints/{name}")
+async def delete_endpoint(request: web.Request) -> web.Response:
+    nse = await request.app[DAEMON].delete_endpoint(request.match_info["name"])
+    return reply(request, to_wire(nse))
+
+
+@routes.post("/v1/apply")
+async def apply(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    docs = body.get("documents") if isinstance(body, dict) else None
+    if not isinstance(docs, list) or not docs:
+        raise ValidationError("documents", "a non-empty list of manifest documents", docs)
+    resources = parse_documents(docs)  # all validated before anything changes
+    return reply(request, {"applied": await request.app[DAEMON].apply(resources)})

@@ -1,0 +1,1 @@
+"""The `nsmd` command: the daemon (`run`) and the client commands that talk to it."""

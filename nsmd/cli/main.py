@@ -1,0 +1,211 @@
+"""`nsmd`: argv -> one command. Failures print one line on stderr and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import urllib.parse
+from typing import Any
+
+from nsmd import __version__
+from nsmd.cli import output
+from nsmd.cli.client import Client, ClientError
+from nsmd.errors import NsmdError
+
+KINDS = {
+    "service": "services", "services": "services", "networkservice": "services", "ns": "services",
+    "endpoint": "endpoints", "endpoints": "endpoints", "networkserviceendpoint": "endpoints",
+    "nse": "endpoints",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="nsmd", description="Network Service Mesh for Linux hosts: the daemon and "
+               "its client commands.")
+    p.add_argument("--version", action="version", version=f"nsmd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser,
+                           metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (manager + registry + fast path)",
+                         description="Run the daemon. Every option can also come from the TOML "
+                         "file (--config or NSMD_CONFIG) and from NSMD_<OPTION> variables, "
+                         "e.g. NSMD_STATE_DIR.")
+    run.add_argument("--config", metavar="FILE", help="TOML file with any of the options below")
+    run.add_argument("--name", help="node name in path segments (default: the hostname)")
+    run.add_argument("--state-dir", metavar="DIR",
+                     help="registry, connections and keys (default /var/lib/nsmd)")
+    run.add_argument("--api-socket", metavar="PATH",
+                     help="unix socket of the API (default /run/nsmd/nsmd.sock)")
+    run.add_argument("--listen", metavar="HOST:PORT", help="mTLS listener for peer daemons")
+    run.add_argument("--tunnel-port", type=int, metavar="PORT",
+                     help="UDP port of the tunnels (default 51820)")
+    run.add_argument("--registry", metavar="URL", help="use another daemon's registry")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
+        cp = sub.add_parser(name, help=help_text, description=help_text, **kw)
+        cp.add_argument("--api-socket", metavar="PATH",
+                        help="the daemon's API socket (env NSMD_API_SOCKET)")
+        return cp
+
+    apply = client_parser("apply", "register the resources of NSM manifests (all or none)")
+    apply.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                       help="YAML manifest ('-' for stdin); repeatable")
+
+    delete = client_parser("delete", "unregister a service or endpoint")
+    delete.add_argument("kind", choices=sorted(KINDS), metavar="KIND",
+                        help="service or endpoint")
+    delete.add_argument("name")
+
+    get = client_parser("get", "list services, endpoints or connections")
+    get.add_argument("what", choices=("services", "endpoints", "connections"),
+                     metavar="services|endpoints|connections")
+    get.add_argument("name", nargs="?", help="only this one")
+    get.add_argument("-o", "--output", choices=output.FORMATS, default="table")
+
+    connect = client_parser("connect", "request a vWire to a network service")
+    connect.add_argument("service")
+    connect.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                         help="client label used by the service's matches; repeatable")
+    connect.add_argument("--netns", default="", metavar="NAME",
+                         help="namespace for the client's interface (default: the daemon's)")
+    connect.add_argument("--ifname", default="", metavar="IF",
+                         help="client interface name (default: nsm0, nsm1, ...)")
+    connect.add_argument("--client-name", default="", metavar="NAME",
+                         help="the client's path segment name (default nsc@NETNS)")
+    connect.add_argument("-o", "--output", choices=output.FORMATS, default="table")
+
+    close = client_parser("close", "close a vWire")
+    close.add_argument("connection_id", metavar="CONNECTION_ID")
+
+    monitor = client_parser("monitor", "stream connection events")
+    monitor.add_argument("--connection", metavar="ID")
+    monitor.add_argument("--service", metavar="NAME")
+    monitor.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+    status = client_parser("status", "show the daemon's state")
+    status.add_argument("-o", "--output", choices=output.FORMATS, default="yaml")
+
+    demo = sub.add_parser("demo", help="run a daemon, an endpoint and a client in namespaces "
+                          "and ping through the vWire", description="A self-contained tour: "
+                          "starts a daemon with its own state, creates two namespaces, "
+                          "connects them through a vWire, pings, cleans up.")
+    demo.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ClientError, NsmdError) as err:
+        print(f"nsmd {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from nsmd import config
+    from nsmd.daemon import run
+
+    cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
+                                         "tunnel_port", "registry", "log_level")}
+    cfg = config.load(cli, args.config)
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvloop.run(run(cfg))
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from nsmd.manifest import load_yaml_documents
+
+    docs = []
+    for name in args.filename:
+        try:
+            text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8").read()
+        except OSError as err:
+            raise ClientError(f"cannot read {name}: {err.strerror}") from None
+        docs += load_yaml_documents(text, name)
+    result = Client(args.api_socket).call("POST", "/v1/apply", {"documents": docs})
+    for item in result["applied"]:
+        print(f"{item['kind']}/{item['name']} {item['action']}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    kind = KINDS[args.kind]
+    Client(args.api_socket).call("DELETE", f"/v1/{kind}/{_quote(args.name)}")
+    print(f"{kind[:-1]}/{args.name} deleted")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    client = Client(args.api_socket)
+    if args.name:
+        items = [client.call("GET", f"/v1/{args.what}/{_quote(args.name)}")]
+    else:
+        items = client.call("GET", f"/v1/{args.what}")
+    tables = {"services": output.services_table, "endpoints": output.endpoints_table,
+              "connections": output.connections_table}
+    if args.output == "table" and not items:
+        print(f"no {args.what}")
+        return 0
+    print(output.emit(items, args.output, tables[args.what]))
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from nsmd.api.codec import query_labels
+
+    body = {"network_service": args.service, "labels": query_labels(args.label, "--label"),
+            "netns": args.netns, "ifname": args.ifname, "client": args.client_name}
+    conn = Client(args.api_socket).call("POST", "/v1/connections", body)
+    print(output.emit(conn, args.output, lambda c: output.connections_table([c])))
+    return 0
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    Client(args.api_socket).call("DELETE", f"/v1/connections/{_quote(args.connection_id)}")
+    print(f"connection {args.connection_id} closed")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import json
+
+    query = {k: v for k, v in (("connection", args.connection), ("service", args.service)) if v}
+    url = "/v1/monitor" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    for event in Client(args.api_socket).stream(url):
+        line = json.dumps(event) if args.output == "json" else output.event_line(event)
+        print(line, flush=True)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(output.emit(Client(args.api_socket).call("GET", "/v1/status"), args.output, None))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nsmd.demo import run_demo
+
+    return run_demo(args.count)
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+COMMANDS = {"run": cmd_run, "apply": cmd_apply, "delete": cmd_delete, "get": cmd_get,
+            "connect": cmd_connect, "close": cmd_close, "monitor": cmd_monitor,
+            "status": cmd_status, "demo": cmd_demo}

@@ -1,0 +1,108 @@
+"""The daemon's configuration: defaults < TOML file < NSMD_* environment < command line.
+
+Frozen once loaded; each value is checked where it is read, with the option's name in the
+error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from typing import Any
+
+from nsmd.errors import ValidationError
+
+DEFAULT_STATE_DIR = "/var/lib/nsmd"
+DEFAULT_API_SOCKET = "/run/nsmd/nsmd.sock"
+ENV_PREFIX = "NSMD_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = dataclasses.field(default_factory=socket.gethostname)
+    state_dir: str = DEFAULT_STATE_DIR
+    api_socket: str = DEFAULT_API_SOCKET
+    listen: str = ""            # HOST:PORT of the mTLS peer listener ("" = none)
+    tunnel_port: int = 51820    # UDP port of the encrypted tunnels
+    registry: str = ""          # "" = this daemon's own SQLite registry
+    log_level: str = "info"
+    token_lifetime_s: float = 600.0
+    nse_expiry_s: float = 60.0
+    local_mtu: int = 1500
+
+    def validate(self) -> Config:
+        if not self.name:
+            raise ValidationError("name", "a non-empty node name")
+        for key in ("state_dir", "api_socket"):
+            if not os.path.isabs(getattr(self, key)):
+                raise ValidationError(key.replace("_", "-"), "an absolute path",
+                                      getattr(self, key))
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ValidationError("log-level", "debug, info, warning or error", self.log_level)
+        if not 0 < self.tunnel_port < 65536:
+            raise ValidationError("tunnel-port", "a UDP port (1-65535)", self.tunnel_port)
+        if self.token_lifetime_s < 1 or self.nse_expiry_s < 1:
+            raise ValidationError("token-lifetime-s/nse-expiry-s", "at least 1 second")
+        if not 576 <= self.local_mtu <= 65535:
+            raise ValidationError("local-mtu", "an MTU between 576 and 65535", self.local_mtu)
+        if self.listen:
+            raise ValidationError("listen", "nothing (the mTLS peer listener is not part "
+                                  "of this build yet)", self.listen)
+        if self.registry:
+            raise ValidationError("registry", "nothing (only the local SQLite registry is "
+                                  "part of this build yet)", self.registry)
+        return self
+
+
+def load(cli: dict[str, Any], config_file: str | None = None,
+         environ: dict[str, str] | None = None) -> Config:
+    """Merges the sources; `cli` holds only the options given on the command line."""
+    environ = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        values.update(_from_toml(path, fields))
+    for name, f in fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(f, raw, ENV_PREFIX + name.upper())
+    values.update({k: v for k, v in cli.items() if v is not None and k in fields})
+    return Config(**values).validate()
+
+
+def _from_toml(path: str, fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValidationError("config", "an existing TOML file", path) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValidationError("config", "valid TOML", detail=f"{path}: not valid TOML ({err})"
+                              ) from None
+    values = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise ValidationError(f"{path}: {key}", f"one of {', '.join(fields)}",
+                                  detail=f"{path}: unknown option {key!r}")
+        values[name] = _coerce(fields[name], value, f"{path}: {key}")
+    return values
+
+
+def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
+    kind = type(f.default) if f.default is not dataclasses.MISSING else str
+    try:
+        if kind is int and not isinstance(value, bool):
+            return int(value)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(where, f"a number ({kind.__name__})", value) from None
+    if kind is str and isinstance(value, str):
+        return value
+    if isinstance(value, kind):
+        return value
+    raise ValidationError(where, f"a {kind.__name__}", value)

@@ -1,0 +1,190 @@
+"""One nsmd: registry, manager, data plane and API wired together; start-up and shutdown.
+
+Start-up order matters for "nothing lost on restart": re-attach the vWire devices of the
+last run, re-register hosted endpoints, request held connections again along their old
+paths, and only then remove devices that no connection claimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import time
+
+from nsmd.api.app import build_app, serve_unix
+from nsmd.clock import Clock, SystemClock
+from nsmd.config import Config
+from nsmd.dataplane import Dataplane
+from nsmd.errors import Conflict, NotFound
+from nsmd.hosting import Hosting
+from nsmd.manager.build import Manager
+from nsmd.manifest import Resource, to_manifest
+from nsmd.metrics import Metrics
+from nsmd.model import NetworkService, NetworkServiceEndpoint
+from nsmd.registry import Registry
+from nsmd.selection import candidates
+from nsmd.state import StateDB
+
+log = logging.getLogger("nsmd")
+LOCK_FILE = "nsmd.lock"
+
+
+class Daemon:
+    def __init__(self, config: Config, clock: Clock | None = None):
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.url = f"unix://{config.api_socket}"
+        self.stopping = asyncio.Event()
+        self.started_at = time.monotonic()
+        self._lock_fd = -1
+        self._runner = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._take_lock()
+        _refuse_live_socket(cfg.api_socket)
+        self.db = StateDB(cfg.state_dir)
+        self.metrics = Metrics()
+        self.registry = Registry(self.db, self.clock, cfg.nse_expiry_s)
+        self.dataplane = Dataplane(self.db)
+        self.hosting = Hosting(self.db, self.registry, self.clock, self.url)
+        self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
+                               dataplane=self.dataplane, db=self.db, clock=self.clock,
+                               metrics=self.metrics, token_lifetime_s=cfg.token_lifetime_s,
+                               local_mtu=cfg.local_mtu)
+        self.metrics.add_live_source(lambda: len(self.manager.server_begin.connections()),
+                                     self.dataplane.totals)
+        self.dataplane.start()
+        await self.dataplane.restore()
+        self.hosting.start()
+        restored, lost = await self.manager.restore()
+        swept = await self.dataplane.sweep(self.manager.wire_ids())
+        if restored or lost or swept:
+            log.info("restart: %d connection(s) restored, %d lost, %d stale vWire(s) removed",
+                     restored, lost, len(swept))
+        self._runner = await serve_unix(build_app(self), cfg.api_socket)
+        log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
+                 cfg.api_socket, cfg.state_dir, len(self.registry.services),
+                 len(self.registry.endpoints))
+
+    async def stop(self) -> None:
+        """Stops serving; vWires and held connections stay for the next run."""
+        self.stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if hasattr(self, "manager"):
+            self.manager.shutdown()
+            self.hosting.close()
+            self.registry.close()
+            await self.dataplane.shutdown()
+            self.db.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        log.info("nsmd %s stopped", self.config.name)
+
+    # -- operations the API calls ----------------------------------------------------------
+
+    def service(self, name: str) -> NetworkService:
+        ns = self.registry.services.get(name)
+        if ns is None:
+            raise NotFound(f"network service {name!r} is not registered")
+        return ns
+
+    def endpoint_view(self, name: str) -> dict:
+        nse = self.registry.endpoints.get(name)
+        if nse is None:
+            raise NotFound(f"network service endpoint {name!r} is not registered")
+        return to_manifest(nse, self.hosting.spec(name))["spec"] | {"name": name}
+
+    async def register_service(self, ns: NetworkService) -> NetworkService:
+        """Registers `ns`; vWires whose endpoint its new matches no longer allow reselect."""
+        self.registry.register_service(ns)
+        live = self.registry.endpoints_of(ns.name)
+        for conn in self.manager.server_begin.connections():
+            if conn.network_service != ns.name:
+                continue
+            allowed = {nse.name for nse in candidates(ns, live, conn.labels)}
+            if conn.network_service_endpoint_name not in allowed:
+                log.info("service %s changed: %s no longer matches %s, reselecting", ns.name,
+                         conn.network_service_endpoint_name, conn.id)
+                await self.manager.server_begin.close_by_id(conn.id)
+        return ns
+
+    async def apply(self, resources: list[Resource]) -> list[dict]:
+        results = []
+        for res in resources:
+            if res.service is not None:
+                existed = res.name in self.registry.services
+                await self.register_service(res.service)
+            else:
+                assert res.endpoint is not None and res.spec is not None
+                existed = self.hosting.spec(res.name) is not None
+                other = self.registry.endpoints.get(res.name)
+                if other is not None and not existed and other.url != self.url:
+                    raise Conflict(f"endpoint {res.name!r} is registered by another daemon "
+                                   f"({other.url})")
+                self.hosting.apply(res.endpoint, res.spec)
+            results.append({"kind": res.kind, "name": res.name,
+                            "action": "configured" if existed else "created"})
+            log.info("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
+        return results
+
+    async def delete_endpoint(self, name: str) -> NetworkServiceEndpoint:
+        nse = self.registry.endpoints.get(name)
+        hosted = self.hosting.spec(name) is not None
+        if nse is None and not hosted:
+            raise NotFound(f"network service endpoint {name!r} is not registered")
+        closed = await self.manager.close_endpoint_connections(name)
+        self.hosting.remove(name)
+        if nse is not None:
+            self.registry.unregister_endpoint(name)
+        log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)
+        return nse or NetworkServiceEndpoint(name=name)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.config.state_dir, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise Conflict(f"state directory {self.config.state_dir} is in use by another "
+                           f"nsmd (pid {owner})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+
+def _refuse_live_socket(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
+            contextlib.suppress(OSError):
+        probe.connect(path)
+        raise Conflict(f"another daemon is serving on {path}")
+
+
+async def run(config: Config) -> None:
+    """Runs a daemon until SIGTERM or SIGINT."""
+    import signal
+
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await daemon.start()
+    try:
+        await stop.wait()
+    finally:
+        await daemon.stop()

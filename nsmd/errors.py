@@ -1,0 +1,53 @@
+"""Errors the control path raises on purpose; the API maps each to an HTTP status."""
+
+
+class NsmdError(Exception):
+    """Base of the errors a user may see; `str()` is one line saying what failed and why."""
+
+    status = 500
+
+    def to_json(self) -> dict:
+        return {"error": str(self)}
+
+
+class ValidationError(NsmdError, ValueError):
+    """Bad input: names the offending field and what was expected there."""
+
+    status = 400
+
+    def __init__(self, field: str, expected: str, got: object = None, *, detail: str = ""):
+        self.field = field
+        self.expected = expected
+        self.got = got
+        message = detail or f"{field or 'input'}: expected {expected}"
+        if got is not None and not detail:
+            message += f", got {_short(got)}"
+        super().__init__(message)
+
+    def to_json(self) -> dict:
+        return {"error": str(self), "field": self.field}
+
+
+class NotFound(NsmdError, LookupError):
+    status = 404
+
+
+class Conflict(NsmdError):
+    status = 409
+
+
+class SelectionError(NsmdError):
+    """No endpoint could serve a request (none matches, or every candidate failed)."""
+
+    status = 503
+
+
+class DataplaneError(NsmdError):
+    """Setting up interfaces or wires failed (netns missing, device busy, ...)."""
+
+    status = 500
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,88 @@
+"""Endpoints this daemon hosts: their `nsmd:` specs, and registrations kept fresh.
+
+A hosted endpoint is registered with this daemon's URL and re-registered at 2/3 of its
+expiry period (NSM: sdk registry/common/refresh), so it stays findable while the daemon
+lives and expires within one period after it dies. Specs are stored, so a restarted
+daemon re-registers what it hosted before.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nsmd.clock import Clock, Timer
+from nsmd.errors import NsmdError
+from nsmd.model import NetworkServiceEndpoint, from_wire, to_wire
+from nsmd.model.endpoint_spec import EndpointSpec
+from nsmd.registry import Registry
+from nsmd.state import StateDB
+
+REREGISTER_AT = 2 / 3
+log = logging.getLogger("nsmd.hosting")
+
+
+class Hosting:
+    def __init__(self, db: StateDB, registry: Registry, clock: Clock, url: str):
+        self.db = db
+        self.registry = registry
+        self.clock = clock
+        self.url = url
+        self._hosted: dict[str, tuple[NetworkServiceEndpoint, EndpointSpec]] = {}
+        self._timers: dict[str, Timer] = {}
+
+    def spec(self, name: str) -> EndpointSpec | None:
+        hosted = self._hosted.get(name)
+        return hosted[1] if hosted else None
+
+    def names(self) -> list[str]:
+        return list(self._hosted)
+
+    def start(self) -> None:
+        """Re-registers every endpoint hosted before a restart."""
+        for name, doc in self.db.items("hosted"):
+            nse = from_wire(NetworkServiceEndpoint, doc["endpoint"])
+            spec = from_wire(EndpointSpec, doc["spec"])
+            self._hosted[name] = (nse, spec)
+            self._register(name)
+
+    def apply(self, nse: NetworkServiceEndpoint, spec: EndpointSpec) -> NetworkServiceEndpoint:
+        nse.url = self.url
+        template = from_wire(NetworkServiceEndpoint, to_wire(nse))
+        template.expiration_time = 0.0
+        self.db.put("hosted", nse.name, {"endpoint": to_wire(template), "spec": to_wire(spec)})
+        self._hosted[nse.name] = (template, spec)
+        return self._register(nse.name)
+
+    def remove(self, name: str) -> bool:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        if self._hosted.pop(name, None) is None:
+            return False
+        self.db.delete("hosted", name)
+        return True
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _register(self, name: str) -> NetworkServiceEndpoint:
+        template, _ = self._hosted[name]
+        nse = from_wire(NetworkServiceEndpoint, to_wire(template))
+        now = self.clock.time()
+        registered = self.registry.register_endpoint(nse)
+        when = now + (registered.expiration_time - now) * REREGISTER_AT
+        self._timers[name] = self.clock.call_at(when, lambda: self._refresh(name))
+        return registered
+
+    def _refresh(self, name: str) -> None:
+        self._timers.pop(name, None)
+        if name not in self._hosted:
+            return
+        try:
+            self._register(name)
+        except NsmdError as err:  # keep trying: a registration that lapses loses clients
+            log.error("re-registering endpoint %s failed: %s; retrying in 1 s", name, err)
+            self._timers[name] = self.clock.call_at(self.clock.time() + 1.0,
+                                                    lambda: self._refresh(name))

@@ -1,0 +1,78 @@
+"""Address pools for point-to-point vWires: /32 (or /128) pairs out of an endpoint's prefix.
+
+Pure bookkeeping, no I/O: the ipam element persists who owns what.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from nsmd.errors import SelectionError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Pool:
+    def __init__(self, prefix: str):
+        self.network: Network = ipaddress.ip_network(prefix)
+        net = self.network
+        first, last = int(net.network_address), int(net.broadcast_address)
+        if net.version == 4 and net.prefixlen <= 30:
+            first, last = first + 1, last - 1  # no network or broadcast address
+        elif net.version == 6 and net.prefixlen <= 126:
+            first += 1  # no subnet-router anycast address
+        self._first, self._last = first, last
+        self._used: set[int] = set()
+        self._cursor = first
+
+    def contains(self, address: str) -> bool:
+        value = int(ipaddress.ip_address(address))
+        return self._first <= value <= self._last
+
+    def is_free(self, address: str, excluded: Iterable[str] = ()) -> bool:
+        ip = ipaddress.ip_address(address)
+        return (self.contains(address) and int(ip) not in self._used
+                and not _excluded(ip, _networks(excluded)))
+
+    def reserve(self, address: str) -> None:
+        self._used.add(int(ipaddress.ip_address(address)))
+
+    def release(self, address: str) -> None:
+        self._used.discard(int(ipaddress.ip_address(address)))
+
+    def allocate(self, excluded: Iterable[str] = ()) -> str:
+        """The next free address after the last one handed out, skipping excluded prefixes."""
+        avoid = _networks(excluded)
+        size = self._last - self._first + 1
+        for step in range(size):
+            value = self._first + (self._cursor - self._first + step) % size
+            if value in self._used:
+                continue
+            ip = ipaddress.ip_address(value) if self.network.version == 4 else \
+                ipaddress.IPv6Address(value)
+            if _excluded(ip, avoid):
+                continue
+            self._used.add(value)
+            self._cursor = value + 1 if value < self._last else self._first
+            return str(ip)
+        raise SelectionError(f"address pool {self.network} is exhausted")
+
+    def allocate_pair(self, excluded: Iterable[str] = ()) -> tuple[str, str]:
+        """(endpoint address, client address), like NSM's point2pointipam (dst, then src)."""
+        excluded = list(excluded)
+        dst = self.allocate(excluded)
+        try:
+            src = self.allocate(excluded)
+        except SelectionError:
+            self.release(dst)
+            raise
+        return dst, src
+
+
+def _networks(prefixes: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(p, strict=False) for p in prefixes]
+
+
+def _excluded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, avoid: list[Network]) -> bool:
+    return any(ip.version == net.version and ip in net for net in avoid)

@@ -1,0 +1,120 @@
+"""begin: one request or close at a time per connection, and the memory of each connection.
+
+Remembers the last connection the chain returned (Close always tears down exactly what was
+set up) and the rest of the chain it went through, so that timers (refresh, timeout) and
+healing can replay Request or Close from here (NSM: sdk common/begin). An established
+connection requested with state RESELECT_REQUESTED is closed downstream first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+
+from nsmd.manager.chain import Element, Next
+from nsmd.model import Connection, NetworkServiceRequest, State
+
+
+@dataclasses.dataclass
+class _Entry:
+    conn: Connection            # as the chain last returned it
+    request: NetworkServiceRequest
+    nxt: Next
+
+
+class Begin(Element):
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        # Called with each connection closed from here rather than by its caller (timeout,
+        # endpoint removal), so the caller's side can heal.
+        self.on_dropped: list[Callable[[Connection], object]] = []
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[str, int] = {}
+
+    def connections(self) -> list[Connection]:
+        return [e.conn.clone() for e in self._entries.values()]
+
+    def get(self, conn_id: str) -> Connection | None:
+        entry = self._entries.get(conn_id)
+        return entry.conn.clone() if entry else None
+
+    async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
+        async with self._serialised(request.connection.id):
+            return await self._request_locked(request, nxt)
+
+    async def close(self, conn: Connection, nxt: Next) -> None:
+        async with self._serialised(conn.id):
+            await self._close_locked(conn.id)
+
+    # -- replays from this point of the chain (refresh, timeout, heal) ---------------------
+
+    async def request_again(self, conn_id: str, *, reselect: bool = False) -> Connection | None:
+        """Requests the connection again as last returned; None if it is gone meanwhile.
+
+        reselect: close it downstream and let the chain pick an endpoint afresh.
+        """
+        async with self._serialised(conn_id):
+            entry = self._entries.get(conn_id)
+            if entry is None:
+                return None
+            request = dataclasses.replace(entry.request, connection=entry.conn.clone())
+            if reselect:
+                conn = request.connection
+                conn.state = State.RESELECT_REQUESTED
+                conn.network_service_endpoint_name = ""
+                conn.mechanism = None
+                conn.context.ip_context.src_ip_addrs = []
+                conn.context.ip_context.dst_ip_addrs = []
+            return await self._request_locked(request, entry.nxt)
+
+    async def close_by_id(self, conn_id: str) -> bool:
+        """Closes a connection on our own initiative and tells on_dropped listeners."""
+        async with self._serialised(conn_id):
+            entry = self._entries.get(conn_id)
+            closed = await self._close_locked(conn_id)
+        if entry is not None:
+            for listener in self.on_dropped:
+                listener(entry.conn.clone())
+        return closed
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _request_locked(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
+        conn_id = request.connection.id
+        old = self._entries.get(conn_id)
+        reselect = old is not None and request.connection.state == State.RESELECT_REQUESTED
+        if reselect:
+            with contextlib.suppress(Exception):  # the old endpoint may be dead already
+                await old.nxt.close(old.conn.clone())
+        try:
+            conn = await nxt.request(request)
+        except BaseException:
+            if reselect:  # keep the entry (DOWN): the caller may retry or close it
+                old.conn.state = State.DOWN
+            raise
+        conn.state = State.UP
+        kept = dataclasses.replace(request, connection=conn.clone())
+        self._entries[conn_id] = _Entry(conn.clone(), kept, nxt)
+        return conn
+
+    async def _close_locked(self, conn_id: str) -> bool:
+        entry = self._entries.pop(conn_id, None)
+        if entry is None:
+            return False  # NSM: closing an unknown connection is a no-op
+        await entry.nxt.close(entry.conn.clone())
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, conn_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(conn_id, asyncio.Lock())
+        self._waiters[conn_id] = self._waiters.get(conn_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiters[conn_id] -= 1
+            if not self._waiters[conn_id]:
+                del self._waiters[conn_id]
+                del self._locks[conn_id]

@@ -1,0 +1,192 @@
+"""The manager's chains, in order, and the operations the API calls.
+
+server: what any caller of this daemon reaches (local clients now, peer daemons later)
+    updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
+    -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> wire]
+client: the connections this daemon holds for `nsmd connect` users
+    begin -> updatetoken -> held -> refresh -> heal -> server
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from nsmd.clock import Clock
+from nsmd.dataplane import Dataplane
+from nsmd.errors import NotFound, NsmdError
+from nsmd.hosting import Hosting
+from nsmd.manager.begin import Begin
+from nsmd.manager.chain import Chain
+from nsmd.manager.connect import Connect
+from nsmd.manager.discover import Discover
+from nsmd.manager.heal import Heal
+from nsmd.manager.held import Held
+from nsmd.manager.ipam import Ipam
+from nsmd.manager.metrics import RequestMetrics
+from nsmd.manager.monitor import Monitor
+from nsmd.manager.refresh import Refresh
+from nsmd.manager.timeout import Timeout
+from nsmd.manager.updatepath import UpdatePath
+from nsmd.manager.updatetoken import DEFAULT_TOKEN_LIFETIME_S, UpdateToken
+from nsmd.manager.wire import DEFAULT_LOCAL_MTU, KERNEL, LocalWire
+from nsmd.metrics import Metrics
+from nsmd.model import (
+    Connection,
+    Mechanism,
+    NetworkServiceRequest,
+    Path,
+    PathSegment,
+    State,
+)
+from nsmd.registry import Registry
+from nsmd.state import StateDB
+
+log = logging.getLogger("nsmd.manager")
+
+
+class Manager:
+    def __init__(self, *, name: str, registry: Registry, hosting: Hosting,
+                 dataplane: Dataplane, db: StateDB, clock: Clock, metrics: Metrics,
+                 token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
+                 local_mtu: int = DEFAULT_LOCAL_MTU):
+        self.name = name
+        self.dataplane = dataplane
+        self.server_begin = Begin()
+        self.monitor = Monitor()
+        self.timeout = Timeout(clock, self.server_begin)
+        self.ipam = Ipam(hosting, db)
+        endpoint = Chain(
+            UpdatePath(lambda conn: conn.network_service_endpoint_name),
+            UpdateToken(clock, token_lifetime_s),
+            self.ipam,
+            LocalWire(dataplane, hosting, local_mtu),
+        )
+        self.server = Chain(
+            UpdatePath(name),
+            self.server_begin,
+            UpdateToken(clock, token_lifetime_s),
+            RequestMetrics(metrics),
+            self.timeout,
+            self.monitor,
+            Discover(registry, clock),
+            Connect(registry, hosting, endpoint),
+        )
+        self.client_begin = Begin()
+        self.heal = Heal(clock, self.client_begin)
+        self.refresh = Refresh(clock, self.client_begin, self.heal)
+        self.held = Held(db)
+        self.client = Chain(
+            self.client_begin,
+            UpdateToken(clock, token_lifetime_s),
+            self.held,
+            self.refresh,
+            self.heal,
+            self.server,
+        )
+        self.server_begin.on_dropped.append(self.heal.on_server_dropped)
+
+    def shutdown(self) -> None:
+        """Stops timers and healing; connections stay as they are for the next run."""
+        self.refresh.stop()
+        self.heal.stop()
+        self.timeout.stop()
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def connect(self, service: str, labels: dict[str, str], netns: str = "",
+                      ifname: str = "", client_name: str = "") -> Connection:
+        """Requests a vWire for a local client and keeps it refreshed until closed."""
+        conn_id = str(uuid.uuid4())
+        conn = Connection(
+            id=conn_id, network_service=service, labels=dict(labels),
+            path=Path(index=0, path_segments=[PathSegment(
+                name=client_name or f"nsc@{netns or self.name}", id=conn_id)]))
+        # Addresses this namespace already has through other vWires must not come back.
+        conn.context.ip_context.excluded_prefixes = self._addresses_in(netns)
+        params = {"netns": netns}
+        if ifname:
+            params["name"] = ifname
+        request = NetworkServiceRequest(
+            connection=conn,
+            mechanism_preferences=[Mechanism(cls="LOCAL", type=KERNEL, parameters=params)])
+        return self.with_metrics(await self.client.request(request))
+
+    async def close(self, conn_id: str) -> None:
+        """Closes a held connection by its id (as `connect` returned it) or its manager id."""
+        conn = self.client_begin.get(conn_id)
+        if conn is not None:
+            await self.client.close(conn)
+            return
+        if not await self.server_begin.close_by_id(conn_id):
+            raise NotFound(f"no connection with id {conn_id!r}")
+
+    def connections(self) -> list[Connection]:
+        """Every vWire served here, as its outermost hop in this daemon sees it."""
+        held = {c.id: c for c in self.client_begin.connections()}
+        result = []
+        for conn in self.server_begin.connections():
+            client_id = conn.path.path_segments[0].id if conn.path.path_segments else ""
+            result.append(self.with_metrics(held.get(client_id, conn)))
+        return result
+
+    def get(self, conn_id: str) -> Connection:
+        for conn in self.connections():
+            if conn.id == conn_id or any(s.id == conn_id for s in conn.path.path_segments):
+                return conn
+        raise NotFound(f"no connection with id {conn_id!r}")
+
+    async def close_endpoint_connections(self, endpoint: str) -> int:
+        """Closes every connection to `endpoint` (it is being deleted); clients heal."""
+        doomed = [c.id for c in self.server_begin.connections()
+                  if c.network_service_endpoint_name == endpoint]
+        for conn_id in doomed:
+            await self.server_begin.close_by_id(conn_id)
+        return len(doomed)
+
+    async def restore(self) -> tuple[int, int]:
+        """Requests again every connection held before a restart: (restored, lost)."""
+        restored = lost = 0
+        for request in self.held.stored():
+            conn_id = request.connection.id
+            try:
+                await self.client.request(request)
+                restored += 1
+                continue
+            except NsmdError as err:
+                log.warning("restoring %s on its old path failed (%s): reselecting", conn_id, err)
+            request.connection.state = State.RESELECT_REQUESTED
+            request.connection.network_service_endpoint_name = ""
+            request.connection.mechanism = None
+            try:
+                await self.client.request(request)
+                restored += 1
+            except NsmdError as err:
+                log.error("connection %s is lost: %s", conn_id, err)
+                self.held.forget(conn_id)
+                lost += 1
+        return restored, lost
+
+    def wire_ids(self) -> set[str]:
+        """Ids of the endpoint segments of every live connection (= their wires' keys)."""
+        return {c.path.path_segments[-1].id for c in self.server_begin.connections()
+                if c.path.path_segments}
+
+    def with_metrics(self, conn: Connection) -> Connection:
+        """Copies the wire's counters into the endpoint segment's metrics, as NSM does."""
+        if not conn.path.path_segments:
+            return conn
+        stats = self.dataplane.stats(conn.path.path_segments[-1].id)
+        if stats is not None:
+            up, down = stats["client_to_endpoint"], stats["endpoint_to_client"]
+            conn.path.path_segments[-1].metrics = {
+                "tx_packets": str(up["tx_packets"]), "tx_bytes": str(up["tx_bytes"]),
+                "rx_packets": str(down["tx_packets"]), "rx_bytes": str(down["tx_bytes"]),
+                "drops": str(sum(up["drops"].values()) + sum(down["drops"].values())),
+            }
+        return conn
+
+    def _addresses_in(self, netns: str) -> list[str]:
+        return [addr for c in self.client_begin.connections()
+                if c.mechanism is not None and c.mechanism.parameters.get("netns") == netns
+                for addr in c.context.ip_context.src_ip_addrs]

@@ -1,0 +1,63 @@
+"""Chains of elements. Each element's request()/close() does its part and calls `nxt` once.
+
+The order of a chain is the list given to Chain(...), written out where the chain is built
+(nsmd/manager/build.py), not hidden in a context. Side effects happen after `nxt` returns
+and are rolled back by the element itself when `nxt` fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nsmd.model import Connection, NetworkServiceRequest
+
+
+class Next:
+    """The rest of the chain after the calling element."""
+
+    __slots__ = ("_elements", "_index")
+
+    def __init__(self, elements: Sequence[Element], index: int):
+        self._elements = elements
+        self._index = index
+
+    async def request(self, request: NetworkServiceRequest) -> Connection:
+        if self._index == len(self._elements):
+            return request.connection
+        element = self._elements[self._index]
+        return await element.request(request, Next(self._elements, self._index + 1))
+
+    async def close(self, conn: Connection) -> None:
+        if self._index == len(self._elements):
+            return
+        element = self._elements[self._index]
+        await element.close(conn, Next(self._elements, self._index + 1))
+
+
+class Element:
+    """Pass-through by default; subclasses override what their feature needs."""
+
+    async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
+        return await nxt.request(request)
+
+    async def close(self, conn: Connection, nxt: Next) -> None:
+        await nxt.close(conn)
+
+
+class Chain(Element):
+    """A sequence of elements; itself an element, so chains nest."""
+
+    def __init__(self, *elements: Element):
+        self.elements = tuple(elements)
+
+    async def request(self, request: NetworkServiceRequest, nxt: Next | None = None) -> Connection:
+        conn = await Next(self.elements, 0).request(request)
+        if nxt is None:
+            return conn
+        request.connection = conn
+        return await nxt.request(request)
+
+    async def close(self, conn: Connection, nxt: Next | None = None) -> None:
+        await Next(self.elements, 0).close(conn)
+        if nxt is not None:
+            await nxt.close(conn)

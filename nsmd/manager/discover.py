@@ -1,0 +1,79 @@
+"""discover: picks the endpoint for a request, round robin over the service's candidates.
+
+The candidates are what the service's matches allow for the client's labels
+(nsmd.selection). One counter per service, shared by all clients, picks where to start;
+a candidate that fails is skipped and the next one tried, each at most once per request
+(NSM: common/discover + roundrobin). A request that names its endpoint (a refresh or a
+restore) goes to exactly that endpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+
+from nsmd.clock import Clock
+from nsmd.errors import NotFound, NsmdError, SelectionError, ValidationError
+from nsmd.manager.chain import Element, Next
+from nsmd.model import Connection, NetworkServiceRequest
+from nsmd.registry import Registry
+from nsmd.selection import candidates
+
+log = logging.getLogger("nsmd.manager.discover")
+
+
+class Discover(Element):
+    def __init__(self, registry: Registry, clock: Clock):
+        self.registry = registry
+        self.clock = clock
+        self._next_index: dict[str, int] = defaultdict(int)
+
+    async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
+        conn = request.connection
+        if not conn.network_service:
+            raise ValidationError("network_service", "the name of a network service")
+        service = self.registry.services.get(conn.network_service)
+        if service is None:
+            raise NotFound(f"network service {conn.network_service!r} is not registered")
+        if service.payload != "IP":
+            raise SelectionError(
+                f"network service {service.name!r} has payload {service.payload}: nsmd carries "
+                "IP payloads only (L2/ETHERNET vWires are not supported yet)")
+        conn.payload = service.payload
+        if conn.network_service_endpoint_name:
+            if not self._live(conn.network_service_endpoint_name):
+                raise SelectionError(
+                    f"endpoint {conn.network_service_endpoint_name!r} of network service "
+                    f"{service.name!r} is not registered (expired or deleted)")
+            return await nxt.request(request)
+
+        live = [nse for nse in self.registry.endpoints_of(service.name)
+                if nse.expiration_time > self.clock.time()]
+        found = candidates(service, live, conn.labels)
+        if not found:
+            raise SelectionError(
+                f"no endpoint of network service {service.name!r} matches the client's labels "
+                f"{conn.labels or '{}'} ({len(live)} endpoint(s) registered for it)")
+        failures: list[str] = []
+        tried: set[str] = set()
+        for _ in range(len(found)):
+            nse = found[self._next_index[service.name] % len(found)]
+            self._next_index[service.name] += 1
+            if nse.name in tried:
+                continue
+            tried.add(nse.name)
+            attempt = dataclasses.replace(request, connection=conn.clone())
+            attempt.connection.network_service_endpoint_name = nse.name
+            try:
+                return await nxt.request(attempt)
+            except NsmdError as err:
+                log.warning("endpoint %s failed for %s: %s; trying the next candidate",
+                            nse.name, service.name, err)
+                failures.append(f"{nse.name}: {err}")
+        raise SelectionError(f"every candidate endpoint of {service.name!r} failed: "
+                             + "; ".join(failures))
+
+    def _live(self, name: str) -> bool:
+        nse = self.registry.endpoints.get(name)
+        return nse is not None and nse.expiration_time > self.clock.time()

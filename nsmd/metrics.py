@@ -1,0 +1,65 @@
+"""Prometheus metrics of one daemon (its own registry, so several daemons can share a process).
+
+Request outcomes are counted by the metrics element; connection, packet, byte and drop
+counts are read from the manager and the fast path when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "nsmd_requests", "Manager requests and closes by outcome",
+            ["op", "result"], registry=self.registry)
+        self.request_seconds = Histogram(
+            "nsmd_request_duration_seconds", "Time to serve a Request, end to end",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+
+    def add_live_source(self, connections: Callable[[], int],
+                        dataplane_totals: Callable[[], dict[str, Any]]) -> None:
+        self.registry.register(_LiveCollector(connections, dataplane_totals))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveCollector:
+    def __init__(self, connections: Callable[[], int],
+                 dataplane_totals: Callable[[], dict[str, Any]]):
+        self._connections = connections
+        self._totals = dataplane_totals
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        yield GaugeMetricFamily("nsmd_connections", "vWires this daemon serves",
+                                value=self._connections())
+        totals = self._totals()
+        yield GaugeMetricFamily("nsmd_dataplane_wires", "Wires in the packet engine",
+                                value=totals["wires"])
+        packets = CounterMetricFamily("nsmd_packets", "Packets moved by the fast path",
+                                      labels=["direction"])
+        packets.add_metric(["rx"], totals["rx_packets"])
+        packets.add_metric(["tx"], totals["tx_packets"])
+        yield packets
+        octets = CounterMetricFamily("nsmd_bytes", "Bytes moved by the fast path",
+                                     labels=["direction"])
+        octets.add_metric(["rx"], totals["rx_bytes"])
+        octets.add_metric(["tx"], totals["tx_bytes"])
+        yield octets
+        drops = CounterMetricFamily("nsmd_drops", "Packets dropped by the fast path",
+                                    labels=["reason"])
+        for reason, count in totals["drops"].items():
+            drops.add_metric([reason], count)
+        drops.add_metric(["read_error"], totals["read_errors"])
+        yield drops

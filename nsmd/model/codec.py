@@ -1,0 +1,152 @@
+"""Dataclasses <-> plain data (dicts, lists, strings) for JSON, YAML and msgpack.
+
+Driven by type hints, so each model class states its fields once. Decoding validates as it
+goes and every error names the field (`spec.matches[1].routes`) and what was expected there.
+Timestamps are float seconds in memory and RFC 3339 strings on the wire, as protobuf's JSON
+mapping writes them; numbers (epoch seconds) are accepted too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import types
+import typing
+from typing import Any
+
+from nsmd.errors import ValidationError
+
+
+def field(*, wire: str | None = None, time: bool = False, choices: tuple[str, ...] = (),
+          default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING):
+    """A dataclass field with its wire name, timestamp flag or allowed values."""
+    metadata = {"wire": wire, "time": time, "choices": choices}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def to_wire(obj: Any) -> Any:
+    """Plain data for `obj` (a model dataclass, or lists/dicts of them)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("time"):
+                value = format_time(value)
+            out[f.metadata.get("wire") or f.name] = to_wire(value)
+        return out
+    if isinstance(obj, list | tuple):
+        return [to_wire(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_wire(v) for k, v in obj.items()}
+    return obj
+
+
+def from_wire(cls: type, data: Any, where: str = "") -> Any:
+    """Builds `cls` from plain data; raises ValidationError naming the bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValidationError(where, "an object (mapping)", data)
+    fields = _wire_fields(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ValidationError(
+            _join(where, str(unknown[0])), f"one of the known fields ({', '.join(fields)})",
+            detail=f"{_join(where, str(unknown[0]))}: unknown field; known fields are "
+                   f"{', '.join(fields)}")
+    hints = _hints(cls)
+    kwargs = {}
+    for wire_name, f in fields.items():
+        if wire_name not in data or data[wire_name] is None:
+            continue
+        path = _join(where, wire_name)
+        value = data[wire_name]
+        if f.metadata.get("time"):
+            kwargs[f.name] = parse_time(value, path)
+            continue
+        kwargs[f.name] = _convert(hints[f.name], value, path)
+        choices = f.metadata.get("choices")
+        if choices and kwargs[f.name] not in choices:
+            raise ValidationError(path, f"one of {', '.join(choices)}", value)
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    if hint is Any:  # free-form (plugin config): passed through as decoded
+        return value
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return None if value is None else _convert(inner[0], value, path)
+    if dataclasses.is_dataclass(hint):
+        return from_wire(hint, value, path)
+    if origin is list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValidationError(path, "a list", value)
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValidationError(path, "a mapping", value)
+        return {_convert(str, k, path): _convert(args[1], v, f"{path}.{k}")
+                for k, v in value.items()}
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValidationError(path, "a string (quote it in YAML)", value)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValidationError(path, "true or false", value)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(path, "a non-negative integer", value)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(path, "a number", value)
+        return float(value)
+    raise TypeError(f"codec cannot handle {hint!r} at {path}")
+
+
+def format_time(seconds: float | None) -> str | None:
+    if not seconds:
+        return None
+    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any, path: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dt.datetime):  # YAML decodes unquoted timestamps itself
+        return value.replace(tzinfo=value.tzinfo or dt.UTC).timestamp()
+    if isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return stamp.replace(tzinfo=stamp.tzinfo or dt.UTC).timestamp()
+    raise ValidationError(path, "an RFC 3339 timestamp or epoch seconds", value)
+
+
+@functools.cache
+def _wire_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.metadata.get("wire") or f.name: f for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

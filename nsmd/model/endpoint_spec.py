@@ -1,0 +1,103 @@
+"""The `nsmd:` block of an endpoint manifest: what NSM leaves to Kubernetes pods.
+
+Where the endpoint's interfaces go, how they are named and addressed, and which service
+functions run on its vWires.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from typing import Any
+
+from nsmd.errors import ValidationError
+from nsmd.model.codec import field
+
+DEFAULT_PREFIX = "169.254.0.0/16"  # NSM's icmp-responder default (NSM_CIDR_PREFIX)
+DEFAULT_ENDPOINT_IFNAME = "nsm0"
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+_NETNS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]+(%d)?[A-Za-z0-9_.-]*$")
+
+
+def check_netns(value: str, where: str) -> None:
+    """A name under /var/run/netns, or an absolute path (e.g. /proc/PID/ns/net)."""
+    if value and not (value.startswith("/") or _NETNS_NAME.match(value)):
+        raise ValidationError(where, "a network namespace name (letters, digits, '_', '.', '-') "
+                                     "or an absolute path like /proc/PID/ns/net", value)
+    if value in (".", ".."):
+        raise ValidationError(where, "a network namespace name", value)
+
+
+def check_ifname(value: str, where: str) -> None:
+    if not value or len(value.replace("%d", "0")) > IFNAME_MAX or not _IFNAME.match(value):
+        raise ValidationError(where, f"an interface name of 1-{IFNAME_MAX} letters, digits, "
+                                     "'_', '.' or '-' (optionally one %d)", value)
+
+
+def name_pattern(ifname: str) -> str:
+    """The kernel name pattern for an endpoint's vWires: nsm0 -> nsm%d (nsm0, nsm1, ...)."""
+    if "%d" in ifname:
+        return ifname
+    return ifname.rstrip("0123456789") + "%d"
+
+
+def check_prefix(value: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as err:
+        raise ValidationError(where, "a network prefix like 169.254.0.0/16", value,
+                              detail=f"{where}: expected a network prefix like 169.254.0.0/16, "
+                                     f"got {value!r} ({err})") from None
+    if net.num_addresses < 2:
+        raise ValidationError(where, "a prefix with room for at least one address pair", value)
+    return net
+
+
+@dataclasses.dataclass
+class IpamSpec:
+    prefix: str = DEFAULT_PREFIX
+    exclude_prefixes: list[str] = field(default_factory=list)
+
+
+@dataclasses.dataclass
+class FunctionSpec:
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class NextSpec:
+    service: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class EndpointSpec:
+    netns: str = ""          # "" = the daemon's own network namespace
+    ifname: str = DEFAULT_ENDPOINT_IFNAME
+    mtu: int = 0             # 0 = the daemon's default for the mechanism
+    ipam: IpamSpec = field(default_factory=IpamSpec)
+    functions: list[FunctionSpec] = field(default_factory=list)
+    next: NextSpec | None = None
+
+    def validate(self, where: str = "nsmd.") -> EndpointSpec:
+        check_netns(self.netns, f"{where}netns")
+        check_ifname(self.ifname, f"{where}ifname")
+        if self.mtu and not 576 <= self.mtu <= 65535:
+            raise ValidationError(f"{where}mtu", "an MTU between 576 and 65535", self.mtu)
+        check_prefix(self.ipam.prefix, f"{where}ipam.prefix")
+        for i, prefix in enumerate(self.ipam.exclude_prefixes):
+            check_prefix(prefix, f"{where}ipam.exclude_prefixes[{i}]")
+        if self.functions:
+            raise ValidationError(
+                f"{where}functions", "an empty list",
+                detail=f"{where}functions: network service functions are not supported by "
+                       f"this nsmd yet (got {self.functions[0].name!r})")
+        if self.next is not None:
+            raise ValidationError(
+                f"{where}next", "no next service",
+                detail=f"{where}next: passthrough endpoints (composition) are not supported "
+                       "by this nsmd yet")
+        return self

@@ -1,0 +1,8 @@
+"""The registry: network services and endpoints, with expiry and watch."""
+
+from nsmd.registry.query import EndpointQuery, ServiceQuery
+from nsmd.registry.registry import DEFAULT_NSE_EXPIRY_S, Registry
+from nsmd.registry.watch import Overflowed, Watch, WatchEvent
+
+__all__ = ["DEFAULT_NSE_EXPIRY_S", "EndpointQuery", "Overflowed", "Registry", "ServiceQuery",
+           "Watch", "WatchEvent"]

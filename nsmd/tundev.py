@@ -1,0 +1,118 @@
+"""TUN devices for vWires: create, address, route, re-attach after a restart, remove.
+
+Every function here runs on a thread that is already inside the target network namespace
+(nsmd.netns.run_in): pytun's ioctls and pyroute2's netlink socket act in the calling
+thread's namespace. Devices are made persistent (TUNSETPERSIST) so that a daemon restart
+finds them with their addresses and routes; remove() clears the flag before the last close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import ipaddress
+import os
+
+import pytun
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nsmd.errors import DataplaneError
+
+TUNSETPERSIST = 0x400454CB
+
+
+@dataclasses.dataclass
+class InterfaceConfig:
+    name: str                      # exact name, or a kernel pattern with %d
+    addresses: list[str]           # CIDRs, e.g. 169.254.0.1/32
+    routes: list[str]              # prefixes routed into the interface
+    mtu: int
+
+
+def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[int, str]:
+    """Creates, configures and brings up a TUN device; returns (fd, actual name).
+
+    exclusive: fail if a device of that name exists (explicit names asked by a client).
+    """
+    flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_TUN_EXCL if exclusive else 0)
+    try:
+        dev = pytun.TunTapDevice(name=cfg.name, flags=flags)
+    except pytun.Error as err:
+        if "busy" in str(err).lower() or "exists" in str(err).lower():
+            raise DataplaneError(f"interface {cfg.name} already exists") from None
+        raise DataplaneError(f"cannot create TUN device {cfg.name}: {err}") from None
+    fd = os.dup(dev.fileno())
+    name = dev.name
+    try:
+        dev.persist(True)
+        dev.close()
+        configure(name, cfg)
+    except BaseException:
+        remove(fd)
+        raise
+    return fd, name
+
+
+def attach(name: str) -> int:
+    """Re-opens a persistent TUN device left by an earlier run of the daemon."""
+    # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
+    # /sys would show the namespace sysfs was mounted in).
+    with IPRoute() as ipr:
+        links = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
+    if not links or links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "tun":
+        raise DataplaneError(f"interface {name} is gone")
+    try:
+        dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+    except pytun.Error as err:
+        raise DataplaneError(f"cannot re-attach to {name}: {err}") from None
+    fd = os.dup(dev.fileno())
+    dev.close()
+    return fd
+
+
+def remove(fd: int) -> None:
+    """Removes the device behind `fd` (clears persistence, closes the last fd)."""
+    try:
+        fcntl.ioctl(fd, TUNSETPERSIST, 0)
+    finally:
+        os.close(fd)
+
+
+def remove_by_name(name: str) -> bool:
+    """Removes a persistent device we no longer hold an fd for; False if it is not there."""
+    try:
+        fd = attach(name)
+    except DataplaneError:
+        return False
+    remove(fd)
+    return True
+
+
+def configure(name: str, cfg: InterfaceConfig) -> None:
+    ipv6 = any(ipaddress.ip_interface(a).version == 6 for a in cfg.addresses + cfg.routes)
+    if not ipv6:
+        # An IPv4-only vWire: no link-local address, no MLD/RS chatter into the tunnel.
+        _write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
+    try:
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=name)[0]
+            ipr.link("set", index=index, mtu=cfg.mtu)
+            for cidr in cfg.addresses:
+                iface = ipaddress.ip_interface(cidr)
+                ipr.addr("replace", index=index, address=str(iface.ip),
+                         prefixlen=iface.network.prefixlen)
+            ipr.link("set", index=index, state="up")
+            for prefix in cfg.routes:
+                ipr.route("replace", dst=str(ipaddress.ip_network(prefix, strict=False)),
+                          oif=index)
+    except (NetlinkError, IndexError) as err:
+        raise DataplaneError(f"cannot configure {name}: {err}") from None
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except FileNotFoundError:
+        pass  # IPv6 is off in this kernel or namespace: nothing to silence

@@ -1,0 +1,1 @@
+"""Network service functions chained into endpoints (built-ins use only plugins.api)."""
