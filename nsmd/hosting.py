@@ -41,6 +41,7 @@ class Hosting:
         """Re-registers every endpoint hosted before a restart."""
         for name, doc in self.db.items("hosted"):
             nse = from_wire(NetworkServiceEndpoint, doc["endpoint"])
+            nse.url = self.url  # the daemon may serve on another socket than before
             spec = from_wire(EndpointSpec, doc["spec"])
             self._hosted[name] = (nse, spec)
             self._register(name)

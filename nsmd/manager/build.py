@@ -4,7 +4,7 @@ server: what any caller of this daemon reaches (local clients now, peer daemons 
     updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
     -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> wire]
 client: the connections this daemon holds for `nsmd connect` users
-    begin -> updatetoken -> held -> refresh -> heal -> server
+    heal -> begin -> updatetoken -> held -> refresh -> server
 """
 
 from __future__ import annotations
@@ -77,11 +77,11 @@ class Manager:
         self.refresh = Refresh(clock, self.client_begin, self.heal)
         self.held = Held(db)
         self.client = Chain(
+            self.heal,  # before begin: sees only the caller's closes, not its own reselects
             self.client_begin,
             UpdateToken(clock, token_lifetime_s),
             self.held,
             self.refresh,
-            self.heal,
             self.server,
         )
         self.server_begin.on_dropped.append(self.heal.on_server_dropped)

@@ -1,0 +1,113 @@
+import pytest
+
+from nsmd.errors import NotFound, SelectionError
+from nsmd.manager.chain import Chain, Element
+from nsmd.manager.discover import Discover
+from nsmd.model import (
+    Destination,
+    Match,
+    NetworkService,
+    NetworkServiceEndpoint,
+    ServiceLabels,
+)
+from nsmd.registry import Registry
+from nsmd.state import StateDB
+
+
+class Record(Element):
+    """Remembers which endpoint each attempt went to; fails for the names in `broken`."""
+
+    def __init__(self, broken=()):
+        self.attempts = []
+        self.broken = set(broken)
+
+    async def request(self, request, nxt):
+        name = request.connection.network_service_endpoint_name
+        self.attempts.append(name)
+        if name in self.broken:
+            raise SelectionError(f"{name} is down")
+        return await nxt.request(request)
+
+
+@pytest.fixture
+def registry(tmp_path, clock):
+    db = StateDB(str(tmp_path))
+    reg = Registry(db, clock)
+    yield reg
+    reg.close()
+    db.close()
+
+
+def add(registry, name, service="svc", **labels):
+    registry.register_endpoint(NetworkServiceEndpoint(
+        name=name, network_service_names=[service],
+        network_service_labels={service: ServiceLabels(labels=labels)}))
+
+
+async def test_round_robin_over_candidates_shared_by_clients(registry, clock, make_request):
+    registry.register_service(NetworkService(name="svc"))
+    for n in ("a", "b", "c"):
+        add(registry, n)
+    record = Record()
+    chain = Chain(Discover(registry, clock), record)
+    for i in range(6):
+        conn = await chain.request(make_request(f"c{i}"))
+        assert conn.network_service_endpoint_name == record.attempts[-1]
+    assert record.attempts == ["a", "b", "c", "a", "b", "c"]
+
+
+async def test_a_failing_candidate_is_skipped_once(registry, clock, make_request):
+    registry.register_service(NetworkService(name="svc"))
+    for n in ("a", "b", "c"):
+        add(registry, n)
+    record = Record(broken={"a", "b"})
+    conn = await Chain(Discover(registry, clock), record).request(make_request())
+    assert record.attempts == ["a", "b", "c"] and conn.network_service_endpoint_name == "c"
+    record.broken.add("c")
+    with pytest.raises(SelectionError, match="every candidate endpoint of 'svc' failed"):
+        await Chain(Discover(registry, clock), record).request(make_request())
+
+
+async def test_matches_pick_by_client_labels(registry, clock, make_request):
+    registry.register_service(NetworkService(name="svc", matches=[
+        Match(source_selector={"tier": "gold"},
+              routes=[Destination(destination_selector={"size": "big"})]),
+        Match(routes=[Destination(destination_selector={"size": "small"})])]))
+    add(registry, "big", size="big")
+    add(registry, "small", size="small")
+    chain = Chain(Discover(registry, clock), Record())
+    gold = await chain.request(make_request(labels={"tier": "gold"}))
+    other = await chain.request(make_request(labels={"tier": "tin"}))
+    assert (gold.network_service_endpoint_name, other.network_service_endpoint_name) == (
+        "big", "small")
+
+
+async def test_errors_name_the_service(registry, clock, make_request):
+    chain = Chain(Discover(registry, clock), Record())
+    with pytest.raises(NotFound, match="'svc' is not registered"):
+        await chain.request(make_request())
+    registry.register_service(NetworkService(name="svc", matches=[
+        Match(source_selector={"x": "y"}, routes=[Destination()])]))
+    add(registry, "a")
+    with pytest.raises(SelectionError, match="no endpoint of network service 'svc' matches"):
+        await chain.request(make_request())
+    registry.register_service(NetworkService(name="l2", payload="ETHERNET"))
+    with pytest.raises(SelectionError, match="payload ETHERNET"):
+        await chain.request(make_request(service="l2"))
+
+
+async def test_a_named_endpoint_is_used_as_is_and_must_be_alive(registry, clock, make_request):
+    registry.register_service(NetworkService(name="svc"))
+    add(registry, "a")
+    add(registry, "b")
+    record = Record()
+    chain = Chain(Discover(registry, clock), record)
+    req = make_request()
+    req.connection.network_service_endpoint_name = "b"
+    assert (await chain.request(req)).network_service_endpoint_name == "b"
+    clock.now += 61  # expired, even before the expiry timer ran
+    req.connection.network_service_endpoint_name = "b"
+    with pytest.raises(SelectionError, match="expired or deleted"):
+        await chain.request(req)
+    with pytest.raises(SelectionError, match="0 endpoint"):
+        await chain.request(make_request())

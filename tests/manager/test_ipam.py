@@ -1,0 +1,106 @@
+import pytest
+
+from nsmd.errors import NsmdError
+from nsmd.hosting import Hosting
+from nsmd.ipam import Pool
+from nsmd.manager.chain import Chain
+from nsmd.manager.ipam import Ipam
+from nsmd.model import NetworkServiceEndpoint, NetworkServiceRequest
+from nsmd.model.endpoint_spec import EndpointSpec, IpamSpec
+from nsmd.registry import Registry
+from nsmd.state import StateDB
+from nsmd.testing.elements import InjectError
+
+
+@pytest.fixture
+def env(tmp_path, clock):
+    db = StateDB(str(tmp_path))
+    registry = Registry(db, clock)
+    hosting = Hosting(db, registry, clock, "unix:///s")
+    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["svc"]),
+                  EndpointSpec(ipam=IpamSpec(prefix="169.254.0.0/29",
+                                             exclude_prefixes=["169.254.0.3/32"])))
+    yield db, hosting
+    hosting.close()
+    registry.close()
+    db.close()
+
+
+def request_for(make_request, conn_id):
+    req = make_request(conn_id)
+    req.connection.network_service_endpoint_name = "e"
+    return req
+
+
+def addrs(conn):
+    ipc = conn.context.ip_context
+    return ipc.src_ip_addrs[0], ipc.dst_ip_addrs[0]
+
+
+def test_pool_hands_out_pairs_and_skips_excluded_and_used():
+    pool = Pool("10.0.0.0/29")
+    assert pool.allocate_pair() == ("10.0.0.1", "10.0.0.2")
+    assert pool.allocate_pair(["10.0.0.3/32"]) == ("10.0.0.4", "10.0.0.5")
+    with pytest.raises(NsmdError, match="exhausted"):
+        pool.allocate_pair(["10.0.0.3/32"])  # .6 is left, .7 is the broadcast address
+    assert pool.is_free("10.0.0.6")  # a failed pair gives back its first half
+    pool.release("10.0.0.1")
+    assert pool.allocate_pair(["10.0.0.3/32"]) == ("10.0.0.1", "10.0.0.6")
+
+
+async def test_pairs_with_mutual_routes_distinct_per_connection(env, make_request):
+    db, hosting = env
+    chain = Chain(Ipam(hosting, db))
+    first = await chain.request(request_for(make_request, "c1"))
+    second = await chain.request(request_for(make_request, "c2"))
+    assert addrs(first) == ("169.254.0.2/32", "169.254.0.1/32")
+    assert addrs(second) == ("169.254.0.5/32", "169.254.0.4/32")  # .3 is excluded
+    ipc = first.context.ip_context
+    assert [r.prefix for r in ipc.src_routes] == ["169.254.0.1/32"]
+    assert [r.prefix for r in ipc.dst_routes] == ["169.254.0.2/32"]
+
+
+async def test_refresh_keeps_addresses_and_close_frees_them(env, make_request):
+    db, hosting = env
+    chain = Chain(Ipam(hosting, db))
+    first = await chain.request(request_for(make_request, "c1"))
+    again = await chain.request(NetworkServiceRequest(connection=first))
+    assert addrs(again) == addrs(first)
+    await chain.close(first)
+    other = await chain.request(request_for(make_request, "c3"))
+    assert addrs(other) != addrs(first)  # the cursor moves on
+    assert db.get("ipam", "c1") is None
+
+
+async def test_excluded_prefixes_from_the_request_are_avoided(env, make_request):
+    db, hosting = env
+    req = request_for(make_request, "c1")
+    req.connection.context.ip_context.excluded_prefixes = ["169.254.0.0/30"]
+    conn = await Chain(Ipam(hosting, db)).request(req)
+    assert addrs(conn) == ("169.254.0.5/32", "169.254.0.4/32")
+
+
+async def test_a_failure_downstream_returns_the_addresses(env, make_request):
+    db, hosting = env
+    ipam = Ipam(hosting, db)
+    with pytest.raises(NsmdError):
+        await Chain(ipam, InjectError(fail_requests={0})).request(request_for(make_request, "c1"))
+    assert ipam.leases == {}
+    # the pool (5 usable addresses) still has room for two pairs: nothing leaked
+    await Chain(ipam).request(request_for(make_request, "c2"))
+    await Chain(ipam).request(request_for(make_request, "c3"))
+
+
+async def test_leases_survive_a_restart_and_restores_recover_addresses(env, make_request):
+    db, hosting = env
+    first = await Chain(Ipam(hosting, db)).request(request_for(make_request, "c1"))
+    restarted = Ipam(hosting, db)
+    assert restarted.leases["c1"].dst == "169.254.0.1"
+    second = await Chain(restarted).request(request_for(make_request, "c2"))
+    assert addrs(second) == ("169.254.0.5/32", "169.254.0.4/32")
+    await Chain(restarted).close(second)
+    # a request that carries free addresses (a restore) gets exactly those back
+    req = request_for(make_request, "c3")
+    req.connection.context = second.context
+    assert addrs(await Chain(restarted).request(req)) == addrs(second)
+    assert addrs(first) == ("169.254.0.2/32", "169.254.0.1/32")

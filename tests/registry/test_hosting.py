@@ -1,0 +1,59 @@
+import pytest
+
+from nsmd.hosting import Hosting
+from nsmd.model import NetworkServiceEndpoint
+from nsmd.model.endpoint_spec import EndpointSpec
+from nsmd.registry import Registry
+from nsmd.state import StateDB
+from nsmd.testing.fake_clock import FakeClock
+
+
+@pytest.fixture
+def env(tmp_path):
+    clock = FakeClock()
+    db = StateDB(str(tmp_path))
+    registry = Registry(db, clock)
+    hosting = Hosting(db, registry, clock, "unix:///run/n.sock")
+    yield clock, db, registry, hosting
+    hosting.close()
+    registry.close()
+    db.close()
+
+
+def test_hosted_endpoints_are_re_registered_at_two_thirds(env):
+    clock, _, registry, hosting = env
+    nse = hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+                        EndpointSpec())
+    assert nse.url == "unix:///run/n.sock"
+    first_expiry = nse.expiration_time
+    clock.advance(39.9)
+    assert registry.endpoints["e"].expiration_time == first_expiry
+    clock.advance(0.2)
+    assert registry.endpoints["e"].expiration_time == pytest.approx(clock.now + 60, abs=0.2)
+    clock.advance(600)  # it stays registered as long as the daemon lives
+    assert "e" in registry.endpoints
+
+
+def test_removed_endpoints_are_no_longer_refreshed(env):
+    clock, _, registry, hosting = env
+    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]), EndpointSpec())
+    assert hosting.remove("e")
+    clock.advance(61)
+    assert "e" not in registry.endpoints
+    assert not hosting.remove("e")
+
+
+def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
+    clock, db, registry, hosting = env
+    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+                  EndpointSpec(netns="ns1"))
+    hosting.close()  # the daemon stops ...
+    clock.advance(3600)  # ... for an hour: the record expires
+    assert "e" not in registry.endpoints
+    again = Hosting(db, registry, clock, "unix:///new.sock")
+    again.start()
+    try:
+        assert again.spec("e").netns == "ns1"
+        assert registry.endpoints["e"].url == "unix:///new.sock"
+    finally:
+        again.close()
