@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of /v1/ (served at /v1/openapi.json; tests check it covers the routes)."""
+"""The OpenAPI 3.1 description of /v1/, served at /v1/openapi.json."""
 
 from __future__ import annotations
 

@@ -24,8 +24,9 @@ def emit(data: Any, fmt: str, table: Callable[[Any], list[list[str]]] | None) ->
 
 def render_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip()
-                     for row in rows)
+    lines = ("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
+             for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _labels(labels: dict[str, str]) -> str:

@@ -19,6 +19,8 @@ from nsmd.registry.watch import Watch, Watchers
 from nsmd.state import StateDB
 
 DEFAULT_NSE_EXPIRY_S = 60.0  # NSM's defaultExpiration
+ANY_SERVICE = ServiceQuery()
+ANY_ENDPOINT = EndpointQuery()
 log = logging.getLogger("nsmd.registry")
 
 
@@ -53,13 +55,13 @@ class Registry:
         self.service_watchers.publish(ns, deleted=True)
         return ns
 
-    def find_services(self, query: ServiceQuery = ServiceQuery()) -> list[NetworkService]:
+    def find_services(self, query: ServiceQuery = ANY_SERVICE) -> list[NetworkService]:
         if query.name:
             ns = self.services.get(query.name)
             return [ns] if ns and query.matches(ns) else []
         return [ns for ns in self.services.values() if query.matches(ns)]
 
-    def watch_services(self, query: ServiceQuery = ServiceQuery()) -> Watch:
+    def watch_services(self, query: ServiceQuery = ANY_SERVICE) -> Watch:
         return self.service_watchers.open(query.matches, self.find_services(query))
 
     # -- endpoints -------------------------------------------------------------------------
@@ -92,7 +94,8 @@ class Registry:
         self._remove_endpoint(nse)
         return nse
 
-    def find_endpoints(self, query: EndpointQuery = EndpointQuery()) -> list[NetworkServiceEndpoint]:
+    def find_endpoints(self, query: EndpointQuery = ANY_ENDPOINT,
+                       ) -> list[NetworkServiceEndpoint]:
         if query.name:
             pool = [self.endpoints[query.name]] if query.name in self.endpoints else []
         elif query.network_service_names:
@@ -108,7 +111,7 @@ class Registry:
         found.sort(key=lambda nse: (nse.initial_registration_time, nse.name))
         return found
 
-    def watch_endpoints(self, query: EndpointQuery = EndpointQuery()) -> Watch:
+    def watch_endpoints(self, query: EndpointQuery = ANY_ENDPOINT) -> Watch:
         return self.endpoint_watchers.open(query.matches, self.find_endpoints(query))
 
     # -- expiry ----------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from nsmd.fastpath import reference
 from nsmd.fastpath.engine import Engine, classify
 

@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 
+from nsmd.errors import NsmdError
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Chain
 from nsmd.manager.monitor import Monitor, MonitorScopeSelector, SegmentSelector
@@ -58,7 +59,7 @@ async def test_a_failed_refresh_reports_the_connection_down(make_request):
     conn = await chain.request(make_request("c1"))
     sub = monitor.subscribe(MonitorScopeSelector())
     await next_event(sub)
-    with pytest.raises(Exception):
+    with pytest.raises(NsmdError):
         await chain.request(NetworkServiceRequest(connection=conn))
     event = await next_event(sub)
     assert event.type == "UPDATE" and next(iter(event.connections.values())).state == "DOWN"
