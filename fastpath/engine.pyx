@@ -139,6 +139,12 @@ cdef int grow_locked(EngineState *st) noexcept nogil:
     return 0
 
 
+cdef uint64_t _as_handle(handle) except? 0:
+    if not isinstance(handle, int) or handle < 0 or handle >= 1 << 64:
+        raise KeyError(f"no wire with handle {handle!r}")
+    return handle
+
+
 def _check_rc(int rc, str what):
     if rc < 0:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
@@ -282,10 +288,11 @@ cdef class Engine:
         cdef DirStats final[2]
         cdef int dead[2]
         cdef Wire *w
+        cdef uint64_t h = _as_handle(handle)
         with nogil:
             pthread_mutex_lock(&self.st.lock)
         try:
-            w = self._lookup_locked(handle)
+            w = self._lookup_locked(h)
             if w == NULL:
                 raise KeyError(f"no wire with handle {handle}")
             for side in range(2):
@@ -296,7 +303,7 @@ cdef class Engine:
                 add_stats(&self.st.retired, &w.dirs[side])
             w.in_use = 0
             w.gen += 1
-            self.st.free_slots[self.st.n_free] = <uint32_t>handle
+            self.st.free_slots[self.st.n_free] = <uint32_t>h
             self.st.n_free += 1
         finally:
             pthread_mutex_unlock(&self.st.lock)
@@ -308,10 +315,11 @@ cdef class Engine:
         cdef DirStats snap[2]
         cdef int dead[2]
         cdef Wire *w
+        cdef uint64_t h = _as_handle(handle)
         with nogil:
             pthread_mutex_lock(&self.st.lock)
         try:
-            w = self._lookup_locked(handle)
+            w = self._lookup_locked(h)
             if w == NULL:
                 raise KeyError(f"no wire with handle {handle}")
             snap[0] = w.dirs[0]

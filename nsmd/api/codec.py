@@ -57,6 +57,11 @@ async def errors_middleware(request: web.Request, handler):
         if err.status >= 400 and err.content_type != "application/json":
             return web.json_response({"error": err.reason}, status=err.status)
         raise
+    except Exception as err:  # a bug: say so in the log with the trace, and in one line
+        log.exception("%s %s crashed", request.method, request.path)
+        return web.json_response(
+            {"error": f"internal error ({type(err).__name__}: {err}); see the daemon's log"},
+            status=500)
 
 
 def query_labels(values: list[str], where: str = "label") -> dict[str, str]:

@@ -106,6 +106,22 @@ def test_removed_wires_stop_and_stale_handles_are_refused(engine, pair_of_fakes)
     assert engine.totals()["tx_packets"] == 1 and engine.totals()["wires"] == 1
 
 
+def test_slots_are_recycled_over_many_generations(engine, pair_of_fakes):
+    app, tun = pair_of_fakes()
+    peer_app, peer_tun = pair_of_fakes()
+    handles = set()
+    for _ in range(5):
+        handle = engine.add_wire(tun.fileno(), peer_tun.fileno())
+        handles.add(handle)
+        app.send(ipv4())
+        assert peer_app.recv(2000) == ipv4()
+        assert engine.remove_wire(handle)["a_to_b"]["tx_packets"] == 1
+    assert len(handles) == 5 and engine.totals()["tx_packets"] == 5
+    for bad in (-1, 1 << 70, "x"):
+        with pytest.raises(KeyError):
+            engine.wire_stats(bad)
+
+
 def test_many_wires_grow_the_table(engine, pair_of_fakes):
     ends = []
     for _ in range(150):

@@ -1,0 +1,1 @@
+"""Extern-only declarations (.pxd) of the C APIs the fast path calls."""
