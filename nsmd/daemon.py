@@ -15,6 +15,7 @@ import os
 import socket
 import time
 
+from nsmd import netns
 from nsmd.api.app import build_app, serve_unix
 from nsmd.clock import Clock, SystemClock
 from nsmd.config import Config
@@ -22,6 +23,7 @@ from nsmd.dataplane import Dataplane
 from nsmd.errors import Conflict, NotFound
 from nsmd.hosting import Hosting
 from nsmd.manager.build import Manager
+from nsmd.manager.liveness import Liveness
 from nsmd.manifest import Resource, to_manifest
 from nsmd.metrics import Metrics
 from nsmd.model import NetworkService, NetworkServiceEndpoint
@@ -42,6 +44,7 @@ class Daemon:
         self.started_at = time.monotonic()
         self._lock_fd = -1
         self._runner = None
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         cfg = self.config
@@ -66,6 +69,8 @@ class Daemon:
         if restored or lost or swept:
             log.info("restart: %d connection(s) restored, %d lost, %d stale vWire(s) removed",
                      restored, lost, len(swept))
+        self.liveness = Liveness(self.manager, self.dataplane, self.hosting)
+        self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping))]
         self._runner = await serve_unix(build_app(self), cfg.api_socket)
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
@@ -74,6 +79,8 @@ class Daemon:
     async def stop(self) -> None:
         """Stops serving; vWires and held connections stay for the next run."""
         self.stopping.set()
+        for task in self._tasks:
+            await task
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -132,6 +139,8 @@ class Daemon:
                 self.hosting.apply(res.endpoint, res.spec)
             results.append({"kind": res.kind, "name": res.name,
                             "action": "configured" if existed else "created"})
+            if res.spec is not None and not netns.exists(res.spec.netns):
+                results[-1]["waiting_for_netns"] = res.spec.netns
             log.info("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
         return results
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from nsmd import netns
 from nsmd.clock import Clock, Timer
 from nsmd.errors import NsmdError
 from nsmd.model import NetworkServiceEndpoint, from_wire, to_wire
@@ -44,7 +45,8 @@ class Hosting:
             nse.url = self.url  # the daemon may serve on another socket than before
             spec = from_wire(EndpointSpec, doc["spec"])
             self._hosted[name] = (nse, spec)
-            self._register(name)
+            if netns.exists(spec.netns):
+                self._register(name)
 
     def apply(self, nse: NetworkServiceEndpoint, spec: EndpointSpec) -> NetworkServiceEndpoint:
         nse.url = self.url
@@ -52,6 +54,10 @@ class Hosting:
         template.expiration_time = 0.0
         self.db.put("hosted", nse.name, {"endpoint": to_wire(template), "spec": to_wire(spec)})
         self._hosted[nse.name] = (template, spec)
+        if not netns.exists(spec.netns):
+            log.warning("endpoint %s: namespace %r does not exist yet; it is registered once "
+                        "the namespace appears", nse.name, spec.netns)
+            return template
         return self._register(nse.name)
 
     def remove(self, name: str) -> bool:
@@ -62,6 +68,24 @@ class Hosting:
             return False
         self.db.delete("hosted", name)
         return True
+
+    def check_namespaces(self) -> None:
+        """Withdraws endpoints whose namespace vanished; brings them back when it returns.
+
+        A registration that points at a dead workload would only make clients fail over.
+        """
+        for name, (_, spec) in self._hosted.items():
+            alive = netns.exists(spec.netns)
+            registered = name in self.registry.endpoints
+            if registered and not alive:
+                log.info("endpoint %s: namespace %r is gone, unregistering", name, spec.netns)
+                self.registry.unregister_endpoint(name)
+                timer = self._timers.pop(name, None)
+                if timer is not None:
+                    timer.cancel()
+            elif alive and not registered:
+                log.info("endpoint %s: namespace %r is back, registering", name, spec.netns)
+                self._register(name)
 
     def close(self) -> None:
         for timer in self._timers.values():

@@ -138,7 +138,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         docs += load_yaml_documents(text, name)
     result = Client(args.api_socket).call("POST", "/v1/apply", {"documents": docs})
     for item in result["applied"]:
-        print(f"{item['kind']}/{item['name']} {item['action']}")
+        waiting = item.get("waiting_for_netns")
+        note = f" (registered once network namespace {waiting} exists)" if waiting else ""
+        print(f"{item['kind']}/{item['name']} {item['action']}{note}")
     return 0
 
 

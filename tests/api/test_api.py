@@ -19,12 +19,12 @@ NS = {"apiVersion": "networkservicemesh.io/v1", "kind": "NetworkService",
       "metadata": {"name": "svc"}, "spec": {"payload": "IP"}}
 
 
-def nse_doc(name="e1", prefix="169.254.0.0/16"):
+def nse_doc(name="e1", prefix="169.254.0.0/16", netns=""):
     return {"apiVersion": "networkservicemesh.io/v1", "kind": "NetworkServiceEndpoint",
             "metadata": {"name": name},
             "spec": {"network_service_names": ["svc"],
                      "network_service_labels": {"svc": {"labels": {"app": "a"}}},
-                     "nsmd": {"netns": "some-ns", "ipam": {"prefix": prefix}}}}
+                     "nsmd": {"netns": netns, "ipam": {"prefix": prefix}}}}
 
 
 @pytest.fixture
@@ -59,9 +59,17 @@ async def test_apply_then_find_and_get(http):
         (nse,) = await r.json()
     assert nse["url"].startswith("unix://") and nse["expiration_time"].endswith("Z")
     async with http.get("/v1/endpoints/e1") as r:
-        assert (await r.json())["nsmd"]["netns"] == "some-ns"
+        assert (await r.json())["nsmd"]["ipam"]["prefix"] == "169.254.0.0/16"
     async with http.get("/v1/services/svc", headers={"Accept": "application/msgpack"}) as r:
         assert msgpack.unpackb(await r.read())["payload"] == "IP"
+
+
+async def test_endpoints_wait_for_their_namespace(http, daemon):
+    async with http.post("/v1/apply", json={"documents": [nse_doc(netns="nsmd-no-such-ns")]}) \
+            as r:
+        (applied,) = (await r.json())["applied"]
+    assert applied["waiting_for_netns"] == "nsmd-no-such-ns"
+    assert daemon.registry.endpoints == {} and daemon.hosting.spec("e1") is not None
 
 
 async def test_a_bad_document_applies_nothing(http, daemon):

@@ -215,3 +215,48 @@ def test_health_metrics_and_status(daemon, netns):
     assert tx and float(tx[0].split()[-1]) >= 4
     status = d.cli_json("status")
     assert status["connections"] == 1 and status["hosted_endpoints"] == ["icmp-responder-1"]
+
+
+def test_a_vanished_client_namespace_closes_its_vwire_in_seconds(daemon, netns):
+    d = daemon()
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    setup_icmp_responder(d, nse_ns)
+    d.cli_json("connect", "icmp-responder", "--netns", nsc_ns)
+    sh("ip", "netns", "delete", nsc_ns)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and d.cli_json("get", "connections"):
+        time.sleep(0.1)
+    assert d.cli_json("get", "connections") == []
+    assert not link_exists(nse_ns, "nsm0")  # the endpoint side is cleaned up too
+
+
+def test_a_vanished_endpoint_namespace_moves_clients_to_another(daemon, netns):
+    d = daemon()
+    ns1, ns2, nsc_ns = netns("nse1"), netns("nse2"), netns("nsc")
+    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---"
+          + endpoint_manifest("e1", "svc", ns1, "100.64.1.0/24") + "---"
+          + endpoint_manifest("e2", "svc", ns2, "100.64.2.0/24"))
+    conn = d.cli_json("connect", "svc", "--netns", nsc_ns)
+    dead_ns = ns1 if conn["network_service_endpoint_name"] == "e1" else ns2
+    sh("ip", "netns", "delete", dead_ns)
+    deadline = time.monotonic() + 10
+    now = conn
+    while time.monotonic() < deadline:
+        listed = d.cli_json("get", "connections")
+        now = listed[0] if listed else now
+        if now["network_service_endpoint_name"] != conn["network_service_endpoint_name"] \
+                and now["state"] == "UP":
+            break
+        time.sleep(0.1)
+    assert now["network_service_endpoint_name"] != conn["network_service_endpoint_name"]
+    target = host(now["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(nsc_ns, target, 2).returncode == 0
+    # the dead endpoint is withdrawn from the registry, and returns with its namespace
+    dead = conn["network_service_endpoint_name"]
+    assert [e["name"] for e in d.cli_json("get", "endpoints")] == [now[
+        "network_service_endpoint_name"]]
+    sh("ip", "netns", "add", dead_ns)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(d.cli_json("get", "endpoints")) < 2:
+        time.sleep(0.1)
+    assert dead in [e["name"] for e in d.cli_json("get", "endpoints")]

@@ -34,6 +34,22 @@ def test_hosted_endpoints_are_re_registered_at_two_thirds(env):
     assert "e" in registry.endpoints
 
 
+def test_endpoints_register_only_while_their_namespace_exists(env, tmp_path, monkeypatch):
+    clock, _, registry, hosting = env
+    monkeypatch.setattr("nsmd.netns.NETNS_RUN_DIR", str(tmp_path))
+    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+                  EndpointSpec(netns="ns1"))
+    assert "e" not in registry.endpoints
+    (tmp_path / "ns1").touch()
+    hosting.check_namespaces()
+    assert "e" in registry.endpoints
+    (tmp_path / "ns1").unlink()
+    hosting.check_namespaces()
+    assert "e" not in registry.endpoints
+    clock.advance(100)  # no re-registration timer is left behind
+    assert "e" not in registry.endpoints
+
+
 def test_removed_endpoints_are_no_longer_refreshed(env):
     clock, _, registry, hosting = env
     hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]), EndpointSpec())
@@ -46,14 +62,14 @@ def test_removed_endpoints_are_no_longer_refreshed(env):
 def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
     clock, db, registry, hosting = env
     hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
-                  EndpointSpec(netns="ns1"))
+                  EndpointSpec(ifname="eth7"))
     hosting.close()  # the daemon stops ...
     clock.advance(3600)  # ... for an hour: the record expires
     assert "e" not in registry.endpoints
     again = Hosting(db, registry, clock, "unix:///new.sock")
     again.start()
     try:
-        assert again.spec("e").netns == "ns1"
+        assert again.spec("e").ifname == "eth7"
         assert registry.endpoints["e"].url == "unix:///new.sock"
     finally:
         again.close()
