@@ -39,7 +39,9 @@ def fastpath_extension(module, libraries=()):
 
 
 extensions = [
-    fastpath_extension("engine", libraries=["pthread"]),
+    fastpath_extension("engine", libraries=["pthread", "crypto"]),
+    fastpath_extension("aead", libraries=["crypto"]),
+    fastpath_extension("replay"),
 ]
 
 def installed_as_nsmd(built):

@@ -1,22 +1,45 @@
 # The packet engine's C-level state; see engine.pyx for the pipeline.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from posix.uio cimport iovec
 
+from .includes.openssl cimport EVP_CIPHER_CTX
 from .includes.pthread cimport pthread_mutex_t, pthread_t
+from .includes.sockets cimport mmsghdr, sockaddr_in
+from .tunnel cimport Tunnel
 
 cdef enum:
-    # Packets taken from one fd per wake-up before the next fd gets its turn.
-    BATCH_SIZE = 128
+    # Packets taken from one fd per wake-up before the next fd gets its turn; also the
+    # recvmmsg/sendmmsg batch.
+    BATCH_SIZE = 64
     MAX_EVENTS = 64
     # Largest IP packet a TUN device can hand over (MTU <= 65535).
     PACKET_BUF_BYTES = 65536
+    # One tunnel datagram: header + payload (interface MTU <= 1500 - IP - UDP - 32) + tag.
+    DATAGRAM_BUF_BYTES = 2048
     INITIAL_WIRES = 64
+    TICK_MS = 250               # keepalive timer resolution
 
-# Drop reasons, indexes into DirStats.drops.
+    KIND_LOCAL = 0              # fd[0] and fd[1] are TUN devices
+    KIND_TUNNEL = 1             # fd[0] is a TUN device, the other side the UDP tunnel
+
+# Per-wire drop reasons (indexes into DirStats.drops).
 cdef enum:
-    DROP_NOT_IP = 0         # version nibble is neither 4 nor 6 (== VERDICT_NOT_IP)
-    DROP_MALFORMED = 1      # IP header does not fit or disagrees with the length
-    DROP_TX_ERROR = 2       # the peer fd refused the packet
-    DROP_REASONS = 3
+    DROP_NOT_IP = 0             # version nibble is neither 4 nor 6 (== VERDICT_NOT_IP)
+    DROP_MALFORMED = 1          # IP header does not fit or disagrees with the length
+    DROP_TX_ERROR = 2           # the output (TUN fd or UDP socket) refused the packet
+    DROP_NO_KEY = 3             # nothing to encrypt with (tunnel not keyed yet, or spent)
+    DROP_BAD_TAG = 4            # did not authenticate under the keypair it names
+    DROP_REPLAY = 5             # counter already seen or behind the replay window
+    DROP_TOO_BIG = 6            # packet larger than the tunnel can carry
+    DROP_REASONS = 7
+
+# Datagrams that name no wire are counted engine-wide.
+cdef enum:
+    UDP_TRUNCATED = 0           # shorter than header + tag
+    UDP_OVERSIZE = 1            # larger than any datagram we send (MSG_TRUNC)
+    UDP_BAD_TYPE = 2            # unknown message type or non-zero reserved bytes
+    UDP_UNKNOWN_INDEX = 3       # receiver index of no live keypair
+    UDP_REASONS = 4
 
 cdef struct DirStats:
     uint64_t rx_packets
@@ -24,25 +47,40 @@ cdef struct DirStats:
     uint64_t tx_packets
     uint64_t tx_bytes
     uint64_t read_errors
-    uint64_t drops[3]       # indexed by DROP_*
+    uint64_t drops[7]           # DROP_REASONS
 
 cdef struct Wire:
     int in_use
-    uint32_t gen            # bumped on removal, so stale handles and epoll keys miss
-    int fd[2]               # side 0 and side 1; packets read from one go to the other
-    int dead[2]             # the side's fd failed on read and left the epoll set
-    DirStats dirs[2]        # dirs[s]: packets read from side s
+    int kind
+    uint32_t gen                # bumped on removal, so stale handles and epoll keys miss
+    int fd[2]                   # fd[1] is -1 for tunnel wires
+    int dead[2]                 # the side's fd failed on read and left the epoll set
+    DirStats dirs[2]            # dirs[0]: packets read from fd[0]; dirs[1]: from the other side
+    Tunnel tunnel               # KIND_TUNNEL only
+
+cdef struct Batch:
+    # Reused buffers for one recvmmsg/sendmmsg round (owned by the worker thread).
+    uint8_t *bufs               # BATCH_SIZE * DATAGRAM_BUF_BYTES
+    mmsghdr msgs[64]
+    iovec iov[64]
+    sockaddr_in addrs[64]
 
 cdef struct EngineState:
-    pthread_mutex_t lock    # protects wires, capacity, free_slots, n_free, retired
+    pthread_mutex_t lock        # protects wires, capacity, free_slots, n_free, retired, udp_*
     Wire *wires
     uint32_t capacity
     uint32_t *free_slots
     uint32_t n_free
-    DirStats retired        # sums of removed wires, so totals never go back
+    DirStats retired            # sums of removed wires, so totals never go back
+    uint64_t udp_drops[4]       # UDP_REASONS
+    int udp_fd                  # the host's tunnel socket, -1 if none
     int epfd
-    int stopfd              # eventfd: written once to stop the worker
-    uint8_t *buf            # the worker's packet buffer (owned by the worker thread)
+    int stopfd                  # eventfd: written once to stop the worker
+    uint8_t *buf                # the worker's TUN packet buffer (local wires)
+    Batch *rx
+    Batch *tx
+    EVP_CIPHER_CTX *cipher      # the worker's AEAD context
+    double last_tick
 
 
 cdef class Engine:
@@ -52,3 +90,5 @@ cdef class Engine:
 
     cdef void _stop(self) noexcept
     cdef Wire *_lookup_locked(self, uint64_t handle) noexcept nogil
+    cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s)
+    cdef dict _describe_locked(self, Wire *w)

@@ -1,42 +1,77 @@
-"""Packet engine: one native thread that moves IP packets between paired fds (TUN devices).
+"""Packet engine: one native thread that moves IP packets for every vWire of the host.
 
 Pipeline, per wake-up of the worker, with the GIL never taken:
 
-    epoll_wait -> for each readable fd: read(2) up to BATCH_SIZE packets
-               -> classify (IPv4/IPv6 header sanity) -> write(2) to the wire's other fd
+  local wire   TUN fd --read(2) x BATCH--> classify --write(2)--> the other TUN fd
+  tunnel, out  TUN fd --read(2) x BATCH--> classify --> header + seal in place (keypair
+               CURRENT, counter++) --sendmmsg--> UDP socket
+  tunnel, in   UDP socket --recvmmsg x BATCH--> header checks --> receiver index -> wire
+               and keypair --> replay pre-check --> open in place --> replay mark
+               (a packet under NEXT promotes it) --> classify --write(2)--> TUN fd
+  every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s
 
-Every packet is counted per wire and direction; dropped ones by reason. Python calls
-(add/remove a wire, read stats) take `st.lock` for microseconds and never touch packets.
-Ownership: the engine never closes the fds it is given; the caller closes them after
-remove_wire() returns, when the worker can no longer use them.
+Every packet is counted per wire and direction, drops by reason; datagrams that name no
+wire are counted engine-wide. Python calls (add/remove wires, install keys, read stats)
+take `st.lock` for microseconds and never touch packets. Ownership: the engine never closes
+the fds it is given; the caller closes them after remove_wire() returns, when the worker
+can no longer use them. The UDP socket is the caller's too.
 """
 
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from posix.fcntl cimport F_GETFL, F_SETFL, O_NONBLOCK, fcntl
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport close, read, write
 
+from .aead cimport TAG_BYTES, open_in_place, seal
 from .classify cimport VERDICT_PASS, classify_ip
 from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
                               EPOLLIN, epoll_create1, epoll_ctl, epoll_event, epoll_wait,
                               eventfd)
+from .includes.openssl cimport EVP_CIPHER_CTX_free, EVP_CIPHER_CTX_new
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
+from .includes.sockets cimport AF_INET, MSG_DONTWAIT, MSG_TRUNC, recvmmsg, sendmmsg
+from .replay cimport replay_accept, replay_would_accept
+from .tunnel cimport (HEADER_BYTES, INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT,
+                      KP_PREVIOUS, KP_RECV_ONLY, MSG_TYPE_DATA, OVERHEAD_BYTES, Keypair,
+                      Tunnel, keypair_for, read_counter, read_index, reject_after_messages,
+                      write_header)
 
+import ipaddress
 import os
+import socket
 
-DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error")
+DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error", "no_key", "bad_tag", "replay",
+                     "too_big")
+UDP_DROP_NAMES = ("truncated", "oversize", "bad_type", "unknown_index")
+MAX_PAYLOAD = DATAGRAM_BUF_BYTES - OVERHEAD_BYTES
 cdef uint64_t STOP_KEY = 0xFFFFFFFFFFFFFFFF
+cdef uint64_t UDP_KEY = 0xFFFFFFFFFFFFFFFE
+
+
+cdef inline double now_s() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef inline uint64_t epoll_key(uint32_t slot, uint32_t gen, int side) noexcept nogil:
     return (<uint64_t>gen << 32) | (<uint64_t>slot << 1) | <uint64_t>side
 
 
-cdef void pump(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
-    """Moves up to BATCH_SIZE packets from w.fd[side] to the other side; lock held."""
+cdef void mark_dead(Wire *w, int side, DirStats *s, int epfd) noexcept nogil:
+    # The device is gone (netns deleted, fd revoked): stop polling it, or the
+    # level-triggered epoll would spin. Python sees it as `dead` in the stats.
+    s.read_errors += 1
+    w.dead[side] = 1
+    epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd[side], NULL)
+
+
+cdef void pump_local(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
+    """Moves up to BATCH_SIZE packets from w.fd[side] to the other TUN; lock held."""
     cdef DirStats *s = &w.dirs[side]
     cdef int out_fd = w.fd[1 - side]
     cdef Py_ssize_t n
@@ -45,11 +80,7 @@ cdef void pump(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
         n = read(w.fd[side], buf, PACKET_BUF_BYTES)
         if n <= 0:
             if n < 0 and errno != EAGAIN and errno != EINTR:
-                # The device is gone (netns deleted, fd revoked): stop polling it, or the
-                # level-triggered epoll would spin. Python sees it as `dead` in the stats.
-                s.read_errors += 1
-                w.dead[side] = 1
-                epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd[side], NULL)
+                mark_dead(w, side, s, epfd)
             return
         s.rx_packets += 1
         s.rx_bytes += n
@@ -64,6 +95,184 @@ cdef void pump(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
         s.tx_bytes += n
 
 
+cdef int seal_into(EngineState *st, Tunnel *t, uint8_t *datagram, int payload) noexcept nogil:
+    """Header + sealed payload in place at `datagram`; returns the datagram size or -1."""
+    cdef Keypair *kp = &t.kp[KP_CURRENT]
+    if kp.state != KP_ACTIVE or kp.send_counter >= reject_after_messages():
+        return -1
+    write_header(datagram, kp.remote_index, kp.send_counter)
+    if seal(st.cipher, kp.send_key, kp.send_counter, datagram, HEADER_BYTES,
+            datagram + HEADER_BYTES, payload) < 0:
+        return -1
+    kp.send_counter += 1
+    return HEADER_BYTES + payload + TAG_BYTES
+
+
+cdef int send_batch(EngineState *st, int count) noexcept nogil:
+    """sendmmsg of tx->msgs[0:count]; returns how many went out."""
+    cdef int sent = 0, rc
+    while sent < count:
+        rc = sendmmsg(st.udp_fd, &st.tx.msgs[sent], count - sent, MSG_DONTWAIT)
+        if rc <= 0:
+            if rc < 0 and errno == EINTR:
+                continue
+            break
+        sent += rc
+    return sent
+
+
+cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogil:
+    """Reads up to BATCH_SIZE packets from the TUN side, seals them, sends them in one call."""
+    cdef DirStats *s = &w.dirs[0]
+    cdef Tunnel *t = &w.tunnel
+    cdef Batch *b = st.tx
+    cdef uint8_t *datagram
+    cdef Py_ssize_t n
+    cdef int count = 0, size, verdict, sent
+    cdef uint64_t bytes_out = 0
+    for _ in range(BATCH_SIZE):
+        datagram = b.bufs + count * DATAGRAM_BUF_BYTES
+        # Read straight behind the header's room: the payload is sealed where it lands.
+        n = read(w.fd[0], datagram + HEADER_BYTES, DATAGRAM_BUF_BYTES - OVERHEAD_BYTES + 1)
+        if n <= 0:
+            if n < 0 and errno != EAGAIN and errno != EINTR:
+                mark_dead(w, 0, s, st.epfd)
+            break
+        s.rx_packets += 1
+        s.rx_bytes += n
+        if n > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
+            s.drops[DROP_TOO_BIG] += 1
+            continue
+        verdict = classify_ip(datagram + HEADER_BYTES, n)
+        if verdict != VERDICT_PASS:
+            s.drops[verdict] += 1
+            continue
+        size = seal_into(st, t, datagram, <int>n)
+        if size < 0:
+            s.drops[DROP_NO_KEY] += 1
+            continue
+        b.iov[count].iov_base = datagram
+        b.iov[count].iov_len = size
+        b.msgs[count].msg_hdr.msg_name = &t.peer
+        b.msgs[count].msg_hdr.msg_namelen = sizeof(t.peer)
+        bytes_out += n
+        count += 1
+    if count == 0 or st.udp_fd < 0:
+        s.drops[DROP_TX_ERROR] += count
+        return
+    sent = send_batch(st, count)
+    s.tx_packets += sent
+    s.tx_bytes += bytes_out if sent == count else 0
+    s.drops[DROP_TX_ERROR] += count - sent
+    t.last_tx = now
+
+
+cdef void deliver(EngineState *st, uint8_t *datagram, int length, double now) noexcept nogil:
+    """One received datagram: authenticate, de-duplicate, decrypt, write to its TUN."""
+    cdef uint32_t index, slot
+    cdef uint64_t counter
+    cdef Wire *w
+    cdef Keypair *kp
+    cdef DirStats *s
+    cdef int plain, verdict
+    if length < OVERHEAD_BYTES:
+        st.udp_drops[UDP_TRUNCATED] += 1
+        return
+    if datagram[0] != MSG_TYPE_DATA or datagram[1] or datagram[2] or datagram[3]:
+        st.udp_drops[UDP_BAD_TYPE] += 1
+        return
+    index = read_index(datagram)
+    slot = index >> INDEX_SEQ_BITS
+    if slot >= st.capacity:
+        st.udp_drops[UDP_UNKNOWN_INDEX] += 1
+        return
+    w = &st.wires[slot]
+    kp = keypair_for(&w.tunnel, index) if w.in_use and w.kind == KIND_TUNNEL else NULL
+    if kp == NULL:
+        st.udp_drops[UDP_UNKNOWN_INDEX] += 1
+        return
+    s = &w.dirs[1]
+    s.rx_packets += 1
+    s.rx_bytes += length
+    counter = read_counter(datagram)
+    if counter >= reject_after_messages() or not replay_would_accept(&kp.replay, counter):
+        s.drops[DROP_REPLAY] += 1
+        return
+    plain = open_in_place(st.cipher, kp.recv_key, counter, datagram, HEADER_BYTES,
+                          datagram + HEADER_BYTES, length - HEADER_BYTES)
+    if plain < 0:
+        s.drops[DROP_BAD_TAG] += 1
+        return
+    if not replay_accept(&kp.replay, counter):
+        s.drops[DROP_REPLAY] += 1
+        return
+    w.tunnel.last_rx = now
+    if kp == &w.tunnel.kp[KP_NEXT]:
+        # The peer sends under the new keypair: it has it, so we may send with it too.
+        w.tunnel.kp[KP_PREVIOUS] = w.tunnel.kp[KP_CURRENT]
+        w.tunnel.kp[KP_CURRENT] = w.tunnel.kp[KP_NEXT]
+        w.tunnel.kp[KP_CURRENT].state = KP_ACTIVE
+        w.tunnel.kp[KP_NEXT].state = KP_EMPTY
+    if plain == 0:
+        w.tunnel.keepalives_rx += 1
+        return
+    verdict = classify_ip(datagram + HEADER_BYTES, plain)
+    if verdict != VERDICT_PASS:
+        s.drops[verdict] += 1
+        return
+    if w.dead[0] or write(w.fd[0], datagram + HEADER_BYTES, plain) != plain:
+        s.drops[DROP_TX_ERROR] += 1
+        return
+    s.tx_packets += 1
+    s.tx_bytes += plain
+
+
+cdef void pump_udp(EngineState *st, double now) noexcept nogil:
+    """Receives datagrams in batches until the socket is drained or BATCH_SIZE*4 are done."""
+    cdef Batch *b = st.rx
+    cdef int n, i
+    for _ in range(4):
+        for i in range(BATCH_SIZE):
+            b.iov[i].iov_base = b.bufs + i * DATAGRAM_BUF_BYTES
+            b.iov[i].iov_len = DATAGRAM_BUF_BYTES
+            b.msgs[i].msg_hdr.msg_name = &b.addrs[i]
+            b.msgs[i].msg_hdr.msg_namelen = sizeof(b.addrs[i])
+            b.msgs[i].msg_hdr.msg_flags = 0
+        n = recvmmsg(st.udp_fd, b.msgs, BATCH_SIZE, MSG_DONTWAIT, NULL)
+        if n <= 0:
+            return
+        for i in range(n):
+            if b.msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+                st.udp_drops[UDP_OVERSIZE] += 1
+                continue
+            deliver(st, b.bufs + i * DATAGRAM_BUF_BYTES, b.msgs[i].msg_len, now)
+        if n < BATCH_SIZE:
+            return
+
+
+cdef void send_keepalives(EngineState *st, double now) noexcept nogil:
+    cdef Wire *w
+    cdef int size
+    cdef uint32_t i
+    cdef uint8_t *datagram = st.tx.bufs
+    for i in range(st.capacity):
+        w = &st.wires[i]
+        if not w.in_use or w.kind != KIND_TUNNEL or w.tunnel.keepalive_s <= 0:
+            continue
+        if now - w.tunnel.last_tx < w.tunnel.keepalive_s:
+            continue
+        size = seal_into(st, &w.tunnel, datagram, 0)
+        if size < 0:
+            continue
+        st.tx.iov[0].iov_base = datagram
+        st.tx.iov[0].iov_len = size
+        st.tx.msgs[0].msg_hdr.msg_name = &w.tunnel.peer
+        st.tx.msgs[0].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+        if send_batch(st, 1) == 1:
+            w.tunnel.keepalives_tx += 1
+        w.tunnel.last_tx = now
+
+
 cdef void *run_worker(void *arg) noexcept nogil:
     cdef EngineState *st = <EngineState *>arg
     cdef epoll_event events[MAX_EVENTS]
@@ -71,18 +280,24 @@ cdef void *run_worker(void *arg) noexcept nogil:
     cdef uint64_t key
     cdef uint32_t slot
     cdef Wire *w
+    cdef double now
     cdef bint stop = False
     while not stop:
-        n = epoll_wait(st.epfd, events, MAX_EVENTS, -1)
+        n = epoll_wait(st.epfd, events, MAX_EVENTS, TICK_MS)
         if n < 0:
             if errno == EINTR:
                 continue
             break
         pthread_mutex_lock(&st.lock)
+        now = now_s()
         for i in range(n):
             key = events[i].data.u64
             if key == STOP_KEY:
                 stop = True
+                continue
+            if key == UDP_KEY:
+                if st.udp_fd >= 0:
+                    pump_udp(st, now)
                 continue
             slot = <uint32_t>((key >> 1) & 0x7FFFFFFF)
             side = <int>(key & 1)
@@ -92,7 +307,13 @@ cdef void *run_worker(void *arg) noexcept nogil:
             # An event fetched before remove_wire() took the lock refers to a dead key.
             if not w.in_use or w.gen != <uint32_t>(key >> 32) or w.dead[side]:
                 continue
-            pump(w, side, st.buf, st.epfd)
+            if w.kind == KIND_LOCAL:
+                pump_local(w, side, st.buf, st.epfd)
+            else:
+                pump_tun_to_tunnel(st, w, now)
+        if now - st.last_tick >= TICK_MS / 1000.0:
+            st.last_tick = now
+            send_keepalives(st, now)
         pthread_mutex_unlock(&st.lock)
     return NULL
 
@@ -119,9 +340,11 @@ cdef dict stats_dict(const DirStats *s):
 
 
 cdef int grow_locked(EngineState *st) noexcept nogil:
-    """Doubles the wire table; returns 0, or -1 when out of memory."""
+    """Doubles the wire table; returns 0, or -1 when out of memory (or out of indexes)."""
     cdef uint32_t old = st.capacity
     cdef uint32_t new = old * 2 if old else INITIAL_WIRES
+    if new > (1 << (32 - INDEX_SEQ_BITS)):
+        return -1
     cdef Wire *wires = <Wire *>realloc(st.wires, new * sizeof(Wire))
     if wires == NULL:
         return -1
@@ -139,6 +362,26 @@ cdef int grow_locked(EngineState *st) noexcept nogil:
     return 0
 
 
+cdef Batch *new_batch():
+    cdef Batch *b = <Batch *>calloc(1, sizeof(Batch))
+    if b == NULL:
+        raise MemoryError()
+    b.bufs = <uint8_t *>malloc(BATCH_SIZE * DATAGRAM_BUF_BYTES)
+    if b.bufs == NULL:
+        free(b)
+        raise MemoryError()
+    for i in range(BATCH_SIZE):
+        b.msgs[i].msg_hdr.msg_iov = &b.iov[i]
+        b.msgs[i].msg_hdr.msg_iovlen = 1
+    return b
+
+
+cdef void free_batch(Batch *b) noexcept:
+    if b != NULL:
+        free(b.bufs)
+        free(b)
+
+
 cdef uint64_t _as_handle(handle) except? 0:
     if not isinstance(handle, int) or handle < 0 or handle >= 1 << 64:
         raise KeyError(f"no wire with handle {handle!r}")
@@ -150,6 +393,12 @@ def _check_rc(int rc, str what):
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
+def _set_nonblocking(int fd):
+    flags = fcntl(fd, F_GETFL)
+    _check_rc(flags, f"fcntl(F_GETFL, fd {fd})")
+    _check_rc(fcntl(fd, F_SETFL, flags | O_NONBLOCK), f"fcntl(F_SETFL, fd {fd})")
+
+
 cdef class Engine:
     """Owns the worker thread and the wire table. Handles are opaque ints."""
 
@@ -159,6 +408,7 @@ cdef class Engine:
             raise MemoryError()
         self.st.epfd = -1
         self.st.stopfd = -1
+        self.st.udp_fd = -1
         pthread_mutex_init(&self.st.lock, NULL)
         self.running = False
 
@@ -171,10 +421,14 @@ cdef class Engine:
             close(self.st.epfd)
         if self.st.stopfd >= 0:
             close(self.st.stopfd)
+        if self.st.cipher != NULL:
+            EVP_CIPHER_CTX_free(self.st.cipher)
         pthread_mutex_destroy(&self.st.lock)
         free(self.st.wires)
         free(self.st.free_slots)
         free(self.st.buf)
+        free_batch(self.st.rx)
+        free_batch(self.st.tx)
         free(self.st)
         self.st = NULL
 
@@ -188,8 +442,11 @@ cdef class Engine:
             self.st.stopfd = eventfd(0, EFD_CLOEXEC)
             _check_rc(self.st.stopfd, "eventfd")
             self.st.buf = <uint8_t *>malloc(PACKET_BUF_BYTES)
-            if self.st.buf == NULL:
+            self.st.cipher = EVP_CIPHER_CTX_new()
+            if self.st.buf == NULL or self.st.cipher == NULL:
                 raise MemoryError()
+            self.st.rx = new_batch()
+            self.st.tx = new_batch()
             with nogil:
                 pthread_mutex_lock(&self.st.lock)
                 rc = grow_locked(self.st)
@@ -225,22 +482,60 @@ cdef class Engine:
     def is_running(self):
         return self.running
 
+    def set_udp_socket(self, int fd):
+        """Hands the engine the host's tunnel socket (bound UDP, IPv4). The caller keeps it."""
+        if self.st.epfd < 0:
+            raise RuntimeError("start the engine first")
+        _set_nonblocking(fd)
+        cdef epoll_event ev
+        ev.events = EPOLLIN
+        ev.data.u64 = UDP_KEY
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            if self.st.udp_fd >= 0:
+                epoll_ctl(self.st.epfd, EPOLL_CTL_DEL, self.st.udp_fd, NULL)
+            self.st.udp_fd = fd
+            rc = epoll_ctl(self.st.epfd, EPOLL_CTL_ADD, fd, &ev)
+            if rc < 0:
+                self.st.udp_fd = -1
+            pthread_mutex_unlock(&self.st.lock)
+        _check_rc(rc, "epoll_ctl(ADD udp)")
+
     def add_wire(self, int fd_a, int fd_b):
-        """Starts moving packets between fd_a and fd_b; returns the wire's handle.
+        """Starts moving packets between TUN fds fd_a and fd_b; returns the wire's handle.
 
         Both fds are switched to non-blocking mode. The caller keeps owning them.
         """
         if fd_a < 0 or fd_b < 0 or fd_a == fd_b:
             raise ValueError(f"add_wire needs two distinct open fds, got {fd_a} and {fd_b}")
+        return self._add(KIND_LOCAL, fd_a, fd_b, None, 0.0)
+
+    def add_tunnel_wire(self, int tun_fd, peer_ip, int peer_port, double keepalive_s=0.0):
+        """Starts a tunnel wire for TUN fd `tun_fd` towards peer_ip:peer_port (IPv4).
+
+        Packets from the TUN are dropped (no_key) until install_keypair().
+        """
+        if tun_fd < 0:
+            raise ValueError(f"add_tunnel_wire needs an open fd, got {tun_fd}")
+        if not 0 < peer_port < 65536:
+            raise ValueError(f"peer port must be 1-65535, got {peer_port}")
+        address = ipaddress.IPv4Address(peer_ip)
+        return self._add(KIND_TUNNEL, tun_fd, -1, (int(address), peer_port), keepalive_s)
+
+    cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s):
         for fd in (fd_a, fd_b):
-            flags = fcntl(fd, F_GETFL)
-            _check_rc(flags, f"fcntl(F_GETFL, fd {fd})")
-            _check_rc(fcntl(fd, F_SETFL, flags | O_NONBLOCK), f"fcntl(F_SETFL, fd {fd})")
+            if fd >= 0:
+                _set_nonblocking(fd)
         cdef EngineState *st = self.st
         cdef Wire *w
         cdef uint32_t slot
         cdef epoll_event ev
-        cdef int rc = 0, err = 0
+        cdef int rc = 0, err = 0, side, sides = 2 if kind == KIND_LOCAL else 1
+        cdef uint32_t peer_addr = 0
+        cdef int peer_port = 0
+        if peer is not None:
+            peer_addr = socket.htonl(peer[0])
+            peer_port = socket.htons(peer[1])
         with nogil:
             pthread_mutex_lock(&st.lock)
             if st.n_free == 0:
@@ -249,13 +544,21 @@ cdef class Engine:
                 st.n_free -= 1
                 slot = st.free_slots[st.n_free]
                 w = &st.wires[slot]
+                w.kind = kind
                 w.fd[0] = fd_a
                 w.fd[1] = fd_b
                 w.dead[0] = 0
                 w.dead[1] = 0
                 memset(w.dirs, 0, sizeof(w.dirs))
+                memset(&w.tunnel, 0, sizeof(w.tunnel))
+                w.tunnel.peer.sin_family = AF_INET
+                w.tunnel.peer.sin_addr.s_addr = peer_addr
+                w.tunnel.peer.sin_port = peer_port
+                w.tunnel.keepalive_s = keepalive_s
+                w.tunnel.last_tx = now_s()
+                w.tunnel.index_seq = (w.gen * 37) & 0xFF
                 ev.events = EPOLLIN
-                for side in range(2):
+                for side in range(sides):
                     ev.data.u64 = epoll_key(slot, w.gen, side)
                     rc = epoll_ctl(st.epfd, EPOLL_CTL_ADD, w.fd[side], &ev)
                     if rc < 0:
@@ -283,53 +586,146 @@ cdef class Engine:
             return NULL
         return w
 
+    def next_local_index(self, handle):
+        """The receiver index the next keypair of this tunnel wire will be known by."""
+        cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
+        cdef uint32_t index = 0
+        cdef int i
+        cdef bint taken
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL and w.kind == KIND_TUNNEL:
+                while True:  # skip sequence numbers still held by a live keypair
+                    w.tunnel.index_seq = (w.tunnel.index_seq + 1) & 0xFF
+                    index = (<uint32_t>h << INDEX_SEQ_BITS) | w.tunnel.index_seq
+                    taken = False
+                    for i in range(3):
+                        if w.tunnel.kp[i].state != KP_EMPTY and \
+                                w.tunnel.kp[i].local_index == index:
+                            taken = True
+                    if not taken:
+                        break
+            pthread_mutex_unlock(&self.st.lock)
+        if w == NULL or w.kind != KIND_TUNNEL:
+            raise KeyError(f"no tunnel wire with handle {handle}")
+        return index
+
+    def install_keypair(self, handle, uint32_t local_index, uint32_t remote_index,
+                        const uint8_t[::1] send_key, const uint8_t[::1] recv_key,
+                        bint confirmed):
+        """Installs a new keypair on a tunnel wire.
+
+        confirmed: the peer already uses it (we are the side that learned the peer's half
+        last): it becomes CURRENT at once and the old one PREVIOUS. Otherwise it waits in
+        NEXT, accepting packets, and becomes CURRENT when the first one arrives, so that
+        neither side sends under a key the other cannot open yet.
+        """
+        if send_key.shape[0] != 32 or recv_key.shape[0] != 32:
+            raise ValueError("keys must be 32 bytes")
+        if local_index >> INDEX_SEQ_BITS != <uint32_t>_as_handle(handle):
+            raise ValueError("local_index was not issued for this wire")
+        cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
+        cdef Keypair kp
+        memset(&kp, 0, sizeof(kp))
+        kp.local_index = local_index
+        kp.remote_index = remote_index
+        memcpy(kp.send_key, &send_key[0], 32)
+        memcpy(kp.recv_key, &recv_key[0], 32)
+        kp.created = now_s()
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL and w.kind == KIND_TUNNEL:
+                if confirmed or w.tunnel.kp[KP_CURRENT].state == KP_EMPTY:
+                    kp.state = KP_ACTIVE
+                    if w.tunnel.kp[KP_CURRENT].state != KP_EMPTY:
+                        w.tunnel.kp[KP_PREVIOUS] = w.tunnel.kp[KP_CURRENT]
+                    w.tunnel.kp[KP_CURRENT] = kp
+                    w.tunnel.kp[KP_NEXT].state = KP_EMPTY
+                else:
+                    kp.state = KP_RECV_ONLY
+                    w.tunnel.kp[KP_NEXT] = kp
+            pthread_mutex_unlock(&self.st.lock)
+        memset(&kp, 0, sizeof(kp))  # no key copies left on this stack
+        if w == NULL or w.kind != KIND_TUNNEL:
+            raise KeyError(f"no tunnel wire with handle {handle}")
+
+    def expire_previous(self, handle):
+        """Forgets the PREVIOUS keypair (its grace period is over)."""
+        cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL and w.kind == KIND_TUNNEL:
+                memset(&w.tunnel.kp[KP_PREVIOUS], 0, sizeof(Keypair))
+            pthread_mutex_unlock(&self.st.lock)
+        if w == NULL:
+            raise KeyError(f"no wire with handle {handle}")
+
     def remove_wire(self, handle):
         """Stops the wire; returns its final stats. After this the worker never uses its fds."""
-        cdef DirStats final[2]
-        cdef int dead[2]
-        cdef Wire *w
         cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
         with nogil:
             pthread_mutex_lock(&self.st.lock)
         try:
             w = self._lookup_locked(h)
             if w == NULL:
                 raise KeyError(f"no wire with handle {handle}")
-            for side in range(2):
+            result = self._describe_locked(w)
+            for side in range(2 if w.kind == KIND_LOCAL else 1):
                 if not w.dead[side]:
                     epoll_ctl(self.st.epfd, EPOLL_CTL_DEL, w.fd[side], NULL)
-                final[side] = w.dirs[side]
-                dead[side] = w.dead[side]
+            for side in range(2):
                 add_stats(&self.st.retired, &w.dirs[side])
+            memset(&w.tunnel, 0, sizeof(w.tunnel))  # keys do not outlive the wire
             w.in_use = 0
             w.gen += 1
             self.st.free_slots[self.st.n_free] = <uint32_t>h
             self.st.n_free += 1
         finally:
             pthread_mutex_unlock(&self.st.lock)
-        return {"a_to_b": stats_dict(&final[0]), "b_to_a": stats_dict(&final[1]),
-                "dead": (bool(dead[0]), bool(dead[1]))}
+        return result
 
     def wire_stats(self, handle):
-        """Counters of one wire: a_to_b counts packets read from fd_a, b_to_a from fd_b."""
-        cdef DirStats snap[2]
-        cdef int dead[2]
-        cdef Wire *w
+        """Counters of one wire: a_to_b counts packets read from fd_a (the TUN of a tunnel
+        wire), b_to_a those from the other side; tunnel wires add their keypair state."""
         cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
         with nogil:
             pthread_mutex_lock(&self.st.lock)
         try:
             w = self._lookup_locked(h)
             if w == NULL:
                 raise KeyError(f"no wire with handle {handle}")
-            snap[0] = w.dirs[0]
-            snap[1] = w.dirs[1]
-            dead[0] = w.dead[0]
-            dead[1] = w.dead[1]
+            return self._describe_locked(w)
         finally:
             pthread_mutex_unlock(&self.st.lock)
-        return {"a_to_b": stats_dict(&snap[0]), "b_to_a": stats_dict(&snap[1]),
-                "dead": (bool(dead[0]), bool(dead[1]))}
+
+    cdef dict _describe_locked(self, Wire *w):
+        result = {"a_to_b": stats_dict(&w.dirs[0]), "b_to_a": stats_dict(&w.dirs[1]),
+                  "dead": (bool(w.dead[0]), bool(w.dead[1]))}
+        if w.kind != KIND_TUNNEL:
+            return result
+        now = now_s()
+        t = &w.tunnel
+        names = ("previous", "current", "next")
+        result["tunnel"] = {
+            "keypairs": {names[i]: {"local_index": t.kp[i].local_index,
+                                    "remote_index": t.kp[i].remote_index,
+                                    "send_counter": t.kp[i].send_counter,
+                                    "age_s": now - t.kp[i].created}
+                         for i in range(3) if t.kp[i].state != KP_EMPTY},
+            "last_rx_age_s": now - t.last_rx if t.last_rx else None,
+            "last_tx_age_s": now - t.last_tx,
+            "keepalives_tx": t.keepalives_tx,
+            "keepalives_rx": t.keepalives_rx,
+        }
+        return result
 
     def totals(self):
         """Sums over every wire ever added, both directions: monotonic, for /metrics."""
@@ -347,6 +743,7 @@ cdef class Engine:
             pthread_mutex_unlock(&self.st.lock)
         result = stats_dict(&total)
         result["wires"] = live
+        result["udp_drops"] = {UDP_DROP_NAMES[r]: self.st.udp_drops[r] for r in range(UDP_REASONS)}
         return result
 
 

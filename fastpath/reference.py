@@ -27,3 +27,26 @@ def classify(packet: bytes) -> str:
             return MALFORMED
         return PASS
     return NOT_IP
+
+
+class ReplayWindow:
+    """RFC 6479 semantics, spelled out: remember every counter, forget nothing."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.seen: set[int] = set()
+        self.newest = -1
+
+    def would_accept(self, counter: int) -> bool:
+        if counter == 2**64 - 1:
+            return False
+        if counter > self.newest:
+            return True
+        return self.newest - counter < self.window and counter not in self.seen
+
+    def accept(self, counter: int) -> bool:
+        if not self.would_accept(counter):
+            return False
+        self.seen.add(counter)
+        self.newest = max(self.newest, counter)
+        return True

@@ -6,6 +6,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nsmd.fastpath import reference
 from nsmd.fastpath.engine import Engine, classify
 
@@ -81,7 +82,8 @@ def test_bad_packets_are_dropped_by_reason_and_the_wire_keeps_working(engine, pa
     assert peer_app.recv(2000) == ipv4()
     assert wait_for(lambda: engine.wire_stats(handle)["a_to_b"]["rx_packets"] == 6)
     drops = engine.wire_stats(handle)["a_to_b"]["drops"]
-    assert drops == {"not_ip": 1, "malformed": 4, "tx_error": 0}
+    assert drops["not_ip"] == 1 and drops["malformed"] == 4
+    assert sum(drops.values()) == 5
 
 
 def test_removed_wires_stop_and_stale_handles_are_refused(engine, pair_of_fakes):

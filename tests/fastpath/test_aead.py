@@ -1,0 +1,47 @@
+"""The fast path's ChaCha20-Poly1305 against RFC 8439 and against the `cryptography` package."""
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nsmd.fastpath.aead import AeadError, open_packet, seal_packet
+
+
+def nonce(counter: int) -> bytes:
+    return bytes(4) + counter.to_bytes(8, "little")
+
+
+def test_rfc8439_section_2_8_2_vector():
+    key = bytes(range(0x80, 0xA0))
+    aad = bytes.fromhex("50515253c0c1c2c3c4c5c6c7")
+    plaintext = (b"Ladies and Gentlemen of the class of '99: If I could offer you only one "
+                 b"tip for the future, sunscreen would be it.")
+    # The RFC's nonce is 07000000 40414243 44454647: ours is 4 zero bytes + a LE counter,
+    # so check the vector through `cryptography`, and ours on the same construction.
+    rfc_nonce = bytes.fromhex("070000004041424344454647")
+    sealed = ChaCha20Poly1305(key).encrypt(rfc_nonce, plaintext, aad)
+    assert sealed[-16:].hex() == "1ae10b594f09e26a7e902ecbd0600691"
+    ours = seal_packet(key, 0x4746454443424140, aad, plaintext)
+    assert ours == ChaCha20Poly1305(key).encrypt(nonce(0x4746454443424140), plaintext, aad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), counter=st.integers(0, 2**64 - 1),
+       aad=st.binary(max_size=32), plaintext=st.binary(max_size=1500))
+def test_seal_and_open_match_the_reference(key, counter, aad, plaintext):
+    sealed = seal_packet(key, counter, aad, plaintext)
+    assert sealed == ChaCha20Poly1305(key).encrypt(nonce(counter), plaintext, aad)
+    assert open_packet(key, counter, aad, sealed) == plaintext
+
+
+def test_any_change_fails_authentication():
+    key = bytes(32)
+    sealed = seal_packet(key, 7, b"hdr", b"payload")
+    for tampered_counter, aad, data in ((8, b"hdr", sealed), (7, b"hdX", sealed),
+                                        (7, b"hdr", sealed[:-1] + bytes([sealed[-1] ^ 1])),
+                                        (7, b"hdr", bytes([sealed[0] ^ 1]) + sealed[1:])):
+        with pytest.raises(AeadError):
+            open_packet(key, tampered_counter, aad, data)
+    with pytest.raises(AeadError):
+        open_packet(key, 7, b"hdr", b"short")
