@@ -92,6 +92,22 @@ def build_parser() -> Parser:
     status = client_parser("status", "show the daemon's state")
     status.add_argument("-o", "--output", choices=output.FORMATS, default="yaml")
 
+    ca = sub.add_parser("ca", help="a development trust domain (CA and SVIDs)",
+                        description="Create a development trust domain and issue X.509 SVIDs, "
+                        "so first runs and tests need no SPIRE.")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, parser_class=Parser,
+                               metavar="init|issue")
+    ca_init = ca_sub.add_parser("init", help="create the CA of a trust domain")
+    ca_init.add_argument("--state-dir", required=True, metavar="DIR",
+                         help="where the CA goes (DIR/ca/, mode 0700)")
+    ca_init.add_argument("--trust-domain", required=True, metavar="TD", help="e.g. example.org")
+    ca_issue = ca_sub.add_parser("issue", help="issue an SVID: svid.pem, svid.key, bundle.pem")
+    ca_issue.add_argument("spiffe_id", metavar="SPIFFE_ID", help="spiffe://TD/path")
+    ca_issue.add_argument("--state-dir", required=True, metavar="DIR",
+                          help="the directory given to `ca init`")
+    ca_issue.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    ca_issue.add_argument("--hours", type=float, default=24.0, help="lifetime (default 24)")
+
     demo = sub.add_parser("demo", help="run a daemon, an endpoint and a client in namespaces "
                           "and ping through the vWire", description="A self-contained tour: "
                           "starts a daemon with its own state, creates two namespaces, "
@@ -198,6 +214,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ca(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from nsmd.identity import ca
+
+    if args.ca_command == "init":
+        print(f"CA of trust domain {args.trust_domain} created in "
+              f"{ca.init_ca(args.state_dir, args.trust_domain)}")
+        return 0
+    if not 0 < args.hours <= 24 * 3650:
+        raise NsmdError("--hours: expected a lifetime between 0 and 87600 hours")
+    out = ca.issue_svid(args.state_dir, args.spiffe_id, args.out,
+                        dt.timedelta(hours=args.hours))
+    print(f"SVID for {args.spiffe_id} written to {out} (svid.pem, svid.key, bundle.pem)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from nsmd.demo import run_demo
 
@@ -210,4 +243,4 @@ def _quote(value: str) -> str:
 
 COMMANDS = {"run": cmd_run, "apply": cmd_apply, "delete": cmd_delete, "get": cmd_get,
             "connect": cmd_connect, "close": cmd_close, "monitor": cmd_monitor,
-            "status": cmd_status, "demo": cmd_demo}
+            "status": cmd_status, "ca": cmd_ca, "demo": cmd_demo}

@@ -1,0 +1,139 @@
+"""A development trust domain: a CA and the X.509 SVIDs it signs (`nsmd ca init|issue`).
+
+For first runs and tests, so nothing needs SPIRE. Keys are EC P-256, files 0600. The CA
+signs leaves with the SPIFFE ID as the only URI SAN and both TLS usages, as SPIRE does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from spiffe import SpiffeId, TrustDomain
+
+from nsmd.errors import NotFound, ValidationError
+
+CA_DIR = "ca"
+CA_CERT, CA_KEY = "ca.pem", "ca.key"
+SVID_CERT, SVID_KEY, BUNDLE = "svid.pem", "svid.key", "bundle.pem"
+CA_LIFETIME = dt.timedelta(days=3650)
+DEFAULT_SVID_LIFETIME = dt.timedelta(hours=24)
+
+
+def parse_spiffe_id(value: str, where: str = "spiffe_id") -> SpiffeId:
+    try:
+        return SpiffeId(value)
+    except Exception as err:  # py-spiffe raises its own error types
+        raise ValidationError(where, "a SPIFFE ID like spiffe://example.org/node/a", value,
+                              detail=f"{where}: {err}") from None
+
+
+def init_ca(state_dir: str, trust_domain: str) -> str:
+    """Creates the CA of `trust_domain` under state_dir/ca; refuses to overwrite one."""
+    try:
+        td = TrustDomain(trust_domain)
+    except Exception as err:
+        raise ValidationError("trust-domain", "a trust domain name like example.org",
+                              trust_domain, detail=f"trust-domain: {err}") from None
+    directory = os.path.join(state_dir, CA_DIR)
+    if os.path.exists(os.path.join(directory, CA_CERT)):
+        raise ValidationError("state-dir", "a state directory without a CA",
+                              detail=f"{directory} already holds a CA; remove it first")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nsmd"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"nsmd CA {td.name}")])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + CA_LIFETIME)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_usage(cert_sign=True), critical=True)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{td.name}")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _write(os.path.join(directory, CA_KEY), _key_pem(key))
+    _write(os.path.join(directory, CA_CERT), cert.public_bytes(serialization.Encoding.PEM))
+    return directory
+
+
+def issue_svid(state_dir: str, spiffe_id: str, out_dir: str,
+               lifetime: dt.timedelta = DEFAULT_SVID_LIFETIME) -> str:
+    """Writes svid.pem, svid.key and bundle.pem for `spiffe_id` into out_dir."""
+    sid = parse_spiffe_id(spiffe_id)
+    ca_cert, ca_key = load_ca(state_dir)
+    ca_domain = _trust_domain_of(ca_cert)
+    if sid.trust_domain.name != ca_domain:
+        raise ValidationError("spiffe_id", f"an ID in the CA's trust domain {ca_domain}",
+                              spiffe_id)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nsmd")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + lifetime)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_usage(cert_sign=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(str(sid))]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    os.makedirs(out_dir, mode=0o700, exist_ok=True)
+    _write(os.path.join(out_dir, SVID_KEY), _key_pem(key))
+    _write(os.path.join(out_dir, SVID_CERT), cert.public_bytes(serialization.Encoding.PEM))
+    _write(os.path.join(out_dir, BUNDLE), ca_cert.public_bytes(serialization.Encoding.PEM))
+    return out_dir
+
+
+def load_ca(state_dir: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    directory = os.path.join(state_dir, CA_DIR)
+    try:
+        with open(os.path.join(directory, CA_CERT), "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        with open(os.path.join(directory, CA_KEY), "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+    except FileNotFoundError:
+        raise NotFound(f"no CA in {directory}: run `nsmd ca init` first") from None
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
+
+
+def _trust_domain_of(cert: x509.Certificate) -> str:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return SpiffeId(san.get_values_for_type(x509.UniformResourceIdentifier)[0]).trust_domain.name
+
+
+def _usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=True, content_commitment=False,
+                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                         key_cert_sign=cert_sign, crl_sign=cert_sign, encipher_only=False,
+                         decipher_only=False)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
