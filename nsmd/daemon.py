@@ -63,7 +63,7 @@ class Daemon:
                                      self.dataplane.totals)
         self.dataplane.start()
         await self.dataplane.restore()
-        self.hosting.start()
+        await self.hosting.start()
         restored, lost = await self.manager.restore()
         swept = await self.dataplane.sweep(self.manager.wire_ids())
         if restored or lost or swept:
@@ -111,7 +111,7 @@ class Daemon:
 
     async def register_service(self, ns: NetworkService) -> NetworkService:
         """Registers `ns`; vWires whose endpoint its new matches no longer allow reselect."""
-        self.registry.register_service(ns)
+        await self.registry.register_service(ns)
         live = self.registry.endpoints_of(ns.name)
         for conn in self.manager.server_begin.connections():
             if conn.network_service != ns.name:
@@ -136,7 +136,7 @@ class Daemon:
                 if other is not None and not existed and other.url != self.url:
                     raise Conflict(f"endpoint {res.name!r} is registered by another daemon "
                                    f"({other.url})")
-                self.hosting.apply(res.endpoint, res.spec)
+                await self.hosting.apply(res.endpoint, res.spec)
             results.append({"kind": res.kind, "name": res.name,
                             "action": "configured" if existed else "created"})
             if res.spec is not None and not netns.exists(res.spec.netns):
@@ -152,7 +152,7 @@ class Daemon:
         closed = await self.manager.close_endpoint_connections(name)
         self.hosting.remove(name)
         if nse is not None:
-            self.registry.unregister_endpoint(name)
+            await self.registry.unregister_endpoint(name)
         log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)
         return nse or NetworkServiceEndpoint(name=name)
 

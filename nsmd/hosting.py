@@ -8,6 +8,7 @@ daemon re-registers what it hosted before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nsmd import netns
@@ -19,6 +20,7 @@ from nsmd.registry import Registry
 from nsmd.state import StateDB
 
 REREGISTER_AT = 2 / 3
+RETRY_S = 1.0
 log = logging.getLogger("nsmd.hosting")
 
 
@@ -30,6 +32,7 @@ class Hosting:
         self.url = url
         self._hosted: dict[str, tuple[NetworkServiceEndpoint, EndpointSpec]] = {}
         self._timers: dict[str, Timer] = {}
+        self._tasks: set[asyncio.Task] = set()
 
     def spec(self, name: str) -> EndpointSpec | None:
         hosted = self._hosted.get(name)
@@ -38,7 +41,7 @@ class Hosting:
     def names(self) -> list[str]:
         return list(self._hosted)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Re-registers every endpoint hosted before a restart."""
         for name, doc in self.db.items("hosted"):
             nse = from_wire(NetworkServiceEndpoint, doc["endpoint"])
@@ -46,9 +49,10 @@ class Hosting:
             spec = from_wire(EndpointSpec, doc["spec"])
             self._hosted[name] = (nse, spec)
             if netns.exists(spec.netns):
-                self._register(name)
+                await self._register(name)
 
-    def apply(self, nse: NetworkServiceEndpoint, spec: EndpointSpec) -> NetworkServiceEndpoint:
+    async def apply(self, nse: NetworkServiceEndpoint, spec: EndpointSpec,
+                    ) -> NetworkServiceEndpoint:
         nse.url = self.url
         template = from_wire(NetworkServiceEndpoint, to_wire(nse))
         template.expiration_time = 0.0
@@ -58,7 +62,7 @@ class Hosting:
             log.warning("endpoint %s: namespace %r does not exist yet; it is registered once "
                         "the namespace appears", nse.name, spec.netns)
             return template
-        return self._register(nse.name)
+        return await self._register(nse.name)
 
     def remove(self, name: str) -> bool:
         timer = self._timers.pop(name, None)
@@ -69,45 +73,57 @@ class Hosting:
         self.db.delete("hosted", name)
         return True
 
-    def check_namespaces(self) -> None:
+    async def check_namespaces(self) -> None:
         """Withdraws endpoints whose namespace vanished; brings them back when it returns.
 
         A registration that points at a dead workload would only make clients fail over.
         """
-        for name, (_, spec) in self._hosted.items():
+        for name, (_, spec) in list(self._hosted.items()):
             alive = netns.exists(spec.netns)
             registered = name in self.registry.endpoints
             if registered and not alive:
                 log.info("endpoint %s: namespace %r is gone, unregistering", name, spec.netns)
-                self.registry.unregister_endpoint(name)
+                await self.registry.unregister_endpoint(name)
                 timer = self._timers.pop(name, None)
                 if timer is not None:
                     timer.cancel()
             elif alive and not registered:
                 log.info("endpoint %s: namespace %r is back, registering", name, spec.netns)
-                self._register(name)
+                await self._register(name)
 
     def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
 
-    def _register(self, name: str) -> NetworkServiceEndpoint:
+    async def _register(self, name: str) -> NetworkServiceEndpoint:
         template, _ = self._hosted[name]
         nse = from_wire(NetworkServiceEndpoint, to_wire(template))
         now = self.clock.time()
-        registered = self.registry.register_endpoint(nse)
+        registered = await self.registry.register_endpoint(nse)
         when = now + (registered.expiration_time - now) * REREGISTER_AT
-        self._timers[name] = self.clock.call_at(when, lambda: self._refresh(name))
+        self._arm(name, when)
         return registered
 
-    def _refresh(self, name: str) -> None:
+    def _arm(self, name: str, when: float) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._timers[name] = self.clock.call_at(when, lambda: self._spawn(name))
+
+    def _spawn(self, name: str) -> None:
         self._timers.pop(name, None)
+        task = asyncio.ensure_future(self._refresh(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, name: str) -> None:
         if name not in self._hosted:
             return
         try:
-            self._register(name)
+            await self._register(name)
         except NsmdError as err:  # keep trying: a registration that lapses loses clients
             log.error("re-registering endpoint %s failed: %s; retrying in 1 s", name, err)
-            self._timers[name] = self.clock.call_at(self.clock.time() + 1.0,
-                                                    lambda: self._refresh(name))
+            self._arm(name, self.clock.time() + RETRY_S)

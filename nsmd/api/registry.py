@@ -54,7 +54,7 @@ async def get_service(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/services/{name}")
 async def delete_service(request: web.Request) -> web.Response:
-    ns = request.app[DAEMON].registry.unregister_service(request.match_info["name"])
+    ns = await request.app[DAEMON].registry.unregister_service(request.match_info["name"])
     return reply(request, to_wire(ns))
 
 
@@ -77,7 +77,7 @@ async def find_endpoints(request: web.Request) -> web.StreamResponse:
 async def register_endpoint(request: web.Request) -> web.Response:
     """Registers an endpoint record hosted elsewhere (what a peer daemon does)."""
     nse = from_wire(NetworkServiceEndpoint, await read_body(request))
-    return reply(request, to_wire(request.app[DAEMON].registry.register_endpoint(nse)))
+    return reply(request, to_wire(await request.app[DAEMON].registry.register_endpoint(nse)))
 
 
 @routes.get("/v1/endpoints/{name}")

@@ -30,7 +30,7 @@ class Liveness:
 
     async def check_once(self) -> list[str]:
         """Closes every dead vWire; returns the ids of the connections it closed."""
-        self.hosting.check_namespaces()
+        await self.hosting.check_namespaces()
         closed = []
         for conn in self.manager.server_begin.connections():
             if not conn.path.path_segments:

@@ -25,6 +25,9 @@ log = logging.getLogger("nsmd.registry")
 
 
 class Registry:
+    """The local registry. Writes are coroutines so that a remote registry (another
+    daemon's, over mTLS) can stand in for it behind the same interface."""
+
     def __init__(self, db: StateDB, clock: Clock, nse_expiry_s: float = DEFAULT_NSE_EXPIRY_S):
         self.db = db
         self.clock = clock
@@ -40,14 +43,14 @@ class Registry:
 
     # -- services --------------------------------------------------------------------------
 
-    def register_service(self, ns: NetworkService) -> NetworkService:
+    async def register_service(self, ns: NetworkService) -> NetworkService:
         ns.validate()
         self.db.put("services", ns.name, to_wire(ns))
         self.services[ns.name] = ns
         self.service_watchers.publish(ns)
         return ns
 
-    def unregister_service(self, name: str) -> NetworkService:
+    async def unregister_service(self, name: str) -> NetworkService:
         ns = self.services.pop(name, None)
         if ns is None:
             raise NotFound(f"network service {name!r} is not registered")
@@ -66,7 +69,7 @@ class Registry:
 
     # -- endpoints -------------------------------------------------------------------------
 
-    def register_endpoint(self, nse: NetworkServiceEndpoint) -> NetworkServiceEndpoint:
+    async def register_endpoint(self, nse: NetworkServiceEndpoint) -> NetworkServiceEndpoint:
         """Upserts `nse`; its expiration_time becomes min(requested, now + expiry period)."""
         nse.validate()
         now = self.clock.time()
@@ -87,7 +90,7 @@ class Registry:
         self.endpoint_watchers.publish(nse)
         return nse
 
-    def unregister_endpoint(self, name: str) -> NetworkServiceEndpoint:
+    async def unregister_endpoint(self, name: str) -> NetworkServiceEndpoint:
         nse = self.endpoints.get(name)
         if nse is None:
             raise NotFound(f"network service endpoint {name!r} is not registered")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
@@ -47,3 +48,25 @@ class FakeClock:
             fired += 1
         self.now = target
         return fired
+
+    async def run(self, seconds: float, settle_rounds: int = 10) -> int:
+        """Like advance(), but lets the tasks each timer starts run (and arm new timers)
+        before moving on: for code whose timers spawn coroutines."""
+        target = self.now + seconds
+        fired = 0
+        while True:
+            await _settle(settle_rounds)
+            live = [t for _, _, t in self._timers if not t.cancelled]
+            due = min((t.when for t in live), default=None)
+            if due is None or due > target:
+                break
+            fired += self.advance(max(0.0, due - self.now))
+        self.now = target
+        await _settle(settle_rounds)
+        return fired
+
+
+async def _settle(rounds: int) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+

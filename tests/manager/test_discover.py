@@ -30,7 +30,7 @@ class Record(Element):
 
 
 @pytest.fixture
-def registry(tmp_path, clock):
+async def registry(tmp_path, clock):
     db = StateDB(str(tmp_path))
     reg = Registry(db, clock)
     yield reg
@@ -38,16 +38,16 @@ def registry(tmp_path, clock):
     db.close()
 
 
-def add(registry, name, service="svc", **labels):
-    registry.register_endpoint(NetworkServiceEndpoint(
+async def add(registry, name, service="svc", **labels):
+    await registry.register_endpoint(NetworkServiceEndpoint(
         name=name, network_service_names=[service],
         network_service_labels={service: ServiceLabels(labels=labels)}))
 
 
 async def test_round_robin_over_candidates_shared_by_clients(registry, clock, make_request):
-    registry.register_service(NetworkService(name="svc"))
+    await registry.register_service(NetworkService(name="svc"))
     for n in ("a", "b", "c"):
-        add(registry, n)
+        await add(registry, n)
     record = Record()
     chain = Chain(Discover(registry, clock), record)
     for i in range(6):
@@ -57,9 +57,9 @@ async def test_round_robin_over_candidates_shared_by_clients(registry, clock, ma
 
 
 async def test_a_failing_candidate_is_skipped_once(registry, clock, make_request):
-    registry.register_service(NetworkService(name="svc"))
+    await registry.register_service(NetworkService(name="svc"))
     for n in ("a", "b", "c"):
-        add(registry, n)
+        await add(registry, n)
     record = Record(broken={"a", "b"})
     conn = await Chain(Discover(registry, clock), record).request(make_request())
     assert record.attempts == ["a", "b", "c"] and conn.network_service_endpoint_name == "c"
@@ -69,12 +69,12 @@ async def test_a_failing_candidate_is_skipped_once(registry, clock, make_request
 
 
 async def test_matches_pick_by_client_labels(registry, clock, make_request):
-    registry.register_service(NetworkService(name="svc", matches=[
+    await registry.register_service(NetworkService(name="svc", matches=[
         Match(source_selector={"tier": "gold"},
               routes=[Destination(destination_selector={"size": "big"})]),
         Match(routes=[Destination(destination_selector={"size": "small"})])]))
-    add(registry, "big", size="big")
-    add(registry, "small", size="small")
+    await add(registry, "big", size="big")
+    await add(registry, "small", size="small")
     chain = Chain(Discover(registry, clock), Record())
     gold = await chain.request(make_request(labels={"tier": "gold"}))
     other = await chain.request(make_request(labels={"tier": "tin"}))
@@ -86,20 +86,20 @@ async def test_errors_name_the_service(registry, clock, make_request):
     chain = Chain(Discover(registry, clock), Record())
     with pytest.raises(NotFound, match="'svc' is not registered"):
         await chain.request(make_request())
-    registry.register_service(NetworkService(name="svc", matches=[
+    await registry.register_service(NetworkService(name="svc", matches=[
         Match(source_selector={"x": "y"}, routes=[Destination()])]))
-    add(registry, "a")
+    await add(registry, "a")
     with pytest.raises(SelectionError, match="no endpoint of network service 'svc' matches"):
         await chain.request(make_request())
-    registry.register_service(NetworkService(name="l2", payload="ETHERNET"))
+    await registry.register_service(NetworkService(name="l2", payload="ETHERNET"))
     with pytest.raises(SelectionError, match="payload ETHERNET"):
         await chain.request(make_request(service="l2"))
 
 
 async def test_a_named_endpoint_is_used_as_is_and_must_be_alive(registry, clock, make_request):
-    registry.register_service(NetworkService(name="svc"))
-    add(registry, "a")
-    add(registry, "b")
+    await registry.register_service(NetworkService(name="svc"))
+    await add(registry, "a")
+    await add(registry, "b")
     record = Record()
     chain = Chain(Discover(registry, clock), record)
     req = make_request()

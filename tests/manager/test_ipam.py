@@ -13,11 +13,11 @@ from nsmd.testing.elements import InjectError
 
 
 @pytest.fixture
-def env(tmp_path, clock):
+async def env(tmp_path, clock):
     db = StateDB(str(tmp_path))
     registry = Registry(db, clock)
     hosting = Hosting(db, registry, clock, "unix:///s")
-    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["svc"]),
+    await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["svc"]),
                   EndpointSpec(ipam=IpamSpec(prefix="169.254.0.0/29",
                                              exclude_prefixes=["169.254.0.3/32"])))
     yield db, hosting
@@ -37,7 +37,7 @@ def addrs(conn):
     return ipc.src_ip_addrs[0], ipc.dst_ip_addrs[0]
 
 
-def test_pool_hands_out_pairs_and_skips_excluded_and_used():
+async def test_pool_hands_out_pairs_and_skips_excluded_and_used():
     pool = Pool("10.0.0.0/29")
     assert pool.allocate_pair() == ("10.0.0.1", "10.0.0.2")
     assert pool.allocate_pair(["10.0.0.3/32"]) == ("10.0.0.4", "10.0.0.5")

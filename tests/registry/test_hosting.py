@@ -9,7 +9,7 @@ from nsmd.testing.fake_clock import FakeClock
 
 
 @pytest.fixture
-def env(tmp_path):
+async def env(tmp_path):
     clock = FakeClock()
     db = StateDB(str(tmp_path))
     registry = Registry(db, clock)
@@ -20,54 +20,55 @@ def env(tmp_path):
     db.close()
 
 
-def test_hosted_endpoints_are_re_registered_at_two_thirds(env):
+async def test_hosted_endpoints_are_re_registered_at_two_thirds(env):
     clock, _, registry, hosting = env
-    nse = hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+    nse = await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
                         EndpointSpec())
     assert nse.url == "unix:///run/n.sock"
     first_expiry = nse.expiration_time
-    clock.advance(39.9)
+    await clock.run(39.9)
     assert registry.endpoints["e"].expiration_time == first_expiry
-    clock.advance(0.2)
+    await clock.run(0.2)
     assert registry.endpoints["e"].expiration_time == pytest.approx(clock.now + 60, abs=0.2)
-    clock.advance(600)  # it stays registered as long as the daemon lives
+    await clock.run(600)  # it stays registered as long as the daemon lives
     assert "e" in registry.endpoints
 
 
-def test_endpoints_register_only_while_their_namespace_exists(env, tmp_path, monkeypatch):
+async def test_endpoints_register_only_while_their_namespace_exists(env, tmp_path, monkeypatch):
     clock, _, registry, hosting = env
     monkeypatch.setattr("nsmd.netns.NETNS_RUN_DIR", str(tmp_path))
-    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+    await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
                   EndpointSpec(netns="ns1"))
     assert "e" not in registry.endpoints
     (tmp_path / "ns1").touch()
-    hosting.check_namespaces()
+    await hosting.check_namespaces()
     assert "e" in registry.endpoints
     (tmp_path / "ns1").unlink()
-    hosting.check_namespaces()
+    await hosting.check_namespaces()
     assert "e" not in registry.endpoints
     clock.advance(100)  # no re-registration timer is left behind
     assert "e" not in registry.endpoints
 
 
-def test_removed_endpoints_are_no_longer_refreshed(env):
+async def test_removed_endpoints_are_no_longer_refreshed(env):
     clock, _, registry, hosting = env
-    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]), EndpointSpec())
+    await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+                        EndpointSpec())
     assert hosting.remove("e")
     clock.advance(61)
     assert "e" not in registry.endpoints
     assert not hosting.remove("e")
 
 
-def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
+async def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
     clock, db, registry, hosting = env
-    hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+    await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
                   EndpointSpec(ifname="eth7"))
     hosting.close()  # the daemon stops ...
     clock.advance(3600)  # ... for an hour: the record expires
     assert "e" not in registry.endpoints
     again = Hosting(db, registry, clock, "unix:///new.sock")
-    again.start()
+    await again.start()
     try:
         assert again.spec("e").ifname == "eth7"
         assert registry.endpoints["e"].url == "unix:///new.sock"

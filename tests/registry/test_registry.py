@@ -22,7 +22,7 @@ def db(tmp_path):
 
 
 @pytest.fixture
-def registry(db, clock):
+async def registry(db, clock):
     reg = Registry(db, clock)
     yield reg
     reg.close()
@@ -34,15 +34,15 @@ def nse(name, *services, url="unix:///x", **labels):
         network_service_labels={s: ServiceLabels(labels=dict(labels)) for s in services})
 
 
-def test_register_is_an_upsert_and_find_filters_by_nsm_rules(registry):
-    registry.register_service(NetworkService(name="a"))
-    registry.register_service(NetworkService(name="a", payload="ETHERNET"))
-    registry.register_service(NetworkService(name="b"))
+async def test_register_is_an_upsert_and_find_filters_by_nsm_rules(registry):
+    await registry.register_service(NetworkService(name="a"))
+    await registry.register_service(NetworkService(name="a", payload="ETHERNET"))
+    await registry.register_service(NetworkService(name="b"))
     assert [s.payload for s in registry.find_services(ServiceQuery(name="a"))] == ["ETHERNET"]
     assert [s.name for s in registry.find_services(ServiceQuery(payload="IP"))] == ["b"]
 
-    registry.register_endpoint(nse("e1", "a", "b", app="x", tier="1"))
-    registry.register_endpoint(nse("e2", "a", url="https://other:1", app="y"))
+    await registry.register_endpoint(nse("e1", "a", "b", app="x", tier="1"))
+    await registry.register_endpoint(nse("e2", "a", url="https://other:1", app="y"))
     find = registry.find_endpoints
     assert {e.name for e in find(EndpointQuery(network_service_names=("a",)))} == {"e1", "e2"}
     assert [e.name for e in find(EndpointQuery(network_service_names=("a", "b")))] == ["e1"]
@@ -51,20 +51,20 @@ def test_register_is_an_upsert_and_find_filters_by_nsm_rules(registry):
     assert [e.name for e in find(EndpointQuery(name="e2"))] == ["e2"]
 
 
-def test_unregister_unknown_names_is_an_error(registry):
+async def test_unregister_unknown_names_is_an_error(registry):
     with pytest.raises(NotFound):
-        registry.unregister_service("nope")
+        await registry.unregister_service("nope")
     with pytest.raises(NotFound):
-        registry.unregister_endpoint("nope")
+        await registry.unregister_endpoint("nope")
 
 
-def test_endpoints_expire_after_the_period_unless_re_registered(registry, clock):
-    first = registry.register_endpoint(nse("e1", "s"))
+async def test_endpoints_expire_after_the_period_unless_re_registered(registry, clock):
+    first = await registry.register_endpoint(nse("e1", "s"))
     assert first.expiration_time == clock.now + 60
     assert first.initial_registration_time == clock.now
-    registry.register_endpoint(nse("e2", "s"))
+    await registry.register_endpoint(nse("e2", "s"))
     clock.advance(40)
-    again = registry.register_endpoint(nse("e1", "s"))
+    again = await registry.register_endpoint(nse("e1", "s"))
     assert again.initial_registration_time == first.initial_registration_time
     clock.advance(21)  # e2 is 61 s old, e1 was renewed 21 s ago
     assert [e.name for e in registry.endpoints_of("s")] == ["e1"]
@@ -72,33 +72,33 @@ def test_endpoints_expire_after_the_period_unless_re_registered(registry, clock)
     assert registry.endpoints_of("s") == []
 
 
-def test_expiration_is_the_earlier_of_requested_and_the_period(registry, clock):
+async def test_expiration_is_the_earlier_of_requested_and_the_period(registry, clock):
     shorter = nse("e1", "s")
     shorter.expiration_time = clock.now + 10
-    assert registry.register_endpoint(shorter).expiration_time == clock.now + 10
+    assert (await registry.register_endpoint(shorter)).expiration_time == clock.now + 10
     past = nse("e2", "s")
     past.expiration_time = clock.now - 1
     with pytest.raises(ValidationError, match="expiration_time"):
-        registry.register_endpoint(past)
+        await registry.register_endpoint(past)
     assert "e2" not in registry.endpoints
 
 
-def test_invalid_records_change_nothing(registry):
+async def test_invalid_records_change_nothing(registry):
     with pytest.raises(ValidationError, match="network_service_names"):
-        registry.register_endpoint(NetworkServiceEndpoint(name="e1"))
+        await registry.register_endpoint(NetworkServiceEndpoint(name="e1"))
     with pytest.raises(ValidationError, match="name"):
-        registry.register_service(NetworkService(name="bad name"))
+        await registry.register_service(NetworkService(name="bad name"))
     assert registry.endpoints == {} and registry.services == {}
 
 
 async def test_watch_sends_snapshot_then_changes_with_deletions_flagged(registry, clock):
-    registry.register_endpoint(nse("e1", "s"))
-    registry.register_endpoint(nse("other", "t"))
+    await registry.register_endpoint(nse("e1", "s"))
+    await registry.register_endpoint(nse("other", "t"))
     watch = registry.watch_endpoints(EndpointQuery(network_service_names=("s",)))
     try:
-        registry.register_endpoint(nse("e2", "s"))
-        registry.register_endpoint(nse("ignored", "t"))
-        registry.unregister_endpoint("e1")
+        await registry.register_endpoint(nse("e2", "s"))
+        await registry.register_endpoint(nse("ignored", "t"))
+        await registry.unregister_endpoint("e1")
         clock.advance(61)  # e2 expires
         events = [await asyncio.wait_for(anext(watch), 1) for _ in range(4)]
     finally:
@@ -111,19 +111,19 @@ async def test_watch_sends_snapshot_then_changes_with_deletions_flagged(registry
 async def test_service_watch(registry):
     watch = registry.watch_services(ServiceQuery(name="a"))
     try:
-        registry.register_service(NetworkService(name="b"))
-        registry.register_service(NetworkService(name="a"))
-        registry.unregister_service("a")
+        await registry.register_service(NetworkService(name="b"))
+        await registry.register_service(NetworkService(name="a"))
+        await registry.unregister_service("a")
         events = [await asyncio.wait_for(anext(watch), 1) for _ in range(2)]
     finally:
         watch.close()
     assert [(e.item.name, e.deleted) for e in events] == [("a", False), ("a", True)]
 
 
-def test_everything_survives_a_restart(db, clock, tmp_path):
+async def test_everything_survives_a_restart(db, clock, tmp_path):
     reg = Registry(db, clock)
-    reg.register_service(NetworkService(name="a", payload="IP"))
-    reg.register_endpoint(nse("e1", "a", app="x"))
+    await reg.register_service(NetworkService(name="a", payload="IP"))
+    await reg.register_endpoint(nse("e1", "a", app="x"))
     reg.close()
     db.close()
     db2 = StateDB(str(tmp_path / "state"))
