@@ -18,7 +18,7 @@ can no longer use them. The UDP socket is the caller's too.
 """
 
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport F_GETFL, F_SETFL, O_NONBLOCK, fcntl
@@ -257,9 +257,12 @@ cdef void send_keepalives(EngineState *st, double now) noexcept nogil:
     cdef uint8_t *datagram = st.tx.bufs
     for i in range(st.capacity):
         w = &st.wires[i]
-        if not w.in_use or w.kind != KIND_TUNNEL or w.tunnel.keepalive_s <= 0:
+        if not w.in_use or w.kind != KIND_TUNNEL:
             continue
-        if now - w.tunnel.last_tx < w.tunnel.keepalive_s:
+        if not w.tunnel.keepalive_due and (
+                w.tunnel.keepalive_s <= 0 or now - w.tunnel.last_tx < w.tunnel.keepalive_s):
+            continue
+        if w.tunnel.peer.sin_port == 0:
             continue
         size = seal_into(st, &w.tunnel, datagram, 0)
         if size < 0:
@@ -270,6 +273,7 @@ cdef void send_keepalives(EngineState *st, double now) noexcept nogil:
         st.tx.msgs[0].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
         if send_batch(st, 1) == 1:
             w.tunnel.keepalives_tx += 1
+        w.tunnel.keepalive_due = 0
         w.tunnel.last_tx = now
 
 
@@ -386,6 +390,12 @@ cdef uint64_t _as_handle(handle) except? 0:
     if not isinstance(handle, int) or handle < 0 or handle >= 1 << 64:
         raise KeyError(f"no wire with handle {handle!r}")
     return handle
+
+
+def _peer(peer_ip, int peer_port):
+    if not 0 <= peer_port < 65536:
+        raise ValueError(f"peer port must be 0-65535, got {peer_port}")
+    return int(ipaddress.IPv4Address(peer_ip)), peer_port
 
 
 def _check_rc(int rc, str what):
@@ -510,17 +520,45 @@ cdef class Engine:
             raise ValueError(f"add_wire needs two distinct open fds, got {fd_a} and {fd_b}")
         return self._add(KIND_LOCAL, fd_a, fd_b, None, 0.0)
 
-    def add_tunnel_wire(self, int tun_fd, peer_ip, int peer_port, double keepalive_s=0.0):
-        """Starts a tunnel wire for TUN fd `tun_fd` towards peer_ip:peer_port (IPv4).
-
-        Packets from the TUN are dropped (no_key) until install_keypair().
-        """
+    def add_tunnel_wire(self, int tun_fd, peer_ip="0.0.0.0", int peer_port=0,
+                        double keepalive_s=0.0):
+        """Starts a tunnel wire for TUN fd `tun_fd` towards peer_ip:peer_port (IPv4; port 0
+        = not known yet, see set_peer). Packets from the TUN are dropped (no_key) until
+        install_keypair()."""
         if tun_fd < 0:
             raise ValueError(f"add_tunnel_wire needs an open fd, got {tun_fd}")
-        if not 0 < peer_port < 65536:
-            raise ValueError(f"peer port must be 1-65535, got {peer_port}")
-        address = ipaddress.IPv4Address(peer_ip)
-        return self._add(KIND_TUNNEL, tun_fd, -1, (int(address), peer_port), keepalive_s)
+        return self._add(KIND_TUNNEL, tun_fd, -1, _peer(peer_ip, peer_port), keepalive_s)
+
+    def set_peer(self, handle, peer_ip, int peer_port):
+        """Where a tunnel wire sends its datagrams."""
+        address, port = _peer(peer_ip, peer_port)
+        cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
+        cdef uint32_t a = socket.htonl(address)
+        cdef uint16_t p = socket.htons(port)
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL and w.kind == KIND_TUNNEL:
+                w.tunnel.peer.sin_addr.s_addr = a
+                w.tunnel.peer.sin_port = p
+            pthread_mutex_unlock(&self.st.lock)
+        if w == NULL or w.kind != KIND_TUNNEL:
+            raise KeyError(f"no tunnel wire with handle {handle}")
+
+    def request_keepalive(self, handle):
+        """Sends an empty packet at the next tick: proof to the peer that a new keypair is
+        in use, so it switches to it even when no traffic flows."""
+        cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL and w.kind == KIND_TUNNEL:
+                w.tunnel.keepalive_due = 1
+            pthread_mutex_unlock(&self.st.lock)
+        if w == NULL or w.kind != KIND_TUNNEL:
+            raise KeyError(f"no tunnel wire with handle {handle}")
 
     cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s):
         for fd in (fd_a, fd_b):

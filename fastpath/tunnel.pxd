@@ -47,6 +47,7 @@ cdef struct Tunnel:
     double last_rx              # monotonic time of the last authenticated packet
     double last_tx
     double keepalive_s          # send an empty packet after this long without sending; 0 = off
+    int keepalive_due           # send one at the next tick (confirms a new keypair)
     uint64_t keepalives_tx
     uint64_t keepalives_rx
     uint32_t index_seq

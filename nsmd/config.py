@@ -7,6 +7,7 @@ error.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import tomllib
@@ -25,12 +26,16 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     api_socket: str = DEFAULT_API_SOCKET
     listen: str = ""            # HOST:PORT of the mTLS peer listener ("" = none)
-    tunnel_port: int = 51820    # UDP port of the encrypted tunnels
-    registry: str = ""          # "" = this daemon's own SQLite registry
+    tunnel_port: int = 51820    # UDP port of the encrypted tunnels (on the listen address)
+    registry: str = ""          # https://HOST:PORT of another daemon; "" = our own SQLite
+    identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer)
     log_level: str = "info"
     token_lifetime_s: float = 600.0
     nse_expiry_s: float = 60.0
     local_mtu: int = 1500
+    tunnel_mtu: int = 1420
+    keepalive_s: float = 1.0    # idle tunnels send this often; 4 silent intervals = dead
+    rekey_after_s: float = 120.0
 
     def validate(self) -> Config:
         if not self.name:
@@ -47,13 +52,41 @@ class Config:
             raise ValidationError("token-lifetime-s/nse-expiry-s", "at least 1 second")
         if not 576 <= self.local_mtu <= 65535:
             raise ValidationError("local-mtu", "an MTU between 576 and 65535", self.local_mtu)
+        if not 576 <= self.tunnel_mtu <= 1500 - 80:
+            raise ValidationError("tunnel-mtu", "an MTU between 576 and 1420", self.tunnel_mtu)
+        if not 0.1 <= self.keepalive_s <= 60:
+            raise ValidationError("keepalive-s", "0.1 to 60 seconds", self.keepalive_s)
+        if self.rekey_after_s < 1:
+            raise ValidationError("rekey-after-s", "at least 1 second", self.rekey_after_s)
         if self.listen:
-            raise ValidationError("listen", "nothing (the mTLS peer listener is not part "
-                                  "of this build yet)", self.listen)
-        if self.registry:
-            raise ValidationError("registry", "nothing (only the local SQLite registry is "
-                                  "part of this build yet)", self.registry)
+            listen_address(self.listen)
+        if self.registry and not self.registry.startswith("https://"):
+            raise ValidationError("registry", "https://HOST:PORT of another nsmd",
+                                  self.registry)
+        if (self.listen or self.registry) and not self.identity_dir:
+            raise ValidationError("identity-dir", "a directory with svid.pem, svid.key and "
+                                  "bundle.pem (peering needs an identity; see `nsmd ca`)")
         return self
+
+    @property
+    def url(self) -> str:
+        """How other daemons and the registry name this one."""
+        return f"https://{self.listen}" if self.listen else f"unix://{self.api_socket}"
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """HOST:PORT with an IPv4 host (the tunnel socket binds there too, so not 0.0.0.0)."""
+    host, sep, port = value.rpartition(":")
+    try:
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError
+        address = ipaddress.IPv4Address(host)
+        if address.is_unspecified:
+            raise ValueError
+    except ValueError:
+        raise ValidationError("listen", "IPV4:PORT of this host, e.g. 192.0.2.1:7000 (peers "
+                              "and tunnels use that address)", value) from None
+    return host, int(port)
 
 
 def load(cli: dict[str, Any], config_file: str | None = None,

@@ -16,18 +16,24 @@ import socket
 import time
 
 from nsmd import netns
-from nsmd.api.app import build_app, serve_unix
+from nsmd.api.app import build_app, serve_peers, serve_unix
 from nsmd.clock import Clock, SystemClock
-from nsmd.config import Config
+from nsmd.config import Config, listen_address
 from nsmd.dataplane import Dataplane
 from nsmd.errors import Conflict, NotFound
 from nsmd.hosting import Hosting
+from nsmd.identity.svid import load_svid_dir
+from nsmd.identity.tls import PeerPolicy, make_context
 from nsmd.manager.build import Manager
-from nsmd.manager.liveness import Liveness
+from nsmd.manager.liveness import DEAD_AFTER_KEEPALIVES, Liveness
+from nsmd.manager.rekey import Rekeyer
 from nsmd.manifest import Resource, to_manifest
 from nsmd.metrics import Metrics
 from nsmd.model import NetworkService, NetworkServiceEndpoint
+from nsmd.peer.client import PeerClient
+from nsmd.peer.server import build_peer_app
 from nsmd.registry import Registry
+from nsmd.registry.remote import RemoteRegistry
 from nsmd.selection import candidates
 from nsmd.state import StateDB
 
@@ -39,11 +45,13 @@ class Daemon:
     def __init__(self, config: Config, clock: Clock | None = None):
         self.config = config
         self.clock = clock or SystemClock()
-        self.url = f"unix://{config.api_socket}"
+        self.url = config.url
         self.stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self._lock_fd = -1
         self._runner = None
+        self._peer_runner = None
+        self.peer: PeerClient | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -52,16 +60,25 @@ class Daemon:
         _refuse_live_socket(cfg.api_socket)
         self.db = StateDB(cfg.state_dir)
         self.metrics = Metrics()
-        self.registry = Registry(self.db, self.clock, cfg.nse_expiry_s)
+        if cfg.listen or cfg.registry:
+            self._load_identity()
+        self.registry = (RemoteRegistry(self.peer, cfg.registry) if cfg.registry and self.peer
+                         else Registry(self.db, self.clock, cfg.nse_expiry_s))
         self.dataplane = Dataplane(self.db)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url)
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
                                dataplane=self.dataplane, db=self.db, clock=self.clock,
-                               metrics=self.metrics, token_lifetime_s=cfg.token_lifetime_s,
-                               local_mtu=cfg.local_mtu)
+                               metrics=self.metrics, peer=lambda: self.peer,
+                               token_lifetime_s=cfg.token_lifetime_s, local_mtu=cfg.local_mtu,
+                               tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin.connections()),
                                      self.dataplane.totals)
         self.dataplane.start()
+        if cfg.listen:
+            self.dataplane.open_udp(listen_address(cfg.listen)[0], cfg.tunnel_port)
+        await self.registry.start()
+        if isinstance(self.registry, RemoteRegistry):
+            self.registry.on_resync.append(self.hosting.reregister_all)
         await self.dataplane.restore()
         await self.hosting.start()
         restored, lost = await self.manager.restore()
@@ -69,9 +86,15 @@ class Daemon:
         if restored or lost or swept:
             log.info("restart: %d connection(s) restored, %d lost, %d stale vWire(s) removed",
                      restored, lost, len(swept))
-        self.liveness = Liveness(self.manager, self.dataplane, self.hosting)
-        self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping))]
+        self.liveness = Liveness(self.manager, self.dataplane, self.hosting,
+                                 dead_after_s=DEAD_AFTER_KEEPALIVES * cfg.keepalive_s)
+        self.rekeyer = Rekeyer(self.manager, self.dataplane, self.metrics, cfg.rekey_after_s)
+        self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping)),
+                       asyncio.ensure_future(self.rekeyer.run(self.stopping))]
         self._runner = await serve_unix(build_app(self), cfg.api_socket)
+        if cfg.listen:
+            self._peer_runner = await serve_peers(build_peer_app(self), cfg.listen,
+                                                  self.server_ssl)
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
                  len(self.registry.endpoints))
@@ -81,9 +104,12 @@ class Daemon:
         self.stopping.set()
         for task in self._tasks:
             await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._peer_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._peer_runner = None
+        if self.peer is not None:
+            await self.peer.close()
         if hasattr(self, "manager"):
             self.manager.shutdown()
             self.hosting.close()
@@ -109,9 +135,10 @@ class Daemon:
             raise NotFound(f"network service endpoint {name!r} is not registered")
         return to_manifest(nse, self.hosting.spec(name))["spec"] | {"name": name}
 
-    async def register_service(self, ns: NetworkService) -> NetworkService:
+    async def register_service(self, ns: NetworkService, owner: str | None = None,
+                               ) -> NetworkService:
         """Registers `ns`; vWires whose endpoint its new matches no longer allow reselect."""
-        await self.registry.register_service(ns)
+        ns = await self.registry.register_service(ns, owner)
         live = self.registry.endpoints_of(ns.name)
         for conn in self.manager.server_begin.connections():
             if conn.network_service != ns.name:
@@ -157,6 +184,14 @@ class Daemon:
         return nse or NetworkServiceEndpoint(name=name)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _load_identity(self) -> None:
+        self.svid = load_svid_dir(self.config.identity_dir)
+        policy = PeerPolicy(self.svid.spiffe_id.trust_domain.name)
+        self.server_ssl = make_context(self.svid, policy, server=True)
+        self.client_ssl = make_context(self.svid, policy, server=False)
+        self.peer = PeerClient(self.client_ssl)
+        log.info("identity %s (valid until %s)", self.svid.spiffe_id, self.svid.not_after)
 
     def _take_lock(self) -> None:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)

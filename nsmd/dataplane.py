@@ -1,9 +1,11 @@
 """The bridge to the fast path: the only control-path module that imports nsmd.fastpath.
 
-Owns the packet engine and the TUN devices of every vWire. A local vWire is two TUN
-devices, one in the client's namespace and one in the endpoint's, joined in the engine.
-Devices are persistent, and each wire is recorded in the state database, so a restarted
-daemon re-attaches to them (restore) and removes those nobody claims (sweep).
+Owns the packet engine, the host's tunnel socket and the TUN devices of every vWire.
+A local vWire is two TUN devices, one in the client's namespace and one in the
+endpoint's, joined in the engine; a tunnel vWire is one TUN device joined to the peer host
+through the UDP socket. Devices are persistent and each wire is recorded in the state
+database, so a restarted daemon re-attaches to them (restore) and removes those nobody
+claims (sweep). Tunnel keys are never stored: a restored tunnel is keyed again.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
+import time
 
 from nsmd import netns, tundev
 from nsmd.errors import DataplaneError
 from nsmd.fastpath.engine import Engine
 from nsmd.state import StateDB
 
+UDP_BUFFER_BYTES = 7 << 20  # an overflowing socket buffer is the tunnels' main loss
+# Linux socket options Python 3.11 does not name (asm-generic/socket.h).
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 log = logging.getLogger("nsmd.dataplane")
 
 
@@ -32,15 +40,27 @@ class Side:
 @dataclasses.dataclass
 class Wire:
     conn_id: str
-    client: Side
-    endpoint: Side
+    kind: str                       # "local" or "tunnel"
+    client: Side | None             # the sides on this host; a tunnel wire has one
+    endpoint: Side | None
     mtu: int
+    peer: tuple[str, int] | None = None
     handle: int = 0
     fds: tuple[int, int] = (-1, -1)
+    created: float = dataclasses.field(default_factory=time.monotonic)
+    keyed: bool = False             # keys installed by this run of the daemon
+    agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
+
+    @property
+    def local_side(self) -> Side:
+        side = self.client or self.endpoint
+        assert side is not None
+        return side
 
     def record(self) -> dict:
-        return {"client": dataclasses.asdict(self.client),
-                "endpoint": dataclasses.asdict(self.endpoint), "mtu": self.mtu}
+        return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer,
+                "client": dataclasses.asdict(self.client) if self.client else None,
+                "endpoint": dataclasses.asdict(self.endpoint) if self.endpoint else None}
 
 
 class Dataplane:
@@ -48,41 +68,102 @@ class Dataplane:
         self.db = db
         self.engine = Engine()
         self.wires: dict[str, Wire] = {}
+        self.udp: socket.socket | None = None
 
     def start(self) -> None:
         self.engine.start()
 
+    def open_udp(self, host: str, port: int) -> tuple[str, int]:
+        """Binds the host's tunnel socket; returns the address peers send to."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+            with contextlib.suppress(OSError):  # needs CAP_NET_ADMIN; fine without
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            sock.close()
+            raise DataplaneError(f"cannot bind the tunnel socket to {host}:{port}: "
+                                 f"{err.strerror}") from None
+        self.engine.set_udp_socket(sock.fileno())
+        self.udp = sock
+        return sock.getsockname()[:2]
+
     def get(self, conn_id: str) -> Wire | None:
         return self.wires.get(conn_id)
+
+    # -- local wires -----------------------------------------------------------------------
 
     async def connect_local(self, conn_id: str, client_ns: str, client: tundev.InterfaceConfig,
                             client_exclusive: bool, endpoint_ns: str,
                             endpoint: tundev.InterfaceConfig) -> Wire:
         """Creates both devices and joins them; on any failure nothing is left behind."""
-        if conn_id in self.wires:
-            raise DataplaneError(f"connection {conn_id} already has a vWire")
+        self._check_new(conn_id)
         fd_c, name_c = await netns.run_in(client_ns, tundev.create, client, client_exclusive)
         try:
             fd_e, name_e = await netns.run_in(endpoint_ns, tundev.create, endpoint, False)
         except BaseException:
             await asyncio.to_thread(tundev.remove, fd_c)
             raise
-        wire = Wire(conn_id, Side(client_ns, name_c, list(client.addresses)),
+        wire = Wire(conn_id, "local", Side(client_ns, name_c, list(client.addresses)),
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
                     fds=(fd_c, fd_e))
-        try:
-            wire.handle = self.engine.add_wire(fd_c, fd_e)
-            self.db.put("wires", conn_id, wire.record())
-        except BaseException:
-            await self._remove_devices(wire)
-            raise
-        self.wires[conn_id] = wire
+        await self._start(wire, lambda: self.engine.add_wire(fd_c, fd_e))
         log.info("vWire %s up: %s/%s <-> %s/%s", conn_id, client_ns or "-", name_c,
                  endpoint_ns or "-", name_e)
         return wire
 
+    # -- tunnel wires ----------------------------------------------------------------------
+
+    async def create_tunnel(self, conn_id: str, role: str, ns: str,
+                            cfg: tundev.InterfaceConfig, exclusive: bool,
+                            keepalive_s: float) -> Wire:
+        """One TUN device joined to the tunnel socket, not keyed yet (role: client|endpoint)."""
+        self._check_new(conn_id)
+        if self.udp is None:
+            raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
+        fd, name = await netns.run_in(ns, tundev.create, cfg, exclusive)
+        side = Side(ns, name, list(cfg.addresses))
+        wire = Wire(conn_id, "tunnel", side if role == "client" else None,
+                    side if role == "endpoint" else None, cfg.mtu, fds=(fd, -1))
+        await self._start(wire, lambda: self.engine.add_tunnel_wire(
+            fd, keepalive_s=keepalive_s))
+        log.info("tunnel vWire %s: %s/%s (%s side)", conn_id, ns or "-", name, role)
+        return wire
+
+    def set_peer(self, wire: Wire, ip: str, port: int) -> None:
+        self.engine.set_peer(wire.handle, ip, port)
+        wire.peer = (ip, port)
+        self.db.put("wires", wire.conn_id, wire.record())
+
+    async def configure(self, wire: Wire, cfg: tundev.InterfaceConfig) -> None:
+        """Gives a tunnel wire's device its addresses and routes (the client side learns
+        them from the endpoint's answer)."""
+        side = wire.local_side
+        await netns.run_in(side.netns, tundev.configure, side.ifname, cfg)
+        side.addresses = list(cfg.addresses)
+        wire.mtu = cfg.mtu
+        self.db.put("wires", wire.conn_id, wire.record())
+
+    def next_local_index(self, wire: Wire) -> int:
+        return self.engine.next_local_index(wire.handle)
+
+    def install_keys(self, wire: Wire, local_index: int, remote_index: int, send: bytes,
+                     recv: bytes, confirmed: bool) -> None:
+        self.engine.install_keypair(wire.handle, local_index, remote_index, send, recv,
+                                    confirmed)
+        wire.keyed = True
+        if confirmed:
+            self.engine.request_keepalive(wire.handle)
+
+    def expire_previous(self, wire: Wire) -> None:
+        with contextlib.suppress(KeyError):
+            self.engine.expire_previous(wire.handle)
+
+    # -- common ----------------------------------------------------------------------------
+
     async def disconnect(self, conn_id: str) -> bool:
-        """Stops the wire and removes both devices; False if there was none."""
+        """Stops the wire and removes its devices; False if there was none."""
         wire = self.wires.pop(conn_id, None)
         if wire is None:
             return False
@@ -90,17 +171,26 @@ class Dataplane:
             self.engine.remove_wire(wire.handle)
         self.db.delete("wires", conn_id)
         await self._remove_devices(wire)
-        log.info("vWire %s removed (%s, %s)", conn_id, wire.client.ifname, wire.endpoint.ifname)
+        log.info("vWire %s removed", conn_id)
         return True
 
     def stats(self, conn_id: str) -> dict | None:
-        """Counters as seen from the client: tx = towards the endpoint, rx = back."""
+        """Counters as seen from the client: client_to_endpoint and endpoint_to_client."""
         wire = self.wires.get(conn_id)
         if wire is None or not wire.handle:
             return None
         raw = self.engine.wire_stats(wire.handle)
-        return {"client_to_endpoint": raw["a_to_b"], "endpoint_to_client": raw["b_to_a"],
-                "dead": {"client": raw["dead"][0], "endpoint": raw["dead"][1]}}
+        # a_to_b counts what fd[0] sent: the client's TUN, or the endpoint's on its host.
+        forward, backward = raw["a_to_b"], raw["b_to_a"]
+        dead = {"client": raw["dead"][0], "endpoint": raw["dead"][1]}
+        if wire.kind == "tunnel" and wire.endpoint is not None:
+            forward, backward = backward, forward
+            dead = {"client": False, "endpoint": raw["dead"][0]}
+        result = {"client_to_endpoint": forward, "endpoint_to_client": backward, "dead": dead}
+        if "tunnel" in raw:
+            result["tunnel"] = raw["tunnel"]
+            result["age_s"] = time.monotonic() - wire.created
+        return result
 
     def totals(self) -> dict:
         return self.engine.totals()
@@ -109,23 +199,25 @@ class Dataplane:
         """Re-attaches the devices of wires recorded by an earlier run; returns their ids."""
         restored = []
         for conn_id, doc in list(self.db.items("wires")):
-            wire = Wire(conn_id, Side(**doc["client"]), Side(**doc["endpoint"]), doc["mtu"])
+            sides = [Side(**doc[k]) if doc.get(k) else None for k in ("client", "endpoint")]
+            peer = tuple(doc["peer"]) if doc.get("peer") else None
+            wire = Wire(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
+                        peer=peer)
             try:
-                fd_c = await netns.run_in(wire.client.netns, tundev.attach, wire.client.ifname)
-                try:
-                    fd_e = await netns.run_in(wire.endpoint.netns, tundev.attach,
-                                              wire.endpoint.ifname)
-                except BaseException:
-                    await asyncio.to_thread(tundev.remove, fd_c)
-                    raise
+                fds = [await netns.run_in(s.netns, tundev.attach, s.ifname)
+                       for s in (sides[0], sides[1]) if s is not None]
             except DataplaneError as err:
                 log.warning("vWire %s cannot be restored (%s): removing what is left", conn_id,
                             err)
                 self.db.delete("wires", conn_id)
                 await self._remove_by_name(wire)
                 continue
-            wire.fds = (fd_c, fd_e)
-            wire.handle = self.engine.add_wire(fd_c, fd_e)
+            wire.fds = (fds[0], fds[1] if len(fds) > 1 else -1)
+            if wire.kind == "local":
+                wire.handle = self.engine.add_wire(*fds)
+            else:
+                ip, port = peer or ("0.0.0.0", 0)
+                wire.handle = self.engine.add_tunnel_wire(fds[0], ip, port)
             self.wires[conn_id] = wire
             restored.append(conn_id)
         if restored:
@@ -146,9 +238,26 @@ class Dataplane:
         for wire in self.wires.values():
             self.engine.remove_wire(wire.handle)
             for fd in wire.fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
         self.wires.clear()
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+
+    def _check_new(self, conn_id: str) -> None:
+        if conn_id in self.wires:
+            raise DataplaneError(f"connection {conn_id} already has a vWire")
+
+    async def _start(self, wire: Wire, add) -> None:
+        try:
+            wire.handle = add()
+            self.db.put("wires", wire.conn_id, wire.record())
+        except BaseException:
+            await self._remove_devices(wire)
+            raise
+        self.wires[wire.conn_id] = wire
 
     async def _remove_devices(self, wire: Wire) -> None:
         for fd in wire.fds:
@@ -157,6 +266,6 @@ class Dataplane:
 
     async def _remove_by_name(self, wire: Wire) -> None:
         for side in (wire.client, wire.endpoint):
-            if netns.exists(side.netns):
+            if side is not None and netns.exists(side.netns):
                 with contextlib.suppress(DataplaneError):
                     await netns.run_in(side.netns, tundev.remove_by_name, side.ifname)

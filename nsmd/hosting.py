@@ -73,6 +73,13 @@ class Hosting:
         self.db.delete("hosted", name)
         return True
 
+    def reregister_all(self) -> None:
+        """Registers every hosted endpoint again now (the registry came back empty-handed
+        after a break: NSM's registry heal)."""
+        for name, (_, spec) in self._hosted.items():
+            if netns.exists(spec.netns):
+                self._arm(name, self.clock.time())
+
     async def check_namespaces(self) -> None:
         """Withdraws endpoints whose namespace vanished; brings them back when it returns.
 

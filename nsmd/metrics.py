@@ -23,6 +23,8 @@ class Metrics:
             "nsmd_request_duration_seconds", "Time to serve a Request, end to end",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+        self.rekeys = Counter("nsmd_tunnel_rekeys", "Tunnel keypairs replaced (either side)",
+                              registry=self.registry)
 
     def add_live_source(self, connections: Callable[[], int],
                         dataplane_totals: Callable[[], dict[str, Any]]) -> None:
@@ -63,3 +65,8 @@ class _LiveCollector:
             drops.add_metric([reason], count)
         drops.add_metric(["read_error"], totals["read_errors"])
         yield drops
+        stray = CounterMetricFamily("nsmd_udp_drops", "Tunnel datagrams that named no vWire",
+                                    labels=["reason"])
+        for reason, count in totals["udp_drops"].items():
+            stray.add_metric([reason], count)
+        yield stray

@@ -25,7 +25,9 @@ def test_config_file_from_the_environment(tmp_path):
     ("name = [\n", {}, "not valid TOML"),
     ("", {"NSMD_LOCAL_MTU": "9"}, "local-mtu: expected an MTU"),
     ("", {"NSMD_LOG_LEVEL": "loud"}, "log-level"),
-    ("", {"NSMD_REGISTRY": "https://x:1"}, "registry"),
+    ("", {"NSMD_REGISTRY": "http://x:1"}, "registry: expected https://"),
+    ("", {"NSMD_LISTEN": "0.0.0.0:7000", "NSMD_IDENTITY_DIR": "/x"}, "listen: expected IPV4"),
+    ("", {"NSMD_LISTEN": "192.0.2.1:7000"}, "identity-dir"),
 ])
 def test_bad_values_name_their_option(tmp_path, content, env, message):
     toml = tmp_path / "c.toml"

@@ -74,3 +74,13 @@ async def serve_unix(app: web.Application, path: str) -> web.AppRunner:
         os.umask(old_umask)
     os.chmod(path, 0o600)
     return runner
+
+
+async def serve_peers(app: web.Application, listen: str, ssl_context) -> web.AppRunner:
+    """The mTLS listener for other daemons (registry and vWire requests only)."""
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    await web.TCPSite(runner, host, int(port), ssl_context=ssl_context).start()
+    return runner
+

@@ -23,7 +23,22 @@ def _watch_requested(request: web.Request) -> bool:
 
 
 def _event(event) -> dict:
+    if event is SYNCED:
+        return {"synced": True}
     return {"item": to_wire(event.item), "deleted": event.deleted}
+
+
+SYNCED = object()
+
+
+async def _with_sync_marker(watch):
+    """The watch's events, with {"synced": true} after the snapshot, so a mirror knows
+    when the snapshot is complete (an empty registry sends only the marker)."""
+    for _ in range(watch.snapshot_size):
+        yield await anext(watch)
+    yield SYNCED
+    async for event in watch:
+        yield event
 
 
 @routes.get("/v1/services")
@@ -34,7 +49,8 @@ async def find_services(request: web.Request) -> web.StreamResponse:
     if _watch_requested(request):
         watch = daemon.registry.watch_services(query)
         try:
-            return await stream_ndjson(request, watch, _event, daemon.stopping)
+            return await stream_ndjson(request, _with_sync_marker(watch), _event,
+                                       daemon.stopping)
         finally:
             watch.close()
     return reply(request, [to_wire(ns) for ns in daemon.registry.find_services(query)])
@@ -67,7 +83,8 @@ async def find_endpoints(request: web.Request) -> web.StreamResponse:
     if _watch_requested(request):
         watch = daemon.registry.watch_endpoints(query)
         try:
-            return await stream_ndjson(request, watch, _event, daemon.stopping)
+            return await stream_ndjson(request, _with_sync_marker(watch), _event,
+                                       daemon.stopping)
         finally:
             watch.close()
     return reply(request, [to_wire(nse) for nse in daemon.registry.find_endpoints(query)])

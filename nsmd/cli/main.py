@@ -42,10 +42,14 @@ def build_parser() -> Parser:
                      help="registry, connections and keys (default /var/lib/nsmd)")
     run.add_argument("--api-socket", metavar="PATH",
                      help="unix socket of the API (default /run/nsmd/nsmd.sock)")
-    run.add_argument("--listen", metavar="HOST:PORT", help="mTLS listener for peer daemons")
+    run.add_argument("--listen", metavar="IP:PORT",
+                     help="mTLS listener for peer daemons; tunnels use the same IP")
     run.add_argument("--tunnel-port", type=int, metavar="PORT",
                      help="UDP port of the tunnels (default 51820)")
-    run.add_argument("--registry", metavar="URL", help="use another daemon's registry")
+    run.add_argument("--registry", metavar="URL",
+                     help="https://IP:PORT: use another daemon's registry instead of our own")
+    run.add_argument("--identity-dir", metavar="DIR",
+                     help="svid.pem, svid.key, bundle.pem (from `nsmd ca issue`); needed to peer")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
@@ -134,7 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nsmd.daemon import run
 
     cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
-                                         "tunnel_port", "registry", "log_level")}
+                                         "tunnel_port", "registry", "identity_dir",
+                                         "log_level")}
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,8 +1,9 @@
 """The manager's chains, in order, and the operations the API calls.
 
-server: what any caller of this daemon reaches (local clients now, peer daemons later)
+server: what any caller of this daemon reaches (its own client side, peer daemons)
     updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
     -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> wire]
+                           or [remote: tunnel to the endpoint's daemon]
 client: the connections this daemon holds for `nsmd connect` users
     heal -> begin -> updatetoken -> held -> refresh -> server
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from nsmd.clock import Clock
 from nsmd.dataplane import Dataplane
-from nsmd.errors import NotFound, NsmdError
+from nsmd.errors import NotFound, NsmdError, ValidationError
 from nsmd.hosting import Hosting
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Chain
@@ -23,13 +25,15 @@ from nsmd.manager.discover import Discover
 from nsmd.manager.heal import Heal
 from nsmd.manager.held import Held
 from nsmd.manager.ipam import Ipam
+from nsmd.manager.mechanisms import DEFAULT_TUNNEL_MTU, KERNEL
 from nsmd.manager.metrics import RequestMetrics
 from nsmd.manager.monitor import Monitor
 from nsmd.manager.refresh import Refresh
+from nsmd.manager.remote import RemoteConnect
 from nsmd.manager.timeout import Timeout
 from nsmd.manager.updatepath import UpdatePath
 from nsmd.manager.updatetoken import DEFAULT_TOKEN_LIFETIME_S, UpdateToken
-from nsmd.manager.wire import DEFAULT_LOCAL_MTU, KERNEL, LocalWire
+from nsmd.manager.wire import DEFAULT_LOCAL_MTU, VWire
 from nsmd.metrics import Metrics
 from nsmd.model import (
     Connection,
@@ -39,19 +43,25 @@ from nsmd.model import (
     PathSegment,
     State,
 )
-from nsmd.registry import Registry
+from nsmd.peer.client import PeerClient
+from nsmd.registry import PermissionDenied, RegistryView
 from nsmd.state import StateDB
 
 log = logging.getLogger("nsmd.manager")
 
 
 class Manager:
-    def __init__(self, *, name: str, registry: Registry, hosting: Hosting,
+    def __init__(self, *, name: str, registry: RegistryView, hosting: Hosting,
                  dataplane: Dataplane, db: StateDB, clock: Clock, metrics: Metrics,
+                 peer: Callable[[], PeerClient | None] = lambda: None,
                  token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
-                 local_mtu: int = DEFAULT_LOCAL_MTU):
+                 local_mtu: int = DEFAULT_LOCAL_MTU,
+                 tunnel_mtu: int = DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0):
         self.name = name
+        self.registry = registry
         self.dataplane = dataplane
+        self.peer = peer
+        self.callers: dict[str, str] = {}  # our segment id -> SPIFFE ID of the peer daemon
         self.server_begin = Begin()
         self.monitor = Monitor()
         self.timeout = Timeout(clock, self.server_begin)
@@ -60,7 +70,9 @@ class Manager:
             UpdatePath(lambda conn: conn.network_service_endpoint_name),
             UpdateToken(clock, token_lifetime_s),
             self.ipam,
-            LocalWire(dataplane, hosting, local_mtu),
+            VWire(dataplane, hosting, local_mtu, tunnel_mtu, keepalive_s,
+                  tunnel_address=lambda: dataplane.udp.getsockname()[:2] if dataplane.udp
+                  else None),
         )
         self.server = Chain(
             UpdatePath(name),
@@ -70,7 +82,8 @@ class Manager:
             self.timeout,
             self.monitor,
             Discover(registry, clock),
-            Connect(registry, hosting, endpoint),
+            Connect(hosting, endpoint,
+                    RemoteConnect(registry, dataplane, peer, keepalive_s, tunnel_mtu)),
         )
         self.client_begin = Begin()
         self.heal = Heal(clock, self.client_begin)
@@ -85,6 +98,7 @@ class Manager:
             self.server,
         )
         self.server_begin.on_dropped.append(self.heal.on_server_dropped)
+        self.server_begin.on_dropped.append(lambda conn: self.callers.pop(conn.id, None))
 
     def shutdown(self) -> None:
         """Stops timers and healing; connections stay as they are for the next run."""
@@ -120,6 +134,27 @@ class Manager:
             return
         if not await self.server_begin.close_by_id(conn_id):
             raise NotFound(f"no connection with id {conn_id!r}")
+
+    async def serve_peer(self, request: NetworkServiceRequest, peer_id: str) -> Connection:
+        """A Request from another daemon (the client's host) for an endpoint we host."""
+        conn = await self.server.request(request)
+        self.callers[_our_id(conn)] = peer_id
+        return conn
+
+    async def close_for_peer(self, conn: Connection, peer_id: str) -> None:
+        ours = _our_id(conn)
+        if ours not in self.callers:
+            return  # unknown: closing it is a no-op (NSM)
+        self.check_peer_owns(ours, peer_id)
+        await self.server.close(conn)
+        self.callers.pop(ours, None)
+
+    def check_peer_owns(self, conn_id: str, peer_id: str) -> None:
+        owner = self.callers.get(conn_id)
+        if owner is None:
+            raise NotFound(f"no connection with id {conn_id!r}")
+        if owner != peer_id:
+            raise PermissionDenied(f"connection {conn_id} belongs to {owner}, not {peer_id}")
 
     def connections(self) -> list[Connection]:
         """Every vWire served here, as its outermost hop in this daemon sees it."""
@@ -190,3 +225,11 @@ class Manager:
         return [addr for c in self.client_begin.connections()
                 if c.mechanism is not None and c.mechanism.parameters.get("netns") == netns
                 for addr in c.context.ip_context.src_ip_addrs]
+
+
+def _our_id(conn: Connection) -> str:
+    """Our segment's id in a connection as its caller sees it (index = the caller's)."""
+    segments = conn.path.path_segments
+    if conn.path.index + 1 >= len(segments):
+        raise ValidationError("connection.path", "a path that reaches this daemon")
+    return segments[conn.path.index + 1].id

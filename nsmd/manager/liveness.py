@@ -1,10 +1,12 @@
 """Liveness: finds vWires whose client or endpoint is gone and closes them in seconds.
 
 NSM notices a dead client only when its token expires (10 min). Here a vWire is dead when
-the network namespace of either side no longer exists (the workload went away) or the
-engine saw its device fail. A dead client's connection is closed; a dead endpoint's
-connection is dropped by the manager, so its client heals onto another endpoint, and the
-endpoint is withdrawn from the registry until its namespace is back.
+the network namespace of a side on this host no longer exists (the workload went away),
+the engine saw its device fail, or a tunnel heard nothing from the peer host for
+DEAD_AFTER_KEEPALIVES keepalive intervals (idle tunnels send keepalives). A dead client's
+connection is closed; a dead endpoint's connection is dropped by the manager so its
+client heals onto another endpoint, and a hosted endpoint whose namespace vanished is
+withdrawn from the registry until the namespace is back.
 """
 
 from __future__ import annotations
@@ -13,51 +15,52 @@ import asyncio
 import logging
 
 from nsmd import netns
-from nsmd.dataplane import Dataplane
+from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import NsmdError
 from nsmd.hosting import Hosting
 from nsmd.manager.build import Manager
+from nsmd.model import Connection
 
 CHECK_INTERVAL_S = 1.0
+DEAD_AFTER_KEEPALIVES = 4
 log = logging.getLogger("nsmd.manager.liveness")
 
 
 class Liveness:
-    def __init__(self, manager: Manager, dataplane: Dataplane, hosting: Hosting):
+    def __init__(self, manager: Manager, dataplane: Dataplane, hosting: Hosting,
+                 dead_after_s: float = 4.0):
         self.manager = manager
         self.dataplane = dataplane
         self.hosting = hosting
+        self.dead_after_s = dead_after_s
+        self._closing: dict[str, asyncio.Task] = {}
 
     async def check_once(self) -> list[str]:
-        """Closes every dead vWire; returns the ids of the connections it closed."""
+        """Starts closing every dead vWire; returns the ids of the connections concerned."""
         await self.hosting.check_namespaces()
-        closed = []
+        found = []
         for conn in self.manager.server_begin.connections():
-            if not conn.path.path_segments:
+            if not conn.path.path_segments or conn.id in self._closing:
                 continue
-            wire = self.dataplane.get(conn.path.path_segments[-1].id)
+            wire = self.dataplane.get(conn.path.path_segments[-1].id) or \
+                self.dataplane.get(conn.id)
             if wire is None:
                 continue
-            stats = self.dataplane.stats(wire.conn_id) or {"dead": {}}
-            client_dead = not netns.exists(wire.client.netns) or stats["dead"].get("client")
-            endpoint_dead = (not netns.exists(wire.endpoint.netns)
-                             or stats["dead"].get("endpoint"))
-            try:
-                if client_dead:
-                    log.info("vWire %s: the client's namespace %r is gone, closing", conn.id,
-                             wire.client.netns)
-                    await self._close_client(conn.path.path_segments[0].id, conn.id)
-                elif endpoint_dead:
-                    log.info("vWire %s: endpoint %s (namespace %r) is gone, reselecting",
-                             conn.id, conn.network_service_endpoint_name, wire.endpoint.netns)
-                    await self.manager.server_begin.close_by_id(conn.id)
-                else:
-                    continue
-            except NsmdError as err:
-                log.warning("closing dead vWire %s failed: %s", conn.id, err)
+            verdict = self._verdict(wire)
+            if verdict is None:
                 continue
-            closed.append(conn.id)
-        return closed
+            log.info("vWire %s: %s; closing", conn.id, verdict)
+            task = asyncio.ensure_future(self._close(conn, client_dead=verdict.startswith(
+                "client")))
+            self._closing[conn.id] = task
+            task.add_done_callback(lambda _t, cid=conn.id: self._closing.pop(cid, None))
+            found.append(conn.id)
+        return found
+
+    async def settle(self) -> None:
+        """Waits for the closes started so far (tests)."""
+        if self._closing:
+            await asyncio.gather(*self._closing.values(), return_exceptions=True)
 
     async def run(self, stopping: asyncio.Event, interval_s: float = CHECK_INTERVAL_S) -> None:
         while not stopping.is_set():
@@ -65,10 +68,33 @@ class Liveness:
                 await asyncio.wait_for(stopping.wait(), interval_s)
             except TimeoutError:
                 await self.check_once()
+        for task in self._closing.values():
+            task.cancel()
 
-    async def _close_client(self, client_id: str, server_id: str) -> None:
-        held = self.manager.client_begin.get(client_id)
-        if held is not None:
-            await self.manager.client.close(held)
-        else:
-            await self.manager.server_begin.close_by_id(server_id)
+    def _verdict(self, wire: Wire) -> str | None:
+        """Why the wire is dead ("client ..." / "endpoint ..."), or None if it is alive."""
+        stats = self.dataplane.stats(wire.conn_id) or {"dead": {}}
+        for role, side in (("client", wire.client), ("endpoint", wire.endpoint)):
+            if side is not None and not netns.exists(side.netns):
+                return f"{role} namespace {side.netns!r} is gone"
+            if side is not None and stats["dead"].get(role):
+                return f"{role} device failed"
+        tunnel = stats.get("tunnel")
+        if tunnel is not None and wire.keyed:
+            silent = tunnel["last_rx_age_s"]
+            silent = stats["age_s"] if silent is None else silent
+            if silent > self.dead_after_s:
+                far = "endpoint" if wire.client is not None else "client"
+                return f"{far} host silent for {silent:.1f} s"
+        return None
+
+    async def _close(self, conn: Connection, client_dead: bool) -> None:
+        try:
+            held = self.manager.client_begin.get(conn.path.path_segments[0].id) \
+                if client_dead else None
+            if held is not None:
+                await self.manager.client.close(held)
+            else:
+                await self.manager.server_begin.close_by_id(conn.id)
+        except NsmdError as err:
+            log.warning("closing dead vWire %s failed: %s", conn.id, err)

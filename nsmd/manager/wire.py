@@ -1,43 +1,41 @@
-"""wire (endpoint side, last): the vWire itself, a TUN device on each side joined in the engine.
+"""wire (endpoint side, last): the vWire itself, ending in a TUN device in the endpoint's
+namespace.
 
-The client's KERNEL mechanism says where its interface goes (`netns`, `name`); the
-endpoint's spec says where the endpoint's goes. A refresh finds the wire in place; a
-changed address set rebuilds it. The returned mechanism names both interfaces.
+KERNEL: the client is on this host; its TUN device is created too and the two are joined
+in the engine. NSMD_UDP: the client is on another host; the endpoint's device is joined to
+the tunnel socket, keyed from the client's X25519 offer (see mechanisms.py). A refresh
+finds the wire in place; changed addresses rebuild it; a new offer (the client's daemon
+restarted) keys it again. The returned mechanism describes what was built.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nsmd.dataplane import Dataplane
-from nsmd.errors import DataplaneError, ValidationError
+from nsmd.errors import DataplaneError
 from nsmd.hosting import Hosting
+from nsmd.manager import mechanisms
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest
-from nsmd.model.endpoint_spec import check_ifname, check_netns, name_pattern
+from nsmd.model.endpoint_spec import EndpointSpec, check_ifname, check_netns, name_pattern
 from nsmd.tundev import InterfaceConfig
+from nsmd.tunnel_keys import Ephemeral, decode_public
 
-KERNEL = "KERNEL"
 DEFAULT_CLIENT_IFNAME = "nsm%d"
 DEFAULT_LOCAL_MTU = 1500
 
 
-def kernel_mechanism(request: NetworkServiceRequest) -> Mechanism:
-    """The KERNEL mechanism the client asked for: the chosen one, else its first preference."""
-    conn = request.connection
-    if conn.mechanism is not None and conn.mechanism.type == KERNEL:
-        return conn.mechanism
-    for mech in request.mechanism_preferences:
-        if mech.type == KERNEL:
-            return mech
-    offered = [m.type for m in request.mechanism_preferences] or ["none"]
-    raise ValidationError("mechanism_preferences", "a KERNEL mechanism (the only one nsmd "
-                          "offers for local vWires)", ", ".join(offered))
-
-
-class LocalWire(Element):
-    def __init__(self, dataplane: Dataplane, hosting: Hosting, mtu: int = DEFAULT_LOCAL_MTU):
+class VWire(Element):
+    def __init__(self, dataplane: Dataplane, hosting: Hosting, local_mtu: int = DEFAULT_LOCAL_MTU,
+                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0,
+                 tunnel_address: Callable[[], tuple[str, int] | None] = lambda: None):
         self.dataplane = dataplane
         self.hosting = hosting
-        self.mtu = mtu
+        self.local_mtu = local_mtu
+        self.tunnel_mtu = tunnel_mtu
+        self.keepalive_s = keepalive_s
+        self.tunnel_address = tunnel_address
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
@@ -45,35 +43,11 @@ class LocalWire(Element):
         if spec is None:
             raise DataplaneError(f"endpoint {conn.network_service_endpoint_name!r} is not "
                                  "hosted by this daemon")
-        mech = kernel_mechanism(request)
-        client_ns = mech.parameters.get("netns", "")
-        check_netns(client_ns, "mechanism.parameters.netns")
-        asked_name = mech.parameters.get("name", "")
-        if asked_name:
-            check_ifname(asked_name, "mechanism.parameters.name")
-        ipc = conn.context.ip_context
-        mtu = spec.mtu or self.mtu
-        client_cfg = InterfaceConfig(asked_name or DEFAULT_CLIENT_IFNAME, list(ipc.src_ip_addrs),
-                                     [r.prefix for r in ipc.src_routes], mtu)
-        endpoint_cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
-                                       [r.prefix for r in ipc.dst_routes], mtu)
-
-        wire = self.dataplane.get(conn.id)
-        created = False
-        if wire is not None and (wire.client.addresses != client_cfg.addresses
-                                 or wire.endpoint.addresses != endpoint_cfg.addresses
-                                 or wire.client.netns != client_ns):
-            await self.dataplane.disconnect(conn.id)
-            wire = None
-        if wire is None:
-            exclusive = bool(asked_name) and "%d" not in asked_name
-            wire = await self.dataplane.connect_local(conn.id, client_ns, client_cfg, exclusive,
-                                                      spec.netns, endpoint_cfg)
-            created = True
-        conn.mechanism = Mechanism(cls="LOCAL", type=KERNEL, parameters={
-            "name": wire.client.ifname, "netns": client_ns,
-            "endpoint_name": wire.endpoint.ifname, "endpoint_netns": spec.netns})
-        conn.context.mtu = mtu
+        tunnel = mechanisms.find(request, mechanisms.TUNNEL)
+        if tunnel is not None:
+            created = await self._tunnel(conn, spec, tunnel)
+        else:
+            created = await self._local(request, spec)
         try:
             return await nxt.request(request)
         except BaseException:
@@ -86,3 +60,72 @@ class LocalWire(Element):
             await nxt.close(conn)
         finally:
             await self.dataplane.disconnect(conn.id)
+
+    async def _local(self, request: NetworkServiceRequest, spec: EndpointSpec) -> bool:
+        conn = request.connection
+        mech = mechanisms.kernel_mechanism(request)
+        client_ns = mech.parameters.get("netns", "")
+        check_netns(client_ns, "mechanism.parameters.netns")
+        asked_name = mech.parameters.get("name", "")
+        if asked_name:
+            check_ifname(asked_name, "mechanism.parameters.name")
+        ipc = conn.context.ip_context
+        mtu = spec.mtu or self.local_mtu
+        client_cfg = InterfaceConfig(asked_name or DEFAULT_CLIENT_IFNAME, list(ipc.src_ip_addrs),
+                                     [r.prefix for r in ipc.src_routes], mtu)
+        endpoint_cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
+                                       [r.prefix for r in ipc.dst_routes], mtu)
+        wire = self.dataplane.get(conn.id)
+        created = False
+        if wire is not None and (wire.kind != "local"
+                                 or wire.client.addresses != client_cfg.addresses
+                                 or wire.endpoint.addresses != endpoint_cfg.addresses
+                                 or wire.client.netns != client_ns):
+            await self.dataplane.disconnect(conn.id)
+            wire = None
+        if wire is None:
+            exclusive = bool(asked_name) and "%d" not in asked_name
+            wire = await self.dataplane.connect_local(conn.id, client_ns, client_cfg, exclusive,
+                                                      spec.netns, endpoint_cfg)
+            created = True
+        conn.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
+            "name": wire.client.ifname, "netns": client_ns,
+            "endpoint_name": wire.endpoint.ifname, "endpoint_netns": spec.netns})
+        conn.context.mtu = mtu
+        return created
+
+    async def _tunnel(self, conn: Connection, spec: EndpointSpec, mech: Mechanism) -> bool:
+        offer = mechanisms.check_tunnel_params(dict(mech.parameters), mechanisms.OFFER_KEYS)
+        address = self.tunnel_address()
+        if address is None:
+            raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
+        ipc = conn.context.ip_context
+        mtu = min(spec.mtu or self.tunnel_mtu, self.tunnel_mtu)
+        cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
+                              [r.prefix for r in ipc.dst_routes], mtu)
+        wire = self.dataplane.get(conn.id)
+        created = False
+        if wire is not None and (wire.kind != "tunnel" or wire.endpoint is None
+                                 or wire.endpoint.addresses != cfg.addresses):
+            await self.dataplane.disconnect(conn.id)
+            wire = None
+        if wire is None:
+            wire = await self.dataplane.create_tunnel(conn.id, "endpoint", spec.netns, cfg,
+                                                      False, self.keepalive_s)
+            created = True
+        if not wire.keyed or any(wire.agreed.get(k) != offer[k] for k in mechanisms.OFFER_KEYS):
+            mine = Ephemeral()
+            keys = mine.derive(offer["src_public_key"], decode_public(offer["src_public_key"]),
+                               mine.public, offer["key_context"])
+            index = self.dataplane.next_local_index(wire)
+            self.dataplane.set_peer(wire, offer["src_ip"], int(offer["src_port"]))
+            self.dataplane.install_keys(wire, index, int(offer["src_index"]),
+                                        send=keys.responder_to_initiator,
+                                        recv=keys.initiator_to_responder, confirmed=True)
+            wire.agreed = {**{k: offer[k] for k in mechanisms.OFFER_KEYS},
+                           "dst_ip": address[0], "dst_port": str(address[1]),
+                           "dst_public_key": mine.public_b64, "dst_index": str(index)}
+        conn.mechanism = Mechanism(cls="REMOTE", type=mechanisms.TUNNEL,
+                                   parameters={**wire.agreed, "mtu": str(mtu)})
+        conn.context.mtu = mtu
+        return created

@@ -30,6 +30,7 @@ class Watch:
         self._queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue(WATCH_QUEUE_MAX)
         self._on_close = on_close
         self.overflowed = False
+        self.snapshot_size = len(snapshot)
         for item in snapshot:
             self._queue.put_nowait(WatchEvent(item))
 

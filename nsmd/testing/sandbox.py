@@ -26,9 +26,13 @@ def sh(*args: str, check: bool = True, netns: str | None = None,
 
 
 class DaemonProc:
-    def __init__(self, state_dir: str, name: str):
+    def __init__(self, state_dir: str, name: str, netns: str = "", args: tuple = (),
+                 env: dict | None = None):
         self.state_dir = state_dir
         self.name = name
+        self.netns = netns
+        self.args = tuple(args)
+        self.env = env or {}
         self.socket = os.path.join(state_dir, "api.sock")
         self.log_path = os.path.join(state_dir, "daemon.log")
         self.proc: subprocess.Popen | None = None
@@ -36,10 +40,12 @@ class DaemonProc:
 
     def start(self) -> DaemonProc:
         log = open(self.log_path, "a")
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nsmd", "run", "--name", self.name, "--state-dir",
-             self.state_dir, "--api-socket", self.socket, "--log-level", "debug"],
-            stdout=log, stderr=subprocess.STDOUT)
+            prefix + [sys.executable, "-m", "nsmd", "run", "--name", self.name, "--state-dir",
+                      self.state_dir, "--api-socket", self.socket, "--log-level", "debug",
+                      *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -86,8 +92,8 @@ def remove_leftover_devices(d: DaemonProc) -> None:
         rows = conn.execute("SELECT doc FROM wires").fetchall()
     for (doc,) in rows:
         wire = json.loads(doc)
-        for side in (wire["client"], wire["endpoint"]):
-            if side["netns"]:
+        for side in (wire.get("client"), wire.get("endpoint")):
+            if side and side["netns"]:
                 subprocess.run(["ip", "netns", "exec", side["netns"], "ip", "link", "delete",
                                 side["ifname"]], check=False, capture_output=True)
 
@@ -125,3 +131,43 @@ def link_exists(netns: str, ifname: str) -> bool:
 
 def host(cidr: str) -> str:
     return cidr.split("/")[0]
+
+
+def underlay(make_netns, nodes: list[str], subnet: str = "192.0.2") -> dict[str, str]:
+    """Node namespaces on one bridge (in its own namespace): {node namespace: its IP}.
+
+    make_netns(tag) must create a namespace and clean it up (the tests' fixture).
+    """
+    bridge = make_netns("br")
+    quiet_ipv6(bridge)
+    sh("ip", "link", "add", "br0", "type", "bridge", netns=bridge)
+    sh("ip", "link", "set", "br0", "up", netns=bridge)
+    addresses = {}
+    for i, tag in enumerate(nodes, start=1):
+        node = make_netns(tag)
+        quiet_ipv6(node)
+        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", netns=node)
+        sh("ip", "link", "set", f"p{i}", "netns", bridge, netns=node)
+        sh("ip", "link", "set", f"p{i}", "master", "br0", "up", netns=bridge)
+        sh("ip", "addr", "add", f"{subnet}.{i}/24", "dev", "eth0", netns=node)
+        sh("ip", "link", "set", "eth0", "up", netns=node)
+        addresses[node] = f"{subnet}.{i}"
+    return addresses
+
+
+def quiet_ipv6(netns: str) -> None:
+    """No IPv6 on an IPv4 test underlay: its neighbour discovery would only be noise."""
+    for key in ("all", "default"):
+        sh("sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1", netns=netns)
+
+
+def trust_domain(base: str, domain: str, ids: list[str]) -> dict[str, str]:
+    """A development CA under base/ca-state and an SVID directory per SPIFFE ID."""
+    from nsmd.identity.ca import init_ca, issue_svid
+
+    state = os.path.join(base, f"ca-{domain}")
+    if not os.path.exists(os.path.join(state, "ca")):
+        init_ca(state, domain)
+    return {sid: issue_svid(state, sid, os.path.join(base, "svid-" + sid.rsplit("/", 1)[-1]))
+            for sid in ids}
+

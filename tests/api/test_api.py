@@ -113,6 +113,7 @@ async def test_endpoint_watch_streams_snapshot_then_changes(http, daemon):
         pass
     async with http.get("/v1/endpoints", params={"watch": "true"}) as r:
         first = json.loads(await r.content.readline())
+        assert json.loads(await r.content.readline()) == {"synced": True}
         async with http.post("/v1/apply", json={"documents": [nse_doc("e2")]}):
             pass
         second = json.loads(await r.content.readline())

@@ -50,8 +50,9 @@ def daemon(tmp_path):
     """make(name) -> a started daemon with its own state dir; stopped at teardown."""
     started: list[DaemonProc] = []
 
-    def make(name: str = "node-1") -> DaemonProc:
-        d = DaemonProc(str(tmp_path / name), name)
+    def make(name: str = "node-1", netns: str = "", args: tuple = (),
+             env: dict | None = None) -> DaemonProc:
+        d = DaemonProc(str(tmp_path / name), name, netns, args, env)
         os.makedirs(d.state_dir, exist_ok=True)
         started.append(d.start())
         return d

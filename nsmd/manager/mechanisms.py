@@ -1,0 +1,62 @@
+"""The mechanisms nsmd offers, and the parameters a tunnel mechanism carries.
+
+KERNEL (class LOCAL): a TUN device in the client's namespace; parameters `netns`, `name`.
+NSMD_UDP (class REMOTE): the encrypted UDP tunnel between two daemons, like NSM's
+WIREGUARD mechanism: the client's daemon offers src_ip/src_port, its ephemeral X25519
+`src_public_key` and the receiver index it will accept (`src_index`); the endpoint's
+daemon answers with the dst_* counterparts. `key_context` binds the keys to the vWire.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from nsmd.errors import ValidationError
+from nsmd.model import Mechanism, NetworkServiceRequest
+from nsmd.tunnel_keys import decode_public
+
+KERNEL = "KERNEL"
+TUNNEL = "NSMD_UDP"
+OFFER_KEYS = ("src_ip", "src_port", "src_public_key", "src_index", "key_context")
+ANSWER_KEYS = ("dst_ip", "dst_port", "dst_public_key", "dst_index")
+DEFAULT_TUNNEL_MTU = 1420  # 1500 - IPv6 (40) - UDP (8) - our header and tag (32)
+
+
+def find(request: NetworkServiceRequest, mech_type: str) -> Mechanism | None:
+    """The mechanism of that type: the one already chosen, else the first preference."""
+    conn = request.connection
+    if conn.mechanism is not None and conn.mechanism.type == mech_type:
+        return conn.mechanism
+    return next((m for m in request.mechanism_preferences if m.type == mech_type), None)
+
+
+def kernel_mechanism(request: NetworkServiceRequest) -> Mechanism:
+    mech = find(request, KERNEL)
+    if mech is None:
+        offered = [m.type for m in request.mechanism_preferences] or ["none"]
+        raise ValidationError("mechanism_preferences", "a KERNEL mechanism (netns, name)",
+                              ", ".join(offered))
+    return mech
+
+
+def check_tunnel_params(params: dict[str, str], keys: tuple[str, ...],
+                        where: str = "mechanism.parameters") -> dict[str, str]:
+    """Validates the offer or answer part of NSMD_UDP parameters; returns them."""
+    for key in keys:
+        if key not in params:
+            raise ValidationError(f"{where}.{key}", "present in an NSMD_UDP mechanism")
+        value = params[key]
+        if key.endswith("_ip"):
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ValidationError(f"{where}.{key}", "an IPv4 address", value) from None
+        elif key.endswith("_port") or key.endswith("_index"):
+            limit = 65536 if key.endswith("_port") else 2**32
+            if not value.isdigit() or not 0 < int(value) < limit:
+                raise ValidationError(f"{where}.{key}", f"an integer in 1..{limit - 1}", value)
+        elif key.endswith("_public_key"):
+            decode_public(value, f"{where}.{key}")
+        elif not value:
+            raise ValidationError(f"{where}.{key}", "a non-empty string")
+    return params

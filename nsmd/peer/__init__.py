@@ -1,0 +1,1 @@
+"""Daemon-to-daemon control plane over mutual TLS: msgpack requests, registry and vWires."""

@@ -1,0 +1,94 @@
+"""Calls to other daemons over mutual TLS, msgpack both ways.
+
+One aiohttp session with pooled connections; every failure becomes one NsmdError that
+says which peer and what went wrong, so a failing candidate endpoint is simply skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgpack
+
+from nsmd.api.codec import MSGPACK
+from nsmd.errors import NotFound, NsmdError, SelectionError, ValidationError
+from nsmd.registry.view import PermissionDenied
+
+REQUEST_TIMEOUT_S = 15.0
+
+
+class PeerError(SelectionError):
+    """A peer daemon could not be reached or refused the call."""
+
+
+class PeerClient:
+    def __init__(self, ssl_context: ssl.SSLContext):
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        return self._session
+
+    async def call(self, method: str, url: str, body: Any = None) -> Any:
+        data = msgpack.packb(body) if body is not None else None
+        headers = {"Accept": MSGPACK, "Content-Type": MSGPACK}
+        try:
+            async with self._http().request(method, url, data=data, headers=headers) as resp:
+                raw = await resp.read()
+                payload = _decode(raw, resp.content_type)
+                if resp.status >= 400:
+                    raise _error(url, resp.status, payload)
+                return payload
+        except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError) as err:
+            raise PeerError(f"peer {url} unreachable: {err or type(err).__name__}") from None
+
+    async def stream(self, url: str) -> AsyncIterator[Any]:
+        """NDJSON lines of a watch stream, until the peer ends it or the link breaks."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        try:
+            async with self._http().get(url, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise _error(url, resp.status, _decode(await resp.read(),
+                                                           resp.content_type))
+                async for line in resp.content:
+                    if line.strip():
+                        yield json.loads(line)
+        except (aiohttp.ClientError, ssl.SSLError, OSError) as err:
+            raise PeerError(f"peer {url} stream broke: {err or type(err).__name__}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _decode(raw: bytes, content_type: str) -> Any:
+    if not raw:
+        return None
+    if content_type == MSGPACK:
+        return msgpack.unpackb(raw)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _error(url: str, status: int, payload: Any) -> NsmdError:
+    message = payload.get("error") if isinstance(payload, dict) else str(payload)
+    text = f"peer {url}: {message}"
+    if status == 400:
+        return ValidationError(payload.get("field", "") if isinstance(payload, dict) else "",
+                               "", detail=text)
+    if status == 403:
+        return PermissionDenied(text)
+    if status == 404:
+        return NotFound(text)
+    return PeerError(text)

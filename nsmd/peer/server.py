@@ -1,0 +1,101 @@
+"""What peer daemons may call on our mTLS listener (never the admin API of the unix socket).
+
+Registry: Find and watch like the local API, and writes on behalf of the caller's SPIFFE
+ID (a name belongs to whoever registered it first). Manager: Request, Close and tunnel
+rekeys for the vWires the caller holds; only the daemon that requested a vWire may close
+or rekey it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from nsmd.api import registry as local_registry
+from nsmd.api.codec import read_body, reply
+from nsmd.api.keys import DAEMON
+from nsmd.errors import ValidationError
+from nsmd.identity.tls import peer_spiffe_id
+from nsmd.manager.rekey import answer_rekey
+from nsmd.model import (
+    Connection,
+    NetworkService,
+    NetworkServiceEndpoint,
+    NetworkServiceRequest,
+    from_wire,
+    to_wire,
+)
+
+routes = web.RouteTableDef()
+
+
+def caller(request: web.Request) -> str:
+    return str(peer_spiffe_id(request.transport.get_extra_info("ssl_object")))
+
+
+routes.get("/v1/services")(local_registry.find_services)
+routes.get("/v1/services/{name}")(local_registry.get_service)
+routes.get("/v1/endpoints")(local_registry.find_endpoints)
+routes.get("/v1/endpoints/{name}")(local_registry.get_endpoint)
+
+
+@routes.post("/v1/services")
+async def register_service(request: web.Request) -> web.Response:
+    ns = from_wire(NetworkService, await read_body(request))
+    return reply(request, to_wire(await request.app[DAEMON].register_service(
+        ns, owner=caller(request))))
+
+
+@routes.delete("/v1/services/{name}")
+async def unregister_service(request: web.Request) -> web.Response:
+    ns = await request.app[DAEMON].registry.unregister_service(request.match_info["name"],
+                                                               owner=caller(request))
+    return reply(request, to_wire(ns))
+
+
+@routes.post("/v1/endpoints")
+async def register_endpoint(request: web.Request) -> web.Response:
+    nse = from_wire(NetworkServiceEndpoint, await read_body(request))
+    return reply(request, to_wire(await request.app[DAEMON].registry.register_endpoint(
+        nse, owner=caller(request))))
+
+
+@routes.delete("/v1/endpoints/{name}")
+async def unregister_endpoint(request: web.Request) -> web.Response:
+    nse = await request.app[DAEMON].registry.unregister_endpoint(request.match_info["name"],
+                                                                 owner=caller(request))
+    return reply(request, to_wire(nse))
+
+
+@routes.post("/v1/peer/request")
+async def peer_request(request: web.Request) -> web.Response:
+    req = from_wire(NetworkServiceRequest, await read_body(request))
+    conn = await request.app[DAEMON].manager.serve_peer(req, caller(request))
+    return reply(request, to_wire(conn))
+
+
+@routes.post("/v1/peer/close")
+async def peer_close(request: web.Request) -> web.Response:
+    conn = from_wire(Connection, await read_body(request))
+    await request.app[DAEMON].manager.close_for_peer(conn, caller(request))
+    return reply(request, {"closed": conn.id})
+
+
+@routes.post("/v1/peer/rekey")
+async def peer_rekey(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("connection_id"), str) \
+            or not isinstance(body.get("offer"), dict):
+        raise ValidationError("body", "{connection_id, offer}")
+    daemon = request.app[DAEMON]
+    daemon.manager.check_peer_owns(body["connection_id"], caller(request))
+    return reply(request, answer_rekey(daemon.manager, daemon.dataplane, daemon.metrics,
+                                       body["connection_id"], body["offer"]))
+
+
+def build_peer_app(daemon) -> web.Application:
+    from nsmd.api.codec import errors_middleware
+
+    app = web.Application(middlewares=[errors_middleware])
+    app[DAEMON] = daemon
+    app.add_routes(routes)
+    return app

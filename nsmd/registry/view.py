@@ -1,0 +1,104 @@
+"""The in-memory side of a registry: records indexed by name and service, Find, and watch.
+
+Both the local registry (SQLite-backed, with expiry) and the mirror of a remote one build
+on it, so lookups on the request path never leave the process.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from nsmd.errors import NsmdError
+from nsmd.model import NetworkService, NetworkServiceEndpoint
+from nsmd.registry.query import EndpointQuery, ServiceQuery
+from nsmd.registry.watch import Watch, Watchers
+
+ANY_SERVICE = ServiceQuery()
+ANY_ENDPOINT = EndpointQuery()
+
+
+class PermissionDenied(NsmdError):
+    status = 403
+
+
+class RegistryView:
+    def __init__(self) -> None:
+        self.services: dict[str, NetworkService] = {}
+        self.endpoints: dict[str, NetworkServiceEndpoint] = {}
+        self._by_service: dict[str, set[str]] = defaultdict(set)
+        self.service_watchers = Watchers()
+        self.endpoint_watchers = Watchers()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def find_services(self, query: ServiceQuery = ANY_SERVICE) -> list[NetworkService]:
+        if query.name:
+            ns = self.services.get(query.name)
+            return [ns] if ns and query.matches(ns) else []
+        return [ns for ns in self.services.values() if query.matches(ns)]
+
+    def find_endpoints(self, query: EndpointQuery = ANY_ENDPOINT,
+                       ) -> list[NetworkServiceEndpoint]:
+        if query.name:
+            pool = [self.endpoints[query.name]] if query.name in self.endpoints else []
+        elif query.network_service_names:
+            names = self._by_service.get(query.network_service_names[0], ())
+            pool = [self.endpoints[n] for n in names]
+        else:
+            pool = list(self.endpoints.values())
+        return [nse for nse in pool if query.matches(nse)]
+
+    def endpoints_of(self, service: str) -> list[NetworkServiceEndpoint]:
+        """Live endpoints offering `service`, oldest registration first (stable order)."""
+        found = [self.endpoints[n] for n in self._by_service.get(service, ())]
+        found.sort(key=lambda nse: (nse.initial_registration_time, nse.name))
+        return found
+
+    def watch_services(self, query: ServiceQuery = ANY_SERVICE) -> Watch:
+        return self.service_watchers.open(query.matches, self.find_services(query))
+
+    def watch_endpoints(self, query: EndpointQuery = ANY_ENDPOINT) -> Watch:
+        return self.endpoint_watchers.open(query.matches, self.find_endpoints(query))
+
+    # -- in-memory changes (callers persist or forward first) -------------------------------
+
+    def _put_service(self, ns: NetworkService) -> None:
+        self.services[ns.name] = ns
+        self.service_watchers.publish(ns)
+
+    def _drop_service(self, ns: NetworkService) -> None:
+        self.services.pop(ns.name, None)
+        self.service_watchers.publish(ns, deleted=True)
+
+    def _put_endpoint(self, nse: NetworkServiceEndpoint) -> None:
+        old = self.endpoints.get(nse.name)
+        if old is not None:
+            self._unindex(old)
+        self.endpoints[nse.name] = nse
+        for service in nse.network_service_names:
+            self._by_service[service].add(nse.name)
+        self.endpoint_watchers.publish(nse)
+
+    def _drop_endpoint(self, nse: NetworkServiceEndpoint) -> None:
+        if nse.name in self.endpoints:
+            self._unindex(self.endpoints[nse.name])
+        self.endpoint_watchers.publish(nse, deleted=True)
+
+    def _unindex(self, nse: NetworkServiceEndpoint) -> None:
+        del self.endpoints[nse.name]
+        for service in nse.network_service_names:
+            names = self._by_service.get(service)
+            if names is not None:
+                names.discard(nse.name)
+                if not names:
+                    del self._by_service[service]
+
+
+def check_owner(existing_path_ids: list[str], owner: str | None, what: str) -> list[str]:
+    """NSM's registry policy: a name may be (re)registered only by the SPIFFE ID that first
+    registered it (path_ids[0]). Local admin calls carry no owner and may do anything."""
+    if owner is None:
+        return existing_path_ids
+    if existing_path_ids and existing_path_ids[0] != owner:
+        raise PermissionDenied(f"{what} is owned by {existing_path_ids[0]}, not {owner}")
+    return existing_path_ids or [owner]
