@@ -1,0 +1,249 @@
+"""Cross-host vWire throughput and latency against wireguard-go and plain veth, one run.
+
+Two host namespaces joined by a veth (underlay 192.0.2.1 <-> 192.0.2.2). In the same
+invocation it measures: plain veth (the limit), wireguard-go (Debian's, the anchor) and
+nsmd (one daemon per host; the client and the endpoint in their own namespaces), each
+with iperf3 TCP (1 and 4 streams), ping RTT and the tunnel processes' CPU seconds per GB.
+Prints a table with ratios nsmd/wireguard-go and nsmd/veth and writes
+bench/results/tunnel.json. Needs root; installs wireguard-go, wireguard-tools and iperf3
+with apt if missing. Every namespace is named nsmdb-<random>-* and removed on exit; only
+processes it started are stopped, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from nsmd.testing.sandbox import (
+    DaemonProc,
+    endpoint_manifest,
+    host,
+    quiet_ipv6,
+    service_manifest,
+    sh,
+    trust_domain,
+)
+
+UA, UB = "192.0.2.1", "192.0.2.2"
+OA, OB = "100.64.0.1", "100.64.0.2"
+PORT = 5201
+
+
+def need_tools() -> None:
+    missing = [pkg for tool, pkg in (("wireguard-go", "wireguard-go"), ("wg", "wireguard-tools"),
+                                     ("iperf3", "iperf3"))
+               if shutil.which(tool) is None]
+    if missing:
+        print(f"installing {' '.join(missing)}", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                       stdout=subprocess.DEVNULL)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def iperf(client_ns, server_ns, target, seconds, streams, pids) -> dict:
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p",
+                               str(PORT)], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        cpu0 = cpu_seconds(pids)
+        out = sh("iperf3", "-c", target, "-p", str(PORT), "-t", str(seconds), "-P",
+                 str(streams), "-J", netns=client_ns, timeout=seconds + 30).stdout
+        cpu = cpu_seconds(pids) - cpu0
+    finally:
+        server.wait(10)
+    end = json.loads(out)["end"]
+    received = end["sum_received"]
+    gbytes = received["bytes"] / 1e9
+    return {"gbps": round(received["bits_per_second"] / 1e9, 3),
+            "retransmits": end["sum_sent"].get("retransmits", 0),
+            "cpu_s_per_gb": round(cpu / gbytes, 2) if pids and gbytes else None}
+
+
+def rtt(netns, target, count) -> dict:
+    out = sh("ping", "-c", str(count), "-i", "0.005", "-W", "1", target, netns=netns,
+             timeout=count * 0.1 + 30).stdout
+    times = sorted(float(t.split("=")[1]) * 1000 for t in out.split() if t.startswith("time="))
+    pick = lambda pct: round(times[min(len(times) - 1, int(pct / 100 * len(times)))], 1)  # noqa
+    return {"p50_us": pick(50), "p99_us": pick(99), "avg_us": round(statistics.fmean(times), 1)}
+
+
+def measure(name, client_ns, server_ns, target, pids, args) -> dict:
+    print(f"--- {name}", flush=True)
+    result = {"rtt": rtt(client_ns, target, args.pings)}
+    result["tcp1"] = iperf(client_ns, server_ns, target, args.seconds, 1, pids)
+    result["tcp4"] = iperf(client_ns, server_ns, target, args.seconds, 4, pids)
+    print(f"    {json.dumps(result)}", flush=True)
+    return result
+
+
+class Bed:
+    def __init__(self):
+        self.prefix = f"nsmdb-{secrets.token_hex(3)}"
+        self.made: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+        self.work = tempfile.mkdtemp(prefix="nsmd-bench-")
+
+    def netns(self, tag: str) -> str:
+        name = f"{self.prefix}-{tag}"
+        sh("ip", "netns", "add", name)
+        self.made.append(name)
+        quiet_ipv6(name)
+        sh("ip", "link", "set", "lo", "up", netns=name)
+        return name
+
+    def start(self, netns: str, *cmd: str, env: dict | None = None) -> subprocess.Popen:
+        log = open(os.path.join(self.work, f"{len(self.procs)}.log"), "w")
+        proc = subprocess.Popen(["ip", "netns", "exec", netns, *cmd], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            self.stop(proc)
+        for name in reversed(self.made):
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def run_wireguard_go(bed: Bed, a: str, b: str, args) -> dict:
+    keys = {}
+    for side in "ab":
+        private = sh("wg", "genkey").stdout.strip()
+        keys[side] = (private, subprocess.run(["wg", "pubkey"], input=private, text=True,
+                                              capture_output=True, check=True).stdout.strip())
+    ifname = {s: f"{bed.prefix[-6:]}wg{s}" for s in "ab"}
+    procs = {s: bed.start(ns, "wireguard-go", "-f", ifname[s],
+                          env={"WG_PROCESS_FOREGROUND": "1"}) for s, ns in (("a", a), ("b", b))}
+    for s in "ab":
+        sock = f"/var/run/wireguard/{ifname[s]}.sock"
+        deadline = time.monotonic() + 5
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for s, ns, peer, peer_ip, mine in (("a", a, "b", UB, OA), ("b", b, "a", UA, OB)):
+        keyfile = os.path.join(bed.work, f"{s}.key")
+        with open(keyfile, "w") as f:
+            f.write(keys[s][0])
+        sh("wg", "set", ifname[s], "private-key", keyfile, "listen-port", "51820", "peer",
+           keys[peer][1], "endpoint", f"{peer_ip}:51820", "allowed-ips",
+           f"{OB if s == 'a' else OA}/32", netns=ns)
+        sh("ip", "addr", "add", f"{mine}/24", "dev", ifname[s], netns=ns)
+        sh("ip", "link", "set", ifname[s], "mtu", "1420", "up", netns=ns)
+    try:
+        return measure("wireguard-go", a, b, OB, [p.pid for p in procs.values()], args)
+    finally:
+        for proc in procs.values():
+            bed.stop(proc)
+        for s, ns in (("a", a), ("b", b)):
+            subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "delete", ifname[s]],
+                           check=False, capture_output=True)
+
+
+def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
+    ids = trust_domain(bed.work, "bench.nsmd", ["spiffe://bench.nsmd/a", "spiffe://bench.nsmd/b"])
+    near = DaemonProc(os.path.join(bed.work, "a"), "a", a, (
+        "--listen", f"{UA}:7000", "--identity-dir", ids["spiffe://bench.nsmd/a"]))
+    far = DaemonProc(os.path.join(bed.work, "b"), "b", b, (
+        "--listen", f"{UB}:7000", "--registry", f"https://{UA}:7000", "--identity-dir",
+        ids["spiffe://bench.nsmd/b"]))
+    for d in (near, far):
+        os.makedirs(d.state_dir)
+        d.start()
+    try:
+        nse, nsc = bed.netns("nse"), bed.netns("nsc")
+        far.cli("apply", "-f", "-", stdin=service_manifest("bench") + "---" +
+                endpoint_manifest("bench-1", "bench", nse, "100.64.90.0/24"))
+        deadline = time.monotonic() + 10
+        while not near.cli_json("get", "endpoints") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        conn = near.cli_json("connect", "bench", "--netns", nsc)
+        target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+        return measure("nsmd cross-host", nsc, nse, target, [near.proc.pid, far.proc.pid],
+                       args)
+    finally:
+        near.stop()
+        far.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per test")
+    ap.add_argument("--pings", type=int, default=200)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/tunnel.py needs root", file=sys.stderr)
+        return 1
+    need_tools()
+    bed = Bed()
+    results: dict = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+                     "seconds": args.seconds}
+    try:
+        a, b = bed.netns("a"), bed.netns("b")
+        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0b", netns=a)
+        sh("ip", "link", "set", "eth0b", "netns", b, netns=a)
+        sh("ip", "link", "set", "eth0b", "name", "eth0", netns=b)
+        for ns, ip in ((a, UA), (b, UB)):
+            sh("ip", "addr", "add", f"{ip}/24", "dev", "eth0", netns=ns)
+            sh("ip", "link", "set", "eth0", "up", netns=ns)
+        results["veth"] = measure("veth", a, b, UB, [], args)
+        results["wireguard_go"] = run_wireguard_go(bed, a, b, args)
+        results["nsmd"] = run_nsmd(bed, a, b, args)
+    finally:
+        bed.close()
+    n, w, v = results["nsmd"], results["wireguard_go"], results["veth"]
+    results["ratios"] = {
+        "tcp1_nsmd_over_wggo": round(n["tcp1"]["gbps"] / w["tcp1"]["gbps"], 2),
+        "tcp4_nsmd_over_wggo": round(n["tcp4"]["gbps"] / w["tcp4"]["gbps"], 2),
+        "tcp1_nsmd_over_veth": round(n["tcp1"]["gbps"] / v["tcp1"]["gbps"], 3),
+        "rtt_p50_nsmd_over_wggo": round(n["rtt"]["p50_us"] / w["rtt"]["p50_us"], 2),
+    }
+    print(f"\n{'':<24}{'veth':>10}{'wireguard-go':>14}{'nsmd':>10}{'nsmd/wggo':>11}")
+    for label, key in (("TCP 1 stream Gbit/s", "tcp1"), ("TCP 4 streams Gbit/s", "tcp4")):
+        print(f"{label:<24}{v[key]['gbps']:>10}{w[key]['gbps']:>14}{n[key]['gbps']:>10}"
+              f"{n[key]['gbps'] / w[key]['gbps']:>11.2f}")
+    print(f"{'CPU s per GB (1 stream)':<24}{'-':>10}{w['tcp1']['cpu_s_per_gb']!s:>14}"
+          f"{n['tcp1']['cpu_s_per_gb']!s:>10}")
+    for pct in ("p50", "p99"):
+        print(f"{'ping RTT ' + pct + ' us':<24}{v['rtt'][pct + '_us']:>10}"
+              f"{w['rtt'][pct + '_us']:>14}{n['rtt'][pct + '_us']:>10}"
+              f"{n['rtt'][pct + '_us'] / w['rtt'][pct + '_us']:>11.2f}")
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "tunnel.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
