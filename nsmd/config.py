@@ -28,7 +28,8 @@ class Config:
     listen: str = ""            # HOST:PORT of the mTLS peer listener ("" = none)
     tunnel_port: int = 51820    # UDP port of the encrypted tunnels (on the listen address)
     registry: str = ""          # https://HOST:PORT of another daemon; "" = our own SQLite
-    identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer)
+    identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer) ...
+    spiffe_socket: str = ""     # ... or a SPIFFE Workload API: unix:///path
     log_level: str = "info"
     token_lifetime_s: float = 600.0
     nse_expiry_s: float = 60.0
@@ -63,9 +64,13 @@ class Config:
         if self.registry and not self.registry.startswith("https://"):
             raise ValidationError("registry", "https://HOST:PORT of another nsmd",
                                   self.registry)
-        if (self.listen or self.registry) and not self.identity_dir:
+        if self.spiffe_socket and not self.spiffe_socket.startswith("unix:///"):
+            raise ValidationError("spiffe-socket", "unix:///PATH of a SPIFFE Workload API",
+                                  self.spiffe_socket)
+        if (self.listen or self.registry) and not (self.identity_dir or self.spiffe_socket):
             raise ValidationError("identity-dir", "a directory with svid.pem, svid.key and "
-                                  "bundle.pem (peering needs an identity; see `nsmd ca`)")
+                                  "bundle.pem, or --spiffe-socket (peering needs an "
+                                  "identity; see `nsmd ca`)")
         return self
 
     @property
@@ -98,6 +103,8 @@ def load(cli: dict[str, Any], config_file: str | None = None,
     path = config_file or environ.get(ENV_PREFIX + "CONFIG")
     if path:
         values.update(_from_toml(path, fields))
+    if environ.get("SPIFFE_ENDPOINT_SOCKET"):  # the SPIFFE standard variable
+        values["spiffe_socket"] = environ["SPIFFE_ENDPOINT_SOCKET"]
     for name, f in fields.items():
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:

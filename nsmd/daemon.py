@@ -22,8 +22,9 @@ from nsmd.config import Config, listen_address
 from nsmd.dataplane import Dataplane
 from nsmd.errors import Conflict, NotFound
 from nsmd.hosting import Hosting
-from nsmd.identity.svid import load_svid_dir
-from nsmd.identity.tls import PeerPolicy, make_context
+from nsmd.identity.svid import Svid, load_svid_dir
+from nsmd.identity.tls import PeerPolicy, load_svid, make_context
+from nsmd.identity.workload import WorkloadIdentity
 from nsmd.manager.build import Manager
 from nsmd.manager.liveness import DEAD_AFTER_KEEPALIVES, Liveness
 from nsmd.manager.rekey import Rekeyer
@@ -52,6 +53,8 @@ class Daemon:
         self._runner = None
         self._peer_runner = None
         self.peer: PeerClient | None = None
+        self.svid: Svid | None = None
+        self.workload: WorkloadIdentity | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -61,7 +64,7 @@ class Daemon:
         self.db = StateDB(cfg.state_dir)
         self.metrics = Metrics()
         if cfg.listen or cfg.registry:
-            self._load_identity()
+            await self._load_identity()
         self.registry = (RemoteRegistry(self.peer, cfg.registry) if cfg.registry and self.peer
                          else Registry(self.db, self.clock, cfg.nse_expiry_s))
         self.dataplane = Dataplane(self.db)
@@ -110,6 +113,8 @@ class Daemon:
         self._runner = self._peer_runner = None
         if self.peer is not None:
             await self.peer.close()
+        if self.workload is not None:
+            self.workload.close()
         if hasattr(self, "manager"):
             self.manager.shutdown()
             self.hosting.close()
@@ -185,13 +190,36 @@ class Daemon:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _load_identity(self) -> None:
-        self.svid = load_svid_dir(self.config.identity_dir)
+    async def _load_identity(self) -> None:
+        if self.config.spiffe_socket:
+            self.workload = WorkloadIdentity(self.config.spiffe_socket)
+            self.svid = await self.workload.start()
+            self.workload.on_update.append(self._rotated)
+        else:
+            self.svid = load_svid_dir(self.config.identity_dir)
         policy = PeerPolicy(self.svid.spiffe_id.trust_domain.name)
         self.server_ssl = make_context(self.svid, policy, server=True)
         self.client_ssl = make_context(self.svid, policy, server=False)
         self.peer = PeerClient(self.client_ssl)
         log.info("identity %s (valid until %s)", self.svid.spiffe_id, self.svid.not_after)
+
+    def _rotated(self, svid: Svid) -> None:
+        """A new SVID: new handshakes use it; live sessions and vWires are untouched."""
+        if svid.spiffe_id != self.svid.spiffe_id:
+            log.error("the Workload API changed our SPIFFE ID (%s -> %s); keeping the old SVID",
+                      self.svid.spiffe_id, svid.spiffe_id)
+            return
+        for ctx in (self.server_ssl, self.client_ssl):
+            load_svid(ctx, svid)
+        self.svid = svid
+
+    def identity(self) -> dict | None:
+        if self.svid is None:
+            return None
+        leaf = self.svid.chain[0]
+        return {"spiffe_id": str(self.svid.spiffe_id), "serial": format(leaf.serial_number, "x"),
+                "not_after": leaf.not_valid_after_utc.isoformat(),
+                "source": self.config.spiffe_socket or self.config.identity_dir}
 
     def _take_lock(self) -> None:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)

@@ -37,6 +37,7 @@ async def status(request: web.Request) -> web.Response:
         "name": daemon.config.name,
         "version": __version__,
         "url": daemon.url,
+        "identity": daemon.identity(),
         "state_dir": daemon.config.state_dir,
         "uptime_s": round(time.monotonic() - daemon.started_at, 3),
         "services": len(daemon.registry.services),

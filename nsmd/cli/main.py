@@ -50,6 +50,9 @@ def build_parser() -> Parser:
                      help="https://IP:PORT: use another daemon's registry instead of our own")
     run.add_argument("--identity-dir", metavar="DIR",
                      help="svid.pem, svid.key, bundle.pem (from `nsmd ca issue`); needed to peer")
+    run.add_argument("--spiffe-socket", metavar="unix:///PATH",
+                     help="SPIFFE Workload API giving SVIDs, rotated live "
+                     "(env SPIFFE_ENDPOINT_SOCKET)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
@@ -139,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
                                          "tunnel_port", "registry", "identity_dir",
-                                         "log_level")}
+                                         "spiffe_socket", "log_level")}
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -225,3 +225,41 @@ def test_a_daemon_from_another_ca_is_refused(two_hosts, daemon, netns, tmp_path)
     assert result.returncode == 1 and "192.0.2.1:7000" in result.stderr
     assert [e["name"] for e in near.cli_json("get", "endpoints")] == ["far-1"]
     assert "certificate" in evil.log().lower()
+
+
+def test_svid_rotation_drops_no_vwire(netns, daemon, tmp_path):
+    from nsmd.identity.ca import init_ca
+    from nsmd.testing.workload_api import WorkloadApiServer
+
+    nodes = underlay(netns, ["n1", "n2"])
+    (n1, ip1), (n2, ip2) = nodes.items()
+    ca = str(tmp_path / "ca")
+    init_ca(ca, DOMAIN)
+    apis = [WorkloadApiServer(ca, f"spiffe://{DOMAIN}/node/{n}", str(tmp_path / f"{n}.sock"),
+                              str(tmp_path)).start() for n in ("a", "b")]
+    try:
+        near = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--spiffe-socket", apis[0].url))
+        far = daemon("n2", n2, ("--listen", f"{ip2}:7000", "--registry", f"https://{ip1}:7000",
+                                "--spiffe-socket", apis[1].url))
+        nse_ns, nsc_ns = netns("nse"), netns("nsc")
+        far.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+                endpoint_manifest("e", "svc", nse_ns, "100.64.61.0/24"))
+        _wait(lambda: near.cli_json("get", "endpoints"))
+        conn = near.cli_json("connect", "svc", "--netns", nsc_ns)
+        target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+        serials = [d.cli_json("status")["identity"]["serial"] for d in (near, far)]
+        pinger = subprocess.Popen(["ip", "netns", "exec", nsc_ns, "ping", "-c", "300", "-i",
+                                   "0.01", "-W", "1", target], stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        for api in apis:
+            api.rotate()
+        out = pinger.communicate(timeout=60)[0]
+        assert " 0% packet loss" in out, out
+        for d, old in zip((near, far), serials, strict=True):
+            _wait(lambda d=d, old=old: d.cli_json("status")["identity"]["serial"] != old)
+        # the control plane keeps working with the new certificates: close crosses hosts
+        near.cli("close", conn["id"])
+        _wait(lambda: far.cli_json("get", "connections") == [])
+    finally:
+        for api in apis:
+            api.stop()
