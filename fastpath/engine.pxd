@@ -12,8 +12,8 @@ cdef enum:
     # recvmmsg/sendmmsg batch.
     BATCH_SIZE = 64
     MAX_EVENTS = 64
-    # Largest IP packet a TUN device can hand over (MTU <= 65535).
-    PACKET_BUF_BYTES = 65536
+    # Largest read from a TUN device: a 64 KiB (GSO) packet behind a virtio_net_hdr.
+    PACKET_BUF_BYTES = 65536 + 64
     # One tunnel datagram: header + payload (interface MTU <= 1500 - IP - UDP - 32) + tag.
     DATAGRAM_BUF_BYTES = 2048
     INITIAL_WIRES = 64
@@ -52,6 +52,7 @@ cdef struct DirStats:
 cdef struct Wire:
     int in_use
     int kind
+    int vnet_hdr                # bytes of virtio_net_hdr before each packet (local wires)
     uint32_t gen                # bumped on removal, so stale handles and epoll keys miss
     int fd[2]                   # fd[1] is -1 for tunnel wires
     int dead[2]                 # the side's fd failed on read and left the epoll set
@@ -90,5 +91,6 @@ cdef class Engine:
 
     cdef void _stop(self) noexcept
     cdef Wire *_lookup_locked(self, uint64_t handle) noexcept nogil
-    cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s)
+    cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s,
+                     int vnet_hdr)
     cdef dict _describe_locked(self, Wire *w)

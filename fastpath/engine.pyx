@@ -3,6 +3,7 @@
 Pipeline, per wake-up of the worker, with the GIL never taken:
 
   local wire   TUN fd --read(2) x BATCH--> classify --write(2)--> the other TUN fd
+               (with vnet headers both ends: 64 KiB TCP super-packets pass whole)
   tunnel, out  TUN fd --read(2) x BATCH--> classify --> header + seal in place (keypair
                CURRENT, counter++) --sendmmsg--> UDP socket
   tunnel, in   UDP socket --recvmmsg x BATCH--> header checks --> receiver index -> wire
@@ -26,7 +27,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport close, read, write
 
 from .aead cimport TAG_BYTES, open_in_place, seal
-from .classify cimport VERDICT_PASS, classify_ip
+from .classify cimport VERDICT_MALFORMED, VERDICT_PASS, classify_ip
 from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
                               EPOLLIN, epoll_create1, epoll_ctl, epoll_event, epoll_wait,
                               eventfd)
@@ -71,9 +72,14 @@ cdef void mark_dead(Wire *w, int side, DirStats *s, int epfd) noexcept nogil:
 
 
 cdef void pump_local(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
-    """Moves up to BATCH_SIZE packets from w.fd[side] to the other TUN; lock held."""
+    """Moves up to BATCH_SIZE packets from w.fd[side] to the other TUN; lock held.
+
+    The virtio_net_hdr (if any) travels with its packet: the receiving kernel finishes
+    checksums and segments GSO packets only if and where it has to.
+    """
     cdef DirStats *s = &w.dirs[side]
     cdef int out_fd = w.fd[1 - side]
+    cdef int hdr = w.vnet_hdr
     cdef Py_ssize_t n
     cdef int verdict
     for _ in range(BATCH_SIZE):
@@ -83,8 +89,8 @@ cdef void pump_local(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
                 mark_dead(w, side, s, epfd)
             return
         s.rx_packets += 1
-        s.rx_bytes += n
-        verdict = classify_ip(buf, n)
+        s.rx_bytes += n - hdr
+        verdict = classify_ip(buf + hdr, n - hdr) if n >= hdr else VERDICT_MALFORMED
         if verdict != VERDICT_PASS:
             s.drops[verdict] += 1
             continue
@@ -92,7 +98,7 @@ cdef void pump_local(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
             s.drops[DROP_TX_ERROR] += 1
             continue
         s.tx_packets += 1
-        s.tx_bytes += n
+        s.tx_bytes += n - hdr
 
 
 cdef int seal_into(EngineState *st, Tunnel *t, uint8_t *datagram, int payload) noexcept nogil:
@@ -511,14 +517,17 @@ cdef class Engine:
             pthread_mutex_unlock(&self.st.lock)
         _check_rc(rc, "epoll_ctl(ADD udp)")
 
-    def add_wire(self, int fd_a, int fd_b):
+    def add_wire(self, int fd_a, int fd_b, int vnet_hdr=0):
         """Starts moving packets between TUN fds fd_a and fd_b; returns the wire's handle.
 
-        Both fds are switched to non-blocking mode. The caller keeps owning them.
+        vnet_hdr: bytes of virtio_net_hdr both devices put before each packet (0 or 10,
+        IFF_VNET_HDR). Both fds are switched to non-blocking mode; the caller keeps them.
         """
         if fd_a < 0 or fd_b < 0 or fd_a == fd_b:
             raise ValueError(f"add_wire needs two distinct open fds, got {fd_a} and {fd_b}")
-        return self._add(KIND_LOCAL, fd_a, fd_b, None, 0.0)
+        if vnet_hdr not in (0, 10, 12):
+            raise ValueError(f"vnet_hdr must be 0, 10 or 12 bytes, got {vnet_hdr}")
+        return self._add(KIND_LOCAL, fd_a, fd_b, None, 0.0, vnet_hdr)
 
     def add_tunnel_wire(self, int tun_fd, peer_ip="0.0.0.0", int peer_port=0,
                         double keepalive_s=0.0):
@@ -527,7 +536,7 @@ cdef class Engine:
         install_keypair()."""
         if tun_fd < 0:
             raise ValueError(f"add_tunnel_wire needs an open fd, got {tun_fd}")
-        return self._add(KIND_TUNNEL, tun_fd, -1, _peer(peer_ip, peer_port), keepalive_s)
+        return self._add(KIND_TUNNEL, tun_fd, -1, _peer(peer_ip, peer_port), keepalive_s, 0)
 
     def set_peer(self, handle, peer_ip, int peer_port):
         """Where a tunnel wire sends its datagrams."""
@@ -560,7 +569,8 @@ cdef class Engine:
         if w == NULL or w.kind != KIND_TUNNEL:
             raise KeyError(f"no tunnel wire with handle {handle}")
 
-    cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s):
+    cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s,
+                     int vnet_hdr):
         for fd in (fd_a, fd_b):
             if fd >= 0:
                 _set_nonblocking(fd)
@@ -583,6 +593,7 @@ cdef class Engine:
                 slot = st.free_slots[st.n_free]
                 w = &st.wires[slot]
                 w.kind = kind
+                w.vnet_hdr = vnet_hdr
                 w.fd[0] = fd_a
                 w.fd[1] = fd_b
                 w.dead[0] = 0

@@ -48,6 +48,7 @@ class Wire:
     handle: int = 0
     fds: tuple[int, int] = (-1, -1)
     created: float = dataclasses.field(default_factory=time.monotonic)
+    offload: bool = False           # vnet headers + TSO on the devices (local wires)
     keyed: bool = False             # keys installed by this run of the daemon
     agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
 
@@ -58,7 +59,7 @@ class Wire:
         return side
 
     def record(self) -> dict:
-        return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer,
+        return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer, "offload": self.offload,
                 "client": dataclasses.asdict(self.client) if self.client else None,
                 "endpoint": dataclasses.asdict(self.endpoint) if self.endpoint else None}
 
@@ -107,8 +108,9 @@ class Dataplane:
             raise
         wire = Wire(conn_id, "local", Side(client_ns, name_c, list(client.addresses)),
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
-                    fds=(fd_c, fd_e))
-        await self._start(wire, lambda: self.engine.add_wire(fd_c, fd_e))
+                    fds=(fd_c, fd_e), offload=client.offload)
+        hdr = tundev.VNET_HDR_BYTES if client.offload else 0
+        await self._start(wire, lambda: self.engine.add_wire(fd_c, fd_e, hdr))
         log.info("vWire %s up: %s/%s <-> %s/%s", conn_id, client_ns or "-", name_c,
                  endpoint_ns or "-", name_e)
         return wire
@@ -202,9 +204,9 @@ class Dataplane:
             sides = [Side(**doc[k]) if doc.get(k) else None for k in ("client", "endpoint")]
             peer = tuple(doc["peer"]) if doc.get("peer") else None
             wire = Wire(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
-                        peer=peer)
+                        peer=peer, offload=doc.get("offload", False))
             try:
-                fds = [await netns.run_in(s.netns, tundev.attach, s.ifname)
+                fds = [await netns.run_in(s.netns, tundev.attach, s.ifname, wire.offload)
                        for s in (sides[0], sides[1]) if s is not None]
             except DataplaneError as err:
                 log.warning("vWire %s cannot be restored (%s): removing what is left", conn_id,
@@ -214,7 +216,8 @@ class Dataplane:
                 continue
             wire.fds = (fds[0], fds[1] if len(fds) > 1 else -1)
             if wire.kind == "local":
-                wire.handle = self.engine.add_wire(*fds)
+                wire.handle = self.engine.add_wire(
+                    *fds, tundev.VNET_HDR_BYTES if wire.offload else 0)
             else:
                 ip, port = peer or ("0.0.0.0", 0)
                 wire.handle = self.engine.add_tunnel_wire(fds[0], ip, port)

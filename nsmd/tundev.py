@@ -20,6 +20,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nsmd.errors import DataplaneError
 
 TUNSETPERSIST = 0x400454CB
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+# With IFF_VNET_HDR every packet starts with a struct virtio_net_hdr (10 bytes): it says
+# whether the packet is a TCP super-packet (GSO) and where its checksum still has to go.
+VNET_HDR_BYTES = 10
 
 
 @dataclasses.dataclass
@@ -28,6 +33,7 @@ class InterfaceConfig:
     addresses: list[str]           # CIDRs, e.g. 169.254.0.1/32
     routes: list[str]              # prefixes routed into the interface
     mtu: int
+    offload: bool = False          # vnet headers + TSO: TCP super-packets pass whole
 
 
 def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[int, str]:
@@ -35,7 +41,7 @@ def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[int, str]:
 
     exclusive: fail if a device of that name exists (explicit names asked by a client).
     """
-    flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_TUN_EXCL if exclusive else 0)
+    flags = _flags(cfg.offload) | (pytun.IFF_TUN_EXCL if exclusive else 0)
     try:
         dev = pytun.TunTapDevice(name=cfg.name, flags=flags)
     except pytun.Error as err:
@@ -47,6 +53,8 @@ def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[int, str]:
     try:
         dev.persist(True)
         dev.close()
+        if cfg.offload:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         configure(name, cfg)
     except BaseException:
         remove(fd)
@@ -54,8 +62,9 @@ def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[int, str]:
     return fd, name
 
 
-def attach(name: str) -> int:
-    """Re-opens a persistent TUN device left by an earlier run of the daemon."""
+def attach(name: str, offload: bool = False) -> int:
+    """Re-opens a persistent TUN device left by an earlier run of the daemon (with the
+    vnet-header mode it was created with)."""
     # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
     # /sys would show the namespace sysfs was mounted in).
     with IPRoute() as ipr:
@@ -63,12 +72,18 @@ def attach(name: str) -> int:
     if not links or links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "tun":
         raise DataplaneError(f"interface {name} is gone")
     try:
-        dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        dev = pytun.TunTapDevice(name=name, flags=_flags(offload))
     except pytun.Error as err:
         raise DataplaneError(f"cannot re-attach to {name}: {err}") from None
     fd = os.dup(dev.fileno())
     dev.close()
+    if offload:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     return fd
+
+
+def _flags(offload: bool) -> int:
+    return pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
 
 
 def remove(fd: int) -> None:

@@ -72,9 +72,9 @@ class VWire(Element):
         ipc = conn.context.ip_context
         mtu = spec.mtu or self.local_mtu
         client_cfg = InterfaceConfig(asked_name or DEFAULT_CLIENT_IFNAME, list(ipc.src_ip_addrs),
-                                     [r.prefix for r in ipc.src_routes], mtu)
+                                     [r.prefix for r in ipc.src_routes], mtu, offload=True)
         endpoint_cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
-                                       [r.prefix for r in ipc.dst_routes], mtu)
+                                       [r.prefix for r in ipc.dst_routes], mtu, offload=True)
         wire = self.dataplane.get(conn.id)
         created = False
         if wire is not None and (wire.kind != "local"

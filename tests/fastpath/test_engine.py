@@ -108,6 +108,24 @@ def test_removed_wires_stop_and_stale_handles_are_refused(engine, pair_of_fakes)
     assert new != handle and engine.totals()["wires"] == 1
 
 
+def test_vnet_headers_travel_with_their_packets(engine, pair_of_fakes):
+    app, tun = pair_of_fakes()
+    peer_app, peer_tun = pair_of_fakes()
+    handle = engine.add_wire(tun.fileno(), peer_tun.fileno(), vnet_hdr=10)
+    gso = bytes([1, 4, 0x34, 0, 0xA8, 5, 34, 0, 16, 0])  # NEEDS_CSUM, TCPv4, sizes
+    big = ipv4(b"z" * 60000)
+    app.send(gso + big)
+    assert peer_app.recv(70000) == gso + big
+    app.send(gso + b"\x00" * 30)   # the header is skipped before classifying
+    app.send(b"short")             # not even a header
+    assert wait_for(lambda: engine.wire_stats(handle)["a_to_b"]["rx_packets"] == 3)
+    stats = engine.wire_stats(handle)["a_to_b"]
+    assert stats["tx_bytes"] == len(big) and stats["drops"]["not_ip"] == 1
+    assert stats["drops"]["malformed"] == 1
+    with pytest.raises(ValueError):
+        engine.add_wire(tun.fileno(), peer_tun.fileno(), vnet_hdr=7)
+
+
 def test_slots_are_recycled_over_many_generations(engine, pair_of_fakes):
     app, tun = pair_of_fakes()
     peer_app, peer_tun = pair_of_fakes()
