@@ -15,6 +15,7 @@ from nsmd.api.openapi import openapi_document
 
 misc = web.RouteTableDef()
 SHUTDOWN_TIMEOUT_S = 2.0
+MAX_BODY_BYTES = 256 << 20  # a manifest of many thousand endpoints fits (local API only)
 
 
 @misc.get("/healthz")
@@ -54,7 +55,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(daemon) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware])
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[DAEMON] = daemon
     app.add_routes(misc)
     app.add_routes(registry.routes)

@@ -14,13 +14,13 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 
 from nsmd.manager.chain import Element, Next
-from nsmd.model import Connection, NetworkServiceRequest, State
+from nsmd.model import Connection, Mechanism, NetworkServiceRequest, State
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Entry:
-    conn: Connection            # as the chain last returned it
-    request: NetworkServiceRequest
+    conn: Connection            # as the chain last returned it (never handed out: clones are)
+    preferences: list[Mechanism]  # of the last request, for replays
     nxt: Next
 
 
@@ -59,7 +59,8 @@ class Begin(Element):
             entry = self._entries.get(conn_id)
             if entry is None:
                 return None
-            request = dataclasses.replace(entry.request, connection=entry.conn.clone())
+            request = NetworkServiceRequest(connection=entry.conn.clone(),
+                                            mechanism_preferences=list(entry.preferences))
             if reselect:
                 conn = request.connection
                 conn.state = State.RESELECT_REQUESTED
@@ -95,8 +96,7 @@ class Begin(Element):
                 old.conn.state = State.DOWN
             raise
         conn.state = State.UP
-        kept = dataclasses.replace(request, connection=conn.clone())
-        self._entries[conn_id] = _Entry(conn.clone(), kept, nxt)
+        self._entries[conn_id] = _Entry(conn.clone(), request.mechanism_preferences, nxt)
         return conn
 
     async def _close_locked(self, conn_id: str) -> bool:

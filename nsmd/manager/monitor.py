@@ -96,11 +96,14 @@ class Monitor(Element):
         except Exception:
             known = self.connections.get(request.connection.id)
             if known is not None:
-                known.state = State.DOWN
-                self._publish("UPDATE", known)
+                down = known.clone()
+                down.state = State.DOWN
+                self.connections[down.id] = down
+                self._publish("UPDATE", down)
             raise
-        self.connections[conn.id] = conn.clone()
-        self._publish("UPDATE", conn)
+        snapshot = conn.clone()
+        self.connections[conn.id] = snapshot
+        self._publish("UPDATE", snapshot)
         return conn
 
     async def close(self, conn: Connection, nxt: Next) -> None:
@@ -108,9 +111,9 @@ class Monitor(Element):
             await nxt.close(conn)
         finally:
             known = self.connections.pop(conn.id, None)
-            self._publish("DELETE", known or conn)
+            self._publish("DELETE", known or conn.clone())
 
-    def _publish(self, event_type: str, conn: Connection) -> None:
-        snapshot = conn.clone()
+    def _publish(self, event_type: str, snapshot: Connection) -> None:
+        """Subscribers share `snapshot`: it is never modified after this."""
         for sub in list(self.subscribers):
             sub.offer(event_type, snapshot)

@@ -24,7 +24,7 @@ MECHANISM_CLASSES = ("LOCAL", "REMOTE")
 EVENT_TYPES = ("INITIAL_STATE_TRANSFER", "UPDATE", "DELETE")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class PathSegment:
     name: str = ""
     id: str = ""
@@ -33,7 +33,7 @@ class PathSegment:
     metrics: dict[str, str] = field(default_factory=dict)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Path:
     index: int = 0
     path_segments: list[PathSegment] = field(default_factory=list)
@@ -47,20 +47,20 @@ class Path:
             self.path_segments) else None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Mechanism:
     cls: str = field(default="LOCAL", choices=MECHANISM_CLASSES)
     type: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Route:
     prefix: str = ""
     next_hop: str = field(default="", wire="nextHop")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class IPContext:
     src_ip_addrs: list[str] = field(default_factory=list)
     dst_ip_addrs: list[str] = field(default_factory=list)
@@ -71,18 +71,18 @@ class IPContext:
     excluded_prefixes: list[str] = field(default_factory=list)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class DNSConfig:
     dns_server_ips: list[str] = field(default_factory=list)
     search_domains: list[str] = field(default_factory=list)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class DNSContext:
     configs: list[DNSConfig] = field(default_factory=list)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class ConnectionContext:
     ip_context: IPContext = field(default_factory=IPContext)
     dns_context: DNSContext = field(default_factory=DNSContext)
@@ -90,7 +90,7 @@ class ConnectionContext:
     mtu: int = field(default=0, wire="MTU")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Connection:
     id: str = ""
     network_service: str = ""
@@ -106,13 +106,13 @@ class Connection:
         return copy.deepcopy(self)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class NetworkServiceRequest:
     connection: Connection = field(default_factory=Connection)
     mechanism_preferences: list[Mechanism] = field(default_factory=list)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class ConnectionEvent:
     type: str = field(default="UPDATE", choices=EVENT_TYPES)
     connections: dict[str, Connection] = field(default_factory=dict)

@@ -24,18 +24,18 @@ def check_name(name: str, where: str) -> None:
                                      "optionally followed by @domain", name)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Destination:
     destination_selector: dict[str, str] = field(default_factory=dict)
     weight: int = 0  # NSM carries it but never uses it; kept for round-trips
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class MatchMetadata:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Match:
     source_selector: dict[str, str] = field(default_factory=dict)
     routes: list[Destination] = field(default_factory=list)
@@ -43,7 +43,7 @@ class Match:
     metadata: MatchMetadata | None = None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class NetworkService:
     name: str = ""
     payload: str = field(default="IP", choices=PAYLOADS)
@@ -55,12 +55,12 @@ class NetworkService:
         return self
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class ServiceLabels:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class NetworkServiceEndpoint:
     name: str = ""
     network_service_names: list[str] = field(default_factory=list)

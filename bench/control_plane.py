@@ -1,0 +1,165 @@
+"""Control-plane numbers, measured against a real daemon over its API in one run.
+
+- vWire setup latency p50/p99, same host (sequential connects);
+- N concurrent connects (default 1000) on one daemon: total time;
+- daemon memory per idle vWire (RSS growth over those N vWires / N);
+- a registry of 100,000 endpoints: registration rate (manifests applied in batches),
+  Find latency p50/p99 by name and by service, watch delay (register -> event).
+
+Writes bench/results/control_plane.json. Needs root. Namespaces: nsmdb-<random>-*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+
+from nsmd.testing.sandbox import DaemonProc, endpoint_manifest, service_manifest, sh
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def concurrent_connects(sock: str, netns: str, count: int) -> tuple[float, list[str]]:
+    connector = aiohttp.UnixConnector(path=sock, limit=0)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        async def one(i: int) -> str:
+            async with http.post("http://nsmd/v1/connections", json={
+                    "network_service": "bench", "netns": netns}) as r:
+                body = await r.json()
+                if r.status != 201:
+                    raise RuntimeError(f"connect {i}: {body}")
+                return body["id"]
+        started = time.perf_counter()
+        ids = await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - started, list(ids)
+
+
+async def close_all(sock: str, ids: list[str]) -> None:
+    connector = aiohttp.UnixConnector(path=sock, limit=64)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async def one(cid: str) -> None:
+            async with http.delete(f"http://nsmd/v1/connections/{cid}") as r:
+                await r.read()
+        await asyncio.gather(*(one(c) for c in ids))
+
+
+def registry_scale(d: DaemonProc, total: int, batch: int) -> dict:
+    started = time.perf_counter()
+    for first in range(0, total, batch):
+        docs = [{"apiVersion": "networkservicemesh.io/v1", "kind": "NetworkServiceEndpoint",
+                 "metadata": {"name": f"r-{i}"},
+                 "spec": {"network_service_names": [f"svc-{i % 1000}"],
+                          "network_service_labels": {f"svc-{i % 1000}": {
+                              "labels": {"zone": f"z{i % 7}"}}}}}
+                for i in range(first, min(total, first + batch))]
+        d.client.call("POST", "/v1/apply", {"documents": docs})
+    rate = total / (time.perf_counter() - started)
+    by_name, by_service = [], []
+    for i in range(300):
+        t0 = time.perf_counter()
+        d.client.call("GET", f"/v1/endpoints?name=r-{(i * 7919) % total}")
+        by_name.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        found = d.client.call("GET", f"/v1/endpoints?service=svc-{i}")
+        by_service.append((time.perf_counter() - t0) * 1000)
+    assert len(found) == total // 1000
+    delays = []
+    stream = d.client.stream("/v1/endpoints?watch=true&service=svc-watch")
+    next(stream)  # {"synced": true}
+    for i in range(20):
+        t0 = time.perf_counter()
+        d.client.call("POST", "/v1/apply", {"documents": [{
+            "apiVersion": "networkservicemesh.io/v1", "kind": "NetworkServiceEndpoint",
+            "metadata": {"name": f"w-{i}"}, "spec": {"network_service_names": ["svc-watch"]}}]})
+        event = next(stream)
+        delays.append((time.perf_counter() - t0) * 1000)
+        assert event["item"]["name"] == f"w-{i}"
+    stream.close()
+    return {"endpoints": total, "register_per_s": round(rate),
+            "find_by_name_ms": {"p50": pct(by_name, 50), "p99": pct(by_name, 99)},
+            "find_by_service_ms": {"p50": pct(by_service, 50), "p99": pct(by_service, 99)},
+            "watch_delay_ms": {"p50": pct(delays, 50), "p99": pct(delays, 99)},
+            "daemon_rss_mib": round(rss_kib(d.proc.pid) / 1024, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--connects", type=int, default=1000)
+    ap.add_argument("--sequential", type=int, default=100)
+    ap.add_argument("--endpoints", type=int, default=100_000)
+    args = ap.parse_args()
+    prefix = f"nsmdb-{secrets.token_hex(3)}"
+    made: list[str] = []
+    work = tempfile.mkdtemp(prefix="nsmd-bench-")
+    results: dict = {"machine": {"cpus": os.cpu_count()}}
+    d = DaemonProc(os.path.join(work, "d"), "bench")
+    os.makedirs(d.state_dir)
+    try:
+        for tag in ("nse", "nsc"):
+            sh("ip", "netns", "add", f"{prefix}-{tag}")
+            made.append(f"{prefix}-{tag}")
+        nse, nsc = made
+        d.start()
+        d.cli("apply", "-f", "-", stdin=service_manifest("bench") + "---" +
+              endpoint_manifest("bench-1", "bench", nse, "100.64.0.0/10"))
+        times = []
+        for _ in range(args.sequential):
+            t0 = time.perf_counter()
+            conn = d.client.call("POST", "/v1/connections",
+                                 {"network_service": "bench", "netns": nsc})
+            times.append((time.perf_counter() - t0) * 1000)
+            d.client.call("DELETE", f"/v1/connections/{conn['id']}")
+        results["setup_same_host_ms"] = {"p50": pct(times, 50), "p99": pct(times, 99)}
+        print(f"setup same host: {results['setup_same_host_ms']}", flush=True)
+
+        rss_before = rss_kib(d.proc.pid)
+        elapsed, ids = asyncio.run(concurrent_connects(d.socket, nsc, args.connects))
+        time.sleep(2)
+        rss_after = rss_kib(d.proc.pid)
+        results["concurrent_connects"] = {
+            "count": args.connects, "seconds": round(elapsed, 2),
+            "rss_kib_per_idle_vwire": round((rss_after - rss_before) / args.connects, 1)}
+        print(f"concurrent connects: {results['concurrent_connects']}", flush=True)
+        t0 = time.perf_counter()
+        asyncio.run(close_all(d.socket, ids))
+        results["concurrent_connects"]["close_all_s"] = round(time.perf_counter() - t0, 2)
+
+        results["registry"] = registry_scale(d, args.endpoints, 5000)
+        print(f"registry: {results['registry']}", flush=True)
+    finally:
+        d.stop()
+        for ns in made:
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "control_plane.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
