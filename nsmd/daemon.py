@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import socket
 import time
 
@@ -59,6 +60,7 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.config
+        _raise_fd_limit()
         self._take_lock()
         _refuse_live_socket(cfg.api_socket)
         self.db = StateDB(cfg.state_dir)
@@ -74,7 +76,7 @@ class Daemon:
                                metrics=self.metrics, peer=lambda: self.peer,
                                token_lifetime_s=cfg.token_lifetime_s, local_mtu=cfg.local_mtu,
                                tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s)
-        self.metrics.add_live_source(lambda: len(self.manager.server_begin.connections()),
+        self.metrics.add_live_source(lambda: len(self.manager.server_begin.peek()),
                                      self.dataplane.totals)
         self.dataplane.start()
         if cfg.listen:
@@ -120,6 +122,7 @@ class Daemon:
             self.hosting.close()
             self.registry.close()
             await self.dataplane.shutdown()
+            netns.stop_all()
             self.db.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
@@ -145,7 +148,7 @@ class Daemon:
         """Registers `ns`; vWires whose endpoint its new matches no longer allow reselect."""
         ns = await self.registry.register_service(ns, owner)
         live = self.registry.endpoints_of(ns.name)
-        for conn in self.manager.server_begin.connections():
+        for conn in self.manager.server_begin.peek():
             if conn.network_service != ns.name:
                 continue
             allowed = {nse.name for nse in candidates(ns, live, conn.labels)}
@@ -235,6 +238,14 @@ class Daemon:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+
+
+def _raise_fd_limit() -> None:
+    """Every vWire holds TUN fds: the default soft limit (1024) would cap us at ~500."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("open file limit raised from %d to %d", soft, hard)
 
 
 def _refuse_live_socket(path: str) -> None:

@@ -5,6 +5,7 @@ Pure bookkeeping, no I/O: the ipam element persists who owns what.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -70,9 +71,33 @@ class Pool:
         return dst, src
 
 
-def _networks(prefixes: Iterable[str]) -> list[Network]:
-    return [ipaddress.ip_network(p, strict=False) for p in prefixes]
+class _Avoid:
+    """Excluded prefixes, parsed once per request: single hosts in a set, ranges in a list
+    (a client with many vWires excludes many /32s; each check must stay O(1) for them)."""
+
+    def __init__(self, prefixes: Iterable[str]):
+        self.hosts: set[tuple[int, int]] = set()
+        self.ranges: list[Network] = []
+        for prefix in prefixes:
+            net = _parse(prefix)
+            if net.num_addresses == 1:
+                self.hosts.add((net.version, int(net.network_address)))
+            else:
+                self.ranges.append(net)
+
+    def __contains__(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return (ip.version, int(ip)) in self.hosts or any(
+            ip.version == net.version and ip in net for net in self.ranges)
 
 
-def _excluded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, avoid: list[Network]) -> bool:
-    return any(ip.version == net.version and ip in net for net in avoid)
+@functools.lru_cache(maxsize=4096)
+def _parse(prefix: str) -> Network:
+    return ipaddress.ip_network(prefix, strict=False)
+
+
+def _networks(prefixes: Iterable[str]) -> _Avoid:
+    return _Avoid(prefixes)
+
+
+def _excluded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, avoid: _Avoid) -> bool:
+    return ip in avoid

@@ -1,24 +1,33 @@
-"""Runs a function inside a network namespace, on a throwaway thread.
+"""Runs functions inside network namespaces, on one long-lived thread per namespace.
 
-setns(2) changes only the calling thread, and Python 3.11 has no os.setns, so we call it
-through ctypes on a fresh thread and let that thread end: fds opened there (TUN devices,
-netlink sockets) keep their namespace when used from any other thread.
+setns(2) changes only the calling thread, and Python 3.11 has no os.setns, so each
+namespace gets a worker thread that enters it once (through ctypes) and then runs what it
+is given, in order. fds opened there (TUN devices, netlink sockets) keep their namespace
+when used from any other thread. Workers are few and reused: a thread per operation
+would cost a thread start, a setns and a netlink socket every time, and under load
+thousands of threads' worth of memory. A worker whose namespace disappeared, or that sat
+idle, is stopped (a thread inside a namespace keeps the namespace alive).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nsmd.errors import DataplaneError
 
 NETNS_RUN_DIR = "/var/run/netns"
 CLONE_NEWNET = 0x40000000
+IDLE_STOP_S = 30.0
 T = TypeVar("T")
+log = logging.getLogger("nsmd.netns")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -49,28 +58,93 @@ def enter(netns: str) -> None:
         os.close(fd)
 
 
+class _Worker:
+    """One thread inside one namespace, running submitted calls one after another."""
+
+    def __init__(self, netns: str):
+        self.netns = netns
+        self.last_used = time.monotonic()
+        self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"netns:{netns or 'self'}",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], args: tuple) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.last_used = time.monotonic()
+        self._queue.put((fn, args, loop, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        entered: BaseException | None = None
+        if self.netns:
+            try:
+                enter(self.netns)
+            except BaseException as err:  # every call will report it
+                entered = err
+        while (item := self._queue.get()) is not None:
+            fn, args, loop, future = item
+            try:
+                if entered is not None:
+                    raise entered
+                ok, value = True, fn(*args)
+            except BaseException as err:  # delivered to the awaiting coroutine
+                ok, value = False, err
+            loop.call_soon_threadsafe(_deliver, future, ok, value)
+        from nsmd import tundev  # the worker's cached netlink socket dies with it
+        tundev.close_thread_netlink()
+
+
+def _deliver(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+_workers: dict[str, _Worker] = {}
+_workers_lock = threading.Lock()
+
+
 async def run_in(netns: str, fn: Callable[..., T], *args: object) -> T:
-    """Runs fn(*args) on a new thread inside `netns` and returns its result."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+    """Runs fn(*args) inside `netns` (on its worker thread) and returns its result."""
+    if not exists(netns):
+        drop(netns)
+        raise DataplaneError(f"network namespace {netns!r} does not exist "
+                             f"({netns_path(netns)})")
+    with _workers_lock:
+        worker = _workers.get(netns)
+        if worker is None:
+            worker = _workers[netns] = _Worker(netns)
+    return await worker.submit(fn, args)
 
-    def deliver(ok: bool, value: object) -> None:
-        if future.cancelled():
-            return
-        if ok:
-            future.set_result(value)  # type: ignore[arg-type]
-        else:
-            future.set_exception(value)  # type: ignore[arg-type]
 
-    def work() -> None:
-        try:
-            if netns:
-                enter(netns)
-            result = fn(*args)
-        except BaseException as err:  # delivered to the awaiting coroutine
-            loop.call_soon_threadsafe(deliver, False, err)
-        else:
-            loop.call_soon_threadsafe(deliver, True, result)
+def drop(netns: str) -> None:
+    with _workers_lock:
+        worker = _workers.pop(netns, None)
+    if worker is not None:
+        worker.stop()
 
-    threading.Thread(target=work, name=f"netns:{netns or 'self'}", daemon=True).start()
-    return await future
+
+def reap(idle_s: float = IDLE_STOP_S) -> int:
+    """Stops workers idle for `idle_s` or whose namespace is gone; returns how many."""
+    now = time.monotonic()
+    with _workers_lock:
+        doomed = [n for n, w in _workers.items()
+                  if n and (now - w.last_used > idle_s or not exists(n))]
+    for netns in doomed:
+        drop(netns)
+    return len(doomed)
+
+
+def stop_all() -> None:
+    with _workers_lock:
+        names = list(_workers)
+    for netns in names:
+        drop(netns)

@@ -12,6 +12,7 @@ import dataclasses
 import fcntl
 import ipaddress
 import os
+import threading
 
 import pytun
 from pyroute2 import IPRoute
@@ -67,8 +68,8 @@ def attach(name: str, offload: bool = False) -> int:
     vnet-header mode it was created with)."""
     # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
     # /sys would show the namespace sysfs was mounted in).
-    with IPRoute() as ipr:
-        links = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
+    ipr = _netlink()
+    links = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
     if not links or links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "tun":
         raise DataplaneError(f"interface {name} is gone")
     try:
@@ -110,19 +111,36 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
         # An IPv4-only vWire: no link-local address, no MLD/RS chatter into the tunnel.
         _write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
     try:
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=name)[0]
-            ipr.link("set", index=index, mtu=cfg.mtu)
-            for cidr in cfg.addresses:
-                iface = ipaddress.ip_interface(cidr)
-                ipr.addr("replace", index=index, address=str(iface.ip),
-                         prefixlen=iface.network.prefixlen)
-            ipr.link("set", index=index, state="up")
-            for prefix in cfg.routes:
-                ipr.route("replace", dst=str(ipaddress.ip_network(prefix, strict=False)),
-                          oif=index)
+        ipr = _netlink()
+        index = ipr.link_lookup(ifname=name)[0]
+        ipr.link("set", index=index, mtu=cfg.mtu)
+        for cidr in cfg.addresses:
+            iface = ipaddress.ip_interface(cidr)
+            ipr.addr("replace", index=index, address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen)
+        ipr.link("set", index=index, state="up")
+        for prefix in cfg.routes:
+            ipr.route("replace", dst=str(ipaddress.ip_network(prefix, strict=False)), oif=index)
     except (NetlinkError, IndexError) as err:
         raise DataplaneError(f"cannot configure {name}: {err}") from None
+
+
+_local = threading.local()
+
+
+def _netlink() -> IPRoute:
+    """This thread's netlink socket (in its namespace), opened once and reused."""
+    ipr = getattr(_local, "ipr", None)
+    if ipr is None:
+        ipr = _local.ipr = IPRoute()
+    return ipr
+
+
+def close_thread_netlink() -> None:
+    ipr = getattr(_local, "ipr", None)
+    if ipr is not None:
+        ipr.close()
+        _local.ipr = None
 
 
 def _write_sysctl(path: str, value: str) -> None:

@@ -15,6 +15,7 @@ from nsmd.api.openapi import openapi_document
 
 misc = web.RouteTableDef()
 SHUTDOWN_TIMEOUT_S = 2.0
+BACKLOG = 4096  # bursts of clients (1,000 concurrent connects) must not be refused
 MAX_BODY_BYTES = 256 << 20  # a manifest of many thousand endpoints fits (local API only)
 
 
@@ -71,7 +72,7 @@ async def serve_unix(app: web.Application, path: str) -> web.AppRunner:
     await runner.setup()
     old_umask = os.umask(0o177)  # created 0600, never briefly world-connectable
     try:
-        await web.UnixSite(runner, path).start()
+        await web.UnixSite(runner, path, backlog=BACKLOG).start()
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
@@ -83,6 +84,7 @@ async def serve_peers(app: web.Application, listen: str, ssl_context) -> web.App
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
-    await web.TCPSite(runner, host, int(port), ssl_context=ssl_context).start()
+    await web.TCPSite(runner, host, int(port), ssl_context=ssl_context,
+                      backlog=BACKLOG).start()
     return runner
 

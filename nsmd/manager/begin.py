@@ -36,6 +36,11 @@ class Begin(Element):
     def connections(self) -> list[Connection]:
         return [e.conn.clone() for e in self._entries.values()]
 
+    def peek(self) -> list[Connection]:
+        """The stored connections themselves, for read-only scans that must not cost a copy
+        per connection (never modify or keep them)."""
+        return [e.conn for e in self._entries.values()]
+
     def get(self, conn_id: str) -> Connection | None:
         entry = self._entries.get(conn_id)
         return entry.conn.clone() if entry else None

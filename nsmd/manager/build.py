@@ -173,7 +173,7 @@ class Manager:
 
     async def close_endpoint_connections(self, endpoint: str) -> int:
         """Closes every connection to `endpoint` (it is being deleted); clients heal."""
-        doomed = [c.id for c in self.server_begin.connections()
+        doomed = [c.id for c in self.server_begin.peek()
                   if c.network_service_endpoint_name == endpoint]
         for conn_id in doomed:
             await self.server_begin.close_by_id(conn_id)
@@ -204,7 +204,7 @@ class Manager:
 
     def wire_ids(self) -> set[str]:
         """Ids of the endpoint segments of every live connection (= their wires' keys)."""
-        return {c.path.path_segments[-1].id for c in self.server_begin.connections()
+        return {c.path.path_segments[-1].id for c in self.server_begin.peek()
                 if c.path.path_segments}
 
     def with_metrics(self, conn: Connection) -> Connection:
@@ -222,7 +222,7 @@ class Manager:
         return conn
 
     def _addresses_in(self, netns: str) -> list[str]:
-        return [addr for c in self.client_begin.connections()
+        return [addr for c in self.client_begin.peek()
                 if c.mechanism is not None and c.mechanism.parameters.get("netns") == netns
                 for addr in c.context.ip_context.src_ip_addrs]
 

@@ -38,8 +38,9 @@ class Liveness:
     async def check_once(self) -> list[str]:
         """Starts closing every dead vWire; returns the ids of the connections concerned."""
         await self.hosting.check_namespaces()
+        netns.reap()
         found = []
-        for conn in self.manager.server_begin.connections():
+        for conn in self.manager.server_begin.peek():
             if not conn.path.path_segments or conn.id in self._closing:
                 continue
             wire = self.dataplane.get(conn.path.path_segments[-1].id) or \

@@ -50,7 +50,7 @@ class Rekeyer:
 
     async def check_once(self) -> int:
         done = 0
-        for conn in self.manager.server_begin.connections():
+        for conn in self.manager.server_begin.peek():
             wire = self.dataplane.get(conn.id)
             if wire is None or wire.kind != "tunnel" or wire.client is None or not wire.keyed:
                 continue

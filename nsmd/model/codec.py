@@ -116,6 +116,27 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     raise TypeError(f"codec cannot handle {hint!r} at {path}")
 
 
+def copy_model(obj: Any) -> Any:
+    """A deep copy of a model object, several times faster than copy.deepcopy (which walks
+    __reduce_ex__ for every node). Strings, numbers and enums are shared: immutable."""
+    if obj is None or isinstance(obj, str | int | float):
+        return obj
+    if type(obj) is list:
+        return [copy_model(v) for v in obj]
+    if type(obj) is dict:
+        return {k: copy_model(v) for k, v in obj.items()}
+    cls = type(obj)
+    new = cls.__new__(cls)
+    for name in _field_names(cls):
+        object.__setattr__(new, name, copy_model(getattr(obj, name)))
+    return new
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def format_time(seconds: float | None) -> str | None:
     if not seconds:
         return None

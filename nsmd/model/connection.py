@@ -5,11 +5,10 @@ Field names are NSM's (api: pkg/api/networkservice/*.proto).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import enum
 
-from nsmd.model.codec import field
+from nsmd.model.codec import copy_model, field
 
 
 class State(enum.StrEnum):
@@ -103,7 +102,7 @@ class Connection:
     state: str = field(default="UP", choices=STATES)
 
     def clone(self) -> Connection:
-        return copy.deepcopy(self)
+        return copy_model(self)
 
 
 @dataclasses.dataclass(slots=True)
