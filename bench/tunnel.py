@@ -81,6 +81,20 @@ def iperf(client_ns, server_ns, target, seconds, streams, pids) -> dict:
             "cpu_s_per_gb": round(cpu / gbytes, 2) if pids and gbytes else None}
 
 
+def udp_pps(client_ns, server_ns, target, seconds) -> float:
+    """64-byte UDP payloads delivered per second under an unlimited iperf3 flood."""
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p",
+                               str(PORT)], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        out = sh("iperf3", "-c", target, "-p", str(PORT), "-u", "-l", "64", "-b", "0", "-t",
+                 str(seconds), "-J", netns=client_ns, timeout=seconds + 30).stdout
+    finally:
+        server.wait(10)
+    total = json.loads(out)["end"]["sum"]
+    return round((total["packets"] - total["lost_packets"]) / total["seconds"])
+
+
 def rtt(netns, target, count) -> dict:
     out = sh("ping", "-c", str(count), "-i", "0.005", "-W", "1", target, netns=netns,
              timeout=count * 0.1 + 30).stdout
@@ -94,6 +108,7 @@ def measure(name, client_ns, server_ns, target, pids, args) -> dict:
     result = {"rtt": rtt(client_ns, target, args.pings)}
     result["tcp1"] = iperf(client_ns, server_ns, target, args.seconds, 1, pids)
     result["tcp4"] = iperf(client_ns, server_ns, target, args.seconds, 4, pids)
+    result["udp64_pps"] = udp_pps(client_ns, server_ns, target, args.seconds)
     print(f"    {json.dumps(result)}", flush=True)
     return result
 
@@ -187,10 +202,21 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
         deadline = time.monotonic() + 10
         while not near.cli_json("get", "endpoints") and time.monotonic() < deadline:
             time.sleep(0.1)
+        setup = []
+        for _ in range(args.connects):
+            t0 = time.perf_counter()
+            conn = near.client.call("POST", "/v1/connections",
+                                    {"network_service": "bench", "netns": nsc})
+            setup.append((time.perf_counter() - t0) * 1000)
+            near.client.call("DELETE", f"/v1/connections/{conn['id']}")
+        setup.sort()
         conn = near.cli_json("connect", "bench", "--netns", nsc)
         target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
-        return measure("nsmd cross-host", nsc, nse, target, [near.proc.pid, far.proc.pid],
-                       args)
+        result = measure("nsmd cross-host", nsc, nse, target, [near.proc.pid, far.proc.pid],
+                         args)
+        result["setup_ms"] = {"p50": round(setup[len(setup) // 2], 2),
+                              "p99": round(setup[min(len(setup) - 1, int(len(setup) * .99))], 2)}
+        return result
     finally:
         near.stop()
         far.stop()
@@ -200,6 +226,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per test")
     ap.add_argument("--pings", type=int, default=200)
+    ap.add_argument("--connects", type=int, default=50, help="sequential cross-host setups")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/tunnel.py needs root", file=sys.stderr)
@@ -227,17 +254,21 @@ def main() -> int:
         "tcp4_nsmd_over_wggo": round(n["tcp4"]["gbps"] / w["tcp4"]["gbps"], 2),
         "tcp1_nsmd_over_veth": round(n["tcp1"]["gbps"] / v["tcp1"]["gbps"], 3),
         "rtt_p50_nsmd_over_wggo": round(n["rtt"]["p50_us"] / w["rtt"]["p50_us"], 2),
+        "udp64_nsmd_over_wggo": round(n["udp64_pps"] / w["udp64_pps"], 2),
     }
     print(f"\n{'':<24}{'veth':>10}{'wireguard-go':>14}{'nsmd':>10}{'nsmd/wggo':>11}")
     for label, key in (("TCP 1 stream Gbit/s", "tcp1"), ("TCP 4 streams Gbit/s", "tcp4")):
         print(f"{label:<24}{v[key]['gbps']:>10}{w[key]['gbps']:>14}{n[key]['gbps']:>10}"
               f"{n[key]['gbps'] / w[key]['gbps']:>11.2f}")
+    print(f"{'UDP 64 B kpps':<24}{v['udp64_pps'] / 1000:>10.1f}{w['udp64_pps'] / 1000:>14.1f}"
+          f"{n['udp64_pps'] / 1000:>10.1f}{n['udp64_pps'] / w['udp64_pps']:>11.2f}")
     print(f"{'CPU s per GB (1 stream)':<24}{'-':>10}{w['tcp1']['cpu_s_per_gb']!s:>14}"
           f"{n['tcp1']['cpu_s_per_gb']!s:>10}")
     for pct in ("p50", "p99"):
         print(f"{'ping RTT ' + pct + ' us':<24}{v['rtt'][pct + '_us']:>10}"
               f"{w['rtt'][pct + '_us']:>14}{n['rtt'][pct + '_us']:>10}"
               f"{n['rtt'][pct + '_us'] / w['rtt'][pct + '_us']:>11.2f}")
+    print(f"nsmd cross-host setup p50/p99 ms: {n['setup_ms']['p50']} / {n['setup_ms']['p99']}")
     out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "tunnel.json"), "w") as f:
