@@ -42,6 +42,8 @@ extensions = [
     fastpath_extension("engine", libraries=["pthread", "crypto"]),
     fastpath_extension("aead", libraries=["crypto"]),
     fastpath_extension("replay"),
+    fastpath_extension("offload"),
+    fastpath_extension("gro"),
 ]
 
 def installed_as_nsmd(built):

@@ -6,9 +6,12 @@ Pipeline, per wake-up of the worker, with the GIL never taken:
                (with vnet headers both ends: 64 KiB TCP super-packets pass whole)
   tunnel, out  TUN fd --read(2) x BATCH--> classify --> header + seal in place (keypair
                CURRENT, counter++) --sendmmsg--> UDP socket
+               (with a vnet header: a 64 KiB TCP super-packet is cut into MSS segments
+               first, offload.pxd, so one read feeds dozens of datagrams)
   tunnel, in   UDP socket --recvmmsg x BATCH--> header checks --> receiver index -> wire
                and keypair --> replay pre-check --> open in place --> replay mark
-               (a packet under NEXT promotes it) --> classify --write(2)--> TUN fd
+               (a packet under NEXT promotes it) --> classify --> (vnet header: runs of
+               one TCP flow merged, gro.pxd) --write(2)--> TUN fd
   every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s
 
 Every packet is counted per wire and direction, drops by reason; datagrams that name no
@@ -35,6 +38,9 @@ from .includes.openssl cimport EVP_CIPHER_CTX_free, EVP_CIPHER_CTX_new
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
 from .includes.sockets cimport AF_INET, MSG_DONTWAIT, MSG_TRUNC, recvmmsg, sendmmsg
+from .gro cimport Flow, flow_accepts, flow_build, flow_start
+from .offload cimport (GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_BYTES,
+                       finish_partial_csum, le16, tcp_layout, tcp_segment_at)
 from .replay cimport replay_accept, replay_would_accept
 from .tunnel cimport (HEADER_BYTES, INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT,
                       KP_PREVIOUS, KP_RECV_ONLY, MSG_TYPE_DATA, OVERHEAD_BYTES, Keypair,
@@ -127,8 +133,81 @@ cdef int send_batch(EngineState *st, int count) noexcept nogil:
     return sent
 
 
+cdef int queue_datagram(EngineState *st, Wire *w, int count, int size) noexcept nogil:
+    """Adds tx slot `count` (sealed, `size` bytes) to the batch; flushes a full batch.
+    Returns the new count."""
+    cdef Batch *b = st.tx
+    b.iov[count].iov_base = b.bufs + count * DATAGRAM_BUF_BYTES
+    b.iov[count].iov_len = size
+    b.msgs[count].msg_hdr.msg_name = &w.tunnel.peer
+    b.msgs[count].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+    count += 1
+    if count == BATCH_SIZE:
+        return flush_batch(st, w, count)
+    return count
+
+
+cdef int flush_batch(EngineState *st, Wire *w, int count) noexcept nogil:
+    cdef DirStats *s = &w.dirs[0]
+    cdef int sent, i
+    if count == 0:
+        return 0
+    if st.udp_fd < 0:
+        s.drops[DROP_TX_ERROR] += count
+        return 0
+    sent = send_batch(st, count)
+    s.tx_packets += sent
+    for i in range(sent):
+        s.tx_bytes += st.tx.iov[i].iov_len - OVERHEAD_BYTES
+    s.drops[DROP_TX_ERROR] += count - sent
+    return 0
+
+
+cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame, Py_ssize_t n,
+                      int count) noexcept nogil:
+    """One TUN read with a virtio_net_hdr: a plain packet (its checksum finished if the
+    sender left it to us) or a TCP super-packet cut into segments; each is sealed into its
+    own datagram. Returns the batch count."""
+    cdef DirStats *s = &w.dirs[0]
+    cdef const uint8_t *vnet = frame
+    cdef uint8_t *pkt = <uint8_t *>frame + VNET_HDR_BYTES
+    cdef Py_ssize_t plen = n - VNET_HDR_BYTES, ip_len, tcp_len, mss, index = 0
+    cdef int gso = vnet[1] & ~GSO_ECN, size, seg
+    cdef uint8_t *datagram
+    if gso == GSO_NONE:
+        if plen > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
+            s.drops[DROP_TOO_BIG] += 1
+            return count
+        finish_partial_csum(pkt, plen, vnet)
+        datagram = st.tx.bufs + count * DATAGRAM_BUF_BYTES
+        memcpy(datagram + HEADER_BYTES, pkt, plen)
+        size = seal_into(st, &w.tunnel, datagram, <int>plen)
+        if size < 0:
+            s.drops[DROP_NO_KEY] += 1
+            return count
+        return queue_datagram(st, w, count, size)
+    mss = le16(vnet + 4)
+    if (gso != GSO_TCPV4 and gso != GSO_TCPV6) or mss == 0 or \
+            tcp_layout(pkt, plen, gso == GSO_TCPV6, &ip_len, &tcp_len) < 0 or \
+            ip_len + tcp_len + mss > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
+        s.drops[DROP_MALFORMED] += 1
+        return count
+    while True:
+        datagram = st.tx.bufs + count * DATAGRAM_BUF_BYTES
+        seg = tcp_segment_at(pkt, plen, gso == GSO_TCPV6, ip_len, tcp_len, mss, index,
+                             datagram + HEADER_BYTES)
+        if seg == 0:
+            return count
+        index += 1
+        size = seal_into(st, &w.tunnel, datagram, seg)
+        if size < 0:
+            s.drops[DROP_NO_KEY] += 1
+            continue
+        count = queue_datagram(st, w, count, size)
+
+
 cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogil:
-    """Reads up to BATCH_SIZE packets from the TUN side, seals them, sends them in one call."""
+    """Reads up to BATCH_SIZE packets from the TUN side, seals them, sends them in batches."""
     cdef DirStats *s = &w.dirs[0]
     cdef Tunnel *t = &w.tunnel
     cdef Batch *b = st.tx
@@ -136,6 +215,24 @@ cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogi
     cdef Py_ssize_t n
     cdef int count = 0, size, verdict, sent
     cdef uint64_t bytes_out = 0
+    if w.vnet_hdr:
+        for _ in range(BATCH_SIZE):
+            n = read(w.fd[0], st.buf, PACKET_BUF_BYTES)
+            if n <= 0:
+                if n < 0 and errno != EAGAIN and errno != EINTR:
+                    mark_dead(w, 0, s, st.epfd)
+                break
+            s.rx_packets += 1
+            s.rx_bytes += n - VNET_HDR_BYTES
+            verdict = classify_ip(st.buf + VNET_HDR_BYTES, n - VNET_HDR_BYTES) \
+                if n > VNET_HDR_BYTES else VERDICT_MALFORMED
+            if verdict != VERDICT_PASS:
+                s.drops[verdict] += 1
+                continue
+            count = cut_and_seal(st, w, st.buf, n, count)
+        flush_batch(st, w, count)
+        t.last_tx = now
+        return
     for _ in range(BATCH_SIZE):
         datagram = b.bufs + count * DATAGRAM_BUF_BYTES
         # Read straight behind the header's room: the payload is sealed where it lands.
@@ -173,8 +270,11 @@ cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogi
     t.last_tx = now
 
 
-cdef void deliver(EngineState *st, uint8_t *datagram, int length, double now) noexcept nogil:
-    """One received datagram: authenticate, de-duplicate, decrypt, write to its TUN."""
+cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double now,
+                       Wire **out) noexcept nogil:
+    """Authenticates, de-duplicates and decrypts one datagram in place; returns the
+    plaintext length (the packet is at datagram + HEADER_BYTES) and its wire, or -1 if it
+    was dropped (and counted) or was a keepalive."""
     cdef uint32_t index, slot
     cdef uint64_t counter
     cdef Wire *w
@@ -183,35 +283,35 @@ cdef void deliver(EngineState *st, uint8_t *datagram, int length, double now) no
     cdef int plain, verdict
     if length < OVERHEAD_BYTES:
         st.udp_drops[UDP_TRUNCATED] += 1
-        return
+        return -1
     if datagram[0] != MSG_TYPE_DATA or datagram[1] or datagram[2] or datagram[3]:
         st.udp_drops[UDP_BAD_TYPE] += 1
-        return
+        return -1
     index = read_index(datagram)
     slot = index >> INDEX_SEQ_BITS
     if slot >= st.capacity:
         st.udp_drops[UDP_UNKNOWN_INDEX] += 1
-        return
+        return -1
     w = &st.wires[slot]
     kp = keypair_for(&w.tunnel, index) if w.in_use and w.kind == KIND_TUNNEL else NULL
     if kp == NULL:
         st.udp_drops[UDP_UNKNOWN_INDEX] += 1
-        return
+        return -1
     s = &w.dirs[1]
     s.rx_packets += 1
     s.rx_bytes += length
     counter = read_counter(datagram)
     if counter >= reject_after_messages() or not replay_would_accept(&kp.replay, counter):
         s.drops[DROP_REPLAY] += 1
-        return
+        return -1
     plain = open_in_place(st.cipher, kp.recv_key, counter, datagram, HEADER_BYTES,
                           datagram + HEADER_BYTES, length - HEADER_BYTES)
     if plain < 0:
         s.drops[DROP_BAD_TAG] += 1
-        return
+        return -1
     if not replay_accept(&kp.replay, counter):
         s.drops[DROP_REPLAY] += 1
-        return
+        return -1
     w.tunnel.last_rx = now
     if kp == &w.tunnel.kp[KP_NEXT]:
         # The peer sends under the new keypair: it has it, so we may send with it too.
@@ -221,22 +321,72 @@ cdef void deliver(EngineState *st, uint8_t *datagram, int length, double now) no
         w.tunnel.kp[KP_NEXT].state = KP_EMPTY
     if plain == 0:
         w.tunnel.keepalives_rx += 1
-        return
+        return -1
     verdict = classify_ip(datagram + HEADER_BYTES, plain)
     if verdict != VERDICT_PASS:
         s.drops[verdict] += 1
-        return
-    if w.dead[0] or write(w.fd[0], datagram + HEADER_BYTES, plain) != plain:
+        return -1
+    out[0] = w
+    return plain
+
+
+cdef void write_one(Wire *w, uint8_t *datagram, int plain) noexcept nogil:
+    """Writes one decrypted packet to the wire's TUN device, where it lies."""
+    cdef DirStats *s = &w.dirs[1]
+    cdef uint8_t *start = datagram + HEADER_BYTES
+    cdef int size = plain
+    if w.vnet_hdr:
+        # The header's tail makes room for a zeroed virtio_net_hdr: a plain packet whose
+        # checksums the sender completed.
+        start -= VNET_HDR_BYTES
+        size += VNET_HDR_BYTES
+        memset(start, 0, VNET_HDR_BYTES)
+    if w.dead[0] or write(w.fd[0], start, size) != size:
         s.drops[DROP_TX_ERROR] += 1
         return
     s.tx_packets += 1
     s.tx_bytes += plain
 
 
+cdef void write_pending(EngineState *st, Wire **wires, uint8_t **datagrams, int *plains,
+                        int count) noexcept nogil:
+    """Writes a receive batch's packets in order, merging runs of one TCP flow (gro.pxd)."""
+    cdef int i = 0, j, size
+    cdef Flow flow
+    cdef const uint8_t *segments[64]
+    cdef int lengths[64]
+    cdef Wire *w
+    while i < count:
+        w = wires[i]
+        j = i + 1
+        if w.vnet_hdr and flow_start(&flow, datagrams[i] + HEADER_BYTES, plains[i]):
+            segments[0] = datagrams[i] + HEADER_BYTES
+            lengths[0] = plains[i]
+            while j < count and wires[j] == w and flow_accepts(
+                    &flow, datagrams[j] + HEADER_BYTES, plains[j]):
+                segments[j - i] = datagrams[j] + HEADER_BYTES
+                lengths[j - i] = plains[j]
+                j += 1
+        if j - i == 1:
+            write_one(w, datagrams[i], plains[i])
+        else:
+            size = flow_build(&flow, st.buf, segments, lengths)
+            if w.dead[0] or write(w.fd[0], st.buf, size) != size:
+                w.dirs[1].drops[DROP_TX_ERROR] += j - i
+            else:
+                w.dirs[1].tx_packets += j - i
+                w.dirs[1].tx_bytes += size - VNET_HDR_BYTES
+        i = j
+
+
 cdef void pump_udp(EngineState *st, double now) noexcept nogil:
     """Receives datagrams in batches until the socket is drained or BATCH_SIZE*4 are done."""
     cdef Batch *b = st.rx
-    cdef int n, i
+    cdef int n, i, plain, ready
+    cdef Wire *w
+    cdef Wire *wires[64]
+    cdef uint8_t *datagrams[64]
+    cdef int plains[64]
     for _ in range(4):
         for i in range(BATCH_SIZE):
             b.iov[i].iov_base = b.bufs + i * DATAGRAM_BUF_BYTES
@@ -247,11 +397,19 @@ cdef void pump_udp(EngineState *st, double now) noexcept nogil:
         n = recvmmsg(st.udp_fd, b.msgs, BATCH_SIZE, MSG_DONTWAIT, NULL)
         if n <= 0:
             return
+        ready = 0
         for i in range(n):
             if b.msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
                 st.udp_drops[UDP_OVERSIZE] += 1
                 continue
-            deliver(st, b.bufs + i * DATAGRAM_BUF_BYTES, b.msgs[i].msg_len, now)
+            plain = open_datagram(st, b.bufs + i * DATAGRAM_BUF_BYTES, b.msgs[i].msg_len,
+                                  now, &w)
+            if plain > 0:
+                wires[ready] = w
+                datagrams[ready] = b.bufs + i * DATAGRAM_BUF_BYTES
+                plains[ready] = plain
+                ready += 1
+        write_pending(st, wires, datagrams, plains, ready)
         if n < BATCH_SIZE:
             return
 
@@ -525,18 +683,22 @@ cdef class Engine:
         """
         if fd_a < 0 or fd_b < 0 or fd_a == fd_b:
             raise ValueError(f"add_wire needs two distinct open fds, got {fd_a} and {fd_b}")
-        if vnet_hdr not in (0, 10, 12):
-            raise ValueError(f"vnet_hdr must be 0, 10 or 12 bytes, got {vnet_hdr}")
+        if vnet_hdr not in (0, VNET_HDR_BYTES):
+            raise ValueError(f"vnet_hdr must be 0 or {VNET_HDR_BYTES} bytes, got {vnet_hdr}")
         return self._add(KIND_LOCAL, fd_a, fd_b, None, 0.0, vnet_hdr)
 
     def add_tunnel_wire(self, int tun_fd, peer_ip="0.0.0.0", int peer_port=0,
-                        double keepalive_s=0.0):
+                        double keepalive_s=0.0, int vnet_hdr=0):
         """Starts a tunnel wire for TUN fd `tun_fd` towards peer_ip:peer_port (IPv4; port 0
         = not known yet, see set_peer). Packets from the TUN are dropped (no_key) until
-        install_keypair()."""
+        install_keypair(). vnet_hdr=10: the device is IFF_VNET_HDR with TSO; super-packets
+        are segmented here."""
         if tun_fd < 0:
             raise ValueError(f"add_tunnel_wire needs an open fd, got {tun_fd}")
-        return self._add(KIND_TUNNEL, tun_fd, -1, _peer(peer_ip, peer_port), keepalive_s, 0)
+        if vnet_hdr not in (0, VNET_HDR_BYTES):
+            raise ValueError(f"vnet_hdr must be 0 or {VNET_HDR_BYTES} bytes, got {vnet_hdr}")
+        return self._add(KIND_TUNNEL, tun_fd, -1, _peer(peer_ip, peer_port), keepalive_s,
+                         vnet_hdr)
 
     def set_peer(self, handle, peer_ip, int peer_port):
         """Where a tunnel wire sends its datagrams."""

@@ -50,3 +50,60 @@ class ReplayWindow:
         self.seen.add(counter)
         self.newest = max(self.newest, counter)
         return True
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071, one 16-bit word at a time."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_checksum_ok(packet: bytes) -> bool:
+    """True if an IPv4/IPv6 TCP packet's TCP checksum (and IPv4 header checksum) verify."""
+    if packet[0] >> 4 == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        if internet_checksum(packet[:ihl]) != 0:
+            return False
+        segment = packet[ihl:int.from_bytes(packet[2:4], "big")]
+        pseudo = packet[12:20] + b"\0\x06" + len(segment).to_bytes(2, "big")
+    else:
+        segment = packet[40:40 + int.from_bytes(packet[4:6], "big")]
+        pseudo = packet[8:40] + len(segment).to_bytes(4, "big") + b"\0\0\0\x06"
+    return internet_checksum(pseudo + segment) == 0
+
+
+def segment(packet: bytes, mss: int, ipv6: bool) -> list[bytes]:
+    """A TCP super-packet cut into MSS-sized segments, as a NIC doing TSO would."""
+    ip_len = 40 if ipv6 else (packet[0] & 0x0F) * 4
+    tcp_len = (packet[ip_len + 12] >> 4) * 4
+    header, payload = packet[:ip_len + tcp_len], packet[ip_len + tcp_len:]
+    seq = int.from_bytes(header[ip_len + 4:ip_len + 8], "big")
+    chunks = [payload[i:i + mss] for i in range(0, len(payload), mss)] or [b""]
+    out = []
+    for i, chunk in enumerate(chunks):
+        h = bytearray(header)
+        tcp_flags = h[ip_len + 13]
+        if i < len(chunks) - 1:
+            tcp_flags &= ~(0x01 | 0x08)  # FIN, PSH only on the last segment
+        if i > 0:
+            tcp_flags &= ~0x80  # CWR only on the first
+        h[ip_len + 13] = tcp_flags
+        h[ip_len + 4:ip_len + 8] = ((seq + i * mss) & 0xFFFFFFFF).to_bytes(4, "big")
+        h[ip_len + 16:ip_len + 18] = b"\0\0"
+        if ipv6:
+            h[4:6] = (tcp_len + len(chunk)).to_bytes(2, "big")
+            pseudo = bytes(h[8:40]) + (tcp_len + len(chunk)).to_bytes(4, "big") + b"\0\0\0\x06"
+        else:
+            h[2:4] = (len(h) + len(chunk)).to_bytes(2, "big")
+            h[4:6] = ((int.from_bytes(header[4:6], "big") + i) & 0xFFFF).to_bytes(2, "big")
+            h[10:12] = b"\0\0"
+            h[10:12] = internet_checksum(bytes(h[:ip_len])).to_bytes(2, "big")
+            pseudo = bytes(h[12:20]) + b"\0\x06" + (tcp_len + len(chunk)).to_bytes(2, "big")
+        tcp = bytes(h[ip_len:]) + chunk
+        h[ip_len + 16:ip_len + 18] = internet_checksum(pseudo + tcp).to_bytes(2, "big")
+        out.append(bytes(h) + chunk)
+    return out

@@ -48,7 +48,7 @@ class Wire:
     handle: int = 0
     fds: tuple[int, int] = (-1, -1)
     created: float = dataclasses.field(default_factory=time.monotonic)
-    offload: bool = False           # vnet headers + TSO on the devices (local wires)
+    offload: bool = False           # vnet headers + TSO on the devices
     keyed: bool = False             # keys installed by this run of the daemon
     agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
 
@@ -132,9 +132,11 @@ class Dataplane:
         fd, name = await netns.run_in(ns, tundev.create, cfg, exclusive)
         side = Side(ns, name, list(cfg.addresses))
         wire = Wire(conn_id, "tunnel", side if role == "client" else None,
-                    side if role == "endpoint" else None, cfg.mtu, fds=(fd, -1))
+                    side if role == "endpoint" else None, cfg.mtu, fds=(fd, -1),
+                    offload=cfg.offload)
+        hdr = tundev.VNET_HDR_BYTES if cfg.offload else 0
         await self._start(wire, lambda: self.engine.add_tunnel_wire(
-            fd, keepalive_s=keepalive_s))
+            fd, keepalive_s=keepalive_s, vnet_hdr=hdr))
         log.info("tunnel vWire %s: %s/%s (%s side)", conn_id, ns or "-", name, role)
         return wire
 
@@ -225,7 +227,8 @@ class Dataplane:
                     *fds, tundev.VNET_HDR_BYTES if wire.offload else 0)
             else:
                 ip, port = peer or ("0.0.0.0", 0)
-                wire.handle = self.engine.add_tunnel_wire(fds[0], ip, port)
+                wire.handle = self.engine.add_tunnel_wire(
+                    fds[0], ip, port, vnet_hdr=tundev.VNET_HDR_BYTES if wire.offload else 0)
             self.wires[conn_id] = wire
             restored.append(conn_id)
         if restored:

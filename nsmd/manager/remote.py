@@ -71,7 +71,7 @@ class RemoteConnect:
             await self.dataplane.disconnect(conn.id)
             wire = None
         if wire is None:
-            cfg = InterfaceConfig(asked or "nsm%d", [], [], self.tunnel_mtu)
+            cfg = InterfaceConfig(asked or "nsm%d", [], [], self.tunnel_mtu, offload=True)
             exclusive = bool(asked) and "%d" not in asked
             wire = await self.dataplane.create_tunnel(conn.id, "client", client_ns, cfg,
                                                       exclusive, self.keepalive_s)
@@ -117,7 +117,7 @@ class RemoteConnect:
         ipc = answer.context.ip_context
         mtu = answer.context.mtu or self.tunnel_mtu
         cfg = InterfaceConfig(wire.client.ifname, list(ipc.src_ip_addrs),
-                              [r.prefix for r in ipc.src_routes], mtu)
+                              [r.prefix for r in ipc.src_routes], mtu, offload=True)
         if wire.client.addresses != cfg.addresses or wire.mtu != mtu:
             await self.dataplane.configure(wire, cfg)
         answer.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={

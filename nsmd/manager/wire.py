@@ -102,7 +102,7 @@ class VWire(Element):
         ipc = conn.context.ip_context
         mtu = min(spec.mtu or self.tunnel_mtu, self.tunnel_mtu)
         cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
-                              [r.prefix for r in ipc.dst_routes], mtu)
+                              [r.prefix for r in ipc.dst_routes], mtu, offload=True)
         wire = self.dataplane.get(conn.id)
         created = False
         if wire is not None and (wire.kind != "tunnel" or wire.endpoint is None
