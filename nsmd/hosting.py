@@ -8,16 +8,16 @@ daemon re-registers what it hosted before.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from nsmd import netns
-from nsmd.clock import Clock, Timer
-from nsmd.errors import NsmdError
+from nsmd.clock import Clock
+from nsmd.errors import DataplaneError, NsmdError
 from nsmd.model import NetworkServiceEndpoint, from_wire, to_wire
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.registry import Registry
 from nsmd.state import StateDB
+from nsmd.timers import TimerSet
 
 REREGISTER_AT = 2 / 3
 RETRY_S = 1.0
@@ -31,12 +31,18 @@ class Hosting:
         self.clock = clock
         self.url = url
         self._hosted: dict[str, tuple[NetworkServiceEndpoint, EndpointSpec]] = {}
-        self._timers: dict[str, Timer] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self.timers = TimerSet(clock, self._refresh)
 
     def spec(self, name: str) -> EndpointSpec | None:
         hosted = self._hosted.get(name)
         return hosted[1] if hosted else None
+
+    def require(self, name: str) -> EndpointSpec:
+        """The spec of an endpoint the request was routed to here; it must be ours."""
+        spec = self.spec(name)
+        if spec is None:
+            raise DataplaneError(f"endpoint {name!r} is not hosted by this daemon")
+        return spec
 
     def names(self) -> list[str]:
         return list(self._hosted)
@@ -65,9 +71,7 @@ class Hosting:
         return await self._register(nse.name)
 
     def remove(self, name: str) -> bool:
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
+        self.timers.disarm(name)
         if self._hosted.pop(name, None) is None:
             return False
         self.db.delete("hosted", name)
@@ -78,7 +82,7 @@ class Hosting:
         after a break: NSM's registry heal)."""
         for name, (_, spec) in self._hosted.items():
             if netns.exists(spec.netns):
-                self._arm(name, self.clock.time())
+                self.timers.arm(name, self.clock.time())
 
     async def check_namespaces(self) -> None:
         """Withdraws endpoints whose namespace vanished; brings them back when it returns.
@@ -91,19 +95,13 @@ class Hosting:
             if registered and not alive:
                 log.info("endpoint %s: namespace %r is gone, unregistering", name, spec.netns)
                 await self.registry.unregister_endpoint(name)
-                timer = self._timers.pop(name, None)
-                if timer is not None:
-                    timer.cancel()
+                self.timers.disarm(name)
             elif alive and not registered:
                 log.info("endpoint %s: namespace %r is back, registering", name, spec.netns)
                 await self._register(name)
 
     def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        for task in self._tasks:
-            task.cancel()
+        self.timers.stop()
 
     async def _register(self, name: str) -> NetworkServiceEndpoint:
         template, _ = self._hosted[name]
@@ -111,20 +109,8 @@ class Hosting:
         now = self.clock.time()
         registered = await self.registry.register_endpoint(nse)
         when = now + (registered.expiration_time - now) * REREGISTER_AT
-        self._arm(name, when)
+        self.timers.arm(name, when)
         return registered
-
-    def _arm(self, name: str, when: float) -> None:
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        self._timers[name] = self.clock.call_at(when, lambda: self._spawn(name))
-
-    def _spawn(self, name: str) -> None:
-        self._timers.pop(name, None)
-        task = asyncio.ensure_future(self._refresh(name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _refresh(self, name: str) -> None:
         if name not in self._hosted:
@@ -133,4 +119,4 @@ class Hosting:
             await self._register(name)
         except NsmdError as err:  # keep trying: a registration that lapses loses clients
             log.error("re-registering endpoint %s failed: %s; retrying in 1 s", name, err)
-            self._arm(name, self.clock.time() + RETRY_S)
+            self.timers.arm(name, self.clock.time() + RETRY_S)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from nsmd.errors import DataplaneError
 from nsmd.hosting import Hosting
 from nsmd.ipam import Pool
 from nsmd.manager.chain import Element, Next
@@ -41,10 +40,7 @@ class Ipam(Element):
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
-        spec = self.hosting.spec(conn.network_service_endpoint_name)
-        if spec is None:
-            raise DataplaneError(f"endpoint {conn.network_service_endpoint_name!r} is not "
-                                 "hosted by this daemon")
+        spec = self.hosting.require(conn.network_service_endpoint_name)
         ipc = conn.context.ip_context
         lease = self.leases.get(conn.id)
         fresh = lease is None or lease.endpoint != conn.network_service_endpoint_name \

@@ -13,6 +13,7 @@ import ipaddress
 
 from nsmd.errors import ValidationError
 from nsmd.model import Mechanism, NetworkServiceRequest
+from nsmd.model.endpoint_spec import check_ifname, check_netns
 from nsmd.tunnel_keys import decode_public
 
 KERNEL = "KERNEL"
@@ -37,6 +38,16 @@ def kernel_mechanism(request: NetworkServiceRequest) -> Mechanism:
         raise ValidationError("mechanism_preferences", "a KERNEL mechanism (netns, name)",
                               ", ".join(offered))
     return mech
+
+
+def client_interface(request: NetworkServiceRequest) -> tuple[str, str]:
+    """(namespace, requested interface name or "") of the client's KERNEL mechanism."""
+    params = kernel_mechanism(request).parameters
+    netns, name = params.get("netns", ""), params.get("name", "")
+    check_netns(netns, "mechanism.parameters.netns")
+    if name:
+        check_ifname(name, "mechanism.parameters.name")
+    return netns, name
 
 
 def check_tunnel_params(params: dict[str, str], keys: tuple[str, ...],

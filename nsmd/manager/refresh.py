@@ -7,15 +7,15 @@ to heal.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from nsmd.clock import Clock, Timer
+from nsmd.clock import Clock
 from nsmd.errors import NsmdError
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Element, Next
 from nsmd.manager.heal import Heal
 from nsmd.model import Connection, NetworkServiceRequest
+from nsmd.timers import TimerSet
 
 REFRESH_AT = 1 / 3
 log = logging.getLogger("nsmd.manager.refresh")
@@ -33,41 +33,26 @@ class Refresh(Element):
         self.clock = clock
         self.begin = begin
         self.heal = heal
-        self._timers: dict[str, Timer] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self.timers = TimerSet(clock, self._refresh)
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = await nxt.request(request)
-        self._disarm(conn.id)
         delay = refresh_delay(conn, self.clock.time())
-        if delay is not None:
-            self._timers[conn.id] = self.clock.call_at(
-                self.clock.time() + delay, lambda cid=conn.id: self._due(cid))
+        if delay is None:
+            self.timers.disarm(conn.id)
+        else:
+            self.timers.arm(conn.id, self.clock.time() + delay)
         return conn
 
     async def close(self, conn: Connection, nxt: Next) -> None:
-        self._disarm(conn.id)
+        self.timers.disarm(conn.id)
         await nxt.close(conn)
 
     def stop(self) -> None:
-        for conn_id in list(self._timers):
-            self._disarm(conn_id)
-        for task in self._tasks:
-            task.cancel()
+        self.timers.stop()
 
     def armed(self) -> dict[str, float]:
-        return {cid: getattr(t, "when", 0.0) for cid, t in self._timers.items()}
-
-    def _disarm(self, conn_id: str) -> None:
-        timer = self._timers.pop(conn_id, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _due(self, conn_id: str) -> None:
-        self._timers.pop(conn_id, None)
-        task = asyncio.ensure_future(self._refresh(conn_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return self.timers.armed()
 
     async def _refresh(self, conn_id: str) -> None:
         try:

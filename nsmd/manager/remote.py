@@ -18,7 +18,6 @@ from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import NsmdError, SelectionError
 from nsmd.manager import mechanisms
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, to_wire
-from nsmd.model.endpoint_spec import check_ifname, check_netns
 from nsmd.peer.client import PeerClient
 from nsmd.registry import RegistryView
 from nsmd.tundev import InterfaceConfig
@@ -58,12 +57,7 @@ class RemoteConnect:
         conn = request.connection
         client = self._client()
         url = peer_url(self.registry, conn.network_service_endpoint_name)
-        kernel = mechanisms.kernel_mechanism(request)
-        client_ns = kernel.parameters.get("netns", "")
-        check_netns(client_ns, "mechanism.parameters.netns")
-        asked = kernel.parameters.get("name", "")
-        if asked:
-            check_ifname(asked, "mechanism.parameters.name")
+        client_ns, asked = mechanisms.client_interface(request)
 
         wire = self.dataplane.get(conn.id)
         created = False

@@ -18,7 +18,7 @@ from nsmd.hosting import Hosting
 from nsmd.manager import mechanisms
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest
-from nsmd.model.endpoint_spec import EndpointSpec, check_ifname, check_netns, name_pattern
+from nsmd.model.endpoint_spec import EndpointSpec, name_pattern
 from nsmd.tundev import InterfaceConfig
 from nsmd.tunnel_keys import Ephemeral, decode_public
 
@@ -39,10 +39,7 @@ class VWire(Element):
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
-        spec = self.hosting.spec(conn.network_service_endpoint_name)
-        if spec is None:
-            raise DataplaneError(f"endpoint {conn.network_service_endpoint_name!r} is not "
-                                 "hosted by this daemon")
+        spec = self.hosting.require(conn.network_service_endpoint_name)
         tunnel = mechanisms.find(request, mechanisms.TUNNEL)
         if tunnel is not None:
             created = await self._tunnel(conn, spec, tunnel)
@@ -63,12 +60,7 @@ class VWire(Element):
 
     async def _local(self, request: NetworkServiceRequest, spec: EndpointSpec) -> bool:
         conn = request.connection
-        mech = mechanisms.kernel_mechanism(request)
-        client_ns = mech.parameters.get("netns", "")
-        check_netns(client_ns, "mechanism.parameters.netns")
-        asked_name = mech.parameters.get("name", "")
-        if asked_name:
-            check_ifname(asked_name, "mechanism.parameters.name")
+        client_ns, asked_name = mechanisms.client_interface(request)
         ipc = conn.context.ip_context
         mtu = spec.mtu or self.local_mtu
         client_cfg = InterfaceConfig(asked_name or DEFAULT_CLIENT_IFNAME, list(ipc.src_ip_addrs),

@@ -171,3 +171,36 @@ def trust_domain(base: str, domain: str, ids: list[str]) -> dict[str, str]:
     return {sid: issue_svid(state, sid, os.path.join(base, "svid-" + sid.rsplit("/", 1)[-1]))
             for sid in ids}
 
+
+def tcp_transfer(server_ns: str, client_ns: str, target: str, size: int,
+                 port: int = 5201) -> bool:
+    """Sends `size` random bytes over TCP from client_ns to a server in server_ns; True if
+    the server received exactly them (length and SHA-256)."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, sys.executable, "-c",
+         f"import socket,hashlib;s=socket.create_server(('0.0.0.0',{port}));c,_=s.accept();"
+         "h=hashlib.sha256();n=0\n"
+         "while (b:=c.recv(65536)):h.update(b);n+=len(b)\n"
+         "print(n,h.hexdigest())"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        sent = sh(sys.executable, "-c",
+                  f"import socket,hashlib,os;d=os.urandom({size});"
+                  f"s=socket.create_connection(('{target}',{port}),timeout=20);s.sendall(d);"
+                  "s.close();print(len(d),hashlib.sha256(d).hexdigest())",
+                  netns=client_ns, timeout=60).stdout.split()
+        received = server.communicate(timeout=60)[0].split()
+    finally:
+        server.kill()
+    return received == sent and sent[0] == str(size)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> None:
+    """Polls `predicate` until it holds; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+

@@ -14,6 +14,7 @@ from nsmd.testing.sandbox import (
     ping,
     service_manifest,
     sh,
+    tcp_transfer,
 )
 
 
@@ -181,23 +182,7 @@ def test_tcp_transfer_arrives_intact(daemon, netns):
     setup_icmp_responder(d, nse_ns)
     conn = d.cli_json("connect", "icmp-responder", "--netns", nsc_ns)
     target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", nse_ns, sys.executable, "-c",
-         "import socket,hashlib;s=socket.create_server(('0.0.0.0',5201));c,_=s.accept();"
-         "h=hashlib.sha256();n=0\n"
-         "while (b:=c.recv(65536)):h.update(b);n+=len(b)\n"
-         "print(n,h.hexdigest())"], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.3)
-        client = sh(sys.executable, "-c",
-                    "import socket,hashlib,os;d=os.urandom(1<<20)*4;"
-                    f"s=socket.create_connection(('{target}',5201),timeout=10);s.sendall(d);"
-                    "s.close();print(len(d),hashlib.sha256(d).hexdigest())", netns=nsc_ns)
-        sent = client.stdout.split()
-        received = server.communicate(timeout=30)[0].split()
-    finally:
-        server.kill()
-    assert received == sent and sent[0] == str(4 << 20)
+    assert tcp_transfer(nse_ns, nsc_ns, target, 4 << 20)
 
 
 def test_health_metrics_and_status(daemon, netns):

@@ -17,8 +17,10 @@ from nsmd.testing.sandbox import (
     ping,
     service_manifest,
     sh,
+    tcp_transfer,
     trust_domain,
     underlay,
+    wait_until,
 )
 
 DOMAIN = "test.nsmd"
@@ -40,17 +42,8 @@ def two_hosts(netns, daemon, tmp_path):
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
     far.cli("apply", "-f", "-", stdin=service_manifest("remote-svc") + "---" +
             endpoint_manifest("far-1", "remote-svc", nse_ns, "100.64.50.0/24"))
-    _wait(lambda: any(e["name"] == "far-1" for e in registry.cli_json("get", "endpoints")))
+    wait_until(lambda: any(e["name"] == "far-1" for e in registry.cli_json("get", "endpoints")))
     return registry, far, nse_ns, nsc_ns, nodes
-
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def metric(d, name: str, labels: str = "") -> float:
@@ -69,34 +62,14 @@ def test_cross_host_ping_and_tcp(two_hosts):
     assert conn["context"]["MTU"] == 1420
     result = ping(nsc_ns, target, 3)
     assert result.returncode == 0, result.stdout + near.log()
-    assert _tcp_transfer(nse_ns, nsc_ns, target, 8 << 20)
+    assert tcp_transfer(nse_ns, nsc_ns, target, 8 << 20)
     # the far side sees the vWire too, and closing it removes both ends
     (far_conn,) = far.cli_json("get", "connections")
     assert far_conn["path"]["path_segments"][0]["id"] == conn["id"]
     near.cli("close", conn["id"])
-    _wait(lambda: far.cli_json("get", "connections") == [])
+    wait_until(lambda: far.cli_json("get", "connections") == [])
     assert "nsm0" not in sh("ip", "-o", "link", netns=nse_ns).stdout
     assert "nsm0" not in sh("ip", "-o", "link", netns=nsc_ns).stdout
-
-
-def _tcp_transfer(server_ns, client_ns, target, size) -> bool:
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", server_ns, sys.executable, "-c",
-         "import socket,hashlib;s=socket.create_server(('0.0.0.0',5201));c,_=s.accept();"
-         "h=hashlib.sha256();n=0\n"
-         "while (b:=c.recv(65536)):h.update(b);n+=len(b)\n"
-         "print(n,h.hexdigest())"], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.3)
-        sent = sh(sys.executable, "-c",
-                  f"import socket,hashlib,os;d=os.urandom({size});"
-                  f"s=socket.create_connection(('{target}',5201),timeout=20);s.sendall(d);"
-                  "s.close();print(len(d),hashlib.sha256(d).hexdigest())",
-                  netns=client_ns, timeout=60).stdout.split()
-        received = server.communicate(timeout=60)[0].split()
-    finally:
-        server.kill()
-    return received == sent and sent[0] == str(size)
 
 
 def test_the_underlay_carries_only_tunnel_and_tls(two_hosts):
@@ -174,8 +147,8 @@ def test_replayed_and_tampered_datagrams_are_dropped_and_counted(two_hosts):
               f"s.sendto(bytes.fromhex('{datagram.hex()}'),('{ip2}',51820));"
               f"s.sendto(bytes.fromhex('{bytes(tampered).hex()}'),('{ip2}',51820))")
     sh(sys.executable, "-c", sender, netns=n1)
-    _wait(lambda: metric(far, "nsmd_drops_total", '{reason="replay"}') == before_replay + 1)
-    _wait(lambda: metric(far, "nsmd_drops_total", '{reason="bad_tag"}') == before_tag + 1)
+    wait_until(lambda: metric(far, "nsmd_drops_total", '{reason="replay"}') == before_replay + 1)
+    wait_until(lambda: metric(far, "nsmd_drops_total", '{reason="bad_tag"}') == before_tag + 1)
     assert ping(nsc_ns, target, 2).returncode == 0  # and the vWire is unharmed
 
 
@@ -192,7 +165,7 @@ def test_rekeying_during_traffic_loses_nothing(netns, daemon, tmp_path):
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
     far.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
             endpoint_manifest("e", "svc", nse_ns, "100.64.60.0/24"))
-    _wait(lambda: near.cli_json("get", "endpoints"))
+    wait_until(lambda: near.cli_json("get", "endpoints"))
     conn = near.cli_json("connect", "svc", "--netns", nsc_ns)
     target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
     result = sh("ping", "-c", "400", "-i", "0.01", "-W", "1", target, netns=nsc_ns,
@@ -244,7 +217,7 @@ def test_svid_rotation_drops_no_vwire(netns, daemon, tmp_path):
         nse_ns, nsc_ns = netns("nse"), netns("nsc")
         far.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
                 endpoint_manifest("e", "svc", nse_ns, "100.64.61.0/24"))
-        _wait(lambda: near.cli_json("get", "endpoints"))
+        wait_until(lambda: near.cli_json("get", "endpoints"))
         conn = near.cli_json("connect", "svc", "--netns", nsc_ns)
         target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
         serials = [d.cli_json("status")["identity"]["serial"] for d in (near, far)]
@@ -256,10 +229,10 @@ def test_svid_rotation_drops_no_vwire(netns, daemon, tmp_path):
         out = pinger.communicate(timeout=60)[0]
         assert " 0% packet loss" in out, out
         for d, old in zip((near, far), serials, strict=True):
-            _wait(lambda d=d, old=old: d.cli_json("status")["identity"]["serial"] != old)
+            wait_until(lambda d=d, old=old: d.cli_json("status")["identity"]["serial"] != old)
         # the control plane keeps working with the new certificates: close crosses hosts
         near.cli("close", conn["id"])
-        _wait(lambda: far.cli_json("get", "connections") == [])
+        wait_until(lambda: far.cli_json("get", "connections") == [])
     finally:
         for api in apis:
             api.stop()
