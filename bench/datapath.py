@@ -1,13 +1,14 @@
-"""Cross-host vWire throughput and latency against wireguard-go and plain veth, one run.
+"""Data path: nsmd's vWires against the anchors, all measured in one run.
 
 Two host namespaces joined by a veth (underlay 192.0.2.1 <-> 192.0.2.2). In the same
-invocation it measures: plain veth (the limit), wireguard-go (Debian's, the anchor) and
-nsmd (one daemon per host; the client and the endpoint in their own namespaces), each
-with iperf3 TCP (1 and 4 streams), ping RTT and the tunnel processes' CPU seconds per GB.
-Prints a table with ratios nsmd/wireguard-go and nsmd/veth and writes
-bench/results/tunnel.json. Needs root; installs wireguard-go, wireguard-tools and iperf3
-with apt if missing. Every namespace is named nsmdb-<random>-* and removed on exit; only
-processes it started are stopped, by PID.
+invocation: plain veth (the limit), wireguard-go (Debian's, the anchor), the hand-written
+asyncio tunnel (../shared/bench/naive_tunnel.py, if present), nsmd across hosts (one
+daemon per host, client and endpoint in their own namespaces) and nsmd on one host. Each
+with iperf3 TCP (1 and 4 streams), 64-byte UDP rate, ping RTT and the tunnel processes'
+CPU seconds per GB. Writes bench/results/datapath.json and prints a table with ratios.
+Needs root; installs wireguard-go, wireguard-tools and iperf3 with apt if missing. Every
+namespace is named nsmdb-<random>-* and removed on exit; only processes it started are
+stopped, by PID.
 """
 
 from __future__ import annotations
@@ -185,6 +186,30 @@ def run_wireguard_go(bed: Bed, a: str, b: str, args) -> dict:
                            check=False, capture_output=True)
 
 
+NAIVE_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                             "bench", "naive_tunnel.py")
+
+
+def run_naive(bed: Bed, a: str, b: str, args) -> dict | None:
+    """The hand-written asyncio TUN/UDP tunnel with ChaCha20-Poly1305 (the anchors' script)."""
+    if not os.path.exists(args.naive):
+        print(f"--- naive tunnel skipped: {args.naive} not found (--naive PATH)", flush=True)
+        return None
+    key = secrets.token_hex(32)
+    procs = []
+    for role, ns, mine, me, peer in (("a", a, OA, UA, UB), ("b", b, OB, UB, UA)):
+        procs.append(bed.start(ns, sys.executable, args.naive, "--tun", f"nt{role}",
+                               "--addr", f"{mine}/24", "--mtu", "1420", "--listen",
+                               f"{me}:40000", "--peer", f"{peer}:40000", "--role", role,
+                               "--crypto", "chacha20poly1305", "--key-hex", key))
+    time.sleep(1.5)
+    try:
+        return measure("naive asyncio tunnel", a, b, OB, [p.pid for p in procs], args)
+    finally:
+        for proc in procs:
+            bed.stop(proc)
+
+
 def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
     ids = trust_domain(bed.work, "bench.nsmd", ["spiffe://bench.nsmd/a", "spiffe://bench.nsmd/b"])
     near = DaemonProc(os.path.join(bed.work, "a"), "a", a, (
@@ -216,10 +241,36 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
                          args)
         result["setup_ms"] = {"p50": round(setup[len(setup) // 2], 2),
                               "p99": round(setup[min(len(setup) - 1, int(len(setup) * .99))], 2)}
-        return result
+        near.cli("close", conn["id"])
+        # the same host: an endpoint next to the client, both served by one daemon
+        local_nse = bed.netns("nse-local")
+        near.cli("apply", "-f", "-", stdin=service_manifest("local") + "---" +
+                 endpoint_manifest("local-1", "local", local_nse, "100.64.91.0/24"))
+        conn = near.cli_json("connect", "local", "--netns", nsc)
+        target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+        same = measure("nsmd same host", nsc, local_nse, target, [near.proc.pid], args)
+        return {"cross_host": result, "same_host": same}
     finally:
         near.stop()
         far.stop()
+
+
+def print_table(results: dict) -> None:
+    columns = [(k, label) for k, label in (
+        ("veth", "veth"), ("wireguard_go", "wg-go"), ("naive", "naive"),
+        ("nsmd_cross_host", "nsmd-x"), ("nsmd_same_host", "nsmd-local")) if results.get(k)]
+    print(f"\n{'':<22}" + "".join(f"{label:>12}" for _, label in columns))
+    rows = (("TCP 1 stream Gbit/s", lambda r: r["tcp1"]["gbps"]),
+            ("TCP 4 streams Gbit/s", lambda r: r["tcp4"]["gbps"]),
+            ("UDP 64 B kpps", lambda r: round(r["udp64_pps"] / 1000, 1)),
+            ("RTT p50 us", lambda r: r["rtt"]["p50_us"]),
+            ("RTT p99 us", lambda r: r["rtt"]["p99_us"]),
+            ("CPU s/GB (1 stream)", lambda r: r["tcp1"]["cpu_s_per_gb"] or "-"))
+    for label, get in rows:
+        print(f"{label:<22}" + "".join(f"{get(results[k])!s:>12}" for k, _ in columns))
+    print("ratios: " + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))
+    print(f"cross-host setup p50/p99 ms: {results['nsmd_cross_host']['setup_ms']['p50']} / "
+          f"{results['nsmd_cross_host']['setup_ms']['p99']}")
 
 
 def main() -> int:
@@ -227,9 +278,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per test")
     ap.add_argument("--pings", type=int, default=200)
     ap.add_argument("--connects", type=int, default=50, help="sequential cross-host setups")
+    ap.add_argument("--naive", default=NAIVE_DEFAULT, help="path of naive_tunnel.py")
     args = ap.parse_args()
     if os.geteuid() != 0:
-        print("bench/tunnel.py needs root", file=sys.stderr)
+        print("bench/datapath.py needs root", file=sys.stderr)
         return 1
     need_tools()
     bed = Bed()
@@ -245,33 +297,25 @@ def main() -> int:
             sh("ip", "link", "set", "eth0", "up", netns=ns)
         results["veth"] = measure("veth", a, b, UB, [], args)
         results["wireguard_go"] = run_wireguard_go(bed, a, b, args)
-        results["nsmd"] = run_nsmd(bed, a, b, args)
+        results["naive"] = run_naive(bed, a, b, args)
+        nsmd = run_nsmd(bed, a, b, args)
+        results["nsmd_cross_host"] = nsmd["cross_host"]
+        results["nsmd_same_host"] = nsmd["same_host"]
     finally:
         bed.close()
-    n, w, v = results["nsmd"], results["wireguard_go"], results["veth"]
+    n, w, v = results["nsmd_cross_host"], results["wireguard_go"], results["veth"]
+    local = results["nsmd_same_host"]
     results["ratios"] = {
-        "tcp1_nsmd_over_wggo": round(n["tcp1"]["gbps"] / w["tcp1"]["gbps"], 2),
-        "tcp4_nsmd_over_wggo": round(n["tcp4"]["gbps"] / w["tcp4"]["gbps"], 2),
-        "tcp1_nsmd_over_veth": round(n["tcp1"]["gbps"] / v["tcp1"]["gbps"], 3),
-        "rtt_p50_nsmd_over_wggo": round(n["rtt"]["p50_us"] / w["rtt"]["p50_us"], 2),
-        "udp64_nsmd_over_wggo": round(n["udp64_pps"] / w["udp64_pps"], 2),
+        "tcp1_cross_host_over_wggo": round(n["tcp1"]["gbps"] / w["tcp1"]["gbps"], 2),
+        "tcp4_cross_host_over_wggo": round(n["tcp4"]["gbps"] / w["tcp4"]["gbps"], 2),
+        "udp64_cross_host_over_wggo": round(n["udp64_pps"] / w["udp64_pps"], 2),
+        "rtt_p50_cross_host_over_wggo": round(n["rtt"]["p50_us"] / w["rtt"]["p50_us"], 2),
+        "tcp1_same_host_over_veth": round(local["tcp1"]["gbps"] / v["tcp1"]["gbps"], 3),
     }
-    print(f"\n{'':<24}{'veth':>10}{'wireguard-go':>14}{'nsmd':>10}{'nsmd/wggo':>11}")
-    for label, key in (("TCP 1 stream Gbit/s", "tcp1"), ("TCP 4 streams Gbit/s", "tcp4")):
-        print(f"{label:<24}{v[key]['gbps']:>10}{w[key]['gbps']:>14}{n[key]['gbps']:>10}"
-              f"{n[key]['gbps'] / w[key]['gbps']:>11.2f}")
-    print(f"{'UDP 64 B kpps':<24}{v['udp64_pps'] / 1000:>10.1f}{w['udp64_pps'] / 1000:>14.1f}"
-          f"{n['udp64_pps'] / 1000:>10.1f}{n['udp64_pps'] / w['udp64_pps']:>11.2f}")
-    print(f"{'CPU s per GB (1 stream)':<24}{'-':>10}{w['tcp1']['cpu_s_per_gb']!s:>14}"
-          f"{n['tcp1']['cpu_s_per_gb']!s:>10}")
-    for pct in ("p50", "p99"):
-        print(f"{'ping RTT ' + pct + ' us':<24}{v['rtt'][pct + '_us']:>10}"
-              f"{w['rtt'][pct + '_us']:>14}{n['rtt'][pct + '_us']:>10}"
-              f"{n['rtt'][pct + '_us'] / w['rtt'][pct + '_us']:>11.2f}")
-    print(f"nsmd cross-host setup p50/p99 ms: {n['setup_ms']['p50']} / {n['setup_ms']['p99']}")
+    print_table(results)
     out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "tunnel.json"), "w") as f:
+    with open(os.path.join(out_dir, "datapath.json"), "w") as f:
         json.dump(results, f, indent=2)
     return 0
 

@@ -1,0 +1,124 @@
+"""The whole benchmark suite in one command: data path and control plane, then a summary.
+
+    sudo .venv/bin/python bench/run.py [--quick]
+
+Runs bench/datapath.py (veth, wireguard-go, the naive tunnel and nsmd in one run) and
+bench/control_plane.py, then writes bench/results/summary.json, prints each goal of the
+performance issue with its figure and verdict, and draws bench/results/summary.png
+(throughput per tunnel; setup latency and connect-storm time). Installs matplotlib if
+it is missing (bench only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+
+def run(script: str, *args: str) -> dict:
+    subprocess.run([sys.executable, os.path.join(HERE, script), *args], check=True)
+    with open(os.path.join(RESULTS, script.replace(".py", ".json"))) as f:
+        return json.load(f)
+
+
+def goals(dp: dict, cp: dict) -> list[tuple[str, str, bool]]:
+    x, w, v, local = (dp["nsmd_cross_host"], dp["wireguard_go"], dp["veth"],
+                      dp["nsmd_same_host"])
+    ratio = dp["ratios"]
+    return [
+        ("cross-host TCP 1 stream >= 2x wireguard-go",
+         f"{x['tcp1']['gbps']} vs {w['tcp1']['gbps']} Gbit/s = "
+         f"{ratio['tcp1_cross_host_over_wggo']}x", ratio["tcp1_cross_host_over_wggo"] >= 2),
+        ("64-byte UDP rate >= wireguard-go",
+         f"{x['udp64_pps']} vs {w['udp64_pps']} pps = {ratio['udp64_cross_host_over_wggo']}x",
+         ratio["udp64_cross_host_over_wggo"] >= 1),
+        ("idle RTT no worse than wireguard-go",
+         f"p50 {x['rtt']['p50_us']} vs {w['rtt']['p50_us']} us",
+         x["rtt"]["p50_us"] <= w["rtt"]["p50_us"]),
+        ("same-host vWire >= 30% of veth",
+         f"{local['tcp1']['gbps']} vs {v['tcp1']['gbps']} Gbit/s = "
+         f"{ratio['tcp1_same_host_over_veth']:.0%}", ratio["tcp1_same_host_over_veth"] >= 0.3),
+        ("setup p50 < 10 ms same host", f"{cp['setup_same_host_ms']['p50']} ms",
+         cp["setup_same_host_ms"]["p50"] < 10),
+        ("setup p50 < 30 ms cross-host", f"{x['setup_ms']['p50']} ms",
+         x["setup_ms"]["p50"] < 30),
+        (f"{cp['concurrent_connects']['count']} concurrent connects < 10 s",
+         f"{cp['concurrent_connects']['seconds']} s", cp["concurrent_connects"]["seconds"] < 10),
+        (f"registry find p99 < 5 ms with {cp['registry']['endpoints']} endpoints",
+         f"by service {cp['registry']['find_by_service_ms']['p99']} ms, by name "
+         f"{cp['registry']['find_by_name_ms']['p99']} ms",
+         max(cp["registry"]["find_by_service_ms"]["p99"],
+             cp["registry"]["find_by_name_ms"]["p99"]) < 5),
+        ("< 4 KiB daemon memory per idle vWire",
+         f"{cp['concurrent_connects']['rss_kib_per_idle_vwire']} KiB",
+         cp["concurrent_connects"]["rss_kib_per_idle_vwire"] < 4),
+    ]
+
+
+def plot(dp: dict, cp: dict, path: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=True)
+        import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [(k, label) for k, label in (
+        ("veth", "veth"), ("wireguard_go", "wireguard-go"), ("naive", "naive asyncio"),
+        ("nsmd_cross_host", "nsmd cross-host"), ("nsmd_same_host", "nsmd same host"))
+        if dp.get(k)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [label for _, label in names]
+    one = [dp[k]["tcp1"]["gbps"] for k, _ in names]
+    four = [dp[k]["tcp4"]["gbps"] for k, _ in names]
+    xs = range(len(names))
+    left.bar([x - 0.2 for x in xs], one, 0.4, label="1 stream")
+    left.bar([x + 0.2 for x in xs], four, 0.4, label="4 streams")
+    left.set_xticks(list(xs), labels, rotation=20)
+    left.set_yscale("log")
+    left.set_ylabel("TCP Gbit/s (log)")
+    left.set_title("Throughput, one run on this machine")
+    left.legend()
+    setup = [("same host p50", cp["setup_same_host_ms"]["p50"]),
+             ("same host p99", cp["setup_same_host_ms"]["p99"]),
+             ("cross-host p50", dp["nsmd_cross_host"]["setup_ms"]["p50"]),
+             ("cross-host p99", dp["nsmd_cross_host"]["setup_ms"]["p99"])]
+    right.bar([s for s, _ in setup], [v for _, v in setup], color="tab:green")
+    right.axhline(10, color="gray", linestyle="--", linewidth=1)
+    right.axhline(30, color="gray", linestyle=":", linewidth=1)
+    right.set_ylabel("ms")
+    right.set_title("vWire setup latency (goals: 10 ms local, 30 ms cross-host)")
+    right.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="5 s iperf3 runs, 20,000 registry endpoints (a smoke run)")
+    args = ap.parse_args()
+    quick = ("--seconds", "5", "--pings", "100") if args.quick else ()
+    dp = run("datapath.py", *quick)
+    cp = run("control_plane.py", *(("--endpoints", "20000") if args.quick else ()))
+    results = {"datapath": dp, "control_plane": cp, "goals": [
+        {"goal": g, "measured": m, "met": ok} for g, m, ok in goals(dp, cp)]}
+    with open(os.path.join(RESULTS, "summary.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print("\ngoal".ljust(52) + "measured".ljust(52) + "met")
+    for g in results["goals"]:
+        print(f"{g['goal']:<51}{g['measured']:<52}{'yes' if g['met'] else 'NO'}")
+    plot(dp, cp, os.path.join(RESULTS, "summary.png"))
+    print(f"\nresults: {RESULTS}/summary.json, plot: {RESULTS}/summary.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
