@@ -126,13 +126,22 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
 
 
 _local = threading.local()
+# pyroute2's IPRoute keeps ~130 bytes per request it served (its internal queues), so a
+# long-lived socket grows without bound: reopen it after this many uses.
+NETLINK_REUSE = 256
 
 
 def _netlink() -> IPRoute:
-    """This thread's netlink socket (in its namespace), opened once and reused."""
+    """This thread's netlink socket (in its namespace), reused for a while."""
     ipr = getattr(_local, "ipr", None)
+    uses = getattr(_local, "uses", 0)
+    if ipr is not None and uses >= NETLINK_REUSE:
+        ipr.close()
+        ipr = None
     if ipr is None:
         ipr = _local.ipr = IPRoute()
+        uses = 0
+    _local.uses = uses + 1
     return ipr
 
 
