@@ -87,7 +87,12 @@ class Daemon:
         await self.dataplane.restore()
         await self.hosting.start()
         restored, lost = await self.manager.restore()
-        swept = await self.dataplane.sweep(self.manager.wire_ids())
+        claimed = self.manager.wire_ids()
+        swept = await self.dataplane.sweep(claimed)
+        released = self.manager.ipam.sweep(claimed)
+        if released:
+            log.info("restart: released the addresses of %d connection(s) that did not "
+                     "come back", len(released))
         if restored or lost or swept:
             log.info("restart: %d connection(s) restored, %d lost, %d stale vWire(s) removed",
                      restored, lost, len(swept))

@@ -75,6 +75,14 @@ class Ipam(Element):
         finally:
             self._release(conn.id)
 
+    def sweep(self, keep: set[str]) -> list[str]:
+        """Releases leases no live connection holds (their connections did not come back
+        after a restart); returns the connection ids released."""
+        stale = [conn_id for conn_id in self.leases if conn_id not in keep]
+        for conn_id in stale:
+            self._release(conn_id)
+        return stale
+
     def _recover(self, pool: Pool, ipc: IPContext, excluded: list[str]) -> tuple[str, str] | None:
         if len(ipc.dst_ip_addrs) != 1 or len(ipc.src_ip_addrs) != 1:
             return None

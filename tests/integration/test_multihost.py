@@ -236,3 +236,21 @@ def test_svid_rotation_drops_no_vwire(netns, daemon, tmp_path):
     finally:
         for api in apis:
             api.stop()
+
+
+def test_a_restarted_endpoint_host_heals_without_leaks(two_hosts):
+    near, far, nse_ns, nsc_ns, _ = two_hosts
+    conn = near.cli_json("connect", "remote-svc", "--netns", nsc_ns)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(nsc_ns, target, 2).returncode == 0
+    far.stop()
+    far.start()
+    # the client's daemon hears nothing on the tunnel, reselects, and traffic flows again
+    wait_until(lambda: ping(nsc_ns, host(near.cli_json("get", "connections")[0]["context"][
+        "ip_context"]["dst_ip_addrs"][0]), 1).returncode == 0, timeout=30, interval=0.5)
+    (now,) = near.cli_json("get", "connections")
+    assert now["id"] == conn["id"] and now["state"] == "UP"
+    # the endpoint's host kept nothing from before the restart
+    assert len(far.cli_json("get", "connections")) == 1
+    links = sh("ip", "-o", "link", netns=nse_ns).stdout
+    assert links.count("nsm") == 1, links

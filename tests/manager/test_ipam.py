@@ -104,3 +104,15 @@ async def test_leases_survive_a_restart_and_restores_recover_addresses(env, make
     req.connection.context = second.context
     assert addrs(await Chain(restarted).request(req)) == addrs(second)
     assert addrs(first) == ("169.254.0.2/32", "169.254.0.1/32")
+
+
+async def test_sweep_releases_leases_nobody_claims(env, make_request):
+    db, hosting = env
+    ipam = Ipam(hosting, db)
+    kept = await Chain(ipam).request(request_for(make_request, "c1"))
+    await Chain(ipam).request(request_for(make_request, "c2"))
+    assert ipam.sweep({"c1"}) == ["c2"]
+    assert set(ipam.leases) == {"c1"} and db.get("ipam", "c2") is None
+    again = await Chain(ipam).request(request_for(make_request, "c3"))
+    assert addrs(again) != addrs(kept)
+
