@@ -210,6 +210,29 @@ def run_naive(bed: Bed, a: str, b: str, args) -> dict | None:
             bed.stop(proc)
 
 
+def parallel_vwires(bed: Bed, near: DaemonProc, nsc: str, nse: str, args) -> dict:
+    """Two vWires at once (they land on different engines, so on different cores): TCP
+    one stream each, summed."""
+    second = bed.netns("nsc2")
+    conn = near.cli_json("connect", "bench", "--netns", second)
+    target2 = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    (first,) = [c for c in near.cli_json("get", "connections") if c["id"] != conn["id"]]
+    target1 = host(first["context"]["ip_context"]["dst_ip_addrs"][0])
+    servers = [bed.start(nse, "iperf3", "-s", "-1", "-p", str(PORT + i)) for i in (1, 2)]
+    time.sleep(0.3)
+    clients = [subprocess.Popen(["ip", "netns", "exec", ns, "iperf3", "-c", target, "-p",
+                                 str(PORT + i), "-t", str(args.seconds), "-J"],
+                                stdout=subprocess.PIPE, text=True)
+               for i, ns, target in ((1, nsc, target1), (2, second, target2))]
+    totals = [json.loads(c.communicate(timeout=args.seconds + 30)[0])["end"]["sum_received"]
+              ["bits_per_second"] / 1e9 for c in clients]
+    for server in servers:
+        server.wait(10)
+    near.cli("close", conn["id"])
+    print(f"    two vWires in parallel: {[round(t, 3) for t in totals]} Gbit/s", flush=True)
+    return {"gbps": round(sum(totals), 3), "each": [round(t, 3) for t in totals]}
+
+
 def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
     ids = trust_domain(bed.work, "bench.nsmd", ["spiffe://bench.nsmd/a", "spiffe://bench.nsmd/b"])
     near = DaemonProc(os.path.join(bed.work, "a"), "a", a, (
@@ -241,6 +264,7 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
                          args)
         result["setup_ms"] = {"p50": round(setup[len(setup) // 2], 2),
                               "p99": round(setup[min(len(setup) - 1, int(len(setup) * .99))], 2)}
+        result["tcp_2_vwires"] = parallel_vwires(bed, near, nsc, nse, args)
         near.cli("close", conn["id"])
         # the same host: an endpoint next to the client, both served by one daemon
         local_nse = bed.netns("nse-local")
@@ -265,7 +289,8 @@ def print_table(results: dict) -> None:
             ("UDP 64 B kpps", lambda r: round(r["udp64_pps"] / 1000, 1)),
             ("RTT p50 us", lambda r: r["rtt"]["p50_us"]),
             ("RTT p99 us", lambda r: r["rtt"]["p99_us"]),
-            ("CPU s/GB (1 stream)", lambda r: r["tcp1"]["cpu_s_per_gb"] or "-"))
+            ("CPU s/GB (1 stream)", lambda r: r["tcp1"]["cpu_s_per_gb"] or "-"),
+            ("2 vWires TCP Gbit/s", lambda r: r.get("tcp_2_vwires", {}).get("gbps", "-")))
     for label, get in rows:
         print(f"{label:<22}" + "".join(f"{get(results[k])!s:>12}" for k, _ in columns))
     print("ratios: " + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))

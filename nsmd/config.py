@@ -26,7 +26,8 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     api_socket: str = DEFAULT_API_SOCKET
     listen: str = ""            # HOST:PORT of the mTLS peer listener ("" = none)
-    tunnel_port: int = 51820    # UDP port of the encrypted tunnels (on the listen address)
+    tunnel_port: int = 51820    # first UDP port of the tunnels (one per engine, on the listen IP)
+    engines: int = 0            # packet engine threads; 0 = one per CPU
     registry: str = ""          # https://HOST:PORT of another daemon; "" = our own SQLite
     identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer) ...
     spiffe_socket: str = ""     # ... or a SPIFFE Workload API: unix:///path
@@ -47,8 +48,10 @@ class Config:
                                       getattr(self, key))
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValidationError("log-level", "debug, info, warning or error", self.log_level)
-        if not 0 < self.tunnel_port < 65536:
-            raise ValidationError("tunnel-port", "a UDP port (1-65535)", self.tunnel_port)
+        if not 0 < self.tunnel_port < 65536 - 64:
+            raise ValidationError("tunnel-port", "a UDP port (1-65471)", self.tunnel_port)
+        if not 0 <= self.engines <= 64:
+            raise ValidationError("engines", "0 (one per CPU) to 64", self.engines)
         if self.token_lifetime_s < 1 or self.nse_expiry_s < 1:
             raise ValidationError("token-lifetime-s/nse-expiry-s", "at least 1 second")
         if not 576 <= self.local_mtu <= 65535:

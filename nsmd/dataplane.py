@@ -1,11 +1,13 @@
 """The bridge to the fast path: the only control-path module that imports nsmd.fastpath.
 
-Owns the packet engine, the host's tunnel socket and the TUN devices of every vWire.
+Owns the packet engines, the host's tunnel sockets and the TUN devices of every vWire.
 A local vWire is two TUN devices, one in the client's namespace and one in the
-endpoint's, joined in the engine; a tunnel vWire is one TUN device joined to the peer host
-through the UDP socket. Devices are persistent and each wire is recorded in the state
-database, so a restarted daemon re-attaches to them (restore) and removes those nobody
-claims (sweep). Tunnel keys are never stored: a restored tunnel is keyed again.
+endpoint's, joined in an engine; a tunnel vWire is one TUN device joined to the peer host
+through a UDP socket. There is one engine (one native thread) per core, each with its own
+tunnel socket (tunnel_port + k): a vWire lives on one engine, so its packets stay in
+order, and vWires spread over the cores. Devices are persistent and each wire is
+recorded in the state database, so a restarted daemon re-attaches to them (restore) and
+removes those nobody claims (sweep). Tunnel keys are never stored: a restored tunnel is keyed again.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Wire:
     mtu: int
     peer: tuple[str, int] | None = None
     handle: int = 0
+    engine: int = 0                 # index of the engine (thread, tunnel socket) it lives on
     fds: tuple[int, int] = (-1, -1)
     created: float = dataclasses.field(default_factory=time.monotonic)
     offload: bool = False           # vnet headers + TSO on the devices
@@ -65,33 +68,58 @@ class Wire:
 
 
 class Dataplane:
-    def __init__(self, db: StateDB):
+    def __init__(self, db: StateDB, engines: int = 0):
         self.db = db
-        self.engine = Engine()
+        self.engines = [Engine() for _ in range(engines or os.cpu_count() or 1)]
         self.wires: dict[str, Wire] = {}
-        self.udp: socket.socket | None = None
+        self.udp: list[socket.socket] = []
+        self._load = [0] * len(self.engines)   # wires per engine
 
     def start(self) -> None:
-        self.engine.start()
+        for engine in self.engines:
+            engine.start()
+
+    @property
+    def running(self) -> bool:
+        return all(engine.is_running for engine in self.engines)
+
+    @property
+    def has_tunnels(self) -> bool:
+        return bool(self.udp)
 
     def open_udp(self, host: str, port: int) -> tuple[str, int]:
-        """Binds the host's tunnel socket; returns the address peers send to."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
-            with contextlib.suppress(OSError):  # needs CAP_NET_ADMIN; fine without
-                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            sock.close()
-            raise DataplaneError(f"cannot bind the tunnel socket to {host}:{port}: "
-                                 f"{err.strerror}") from None
-        self.engine.set_udp_socket(sock.fileno())
-        self.udp = sock
-        return sock.getsockname()[:2]
+        """Binds one tunnel socket per engine (port, port + 1, ...); returns the first."""
+        for k, engine in enumerate(self.engines):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+                with contextlib.suppress(OSError):  # needs CAP_NET_ADMIN; fine without
+                    sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+            try:
+                sock.bind((host, port + k if port else 0))
+            except OSError as err:
+                sock.close()
+                raise DataplaneError(f"cannot bind tunnel socket {k} to {host}:{port + k}: "
+                                     f"{err.strerror}") from None
+            engine.set_udp_socket(sock.fileno())
+            self.udp.append(sock)
+        return self.udp[0].getsockname()[:2]
+
+    def tunnel_address(self, wire: Wire) -> tuple[str, int]:
+        """Where the peer must send this wire's datagrams (its engine's socket)."""
+        if not self.udp:
+            raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
+        return self.udp[wire.engine].getsockname()[:2]
 
     def get(self, conn_id: str) -> Wire | None:
         return self.wires.get(conn_id)
+
+    def _engine(self, wire: Wire) -> Engine:
+        return self.engines[wire.engine]
+
+    def _place(self, wire: Wire) -> Engine:
+        """Puts a new wire on the engine with the fewest wires."""
+        wire.engine = min(range(len(self.engines)), key=self._load.__getitem__)
+        return self.engines[wire.engine]
 
     # -- local wires -----------------------------------------------------------------------
 
@@ -115,7 +143,7 @@ class Dataplane:
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
                     fds=(fd_c, fd_e), offload=client.offload)
         hdr = tundev.VNET_HDR_BYTES if client.offload else 0
-        await self._start(wire, lambda: self.engine.add_wire(fd_c, fd_e, hdr))
+        await self._start(wire, lambda: self._place(wire).add_wire(fd_c, fd_e, hdr))
         log.info("vWire %s up: %s/%s <-> %s/%s", conn_id, client_ns or "-", name_c,
                  endpoint_ns or "-", name_e)
         return wire
@@ -127,7 +155,7 @@ class Dataplane:
                             keepalive_s: float) -> Wire:
         """One TUN device joined to the tunnel socket, not keyed yet (role: client|endpoint)."""
         self._check_new(conn_id)
-        if self.udp is None:
+        if not self.udp:
             raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
         fd, name = await netns.run_in(ns, tundev.create, cfg, exclusive)
         side = Side(ns, name, list(cfg.addresses))
@@ -135,13 +163,13 @@ class Dataplane:
                     side if role == "endpoint" else None, cfg.mtu, fds=(fd, -1),
                     offload=cfg.offload)
         hdr = tundev.VNET_HDR_BYTES if cfg.offload else 0
-        await self._start(wire, lambda: self.engine.add_tunnel_wire(
+        await self._start(wire, lambda: self._place(wire).add_tunnel_wire(
             fd, keepalive_s=keepalive_s, vnet_hdr=hdr))
         log.info("tunnel vWire %s: %s/%s (%s side)", conn_id, ns or "-", name, role)
         return wire
 
     def set_peer(self, wire: Wire, ip: str, port: int) -> None:
-        self.engine.set_peer(wire.handle, ip, port)
+        self._engine(wire).set_peer(wire.handle, ip, port)
         wire.peer = (ip, port)
         self.db.put("wires", wire.conn_id, wire.record())
 
@@ -155,19 +183,19 @@ class Dataplane:
         self.db.put("wires", wire.conn_id, wire.record())
 
     def next_local_index(self, wire: Wire) -> int:
-        return self.engine.next_local_index(wire.handle)
+        return self._engine(wire).next_local_index(wire.handle)
 
     def install_keys(self, wire: Wire, local_index: int, remote_index: int, send: bytes,
                      recv: bytes, confirmed: bool) -> None:
-        self.engine.install_keypair(wire.handle, local_index, remote_index, send, recv,
-                                    confirmed)
+        engine = self._engine(wire)
+        engine.install_keypair(wire.handle, local_index, remote_index, send, recv, confirmed)
         wire.keyed = True
         if confirmed:
-            self.engine.request_keepalive(wire.handle)
+            engine.request_keepalive(wire.handle)
 
     def expire_previous(self, wire: Wire) -> None:
         with contextlib.suppress(KeyError):
-            self.engine.expire_previous(wire.handle)
+            self._engine(wire).expire_previous(wire.handle)
 
     # -- common ----------------------------------------------------------------------------
 
@@ -177,7 +205,8 @@ class Dataplane:
         if wire is None:
             return False
         if wire.handle:
-            self.engine.remove_wire(wire.handle)
+            self._engine(wire).remove_wire(wire.handle)
+            self._load[wire.engine] -= 1
         self.db.delete("wires", conn_id)
         await self._remove_devices(wire)
         log.info("vWire %s removed", conn_id)
@@ -188,7 +217,7 @@ class Dataplane:
         wire = self.wires.get(conn_id)
         if wire is None or not wire.handle:
             return None
-        raw = self.engine.wire_stats(wire.handle)
+        raw = self._engine(wire).wire_stats(wire.handle)
         # a_to_b counts what fd[0] sent: the client's TUN, or the endpoint's on its host.
         forward, backward = raw["a_to_b"], raw["b_to_a"]
         dead = {"client": raw["dead"][0], "endpoint": raw["dead"][1]}
@@ -202,7 +231,11 @@ class Dataplane:
         return result
 
     def totals(self) -> dict:
-        return self.engine.totals()
+        """Counters summed over the engines (for /metrics and status)."""
+        total: dict = {}
+        for engine in self.engines:
+            _add_into(total, engine.totals())
+        return total
 
     async def restore(self) -> list[str]:
         """Re-attaches the devices of wires recorded by an earlier run; returns their ids."""
@@ -222,13 +255,14 @@ class Dataplane:
                 await self._remove_by_name(wire)
                 continue
             wire.fds = (fds[0], fds[1] if len(fds) > 1 else -1)
+            hdr = tundev.VNET_HDR_BYTES if wire.offload else 0
+            engine = self._place(wire)
             if wire.kind == "local":
-                wire.handle = self.engine.add_wire(
-                    *fds, tundev.VNET_HDR_BYTES if wire.offload else 0)
+                wire.handle = engine.add_wire(*fds, hdr)
             else:
                 ip, port = peer or ("0.0.0.0", 0)
-                wire.handle = self.engine.add_tunnel_wire(
-                    fds[0], ip, port, vnet_hdr=tundev.VNET_HDR_BYTES if wire.offload else 0)
+                wire.handle = engine.add_tunnel_wire(fds[0], ip, port, vnet_hdr=hdr)
+            self._load[wire.engine] += 1
             self.wires[conn_id] = wire
             restored.append(conn_id)
         if restored:
@@ -244,18 +278,19 @@ class Dataplane:
         return orphans
 
     async def shutdown(self) -> None:
-        """Stops the engine and lets go of the devices, which persist for the next run."""
-        self.engine.stop()
+        """Stops the engines and lets go of the devices, which persist for the next run."""
+        for engine in self.engines:
+            engine.stop()
         for wire in self.wires.values():
-            self.engine.remove_wire(wire.handle)
+            self._engine(wire).remove_wire(wire.handle)
             for fd in wire.fds:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
         self.wires.clear()
-        if self.udp is not None:
-            self.udp.close()
-            self.udp = None
+        for sock in self.udp:
+            sock.close()
+        self.udp = []
 
     def _check_new(self, conn_id: str) -> None:
         if conn_id in self.wires:
@@ -264,6 +299,7 @@ class Dataplane:
     async def _start(self, wire: Wire, add) -> None:
         try:
             wire.handle = add()
+            self._load[wire.engine] += 1
             self.db.put("wires", wire.conn_id, wire.record())
         except BaseException:
             await self._remove_devices(wire)
@@ -280,3 +316,12 @@ class Dataplane:
             if side is not None and netns.exists(side.netns):
                 with contextlib.suppress(DataplaneError):
                     await netns.run_in(side.netns, tundev.remove_by_name, side.ifname)
+
+
+def _add_into(total: dict, part: dict) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _add_into(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+

@@ -22,7 +22,7 @@ MAX_BODY_BYTES = 256 << 20  # a manifest of many thousand endpoints fits (local 
 @misc.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    ok = daemon.dataplane.engine.is_running
+    ok = daemon.dataplane.running
     return web.json_response({"ok": ok}, status=200 if ok else 503)
 
 

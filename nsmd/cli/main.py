@@ -45,7 +45,9 @@ def build_parser() -> Parser:
     run.add_argument("--listen", metavar="IP:PORT",
                      help="mTLS listener for peer daemons; tunnels use the same IP")
     run.add_argument("--tunnel-port", type=int, metavar="PORT",
-                     help="UDP port of the tunnels (default 51820)")
+                     help="first UDP port of the tunnels, one per engine (default 51820)")
+    run.add_argument("--engines", type=int, metavar="N",
+                     help="packet engine threads (default: one per CPU)")
     run.add_argument("--registry", metavar="URL",
                      help="https://IP:PORT: use another daemon's registry instead of our own")
     run.add_argument("--identity-dir", metavar="DIR",
@@ -141,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nsmd.daemon import run
 
     cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
-                                         "tunnel_port", "registry", "identity_dir",
+                                         "tunnel_port", "engines", "registry", "identity_dir",
                                          "spiffe_socket", "log_level")}
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),

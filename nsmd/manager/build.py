@@ -70,9 +70,7 @@ class Manager:
             UpdatePath(lambda conn: conn.network_service_endpoint_name),
             UpdateToken(clock, token_lifetime_s),
             self.ipam,
-            VWire(dataplane, hosting, local_mtu, tunnel_mtu, keepalive_s,
-                  tunnel_address=lambda: dataplane.udp.getsockname()[:2] if dataplane.udp
-                  else None),
+            VWire(dataplane, hosting, local_mtu, tunnel_mtu, keepalive_s),
         )
         self.server = Chain(
             UpdatePath(name),

@@ -46,8 +46,7 @@ class RemoteConnect:
 
     def _client(self) -> PeerClient:
         client = self.peer()
-        address = self.dataplane.udp.getsockname() if self.dataplane.udp else None
-        if client is None or address is None:
+        if client is None or not self.dataplane.has_tunnels:
             raise SelectionError("the endpoint is on another host, and this daemon has no "
                                  "identity and tunnel socket to reach it (--listen, "
                                  "--identity-dir)")
@@ -85,7 +84,7 @@ class RemoteConnect:
             offer = {k: wire.agreed[k] for k in mechanisms.OFFER_KEYS}
         else:
             mine = Ephemeral()
-            host, port = self.dataplane.udp.getsockname()[:2]
+            host, port = self.dataplane.tunnel_address(wire)
             offer = {"src_ip": host, "src_port": str(port), "src_public_key": mine.public_b64,
                      "src_index": str(self.dataplane.next_local_index(wire)),
                      "key_context": conn.id}

@@ -10,8 +10,6 @@ restarted) keys it again. The returned mechanism describes what was built.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from nsmd.dataplane import Dataplane
 from nsmd.errors import DataplaneError
 from nsmd.hosting import Hosting
@@ -28,14 +26,12 @@ DEFAULT_LOCAL_MTU = 1500
 
 class VWire(Element):
     def __init__(self, dataplane: Dataplane, hosting: Hosting, local_mtu: int = DEFAULT_LOCAL_MTU,
-                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0,
-                 tunnel_address: Callable[[], tuple[str, int] | None] = lambda: None):
+                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0):
         self.dataplane = dataplane
         self.hosting = hosting
         self.local_mtu = local_mtu
         self.tunnel_mtu = tunnel_mtu
         self.keepalive_s = keepalive_s
-        self.tunnel_address = tunnel_address
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
@@ -88,8 +84,7 @@ class VWire(Element):
 
     async def _tunnel(self, conn: Connection, spec: EndpointSpec, mech: Mechanism) -> bool:
         offer = mechanisms.check_tunnel_params(dict(mech.parameters), mechanisms.OFFER_KEYS)
-        address = self.tunnel_address()
-        if address is None:
+        if not self.dataplane.has_tunnels:
             raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
         ipc = conn.context.ip_context
         mtu = min(spec.mtu or self.tunnel_mtu, self.tunnel_mtu)
@@ -114,6 +109,7 @@ class VWire(Element):
             self.dataplane.install_keys(wire, index, int(offer["src_index"]),
                                         send=keys.responder_to_initiator,
                                         recv=keys.initiator_to_responder, confirmed=True)
+            address = self.dataplane.tunnel_address(wire)
             wire.agreed = {**{k: offer[k] for k in mechanisms.OFFER_KEYS},
                            "dst_ip": address[0], "dst_port": str(address[1]),
                            "dst_public_key": mine.public_b64, "dst_index": str(index)}

@@ -34,7 +34,7 @@ def two_hosts(netns, daemon, tmp_path):
     (n1, ip1), (n2, ip2) = nodes.items()
     ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/n1",
                                                f"spiffe://{DOMAIN}/node/n2"])
-    env = {"NSMD_KEEPALIVE_S": "0.5"}
+    env = {"NSMD_KEEPALIVE_S": "0.5", "NSMD_ENGINES": "2"}
     registry = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
                                  ids[f"spiffe://{DOMAIN}/node/n1"]), env)
     far = daemon("n2", n2, ("--listen", f"{ip2}:7000", "--registry", f"https://{ip1}:7000",
@@ -94,8 +94,9 @@ def test_the_underlay_carries_only_tunnel_and_tls(two_hosts):
     packets = list(_pcap_packets(raw))
     assert packets, "nothing captured"
     kinds = {_kind(p) for p in packets}
-    assert kinds <= {"udp:51820", "tcp:7000"}, kinds
-    assert "udp:51820" in kinds and "tcp:7000" in kinds
+    tunnel = {f"udp:{port}" for port in range(51820, 51830)}
+    assert kinds <= tunnel | {"tcp:7000"}, kinds
+    assert kinds & tunnel and "tcp:7000" in kinds
     assert MARKER not in raw
 
 
@@ -115,7 +116,7 @@ def _kind(frame: bytes) -> str:
     proto, ihl = ip[9], (ip[0] & 0x0F) * 4
     sport, dport = struct.unpack("!HH", ip[ihl:ihl + 4])
     name = {6: "tcp", 17: "udp"}.get(proto, f"proto{proto}")
-    known = {7000, 51820} & {sport, dport}
+    known = ({7000} | set(range(51820, 51830))) & {sport, dport}
     return f"{name}:{known.pop() if known else min(sport, dport)}"
 
 
@@ -126,14 +127,15 @@ def test_replayed_and_tampered_datagrams_are_dropped_and_counted(two_hosts):
     conn = near.cli_json("connect", "remote-svc", "--netns", nsc_ns)
     target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
     capture = subprocess.Popen(["ip", "netns", "exec", n2, "tcpdump", "-i", "eth0", "-U",
-                                "-c", "3", "-w", "-", "-s", "0", "udp dst port 51820 and "
-                                "greater 100"], stdout=subprocess.PIPE,
+                                "-c", "3", "-w", "-", "-s", "0", "udp dst portrange 51820-51829 "
+                                "and greater 100"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     ping(nsc_ns, target, 3)
     raw = capture.communicate(timeout=10)[0]
     frame = next(_pcap_packets(raw))
     ihl = (frame[14] & 0x0F) * 4
+    port = struct.unpack("!H", frame[14 + ihl + 2:14 + ihl + 4])[0]  # the wire's engine
     datagram = frame[14 + ihl + 8:]
     before_replay = metric(far, "nsmd_drops_total", '{reason="replay"}')
     before_tag = metric(far, "nsmd_drops_total", '{reason="bad_tag"}')
@@ -144,8 +146,8 @@ def test_replayed_and_tampered_datagrams_are_dropped_and_counted(two_hosts):
     tampered[8:16] = (counter + 1000).to_bytes(8, "little")
     tampered[-20] ^= 0x40
     sender = (f"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-              f"s.sendto(bytes.fromhex('{datagram.hex()}'),('{ip2}',51820));"
-              f"s.sendto(bytes.fromhex('{bytes(tampered).hex()}'),('{ip2}',51820))")
+              f"s.sendto(bytes.fromhex('{datagram.hex()}'),('{ip2}',{port}));"
+              f"s.sendto(bytes.fromhex('{bytes(tampered).hex()}'),('{ip2}',{port}))")
     sh(sys.executable, "-c", sender, netns=n1)
     wait_until(lambda: metric(far, "nsmd_drops_total", '{reason="replay"}') == before_replay + 1)
     wait_until(lambda: metric(far, "nsmd_drops_total", '{reason="bad_tag"}') == before_tag + 1)
@@ -254,3 +256,13 @@ def test_a_restarted_endpoint_host_heals_without_leaks(two_hosts):
     assert len(far.cli_json("get", "connections")) == 1
     links = sh("ip", "-o", "link", netns=nse_ns).stdout
     assert links.count("nsm") == 1, links
+
+
+def test_vwires_spread_over_the_engines(two_hosts, netns):
+    near, far, nse_ns, nsc_ns, _ = two_hosts
+    other_ns = netns("nsc2")
+    conns = [near.cli_json("connect", "remote-svc", "--netns", ns) for ns in (nsc_ns, other_ns)]
+    ports = {c["mechanism"]["parameters"]["dst_port"] for c in far.cli_json("get", "connections")}
+    assert len(ports) == 2  # one tunnel socket (and thread) per engine
+    for conn, ns in zip(conns, (nsc_ns, other_ns), strict=True):
+        assert ping(ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]), 2).returncode == 0
