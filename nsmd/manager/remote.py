@@ -70,14 +70,15 @@ class RemoteConnect:
                                                       exclusive, self.keepalive_s)
             created = True
         try:
-            return await self._negotiate(client, url, request, wire, client_ns)
+            return await self._negotiate(client, url, request, wire, client_ns,
+                                         may_reoffer=False)
         except BaseException:
             if created:
                 await self.dataplane.disconnect(conn.id)
             raise
 
     async def _negotiate(self, client: PeerClient, url: str, request: NetworkServiceRequest,
-                         wire: Wire, client_ns: str) -> Connection:
+                         wire: Wire, client_ns: str, may_reoffer: bool = True) -> Connection:
         conn = request.connection
         mine: Ephemeral | None = None
         if wire.keyed:
@@ -99,6 +100,14 @@ class RemoteConnect:
             raise SelectionError(f"peer {url} answered without a tunnel mechanism")
         params = mechanisms.check_tunnel_params(dict(answer.mechanism.parameters),
                                                 mechanisms.ANSWER_KEYS)
+        if mine is None and may_reoffer and any(
+                params[k] != wire.agreed.get(k) for k in mechanisms.ANSWER_KEYS):
+            # The far side keyed the tunnel anew (its daemon restarted and forgot ours):
+            # we no longer hold the private half of our offer, so offer again.
+            log.info("peer %s re-keyed vWire %s; making a fresh offer", url, conn.id)
+            wire.keyed = False
+            return await self._negotiate(client, url, request, wire, client_ns,
+                                         may_reoffer=False)
         if mine is not None:
             keys = mine.derive(params["dst_public_key"], mine.public,
                                decode_public(params["dst_public_key"]), offer["key_context"])
