@@ -148,6 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("pyroute2", "aiohttp.access", "asyncio"):  # their debug is not ours
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     uvloop.run(run(cfg))
     return 0
 

@@ -70,8 +70,7 @@ class RemoteConnect:
                                                       exclusive, self.keepalive_s)
             created = True
         try:
-            return await self._negotiate(client, url, request, wire, client_ns,
-                                         may_reoffer=False)
+            return await self._negotiate(client, url, request, wire, client_ns)
         except BaseException:
             if created:
                 await self.dataplane.disconnect(conn.id)

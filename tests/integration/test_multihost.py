@@ -266,3 +266,29 @@ def test_vwires_spread_over_the_engines(two_hosts, netns):
     assert len(ports) == 2  # one tunnel socket (and thread) per engine
     for conn, ns in zip(conns, (nsc_ns, other_ns), strict=True):
         assert ping(ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]), 2).returncode == 0
+
+
+def test_a_refresh_after_the_far_daemon_restarted_rekeys_in_place(netns, daemon, tmp_path):
+    nodes = underlay(netns, ["n1", "n2"])
+    (n1, ip1), (n2, ip2) = nodes.items()
+    ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/a",
+                                               f"spiffe://{DOMAIN}/node/b"])
+    # refresh every 2 s; a silent tunnel only counts as dead after 20 s
+    env = {"NSMD_TOKEN_LIFETIME_S": "6", "NSMD_KEEPALIVE_S": "5"}
+    near = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
+                             ids[f"spiffe://{DOMAIN}/node/a"]), env)
+    far = daemon("n2", n2, ("--listen", f"{ip2}:7000", "--registry", f"https://{ip1}:7000",
+                            "--identity-dir", ids[f"spiffe://{DOMAIN}/node/b"]), env)
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    far.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+            endpoint_manifest("e", "svc", nse_ns, "100.64.62.0/24"))
+    wait_until(lambda: near.cli_json("get", "endpoints"))
+    conn = near.cli_json("connect", "svc", "--netns", nsc_ns)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(nsc_ns, target, 1).returncode == 0
+    far.stop()
+    far.start()
+    started = time.monotonic()
+    wait_until(lambda: ping(nsc_ns, target, 1).returncode == 0, timeout=15, interval=0.3)
+    assert time.monotonic() - started < 10  # the refresh did it, not the 20 s liveness
+    assert "making a fresh offer" in near.log()
