@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 import tomllib
+from collections.abc import Mapping
 from typing import Any
 
 from nsmd.errors import ValidationError
@@ -98,18 +99,18 @@ def listen_address(value: str) -> tuple[str, int]:
 
 
 def load(cli: dict[str, Any], config_file: str | None = None,
-         environ: dict[str, str] | None = None) -> Config:
+         environ: Mapping[str, str] | None = None) -> Config:
     """Merges the sources; `cli` holds only the options given on the command line."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     fields = {f.name: f for f in dataclasses.fields(Config)}
     values: dict[str, Any] = {}
-    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
     if path:
         values.update(_from_toml(path, fields))
-    if environ.get("SPIFFE_ENDPOINT_SOCKET"):  # the SPIFFE standard variable
-        values["spiffe_socket"] = environ["SPIFFE_ENDPOINT_SOCKET"]
+    if env.get("SPIFFE_ENDPOINT_SOCKET"):  # the SPIFFE standard variable
+        values["spiffe_socket"] = env["SPIFFE_ENDPOINT_SOCKET"]
     for name, f in fields.items():
-        raw = environ.get(ENV_PREFIX + name.upper())
+        raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None:
             values[name] = _coerce(f, raw, ENV_PREFIX + name.upper())
     values.update({k: v for k, v in cli.items() if v is not None and k in fields})

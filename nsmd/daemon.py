@@ -16,6 +16,8 @@ import resource
 import socket
 import time
 
+from aiohttp import web
+
 from nsmd import netns
 from nsmd.api.app import build_app, serve_peers, serve_unix
 from nsmd.clock import Clock, SystemClock
@@ -51,8 +53,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self._lock_fd = -1
-        self._runner = None
-        self._peer_runner = None
+        self._runner: web.AppRunner | None = None
+        self._peer_runner: web.AppRunner | None = None
         self.peer: PeerClient | None = None
         self.svid: Svid | None = None
         self.workload: WorkloadIdentity | None = None
@@ -213,6 +215,7 @@ class Daemon:
 
     def _rotated(self, svid: Svid) -> None:
         """A new SVID: new handshakes use it; live sessions and vWires are untouched."""
+        assert self.svid is not None
         if svid.spiffe_id != self.svid.spiffe_id:
             log.error("the Workload API changed our SPIFFE ID (%s -> %s); keeping the old SVID",
                       self.svid.spiffe_id, svid.spiffe_id)

@@ -56,6 +56,16 @@ class Wire:
     agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
 
     @property
+    def client_side(self) -> Side:
+        assert self.client is not None, "not a wire with the client on this host"
+        return self.client
+
+    @property
+    def endpoint_side(self) -> Side:
+        assert self.endpoint is not None, "not a wire with the endpoint on this host"
+        return self.endpoint
+
+    @property
     def local_side(self) -> Side:
         side = self.client or self.endpoint
         assert side is not None
@@ -132,13 +142,13 @@ class Dataplane:
         made = await asyncio.gather(
             netns.run_in(client_ns, tundev.create, client, client_exclusive),
             netns.run_in(endpoint_ns, tundev.create, endpoint, False), return_exceptions=True)
+        created = [r for r in made if not isinstance(r, BaseException)]
         failed = [r for r in made if isinstance(r, BaseException)]
         if failed:
-            for result in made:
-                if not isinstance(result, BaseException):
-                    await asyncio.to_thread(tundev.remove, result[0])
+            for fd, _ in created:
+                await asyncio.to_thread(tundev.remove, fd)
             raise failed[0]
-        (fd_c, name_c), (fd_e, name_e) = made
+        (fd_c, name_c), (fd_e, name_e) = created
         wire = Wire(conn_id, "local", Side(client_ns, name_c, list(client.addresses)),
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
                     fds=(fd_c, fd_e), offload=client.offload)

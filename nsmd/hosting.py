@@ -15,7 +15,7 @@ from nsmd.clock import Clock
 from nsmd.errors import DataplaneError, NsmdError
 from nsmd.model import NetworkServiceEndpoint, from_wire, to_wire
 from nsmd.model.endpoint_spec import EndpointSpec
-from nsmd.registry import Registry
+from nsmd.registry import RegistryView
 from nsmd.state import StateDB
 from nsmd.timers import TimerSet
 
@@ -25,7 +25,7 @@ log = logging.getLogger("nsmd.hosting")
 
 
 class Hosting:
-    def __init__(self, db: StateDB, registry: Registry, clock: Clock, url: str):
+    def __init__(self, db: StateDB, registry: RegistryView, clock: Clock, url: str):
         self.db = db
         self.registry = registry
         self.clock = clock

@@ -10,7 +10,7 @@ _ERROR = {"description": "Bad input or failure", "content": {"application/json":
 
 def _op(summary: str, ok: str = "OK", params: tuple = (), body: str | None = None,
         stream: bool = False) -> dict:
-    content = ({"application/x-ndjson": {}} if stream else {"application/json": {}})
+    content: dict = {"application/x-ndjson": {}} if stream else {"application/json": {}}
     op: dict = {"summary": summary,
                 "responses": {"200": {"description": ok, "content": content},
                               "4XX": _ERROR, "5XX": _ERROR}}

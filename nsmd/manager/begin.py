@@ -90,15 +90,15 @@ class Begin(Element):
     async def _request_locked(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn_id = request.connection.id
         old = self._entries.get(conn_id)
-        reselect = old is not None and request.connection.state == State.RESELECT_REQUESTED
-        if reselect:
+        reselect = old if request.connection.state == State.RESELECT_REQUESTED else None
+        if reselect is not None:
             with contextlib.suppress(Exception):  # the old endpoint may be dead already
-                await old.nxt.close(old.conn.clone())
+                await reselect.nxt.close(reselect.conn.clone())
         try:
             conn = await nxt.request(request)
         except BaseException:
-            if reselect:  # keep the entry (DOWN): the caller may retry or close it
-                old.conn.state = State.DOWN
+            if reselect is not None:  # keep the entry (DOWN): the caller may retry or close
+                reselect.conn.state = State.DOWN
             raise
         conn.state = State.UP
         self._entries[conn_id] = _Entry(conn.clone(), request.mechanism_preferences, nxt)

@@ -17,14 +17,14 @@ from nsmd.clock import Clock
 from nsmd.errors import NotFound, NsmdError, SelectionError, ValidationError
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, NetworkServiceRequest
-from nsmd.registry import Registry
+from nsmd.registry import RegistryView
 from nsmd.selection import candidates
 
 log = logging.getLogger("nsmd.manager.discover")
 
 
 class Discover(Element):
-    def __init__(self, registry: Registry, clock: Clock):
+    def __init__(self, registry: RegistryView, clock: Clock):
         self.registry = registry
         self.clock = clock
         self._next_index: dict[str, int] = defaultdict(int)

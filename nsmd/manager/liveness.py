@@ -12,6 +12,7 @@ withdrawn from the registry until the namespace is back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from nsmd import netns
@@ -54,9 +55,12 @@ class Liveness:
             task = asyncio.ensure_future(self._close(conn, client_dead=verdict.startswith(
                 "client")))
             self._closing[conn.id] = task
-            task.add_done_callback(lambda _t, cid=conn.id: self._closing.pop(cid, None))
+            task.add_done_callback(functools.partial(self._closed, conn.id))
             found.append(conn.id)
         return found
+
+    def _closed(self, conn_id: str, _task: asyncio.Task) -> None:
+        self._closing.pop(conn_id, None)
 
     async def settle(self) -> None:
         """Waits for the closes started so far (tests)."""

@@ -117,12 +117,13 @@ class RemoteConnect:
             wire.agreed = {**offer, **{k: params[k] for k in mechanisms.ANSWER_KEYS}}
         ipc = answer.context.ip_context
         mtu = answer.context.mtu or self.tunnel_mtu
-        cfg = InterfaceConfig(wire.client.ifname, list(ipc.src_ip_addrs),
+        side = wire.client_side
+        cfg = InterfaceConfig(side.ifname, list(ipc.src_ip_addrs),
                               [r.prefix for r in ipc.src_routes], mtu, offload=True)
-        if wire.client.addresses != cfg.addresses or wire.mtu != mtu:
+        if side.addresses != cfg.addresses or wire.mtu != mtu:
             await self.dataplane.configure(wire, cfg)
         answer.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
-            "name": wire.client.ifname, "netns": client_ns, "remote": url})
+            "name": side.ifname, "netns": client_ns, "remote": url})
         return answer
 
     async def close(self, conn: Connection) -> None:

@@ -66,9 +66,9 @@ class VWire(Element):
         wire = self.dataplane.get(conn.id)
         created = False
         if wire is not None and (wire.kind != "local"
-                                 or wire.client.addresses != client_cfg.addresses
-                                 or wire.endpoint.addresses != endpoint_cfg.addresses
-                                 or wire.client.netns != client_ns):
+                                 or wire.client_side.addresses != client_cfg.addresses
+                                 or wire.endpoint_side.addresses != endpoint_cfg.addresses
+                                 or wire.client_side.netns != client_ns):
             await self.dataplane.disconnect(conn.id)
             wire = None
         if wire is None:
@@ -77,8 +77,8 @@ class VWire(Element):
                                                       spec.netns, endpoint_cfg)
             created = True
         conn.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
-            "name": wire.client.ifname, "netns": client_ns,
-            "endpoint_name": wire.endpoint.ifname, "endpoint_netns": spec.netns})
+            "name": wire.client_side.ifname, "netns": client_ns,
+            "endpoint_name": wire.endpoint_side.ifname, "endpoint_netns": spec.netns})
         conn.context.mtu = mtu
         return created
 

@@ -82,7 +82,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return None if value is None else _convert(inner[0], value, path)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_wire(hint, value, path)
     if origin is list:
         if value is None:
@@ -125,8 +125,8 @@ def copy_model(obj: Any) -> Any:
         return [copy_model(v) for v in obj]
     if type(obj) is dict:
         return {k: copy_model(v) for k, v in obj.items()}
-    cls = type(obj)
-    new = cls.__new__(cls)
+    cls: Any = type(obj)
+    new = object.__new__(cls)
     for name in _field_names(cls):
         object.__setattr__(new, name, copy_model(getattr(obj, name)))
     return new

@@ -29,7 +29,8 @@ routes = web.RouteTableDef()
 
 
 def caller(request: web.Request) -> str:
-    return str(peer_spiffe_id(request.transport.get_extra_info("ssl_object")))
+    transport = request.transport
+    return str(peer_spiffe_id(transport.get_extra_info("ssl_object") if transport else None))
 
 
 routes.get("/v1/services")(local_registry.find_services)

@@ -60,6 +60,29 @@ class RegistryView:
     def watch_endpoints(self, query: EndpointQuery = ANY_ENDPOINT) -> Watch:
         return self.endpoint_watchers.open(query.matches, self.find_endpoints(query))
 
+    # -- writes: the local registry persists them, a remote one forwards them ---------------
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def register_service(self, ns: NetworkService, owner: str | None = None,
+                               ) -> NetworkService:
+        raise NotImplementedError
+
+    async def unregister_service(self, name: str, owner: str | None = None) -> NetworkService:
+        raise NotImplementedError
+
+    async def register_endpoint(self, nse: NetworkServiceEndpoint, owner: str | None = None,
+                                ) -> NetworkServiceEndpoint:
+        raise NotImplementedError
+
+    async def unregister_endpoint(self, name: str, owner: str | None = None,
+                                  ) -> NetworkServiceEndpoint:
+        raise NotImplementedError
+
     # -- in-memory changes (callers persist or forward first) -------------------------------
 
     def _put_service(self, ns: NetworkService) -> None:
