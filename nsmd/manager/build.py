@@ -63,7 +63,7 @@ class Manager:
         self.peer = peer
         self.callers: dict[str, str] = {}  # our segment id -> SPIFFE ID of the peer daemon
         self.server_begin = Begin()
-        self.monitor = Monitor()
+        self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
         endpoint = Chain(

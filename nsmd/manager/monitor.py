@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, ConnectionEvent, NetworkServiceRequest, PathSegment, State
 from nsmd.model.codec import field
@@ -54,7 +55,7 @@ class Subscription:
         self.selector = selector
         self._monitor = monitor
         self.queue: asyncio.Queue[ConnectionEvent | None] = asyncio.Queue(SUBSCRIBER_QUEUE_MAX)
-        initial = {c.id: c.clone() for c in monitor.connections.values() if selector.matches(c)}
+        initial = {c.id: c.clone() for c in monitor.begin.peek() if selector.matches(c)}
         self.queue.put_nowait(ConnectionEvent(type="INITIAL_STATE_TRANSFER", connections=initial))
 
     def offer(self, event_type: str, conn: Connection) -> None:
@@ -81,8 +82,11 @@ class Subscription:
 
 
 class Monitor(Element):
-    def __init__(self) -> None:
-        self.connections: dict[str, Connection] = {}
+    """Placed after `begin`, whose memory of the connections it reads for the initial
+    state (one copy of each connection per hop, not two)."""
+
+    def __init__(self, begin: Begin) -> None:
+        self.begin = begin
         self.subscribers: set[Subscription] = set()
 
     def subscribe(self, selector: MonitorScopeSelector) -> Subscription:
@@ -94,24 +98,19 @@ class Monitor(Element):
         try:
             conn = await nxt.request(request)
         except Exception:
-            known = self.connections.get(request.connection.id)
+            known = self.begin.get(request.connection.id)
             if known is not None:
-                down = known.clone()
-                down.state = State.DOWN
-                self.connections[down.id] = down
-                self._publish("UPDATE", down)
+                known.state = State.DOWN
+                self._publish("UPDATE", known)
             raise
-        snapshot = conn.clone()
-        self.connections[conn.id] = snapshot
-        self._publish("UPDATE", snapshot)
+        self._publish("UPDATE", conn.clone())
         return conn
 
     async def close(self, conn: Connection, nxt: Next) -> None:
         try:
             await nxt.close(conn)
         finally:
-            known = self.connections.pop(conn.id, None)
-            self._publish("DELETE", known or conn.clone())
+            self._publish("DELETE", conn.clone())
 
     def _publish(self, event_type: str, snapshot: Connection) -> None:
         """Subscribers share `snapshot`: it is never modified after this."""

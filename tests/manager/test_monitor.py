@@ -16,8 +16,9 @@ async def next_event(sub):
 
 
 async def test_initial_state_then_updates_then_delete(make_request):
-    monitor = Monitor()
-    chain = Chain(UpdatePath("mgr"), Begin(), monitor)
+    begin = Begin()
+    monitor = Monitor(begin)
+    chain = Chain(UpdatePath("mgr"), begin, monitor)
     await chain.request(make_request("c1", service="a"))
     sub = monitor.subscribe(MonitorScopeSelector())
     initial = await next_event(sub)
@@ -44,8 +45,9 @@ async def test_initial_state_then_updates_then_delete(make_request):
      set()),
 ])
 async def test_selectors_filter_like_nsm(make_request, selector, expected):
-    monitor = Monitor()
-    chain = Chain(UpdatePath("mgr"), Begin(), monitor)
+    begin = Begin()
+    monitor = Monitor(begin)
+    chain = Chain(UpdatePath("mgr"), begin, monitor)
     await chain.request(make_request("c1", service="a"))
     await chain.request(make_request("c2", service="b"))
     sub = monitor.subscribe(selector)
@@ -54,8 +56,9 @@ async def test_selectors_filter_like_nsm(make_request, selector, expected):
 
 
 async def test_a_failed_refresh_reports_the_connection_down(make_request):
-    monitor = Monitor()
-    chain = Chain(UpdatePath("mgr"), Begin(), monitor, InjectError(fail_requests={1}))
+    begin = Begin()
+    monitor = Monitor(begin)
+    chain = Chain(UpdatePath("mgr"), begin, monitor, InjectError(fail_requests={1}))
     conn = await chain.request(make_request("c1"))
     sub = monitor.subscribe(MonitorScopeSelector())
     await next_event(sub)

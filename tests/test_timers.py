@@ -1,0 +1,45 @@
+import asyncio
+
+from nsmd.testing.fake_clock import FakeClock
+from nsmd.timers import TimerSet
+
+
+async def test_keys_fire_once_in_deadline_order_and_rearming_moves_them():
+    clock = FakeClock(start=0.0)
+    fired: list[tuple[float, str]] = []
+
+    async def action(key: str) -> None:
+        fired.append((clock.time(), key))
+
+    timers = TimerSet(clock, action)
+    timers.arm("a", 10)
+    timers.arm("b", 5)
+    timers.arm("c", 7)
+    timers.arm("a", 3)      # moved earlier
+    timers.disarm("c")
+    await clock.run(20)
+    assert fired == [(3, "a"), (5, "b")]
+    assert timers.armed() == {}
+    timers.arm("d", 30)
+    timers.arm("d", 40)     # moved later: only one firing, at 40
+    await clock.run(30)
+    assert fired[-1] == (40, "d") and len(fired) == 3
+    assert len(clock.pending()) == 0  # no clock timer left behind
+
+
+async def test_stop_cancels_timers_and_running_actions():
+    clock = FakeClock(start=0.0)
+    started = asyncio.Event()
+
+    async def slow(key: str) -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    timers = TimerSet(clock, slow)
+    timers.arm("x", 1)
+    timers.arm("y", 100)
+    clock.advance(1)
+    await started.wait()
+    timers.stop()
+    await asyncio.sleep(0)
+    assert timers.armed() == {} and clock.pending() == []
