@@ -80,6 +80,10 @@ cdef struct EngineState:
     uint8_t *buf                # the worker's TUN packet buffer (local wires)
     Batch *rx
     Batch *tx
+    uint8_t *gso_buf            # sealed segments of one super-packet, back to back
+    uint64_t gso_cmsg[4]        # control message: UDP_SEGMENT = datagram size
+    int gso_off                 # the socket refused UDP GSO once: send datagrams singly
+    uint64_t gso_sends          # sendmsg calls that carried several datagrams
     EVP_CIPHER_CTX *cipher      # the worker's AEAD context
     double last_tick
 

@@ -21,12 +21,13 @@ the fds it is given; the caller closes them after remove_wire() returns, when th
 can no longer use them. The UDP socket is the caller's too.
 """
 
-from libc.errno cimport EAGAIN, EINTR, errno
+from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, ENOPROTOOPT, EOPNOTSUPP, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport F_GETFL, F_SETFL, O_NONBLOCK, fcntl
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.uio cimport iovec
 from posix.unistd cimport close, read, write
 
 from .aead cimport TAG_BYTES, open_in_place, seal
@@ -37,7 +38,9 @@ from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_C
 from .includes.openssl cimport EVP_CIPHER_CTX_free, EVP_CIPHER_CTX_new
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
-from .includes.sockets cimport AF_INET, MSG_DONTWAIT, MSG_TRUNC, recvmmsg, sendmmsg
+from .includes.sockets cimport (AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_SPACE,
+                                IPPROTO_UDP, MSG_DONTWAIT, MSG_TRUNC, UDP_SEGMENT, cmsghdr,
+                                msghdr, recvmmsg, sendmmsg, sendmsg)
 from .gro cimport Flow, flow_accepts, flow_build, flow_start
 from .offload cimport (GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_BYTES,
                        finish_partial_csum, le16, tcp_layout, tcp_segment_at)
@@ -56,6 +59,7 @@ DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error", "no_key", "bad_tag", "re
 UDP_DROP_NAMES = ("truncated", "oversize", "bad_type", "unknown_index")
 MAX_PAYLOAD = DATAGRAM_BUF_BYTES - OVERHEAD_BYTES
 cdef uint64_t STOP_KEY = 0xFFFFFFFFFFFFFFFF
+cdef Py_ssize_t GSO_MAX_BYTES = 65507 - 8  # UDP payload limit, with margin
 cdef uint64_t UDP_KEY = 0xFFFFFFFFFFFFFFFE
 
 
@@ -192,18 +196,86 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame, Py_ssize_t
             ip_len + tcp_len + mss > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
         s.drops[DROP_MALFORMED] += 1
         return count
+    # Datagrams queued before this super-packet go first: a tunnel keeps packet order.
+    count = flush_batch(st, w, count)
+    cdef Py_ssize_t pos = 0
+    cdef int dsize = 0, segments = 0
+    cdef uint64_t payload = 0
     while True:
-        datagram = st.tx.bufs + count * DATAGRAM_BUF_BYTES
+        datagram = st.gso_buf + pos
         seg = tcp_segment_at(pkt, plen, gso == GSO_TCPV6, ip_len, tcp_len, mss, index,
                              datagram + HEADER_BYTES)
         if seg == 0:
-            return count
+            break
         index += 1
         size = seal_into(st, &w.tunnel, datagram, seg)
         if size < 0:
             s.drops[DROP_NO_KEY] += 1
             continue
-        count = queue_datagram(st, w, count, size)
+        if dsize == 0:
+            dsize = size
+        pos += size
+        segments += 1
+        payload += seg
+        # UDP GSO wants equal sizes (only the last may be shorter) and <= 64 KiB in all.
+        if size != dsize or pos + dsize > GSO_MAX_BYTES:
+            send_gso(st, w, pos, dsize, segments, payload)
+            pos = 0
+            dsize = 0
+            segments = 0
+            payload = 0
+    if segments:
+        send_gso(st, w, pos, dsize, segments, payload)
+    return count
+
+
+cdef void send_gso(EngineState *st, Wire *w, Py_ssize_t total, int dsize, int segments,
+                   uint64_t payload) noexcept nogil:
+    """Sends `segments` sealed datagrams lying back to back in gso_buf with one sendmsg
+    (UDP_SEGMENT: the kernel cuts them apart after one pass through its stack); falls back
+    to sendmmsg if the socket cannot do UDP GSO."""
+    cdef DirStats *s = &w.dirs[0]
+    cdef msghdr msg
+    cdef iovec iov
+    cdef cmsghdr *cm
+    cdef int i, count
+    if st.udp_fd < 0:
+        s.drops[DROP_TX_ERROR] += segments
+        return
+    if segments > 1 and not st.gso_off:
+        iov.iov_base = st.gso_buf
+        iov.iov_len = total
+        memset(&msg, 0, sizeof(msg))
+        msg.msg_name = &w.tunnel.peer
+        msg.msg_namelen = sizeof(w.tunnel.peer)
+        msg.msg_iov = &iov
+        msg.msg_iovlen = 1
+        msg.msg_control = st.gso_cmsg
+        msg.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+        cm = CMSG_FIRSTHDR(&msg)
+        cm.cmsg_level = IPPROTO_UDP
+        cm.cmsg_type = UDP_SEGMENT
+        cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+        (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>dsize
+        if sendmsg(st.udp_fd, &msg, MSG_DONTWAIT) == total:
+            s.tx_packets += segments
+            s.tx_bytes += payload
+            st.gso_sends += 1
+            return
+        if errno == EIO or errno == EINVAL or errno == ENOPROTOOPT or errno == EOPNOTSUPP:
+            st.gso_off = 1  # this kernel or device cannot: stop trying
+        elif errno != EAGAIN and errno != ENOBUFS:
+            s.drops[DROP_TX_ERROR] += segments
+            return
+    # One datagram at a time, as slices of the same buffer.
+    count = 0
+    for i in range(segments):
+        st.tx.iov[count].iov_base = st.gso_buf + i * dsize
+        st.tx.iov[count].iov_len = dsize if i < segments - 1 else total - i * dsize
+        st.tx.msgs[count].msg_hdr.msg_name = &w.tunnel.peer
+        st.tx.msgs[count].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+        count += 1
+    flush_batch(st, w, count)
 
 
 cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogil:
@@ -601,6 +673,7 @@ cdef class Engine:
         free(self.st.wires)
         free(self.st.free_slots)
         free(self.st.buf)
+        free(self.st.gso_buf)
         free_batch(self.st.rx)
         free_batch(self.st.tx)
         free(self.st)
@@ -621,6 +694,9 @@ cdef class Engine:
                 raise MemoryError()
             self.st.rx = new_batch()
             self.st.tx = new_batch()
+            self.st.gso_buf = <uint8_t *>malloc(65536 + DATAGRAM_BUF_BYTES)
+            if self.st.gso_buf == NULL:
+                raise MemoryError()
             with nogil:
                 pthread_mutex_lock(&self.st.lock)
                 rc = grow_locked(self.st)
@@ -955,6 +1031,7 @@ cdef class Engine:
         result = stats_dict(&total)
         result["wires"] = live
         result["udp_drops"] = {UDP_DROP_NAMES[r]: self.st.udp_drops[r] for r in range(UDP_REASONS)}
+        result["udp_gso_sends"] = self.st.gso_sends
         return result
 
 

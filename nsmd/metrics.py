@@ -65,6 +65,8 @@ class _LiveCollector:
             drops.add_metric([reason], count)
         drops.add_metric(["read_error"], totals["read_errors"])
         yield drops
+        yield CounterMetricFamily("nsmd_udp_gso_sends", "Tunnel sends carrying several "
+                                  "datagrams (UDP GSO)", value=totals.get("udp_gso_sends", 0))
         stray = CounterMetricFamily("nsmd_udp_drops", "Tunnel datagrams that named no vWire",
                                     labels=["reason"])
         for reason, count in totals["udp_drops"].items():

@@ -23,8 +23,24 @@ cdef extern from "<sys/socket.h>" nogil:
         MSG_DONTWAIT
         MSG_TRUNC
 
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+
+    unsigned char *CMSG_DATA(cmsghdr *cmsg)
+    size_t CMSG_SPACE(size_t length)
+    size_t CMSG_LEN(size_t length)
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msgh)
+
     int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    Py_ssize_t sendmsg(int sockfd, const msghdr *msg, int flags)
+
+
+cdef extern from "<netinet/udp.h>" nogil:
+    enum:
+        UDP_SEGMENT     # UDP GSO: one send of many equal-sized datagrams (Linux >= 4.18)
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -38,3 +54,4 @@ cdef extern from "<netinet/in.h>" nogil:
 
     enum:
         AF_INET
+        IPPROTO_UDP

@@ -229,6 +229,7 @@ def test_super_packets_are_segmented_and_arrive_as_checksummed_packets():
         assert received == payload and frames <= 8
         assert a.stats()["a_to_b"]["rx_packets"] == 1 and a.stats()["a_to_b"]["tx_packets"] == 8
         assert b.stats()["b_to_a"]["tx_packets"] == 8
+        assert a.engine.totals()["udp_gso_sends"] == 1  # all eight in one UDP GSO send
         b.app.send(bytes(10) + ipv4(b"back"))  # and a plain packet the other way
         assert a.app.recv(2000) == bytes(10) + ipv4(b"back")
     finally:
