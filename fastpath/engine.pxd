@@ -17,6 +17,11 @@ cdef enum:
     # One tunnel datagram: header + payload (interface MTU <= 1500 - IP - UDP - 32) + tag.
     DATAGRAM_BUF_BYTES = 2048
     INITIAL_WIRES = 64
+    # Receive: a message may carry many coalesced datagrams (UDP GRO), so buffers are big
+    # and fewer; RX_PENDING bounds the datagrams of one receive round.
+    RX_MSGS = 32
+    RX_BUF_BYTES = 65536
+    RX_PENDING = 2048
     TICK_MS = 250               # keepalive timer resolution
 
     KIND_LOCAL = 0              # fd[0] and fd[1] are TUN devices
@@ -66,6 +71,16 @@ cdef struct Batch:
     iovec iov[64]
     sockaddr_in addrs[64]
 
+cdef struct RxBatch:
+    uint8_t *bufs               # RX_MSGS * RX_BUF_BYTES
+    mmsghdr msgs[32]
+    iovec iov[32]
+    sockaddr_in addrs[32]
+    uint64_t cmsg[256]          # 8 words of control data per message (UDP_GRO size)
+    Wire **pend_wires           # RX_PENDING decrypted datagrams waiting for their round
+    uint8_t **pend_data
+    int *pend_len
+
 cdef struct EngineState:
     pthread_mutex_t lock        # protects wires, capacity, free_slots, n_free, retired, udp_*
     Wire *wires
@@ -78,12 +93,13 @@ cdef struct EngineState:
     int epfd
     int stopfd                  # eventfd: written once to stop the worker
     uint8_t *buf                # the worker's TUN packet buffer (local wires)
-    Batch *rx
+    RxBatch *rx
     Batch *tx
     uint8_t *gso_buf            # sealed segments of one super-packet, back to back
     uint64_t gso_cmsg[4]        # control message: UDP_SEGMENT = datagram size
     int gso_off                 # the socket refused UDP GSO once: send datagrams singly
     uint64_t gso_sends          # sendmsg calls that carried several datagrams
+    uint64_t gro_receives       # received messages that carried several datagrams
     EVP_CIPHER_CTX *cipher      # the worker's AEAD context
     double last_tick
 

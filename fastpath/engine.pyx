@@ -38,9 +38,9 @@ from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_C
 from .includes.openssl cimport EVP_CIPHER_CTX_free, EVP_CIPHER_CTX_new
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
-from .includes.sockets cimport (AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_SPACE,
-                                IPPROTO_UDP, MSG_DONTWAIT, MSG_TRUNC, UDP_SEGMENT, cmsghdr,
-                                msghdr, recvmmsg, sendmmsg, sendmsg)
+from .includes.sockets cimport (AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR,
+                                CMSG_SPACE, IPPROTO_UDP, MSG_DONTWAIT, MSG_TRUNC, UDP_GRO,
+                                UDP_SEGMENT, cmsghdr, msghdr, recvmmsg, sendmmsg, sendmsg)
 from .gro cimport Flow, flow_accepts, flow_build, flow_start
 from .offload cimport (GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_BYTES,
                        finish_partial_csum, le16, tcp_layout, tcp_segment_at)
@@ -434,7 +434,7 @@ cdef void write_pending(EngineState *st, Wire **wires, uint8_t **datagrams, int 
         if w.vnet_hdr and flow_start(&flow, datagrams[i] + HEADER_BYTES, plains[i]):
             segments[0] = datagrams[i] + HEADER_BYTES
             lengths[0] = plains[i]
-            while j < count and wires[j] == w and flow_accepts(
+            while j < count and j - i < 64 and wires[j] == w and flow_accepts(
                     &flow, datagrams[j] + HEADER_BYTES, plains[j]):
                 segments[j - i] = datagrams[j] + HEADER_BYTES
                 lengths[j - i] = plains[j]
@@ -451,22 +451,48 @@ cdef void write_pending(EngineState *st, Wire **wires, uint8_t **datagrams, int 
         i = j
 
 
-cdef void pump_udp(EngineState *st, double now) noexcept nogil:
-    """Receives datagrams in batches until the socket is drained or BATCH_SIZE*4 are done."""
-    cdef Batch *b = st.rx
-    cdef int n, i, plain, ready
+cdef int gro_size(msghdr *hdr) noexcept nogil:
+    """The datagram size of a UDP GRO message (its UDP_GRO control message), or 0."""
+    cdef cmsghdr *cm = CMSG_FIRSTHDR(hdr)
+    while cm != NULL:
+        if cm.cmsg_level == IPPROTO_UDP and cm.cmsg_type == UDP_GRO:
+            return (<int *>CMSG_DATA(cm))[0]
+        cm = CMSG_NXTHDR(hdr, cm)
+    return 0
+
+
+cdef inline void take(EngineState *st, uint8_t *datagram, int length, double now,
+                      int *ready) noexcept nogil:
     cdef Wire *w
-    cdef Wire *wires[64]
-    cdef uint8_t *datagrams[64]
-    cdef int plains[64]
+    cdef RxBatch *b = st.rx
+    cdef int plain
+    if length > DATAGRAM_BUF_BYTES:
+        st.udp_drops[UDP_OVERSIZE] += 1
+        return
+    plain = open_datagram(st, datagram, length, now, &w)
+    if plain > 0 and ready[0] < RX_PENDING:
+        b.pend_wires[ready[0]] = w
+        b.pend_data[ready[0]] = datagram
+        b.pend_len[ready[0]] = plain
+        ready[0] += 1
+
+
+cdef void pump_udp(EngineState *st, double now) noexcept nogil:
+    """Receives in rounds of RX_MSGS messages until the socket is drained (at most 4
+    rounds per wake-up). A message is one datagram, or with UDP GRO many of one size."""
+    cdef RxBatch *b = st.rx
+    cdef int n, i, ready, size, length, off
+    cdef uint8_t *base
     for _ in range(4):
-        for i in range(BATCH_SIZE):
-            b.iov[i].iov_base = b.bufs + i * DATAGRAM_BUF_BYTES
-            b.iov[i].iov_len = DATAGRAM_BUF_BYTES
+        for i in range(RX_MSGS):
+            b.iov[i].iov_base = b.bufs + i * RX_BUF_BYTES
+            b.iov[i].iov_len = RX_BUF_BYTES
             b.msgs[i].msg_hdr.msg_name = &b.addrs[i]
             b.msgs[i].msg_hdr.msg_namelen = sizeof(b.addrs[i])
+            b.msgs[i].msg_hdr.msg_control = &b.cmsg[i * 8]
+            b.msgs[i].msg_hdr.msg_controllen = 8 * sizeof(uint64_t)
             b.msgs[i].msg_hdr.msg_flags = 0
-        n = recvmmsg(st.udp_fd, b.msgs, BATCH_SIZE, MSG_DONTWAIT, NULL)
+        n = recvmmsg(st.udp_fd, b.msgs, RX_MSGS, MSG_DONTWAIT, NULL)
         if n <= 0:
             return
         ready = 0
@@ -474,15 +500,20 @@ cdef void pump_udp(EngineState *st, double now) noexcept nogil:
             if b.msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
                 st.udp_drops[UDP_OVERSIZE] += 1
                 continue
-            plain = open_datagram(st, b.bufs + i * DATAGRAM_BUF_BYTES, b.msgs[i].msg_len,
-                                  now, &w)
-            if plain > 0:
-                wires[ready] = w
-                datagrams[ready] = b.bufs + i * DATAGRAM_BUF_BYTES
-                plains[ready] = plain
-                ready += 1
-        write_pending(st, wires, datagrams, plains, ready)
-        if n < BATCH_SIZE:
+            base = b.bufs + i * RX_BUF_BYTES
+            length = b.msgs[i].msg_len
+            size = gro_size(&b.msgs[i].msg_hdr)
+            if size <= 0:
+                take(st, base, length, now, &ready)
+                continue
+            st.gro_receives += 1
+            off = 0
+            while off < length:
+                take(st, base + off, size if length - off > size else length - off, now,
+                     &ready)
+                off += size
+        write_pending(st, b.pend_wires, b.pend_data, b.pend_len, ready)
+        if n < RX_MSGS:
             return
 
 
@@ -602,6 +633,32 @@ cdef int grow_locked(EngineState *st) noexcept nogil:
     return 0
 
 
+cdef RxBatch *new_rx_batch():
+    cdef RxBatch *b = <RxBatch *>calloc(1, sizeof(RxBatch))
+    if b == NULL:
+        raise MemoryError()
+    b.bufs = <uint8_t *>malloc(RX_MSGS * RX_BUF_BYTES)
+    b.pend_wires = <Wire **>malloc(RX_PENDING * sizeof(Wire *))
+    b.pend_data = <uint8_t **>malloc(RX_PENDING * sizeof(uint8_t *))
+    b.pend_len = <int *>malloc(RX_PENDING * sizeof(int))
+    if b.bufs == NULL or b.pend_wires == NULL or b.pend_data == NULL or b.pend_len == NULL:
+        free_rx_batch(b)
+        raise MemoryError()
+    for i in range(RX_MSGS):
+        b.msgs[i].msg_hdr.msg_iov = &b.iov[i]
+        b.msgs[i].msg_hdr.msg_iovlen = 1
+    return b
+
+
+cdef void free_rx_batch(RxBatch *b) noexcept:
+    if b != NULL:
+        free(b.bufs)
+        free(b.pend_wires)
+        free(b.pend_data)
+        free(b.pend_len)
+        free(b)
+
+
 cdef Batch *new_batch():
     cdef Batch *b = <Batch *>calloc(1, sizeof(Batch))
     if b == NULL:
@@ -674,7 +731,7 @@ cdef class Engine:
         free(self.st.free_slots)
         free(self.st.buf)
         free(self.st.gso_buf)
-        free_batch(self.st.rx)
+        free_rx_batch(self.st.rx)
         free_batch(self.st.tx)
         free(self.st)
         self.st = NULL
@@ -692,7 +749,7 @@ cdef class Engine:
             self.st.cipher = EVP_CIPHER_CTX_new()
             if self.st.buf == NULL or self.st.cipher == NULL:
                 raise MemoryError()
-            self.st.rx = new_batch()
+            self.st.rx = new_rx_batch()
             self.st.tx = new_batch()
             self.st.gso_buf = <uint8_t *>malloc(65536 + DATAGRAM_BUF_BYTES)
             if self.st.gso_buf == NULL:
@@ -1032,6 +1089,7 @@ cdef class Engine:
         result["wires"] = live
         result["udp_drops"] = {UDP_DROP_NAMES[r]: self.st.udp_drops[r] for r in range(UDP_REASONS)}
         result["udp_gso_sends"] = self.st.gso_sends
+        result["udp_gro_receives"] = self.st.gro_receives
         return result
 
 

@@ -26,9 +26,10 @@ from nsmd.fastpath.engine import Engine
 from nsmd.state import StateDB
 
 UDP_BUFFER_BYTES = 7 << 20  # an overflowing socket buffer is the tunnels' main loss
-# Linux socket options Python 3.11 does not name (asm-generic/socket.h).
+# Linux socket options Python 3.11 does not name (asm-generic/socket.h, linux/udp.h).
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+UDP_GRO = 104
 log = logging.getLogger("nsmd.dataplane")
 
 
@@ -104,6 +105,8 @@ class Dataplane:
             for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
                 with contextlib.suppress(OSError):  # needs CAP_NET_ADMIN; fine without
                     sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+            with contextlib.suppress(OSError):  # coalesced receives; the engine takes both
+                sock.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
             try:
                 sock.bind((host, port + k if port else 0))
             except OSError as err:

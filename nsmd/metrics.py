@@ -67,6 +67,8 @@ class _LiveCollector:
         yield drops
         yield CounterMetricFamily("nsmd_udp_gso_sends", "Tunnel sends carrying several "
                                   "datagrams (UDP GSO)", value=totals.get("udp_gso_sends", 0))
+        yield CounterMetricFamily("nsmd_udp_gro_receives", "Tunnel receives carrying several "
+                                  "datagrams (UDP GRO)", value=totals.get("udp_gro_receives", 0))
         stray = CounterMetricFamily("nsmd_udp_drops", "Tunnel datagrams that named no vWire",
                                     labels=["reason"])
         for reason, count in totals["udp_drops"].items():

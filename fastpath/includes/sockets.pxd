@@ -32,6 +32,7 @@ cdef extern from "<sys/socket.h>" nogil:
     size_t CMSG_SPACE(size_t length)
     size_t CMSG_LEN(size_t length)
     cmsghdr *CMSG_FIRSTHDR(msghdr *msgh)
+    cmsghdr *CMSG_NXTHDR(msghdr *msgh, cmsghdr *cmsg)
 
     int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
@@ -41,6 +42,7 @@ cdef extern from "<sys/socket.h>" nogil:
 cdef extern from "<netinet/udp.h>" nogil:
     enum:
         UDP_SEGMENT     # UDP GSO: one send of many equal-sized datagrams (Linux >= 4.18)
+        UDP_GRO         # UDP GRO: one receive of many coalesced datagrams (Linux >= 5.0)
 
 
 cdef extern from "<netinet/in.h>" nogil:

@@ -38,10 +38,12 @@ def wait_for(predicate, timeout=3.0):
 class Side:
     """One host: an engine, its UDP socket, and one TUN fake (app end + engine end)."""
 
-    def __init__(self):
+    def __init__(self, gro: bool = False):
         self.engine = Engine()
         self.engine.start()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if gro:
+            self.udp.setsockopt(socket.IPPROTO_UDP, 104, 1)  # UDP_GRO
         self.udp.bind(("127.0.0.1", 0))
         self.engine.set_udp_socket(self.udp.fileno())
         self.app, self.tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -201,11 +203,12 @@ def test_rekey_under_load_loses_nothing(pair):
     assert "previous" not in a.stats()["tunnel"]["keypairs"]
 
 
-def test_super_packets_are_segmented_and_arrive_as_checksummed_packets():
+@pytest.mark.parametrize("gro", [False, True], ids=["plain-receive", "udp-gro-receive"])
+def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
     from nsmd.fastpath import reference
     from nsmd.fastpath.offload import segment
 
-    a, b = Side(), Side()
+    a, b = Side(), Side(gro=gro)
     try:
         a.connect(b.port, vnet_hdr=10)
         b.connect(a.port, vnet_hdr=10)
@@ -230,6 +233,8 @@ def test_super_packets_are_segmented_and_arrive_as_checksummed_packets():
         assert a.stats()["a_to_b"]["rx_packets"] == 1 and a.stats()["a_to_b"]["tx_packets"] == 8
         assert b.stats()["b_to_a"]["tx_packets"] == 8
         assert a.engine.totals()["udp_gso_sends"] == 1  # all eight in one UDP GSO send
+        if gro:  # and, where the socket asks for it, received in one message too
+            assert b.engine.totals()["udp_gro_receives"] == 1
         b.app.send(bytes(10) + ipv4(b"back"))  # and a plain packet the other way
         assert a.app.recv(2000) == bytes(10) + ipv4(b"back")
     finally:
