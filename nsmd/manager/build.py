@@ -155,12 +155,16 @@ class Manager:
             raise PermissionDenied(f"connection {conn_id} belongs to {owner}, not {peer_id}")
 
     def connections(self) -> list[Connection]:
-        """Every vWire served here, as its outermost hop in this daemon sees it."""
+        """Every vWire served here, as its outermost hop in this daemon sees it; held
+        connections whose path is broken (being healed) are listed as DOWN."""
         held = {c.id: c for c in self.client_begin.connections()}
         result = []
         for conn in self.server_begin.connections():
             client_id = conn.path.path_segments[0].id if conn.path.path_segments else ""
-            result.append(self.with_metrics(held.get(client_id, conn)))
+            result.append(self.with_metrics(held.pop(client_id, conn)))
+        for conn in held.values():
+            conn.state = State.DOWN
+            result.append(conn)
         return result
 
     def get(self, conn_id: str) -> Connection:

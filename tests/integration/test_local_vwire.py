@@ -245,3 +245,30 @@ def test_a_vanished_endpoint_namespace_moves_clients_to_another(daemon, netns):
     while time.monotonic() < deadline and len(d.cli_json("get", "endpoints")) < 2:
         time.sleep(0.1)
     assert dead in [e["name"] for e in d.cli_json("get", "endpoints")]
+
+
+def test_cli_get_formats_and_delete(daemon, netns):
+    import yaml
+
+    d = daemon()
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    setup_icmp_responder(d, nse_ns)
+    table = d.cli("get", "services").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PAYLOAD", "MATCHES"] and "icmp-responder" in table[1]
+    (ns,) = yaml.safe_load(d.cli("get", "services", "-o", "yaml").stdout)
+    assert ns == {"name": "icmp-responder", "payload": "IP", "matches": [], "path_ids": []}
+    one = yaml.safe_load(d.cli("get", "endpoints", "icmp-responder-1", "-o", "yaml").stdout)
+    assert one[0]["nsmd"]["netns"] == nse_ns
+    conn = d.cli_json("connect", "icmp-responder", "--netns", nsc_ns)
+    assert conn["id"] in d.cli("get", "connections").stdout
+    status = yaml.safe_load(d.cli("status").stdout)
+    assert status["connections"] == 1 and status["dataplane"]["wires"] == 1
+    assert d.cli("delete", "service", "icmp-responder").stdout.strip() == \
+        "service/icmp-responder deleted"
+    assert d.cli("get", "services").stdout.strip() == "no services"
+    assert d.cli("delete", "nse", "icmp-responder-1").returncode == 0
+    assert not link_exists(nsc_ns, "nsm0")  # its vWire went with it ...
+    (down,) = d.cli_json("get", "connections")  # ... and the client waits for another
+    assert down["id"] == conn["id"] and down["state"] == "DOWN"
+    d.cli("close", conn["id"])
+    assert d.cli_json("get", "connections") == []
