@@ -27,23 +27,36 @@ DOMAIN = "test.nsmd"
 MARKER = b"nsmd-plaintext-marker-7c1f"
 
 
-@pytest.fixture
-def two_hosts(netns, daemon, tmp_path):
-    """(client host daemon, endpoint host daemon, endpoint ns, client ns, node addresses)."""
+def build_two_hosts(netns, daemon, tmp_path, env: dict, service: str = "remote-svc",
+                    endpoint: str = "far-1", prefix: str = "100.64.50.0/24"):
+    """Two node namespaces on a bridge, a daemon in each (n1 holds the registry), an
+    endpoint of `service` hosted by n2 and seen from n1; returns
+    (n1's daemon, n2's daemon, endpoint ns, client ns, {node ns: ip})."""
     nodes = underlay(netns, ["n1", "n2"])
     (n1, ip1), (n2, ip2) = nodes.items()
     ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/n1",
                                                f"spiffe://{DOMAIN}/node/n2"])
-    env = {"NSMD_KEEPALIVE_S": "0.5", "NSMD_ENGINES": "2"}
-    registry = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
-                                 ids[f"spiffe://{DOMAIN}/node/n1"]), env)
+    near = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
+                             ids[f"spiffe://{DOMAIN}/node/n1"]), env)
     far = daemon("n2", n2, ("--listen", f"{ip2}:7000", "--registry", f"https://{ip1}:7000",
                             "--identity-dir", ids[f"spiffe://{DOMAIN}/node/n2"]), env)
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
-    far.cli("apply", "-f", "-", stdin=service_manifest("remote-svc") + "---" +
-            endpoint_manifest("far-1", "remote-svc", nse_ns, "100.64.50.0/24"))
-    wait_until(lambda: any(e["name"] == "far-1" for e in registry.cli_json("get", "endpoints")))
-    return registry, far, nse_ns, nsc_ns, nodes
+    far.cli("apply", "-f", "-", stdin=service_manifest(service) + "---" +
+            endpoint_manifest(endpoint, service, nse_ns, prefix))
+    wait_until(lambda: any(e["name"] == endpoint for e in near.cli_json("get", "endpoints")))
+    return near, far, nse_ns, nsc_ns, nodes
+
+
+def connect(d, service: str, netns: str) -> tuple[dict, str]:
+    """A vWire for `netns`: (the connection, the endpoint's address)."""
+    conn = d.cli_json("connect", service, "--netns", netns)
+    return conn, host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+
+
+@pytest.fixture
+def two_hosts(netns, daemon, tmp_path):
+    return build_two_hosts(netns, daemon, tmp_path,
+                           {"NSMD_KEEPALIVE_S": "0.5", "NSMD_ENGINES": "2"})
 
 
 def metric(d, name: str, labels: str = "") -> float:
@@ -155,21 +168,9 @@ def test_replayed_and_tampered_datagrams_are_dropped_and_counted(two_hosts):
 
 
 def test_rekeying_during_traffic_loses_nothing(netns, daemon, tmp_path):
-    nodes = underlay(netns, ["n1", "n2"])
-    (n1, ip1), (n2, ip2) = nodes.items()
-    ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/a",
-                                               f"spiffe://{DOMAIN}/node/b"])
-    env = {"NSMD_REKEY_AFTER_S": "1", "NSMD_KEEPALIVE_S": "0.5"}
-    near = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
-                             ids[f"spiffe://{DOMAIN}/node/a"]), env)
-    far = daemon("n2", n2, ("--listen", f"{ip2}:7000", "--registry", f"https://{ip1}:7000",
-                            "--identity-dir", ids[f"spiffe://{DOMAIN}/node/b"]), env)
-    nse_ns, nsc_ns = netns("nse"), netns("nsc")
-    far.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
-            endpoint_manifest("e", "svc", nse_ns, "100.64.60.0/24"))
-    wait_until(lambda: near.cli_json("get", "endpoints"))
-    conn = near.cli_json("connect", "svc", "--netns", nsc_ns)
-    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    near, far, nse_ns, nsc_ns, _ = build_two_hosts(
+        netns, daemon, tmp_path, {"NSMD_REKEY_AFTER_S": "1", "NSMD_KEEPALIVE_S": "0.5"})
+    conn, target = connect(near, "remote-svc", nsc_ns)
     result = sh("ping", "-c", "400", "-i", "0.01", "-W", "1", target, netns=nsc_ns,
                 check=False, timeout=60)
     assert " 0% packet loss" in result.stdout, result.stdout
@@ -269,22 +270,10 @@ def test_vwires_spread_over_the_engines(two_hosts, netns):
 
 
 def test_a_refresh_after_the_far_daemon_restarted_rekeys_in_place(netns, daemon, tmp_path):
-    nodes = underlay(netns, ["n1", "n2"])
-    (n1, ip1), (n2, ip2) = nodes.items()
-    ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/a",
-                                               f"spiffe://{DOMAIN}/node/b"])
     # refresh every 2 s; a silent tunnel only counts as dead after 20 s
-    env = {"NSMD_TOKEN_LIFETIME_S": "6", "NSMD_KEEPALIVE_S": "5"}
-    near = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
-                             ids[f"spiffe://{DOMAIN}/node/a"]), env)
-    far = daemon("n2", n2, ("--listen", f"{ip2}:7000", "--registry", f"https://{ip1}:7000",
-                            "--identity-dir", ids[f"spiffe://{DOMAIN}/node/b"]), env)
-    nse_ns, nsc_ns = netns("nse"), netns("nsc")
-    far.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
-            endpoint_manifest("e", "svc", nse_ns, "100.64.62.0/24"))
-    wait_until(lambda: near.cli_json("get", "endpoints"))
-    conn = near.cli_json("connect", "svc", "--netns", nsc_ns)
-    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    near, far, nse_ns, nsc_ns, _ = build_two_hosts(
+        netns, daemon, tmp_path, {"NSMD_TOKEN_LIFETIME_S": "6", "NSMD_KEEPALIVE_S": "5"})
+    conn, target = connect(near, "remote-svc", nsc_ns)
     assert ping(nsc_ns, target, 1).returncode == 0
     far.stop()
     far.start()
