@@ -1,13 +1,18 @@
 """The bridge to the fast path: the only control-path module that imports nsmd.fastpath.
 
 Owns the packet engines, the host's tunnel sockets and the TUN devices of every vWire.
-A local vWire is two TUN devices, one in the client's namespace and one in the
-endpoint's, joined in an engine; a tunnel vWire is one TUN device joined to the peer host
-through a UDP socket. There is one engine (one native thread) per core, each with its own
-tunnel socket (tunnel_port + k): a vWire lives on one engine, so its packets stay in
-order, and vWires spread over the cores. Devices are persistent and each wire is
-recorded in the state database, so a restarted daemon re-attaches to them (restore) and
-removes those nobody claims (sweep). Tunnel keys are never stored: a restored tunnel is keyed again.
+There is one engine (one native thread) per core, each with its own tunnel socket
+(tunnel_port + k).
+
+- A local vWire is two multi-queue TUN devices, one in the client's namespace and one in
+  the endpoint's, with one queue per engine: lane k joins queue k of both on engine k. The
+  kernel keeps each flow on one queue, so flows spread over the cores in order.
+- A tunnel vWire is one TUN device joined to the peer host through the tunnel socket of
+  the engine it lives on; its keys, counters and replay window stay on that one thread.
+
+Devices are persistent and each wire is recorded in the state database, so a restarted
+daemon re-attaches to them (restore) and removes those nobody claims (sweep). Tunnel keys
+are never stored: a restored tunnel is keyed again.
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ class Side:
 
 
 @dataclasses.dataclass
+class Lane:
+    engine: int     # index of the engine (thread, tunnel socket)
+    handle: int     # the engine's handle of this wire
+
+
+@dataclasses.dataclass
 class Wire:
     conn_id: str
     kind: str                       # "local" or "tunnel"
@@ -48,13 +59,20 @@ class Wire:
     endpoint: Side | None
     mtu: int
     peer: tuple[str, int] | None = None
-    handle: int = 0
-    engine: int = 0                 # index of the engine (thread, tunnel socket) it lives on
-    fds: tuple[int, int] = (-1, -1)
+    lanes: list[Lane] = dataclasses.field(default_factory=list)
+    devices: list[list[int]] = dataclasses.field(default_factory=list)  # fds per device
     created: float = dataclasses.field(default_factory=time.monotonic)
     offload: bool = False           # vnet headers + TSO on the devices
     keyed: bool = False             # keys installed by this run of the daemon
     agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
+
+    @property
+    def engine(self) -> int:
+        return self.lanes[0].engine
+
+    @property
+    def handle(self) -> int:
+        return self.lanes[0].handle
 
     @property
     def client_side(self) -> Side:
@@ -74,6 +92,7 @@ class Wire:
 
     def record(self) -> dict:
         return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer, "offload": self.offload,
+                "queues": len(self.lanes) or 1,
                 "client": dataclasses.asdict(self.client) if self.client else None,
                 "endpoint": dataclasses.asdict(self.endpoint) if self.endpoint else None}
 
@@ -84,7 +103,7 @@ class Dataplane:
         self.engines = [Engine() for _ in range(engines or os.cpu_count() or 1)]
         self.wires: dict[str, Wire] = {}
         self.udp: list[socket.socket] = []
-        self._load = [0] * len(self.engines)   # wires per engine
+        self._load = [0] * len(self.engines)   # lanes per engine
 
     def start(self) -> None:
         for engine in self.engines:
@@ -126,21 +145,16 @@ class Dataplane:
     def get(self, conn_id: str) -> Wire | None:
         return self.wires.get(conn_id)
 
-    def _engine(self, wire: Wire) -> Engine:
-        return self.engines[wire.engine]
-
-    def _place(self, wire: Wire) -> Engine:
-        """Puts a new wire on the engine with the fewest wires."""
-        wire.engine = min(range(len(self.engines)), key=self._load.__getitem__)
-        return self.engines[wire.engine]
-
     # -- local wires -----------------------------------------------------------------------
 
     async def connect_local(self, conn_id: str, client_ns: str, client: tundev.InterfaceConfig,
                             client_exclusive: bool, endpoint_ns: str,
                             endpoint: tundev.InterfaceConfig) -> Wire:
-        """Creates both devices and joins them; on any failure nothing is left behind."""
+        """Creates both devices (a queue per engine) and joins them queue by queue; on any
+        failure nothing is left behind."""
         self._check_new(conn_id)
+        client = dataclasses.replace(client, queues=len(self.engines))
+        endpoint = dataclasses.replace(endpoint, queues=len(self.engines))
         # Both sides at once: each is a few netlink round trips on its own thread.
         made = await asyncio.gather(
             netns.run_in(client_ns, tundev.create, client, client_exclusive),
@@ -148,17 +162,16 @@ class Dataplane:
         created = [r for r in made if not isinstance(r, BaseException)]
         failed = [r for r in made if isinstance(r, BaseException)]
         if failed:
-            for fd, _ in created:
-                await asyncio.to_thread(tundev.remove, fd)
+            for fds, _ in created:
+                await asyncio.to_thread(tundev.remove, fds)
             raise failed[0]
-        (fd_c, name_c), (fd_e, name_e) = created
+        (fds_c, name_c), (fds_e, name_e) = created
         wire = Wire(conn_id, "local", Side(client_ns, name_c, list(client.addresses)),
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
-                    fds=(fd_c, fd_e), offload=client.offload)
-        hdr = tundev.VNET_HDR_BYTES if client.offload else 0
-        await self._start(wire, lambda: self._place(wire).add_wire(fd_c, fd_e, hdr))
-        log.info("vWire %s up: %s/%s <-> %s/%s", conn_id, client_ns or "-", name_c,
-                 endpoint_ns or "-", name_e)
+                    devices=[fds_c, fds_e], offload=client.offload)
+        await self._start(wire)
+        log.info("vWire %s up: %s/%s <-> %s/%s (%d queues)", conn_id, client_ns or "-",
+                 name_c, endpoint_ns or "-", name_e, len(fds_c))
         return wire
 
     # -- tunnel wires ----------------------------------------------------------------------
@@ -166,18 +179,16 @@ class Dataplane:
     async def create_tunnel(self, conn_id: str, role: str, ns: str,
                             cfg: tundev.InterfaceConfig, exclusive: bool,
                             keepalive_s: float) -> Wire:
-        """One TUN device joined to the tunnel socket, not keyed yet (role: client|endpoint)."""
+        """One TUN device joined to a tunnel socket, not keyed yet (role: client|endpoint)."""
         self._check_new(conn_id)
         if not self.udp:
             raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
-        fd, name = await netns.run_in(ns, tundev.create, cfg, exclusive)
+        fds, name = await netns.run_in(ns, tundev.create, cfg, exclusive)
         side = Side(ns, name, list(cfg.addresses))
         wire = Wire(conn_id, "tunnel", side if role == "client" else None,
-                    side if role == "endpoint" else None, cfg.mtu, fds=(fd, -1),
+                    side if role == "endpoint" else None, cfg.mtu, devices=[fds],
                     offload=cfg.offload)
-        hdr = tundev.VNET_HDR_BYTES if cfg.offload else 0
-        await self._start(wire, lambda: self._place(wire).add_tunnel_wire(
-            fd, keepalive_s=keepalive_s, vnet_hdr=hdr))
+        await self._start(wire, keepalive_s=keepalive_s)
         log.info("tunnel vWire %s: %s/%s (%s side)", conn_id, ns or "-", name, role)
         return wire
 
@@ -217,9 +228,7 @@ class Dataplane:
         wire = self.wires.pop(conn_id, None)
         if wire is None:
             return False
-        if wire.handle:
-            self._engine(wire).remove_wire(wire.handle)
-            self._load[wire.engine] -= 1
+        self._stop_lanes(wire)
         self.db.delete("wires", conn_id)
         await self._remove_devices(wire)
         log.info("vWire %s removed", conn_id)
@@ -228,16 +237,25 @@ class Dataplane:
     def stats(self, conn_id: str) -> dict | None:
         """Counters as seen from the client: client_to_endpoint and endpoint_to_client."""
         wire = self.wires.get(conn_id)
-        if wire is None or not wire.handle:
+        if wire is None or not wire.lanes:
             return None
-        raw = self._engine(wire).wire_stats(wire.handle)
+        raw: dict = {}
+        dead = [False, False]
+        for lane in wire.lanes:
+            part = self.engines[lane.engine].wire_stats(lane.handle)
+            dead = [dead[i] or part["dead"][i] for i in (0, 1)]
+            part.pop("dead")
+            if "tunnel" in part:
+                raw["tunnel"] = part.pop("tunnel")
+            _add_into(raw, part)
         # a_to_b counts what fd[0] sent: the client's TUN, or the endpoint's on its host.
         forward, backward = raw["a_to_b"], raw["b_to_a"]
-        dead = {"client": raw["dead"][0], "endpoint": raw["dead"][1]}
+        dead_by_side = {"client": dead[0], "endpoint": dead[1]}
         if wire.kind == "tunnel" and wire.endpoint is not None:
             forward, backward = backward, forward
-            dead = {"client": False, "endpoint": raw["dead"][0]}
-        result = {"client_to_endpoint": forward, "endpoint_to_client": backward, "dead": dead}
+            dead_by_side = {"client": False, "endpoint": dead[0]}
+        result = {"client_to_endpoint": forward, "endpoint_to_client": backward,
+                  "dead": dead_by_side}
         if "tunnel" in raw:
             result["tunnel"] = raw["tunnel"]
             result["age_s"] = time.monotonic() - wire.created
@@ -248,7 +266,15 @@ class Dataplane:
         total: dict = {}
         for engine in self.engines:
             _add_into(total, engine.totals())
+        total["lanes"] = total.pop("wires", 0)
+        total["wires"] = len(self.wires)
         return total
+
+    def per_engine(self) -> list[dict]:
+        """Lanes and packets per engine: how the load spreads over the cores."""
+        return [{"lanes": t["wires"], "rx_packets": t["rx_packets"],
+                 "tx_packets": t["tx_packets"]}
+                for t in (engine.totals() for engine in self.engines)]
 
     async def restore(self) -> list[str]:
         """Re-attaches the devices of wires recorded by an earlier run; returns their ids."""
@@ -258,25 +284,23 @@ class Dataplane:
             peer = tuple(doc["peer"]) if doc.get("peer") else None
             wire = Wire(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
                         peer=peer, offload=doc.get("offload", False))
+            queues = doc.get("queues", 1)
             try:
-                fds = [await netns.run_in(s.netns, tundev.attach, s.ifname, wire.offload)
-                       for s in (sides[0], sides[1]) if s is not None]
+                for side in (s for s in sides if s is not None):
+                    wire.devices.append(await netns.run_in(
+                        side.netns, tundev.attach, side.ifname, wire.offload, queues))
+                if wire.kind == "local" and queues != len(self.engines):
+                    raise DataplaneError(f"it has {queues} queues, this run {len(self.engines)}"
+                                         " engines")
             except DataplaneError as err:
                 log.warning("vWire %s cannot be restored (%s): removing what is left", conn_id,
                             err)
+                for fds in wire.devices:
+                    await asyncio.to_thread(tundev.remove, fds)
                 self.db.delete("wires", conn_id)
                 await self._remove_by_name(wire)
                 continue
-            wire.fds = (fds[0], fds[1] if len(fds) > 1 else -1)
-            hdr = tundev.VNET_HDR_BYTES if wire.offload else 0
-            engine = self._place(wire)
-            if wire.kind == "local":
-                wire.handle = engine.add_wire(*fds, hdr)
-            else:
-                ip, port = peer or ("0.0.0.0", 0)
-                wire.handle = engine.add_tunnel_wire(fds[0], ip, port, vnet_hdr=hdr)
-            self._load[wire.engine] += 1
-            self.wires[conn_id] = wire
+            await self._start(wire, peer=peer)
             restored.append(conn_id)
         if restored:
             log.info("restored %d vWire(s) from the previous run", len(restored))
@@ -295,9 +319,9 @@ class Dataplane:
         for engine in self.engines:
             engine.stop()
         for wire in self.wires.values():
-            self._engine(wire).remove_wire(wire.handle)
-            for fd in wire.fds:
-                if fd >= 0:
+            self._stop_lanes(wire)
+            for fds in wire.devices:
+                for fd in fds:
                     with contextlib.suppress(OSError):
                         os.close(fd)
         self.wires.clear()
@@ -305,24 +329,51 @@ class Dataplane:
             sock.close()
         self.udp = []
 
+    # -- internals -------------------------------------------------------------------------
+
+    def _engine(self, wire: Wire) -> Engine:
+        return self.engines[wire.engine]
+
     def _check_new(self, conn_id: str) -> None:
         if conn_id in self.wires:
             raise DataplaneError(f"connection {conn_id} already has a vWire")
 
-    async def _start(self, wire: Wire, add) -> None:
+    async def _start(self, wire: Wire, keepalive_s: float = 0.0,
+                     peer: tuple[str, int] | None = None) -> None:
+        """Puts the wire's lanes on engines: a local wire's queue k on engine k, a tunnel
+        wire on the least loaded engine."""
+        hdr = tundev.VNET_HDR_BYTES if wire.offload else 0
         try:
-            wire.handle = add()
-            self._load[wire.engine] += 1
+            if wire.kind == "local":
+                for k, (fd_c, fd_e) in enumerate(zip(*wire.devices, strict=True)):
+                    engine = k % len(self.engines)
+                    wire.lanes.append(Lane(engine, self.engines[engine].add_wire(
+                        fd_c, fd_e, hdr)))
+                    self._load[engine] += 1
+            else:
+                engine = min(range(len(self.engines)), key=self._load.__getitem__)
+                ip, port = peer or ("0.0.0.0", 0)
+                wire.lanes.append(Lane(engine, self.engines[engine].add_tunnel_wire(
+                    wire.devices[0][0], ip, port, keepalive_s=keepalive_s, vnet_hdr=hdr)))
+                self._load[engine] += 1
             self.db.put("wires", wire.conn_id, wire.record())
         except BaseException:
+            self._stop_lanes(wire)
             await self._remove_devices(wire)
             raise
         self.wires[wire.conn_id] = wire
 
+    def _stop_lanes(self, wire: Wire) -> None:
+        for lane in wire.lanes:
+            with contextlib.suppress(KeyError):
+                self.engines[lane.engine].remove_wire(lane.handle)
+            self._load[lane.engine] -= 1
+        wire.lanes = []
+
     async def _remove_devices(self, wire: Wire) -> None:
-        for fd in wire.fds:
-            if fd >= 0:
-                await asyncio.to_thread(tundev.remove, fd)
+        for fds in wire.devices:
+            await asyncio.to_thread(tundev.remove, fds)
+        wire.devices = []
 
     async def _remove_by_name(self, wire: Wire) -> None:
         for side in (wire.client, wire.endpoint):
@@ -337,4 +388,3 @@ def _add_into(total: dict, part: dict) -> None:
             _add_into(total.setdefault(key, {}), value)
         else:
             total[key] = total.get(key, 0) + value
-

@@ -35,74 +35,94 @@ class InterfaceConfig:
     routes: list[str]              # prefixes routed into the interface
     mtu: int
     offload: bool = False          # vnet headers + TSO: TCP super-packets pass whole
+    queues: int = 1                # >1: IFF_MULTI_QUEUE, one fd per queue (per engine)
 
 
-def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[int, str]:
-    """Creates, configures and brings up a TUN device; returns (fd, actual name).
+def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[list[int], str]:
+    """Creates, configures and brings up a TUN device; returns (one fd per queue, name).
 
     exclusive: fail if a device of that name exists (explicit names asked by a client).
     """
-    flags = _flags(cfg.offload) | (pytun.IFF_TUN_EXCL if exclusive else 0)
+    flags = _flags(cfg.offload, cfg.queues)
     try:
-        dev = pytun.TunTapDevice(name=cfg.name, flags=flags)
+        dev = pytun.TunTapDevice(name=cfg.name,
+                                 flags=flags | (pytun.IFF_TUN_EXCL if exclusive else 0))
     except pytun.Error as err:
         if "busy" in str(err).lower() or "exists" in str(err).lower():
             raise DataplaneError(f"interface {cfg.name} already exists") from None
         raise DataplaneError(f"cannot create TUN device {cfg.name}: {err}") from None
-    fd = os.dup(dev.fileno())
+    fds = [os.dup(dev.fileno())]
     name = dev.name
     try:
         dev.persist(True)
         dev.close()
+        fds += [_open_queue(name, flags) for _ in range(cfg.queues - 1)]
         if cfg.offload:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            fcntl.ioctl(fds[0], TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         configure(name, cfg)
     except BaseException:
-        remove(fd)
+        remove(fds)
         raise
-    return fd, name
+    return fds, name
 
 
-def attach(name: str, offload: bool = False) -> int:
+def _open_queue(name: str, flags: int) -> int:
+    """Another fd on an existing device: a queue of a multi-queue device, or the device."""
+    try:
+        dev = pytun.TunTapDevice(name=name, flags=flags)
+    except pytun.Error as err:
+        raise DataplaneError(f"cannot open a queue of {name}: {err}") from None
+    fd = os.dup(dev.fileno())
+    dev.close()
+    return fd
+
+
+def attach(name: str, offload: bool = False, queues: int = 1) -> list[int]:
     """Re-opens a persistent TUN device left by an earlier run of the daemon (with the
-    vnet-header mode it was created with)."""
+    vnet-header mode and queue count it was created with); one fd per queue."""
     # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
     # /sys would show the namespace sysfs was mounted in).
     ipr = _netlink()
     links = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
     if not links or links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "tun":
         raise DataplaneError(f"interface {name} is gone")
+    fds: list[int] = []
     try:
-        dev = pytun.TunTapDevice(name=name, flags=_flags(offload))
-    except pytun.Error as err:
-        raise DataplaneError(f"cannot re-attach to {name}: {err}") from None
-    fd = os.dup(dev.fileno())
-    dev.close()
-    if offload:
-        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
-    return fd
+        for _ in range(queues):
+            fds.append(_open_queue(name, _flags(offload, queues)))
+        if offload:
+            fcntl.ioctl(fds[0], TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
-def _flags(offload: bool) -> int:
-    return pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
+def _flags(offload: bool, queues: int = 1) -> int:
+    return (pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
+            | (pytun.IFF_MULTI_QUEUE if queues > 1 else 0))
 
 
-def remove(fd: int) -> None:
-    """Removes the device behind `fd` (clears persistence, closes the last fd)."""
+def remove(fds: list[int]) -> None:
+    """Removes the device behind `fds` (all its queues): clears persistence, closes them."""
     try:
-        fcntl.ioctl(fd, TUNSETPERSIST, 0)
+        fcntl.ioctl(fds[0], TUNSETPERSIST, 0)
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def remove_by_name(name: str) -> bool:
     """Removes a persistent device we no longer hold an fd for; False if it is not there."""
-    try:
-        fd = attach(name)
-    except DataplaneError:
-        return False
-    remove(fd)
-    return True
+    for queues in (1, 2):  # a multi-queue device only takes multi-queue attaches
+        try:
+            fds = attach(name, queues=queues)
+        except DataplaneError:
+            continue
+        remove(fds)
+        return True
+    return False
 
 
 def configure(name: str, cfg: InterfaceConfig) -> None:

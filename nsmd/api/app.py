@@ -47,6 +47,7 @@ async def status(request: web.Request) -> web.Response:
         "hosted_endpoints": daemon.hosting.names(),
         "connections": len(daemon.manager.connections()),
         "dataplane": daemon.dataplane.totals(),
+        "engines": daemon.dataplane.per_engine(),
     })
 
 

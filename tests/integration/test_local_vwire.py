@@ -272,3 +272,19 @@ def test_cli_get_formats_and_delete(daemon, netns):
     assert down["id"] == conn["id"] and down["state"] == "DOWN"
     d.cli("close", conn["id"])
     assert d.cli_json("get", "connections") == []
+
+
+def test_flows_of_one_vwire_spread_over_the_engines(daemon, netns):
+    d = daemon(env={"NSMD_ENGINES": "2"})
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    setup_icmp_responder(d, nse_ns)
+    conn = d.cli_json("connect", "icmp-responder", "--netns", nsc_ns)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert [e["lanes"] for e in d.cli_json("status")["engines"]] == [1, 1]
+    before = [e["tx_packets"] for e in d.cli_json("status")["engines"]]
+    # sixteen short TCP connections: the kernel spreads flows over the device's queues
+    for port in range(16):
+        assert tcp_transfer(nse_ns, nsc_ns, target, 200_000, port=5300 + port)
+    after = [e["tx_packets"] for e in d.cli_json("status")["engines"]]
+    assert all(a - b > 50 for a, b in zip(after, before, strict=True)), (before, after)
+
