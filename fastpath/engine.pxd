@@ -62,7 +62,7 @@ cdef struct Wire:
     int fd[2]                   # fd[1] is -1 for tunnel wires
     int dead[2]                 # the side's fd failed on read and left the epoll set
     DirStats dirs[2]            # dirs[0]: packets read from fd[0]; dirs[1]: from the other side
-    Tunnel tunnel               # KIND_TUNNEL only
+    Tunnel *tunnel              # KIND_TUNNEL only (owned; NULL for local wires)
 
 cdef struct Batch:
     # Reused buffers for one recvmmsg/sendmmsg round (owned by the worker thread).

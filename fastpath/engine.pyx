@@ -185,7 +185,7 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame, Py_ssize_t
         finish_partial_csum(pkt, plen, vnet)
         datagram = st.tx.bufs + count * DATAGRAM_BUF_BYTES
         memcpy(datagram + HEADER_BYTES, pkt, plen)
-        size = seal_into(st, &w.tunnel, datagram, <int>plen)
+        size = seal_into(st, w.tunnel, datagram, <int>plen)
         if size < 0:
             s.drops[DROP_NO_KEY] += 1
             return count
@@ -208,7 +208,7 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame, Py_ssize_t
         if seg == 0:
             break
         index += 1
-        size = seal_into(st, &w.tunnel, datagram, seg)
+        size = seal_into(st, w.tunnel, datagram, seg)
         if size < 0:
             s.drops[DROP_NO_KEY] += 1
             continue
@@ -281,7 +281,7 @@ cdef void send_gso(EngineState *st, Wire *w, Py_ssize_t total, int dsize, int se
 cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogil:
     """Reads up to BATCH_SIZE packets from the TUN side, seals them, sends them in batches."""
     cdef DirStats *s = &w.dirs[0]
-    cdef Tunnel *t = &w.tunnel
+    cdef Tunnel *t = w.tunnel
     cdef Batch *b = st.tx
     cdef uint8_t *datagram
     cdef Py_ssize_t n
@@ -365,7 +365,7 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double no
         st.udp_drops[UDP_UNKNOWN_INDEX] += 1
         return -1
     w = &st.wires[slot]
-    kp = keypair_for(&w.tunnel, index) if w.in_use and w.kind == KIND_TUNNEL else NULL
+    kp = keypair_for(w.tunnel, index) if w.in_use and w.tunnel != NULL else NULL
     if kp == NULL:
         st.udp_drops[UDP_UNKNOWN_INDEX] += 1
         return -1
@@ -531,7 +531,7 @@ cdef void send_keepalives(EngineState *st, double now) noexcept nogil:
             continue
         if w.tunnel.peer.sin_port == 0:
             continue
-        size = seal_into(st, &w.tunnel, datagram, 0)
+        size = seal_into(st, w.tunnel, datagram, 0)
         if size < 0:
             continue
         st.tx.iov[0].iov_base = datagram
@@ -727,6 +727,10 @@ cdef class Engine:
         if self.st.cipher != NULL:
             EVP_CIPHER_CTX_free(self.st.cipher)
         pthread_mutex_destroy(&self.st.lock)
+        for i in range(self.st.capacity):
+            if self.st.wires[i].tunnel != NULL:
+                memset(self.st.wires[i].tunnel, 0, sizeof(Tunnel))
+                free(self.st.wires[i].tunnel)
         free(self.st.wires)
         free(self.st.free_slots)
         free(self.st.buf)
@@ -879,6 +883,18 @@ cdef class Engine:
         if peer is not None:
             peer_addr = socket.htonl(peer[0])
             peer_port = socket.htons(peer[1])
+        # Only tunnel wires carry keys, counters and replay windows (~1 KiB): allocated apart
+        # so local wires stay small.
+        cdef Tunnel *tunnel = NULL
+        if kind == KIND_TUNNEL:
+            tunnel = <Tunnel *>calloc(1, sizeof(Tunnel))
+            if tunnel == NULL:
+                raise MemoryError()
+            tunnel.peer.sin_family = AF_INET
+            tunnel.peer.sin_addr.s_addr = peer_addr
+            tunnel.peer.sin_port = peer_port
+            tunnel.keepalive_s = keepalive_s
+            tunnel.last_tx = now_s()
         with nogil:
             pthread_mutex_lock(&st.lock)
             if st.n_free == 0:
@@ -894,13 +910,9 @@ cdef class Engine:
                 w.dead[0] = 0
                 w.dead[1] = 0
                 memset(w.dirs, 0, sizeof(w.dirs))
-                memset(&w.tunnel, 0, sizeof(w.tunnel))
-                w.tunnel.peer.sin_family = AF_INET
-                w.tunnel.peer.sin_addr.s_addr = peer_addr
-                w.tunnel.peer.sin_port = peer_port
-                w.tunnel.keepalive_s = keepalive_s
-                w.tunnel.last_tx = now_s()
-                w.tunnel.index_seq = (w.gen * 37) & 0xFF
+                w.tunnel = tunnel
+                if tunnel != NULL:
+                    tunnel.index_seq = (w.gen * 37) & 0xFF
                 ev.events = EPOLLIN
                 for side in range(sides):
                     ev.data.u64 = epoll_key(slot, w.gen, side)
@@ -911,11 +923,13 @@ cdef class Engine:
                             epoll_ctl(st.epfd, EPOLL_CTL_DEL, w.fd[0], NULL)
                         st.free_slots[st.n_free] = slot
                         st.n_free += 1
+                        w.tunnel = NULL
                         break
                 if rc == 0:
                     w.in_use = 1
             pthread_mutex_unlock(&st.lock)
         if rc < 0:
+            free(tunnel)
             if err == 0:
                 raise MemoryError()
             raise OSError(err, f"epoll_ctl(ADD): {os.strerror(err)}")
@@ -1026,7 +1040,10 @@ cdef class Engine:
                     epoll_ctl(self.st.epfd, EPOLL_CTL_DEL, w.fd[side], NULL)
             for side in range(2):
                 add_stats(&self.st.retired, &w.dirs[side])
-            memset(&w.tunnel, 0, sizeof(w.tunnel))  # keys do not outlive the wire
+            if w.tunnel != NULL:
+                memset(w.tunnel, 0, sizeof(Tunnel))  # keys do not outlive the wire
+                free(w.tunnel)
+                w.tunnel = NULL
             w.in_use = 0
             w.gen += 1
             self.st.free_slots[self.st.n_free] = <uint32_t>h
@@ -1056,7 +1073,7 @@ cdef class Engine:
         if w.kind != KIND_TUNNEL:
             return result
         now = now_s()
-        t = &w.tunnel
+        t = w.tunnel
         names = ("previous", "current", "next")
         result["tunnel"] = {
             "keypairs": {names[i]: {"local_index": t.kp[i].local_index,
