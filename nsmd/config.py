@@ -29,6 +29,7 @@ class Config:
     listen: str = ""            # HOST:PORT of the mTLS peer listener ("" = none)
     tunnel_port: int = 51820    # first UDP port of the tunnels (one per engine, on the listen IP)
     engines: int = 0            # packet engine threads; 0 = one per CPU
+    local_queues: int = 1       # queues per same-host vWire device (flows over engines)
     registry: str = ""          # https://HOST:PORT of another daemon; "" = our own SQLite
     identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer) ...
     spiffe_socket: str = ""     # ... or a SPIFFE Workload API: unix:///path
@@ -53,6 +54,8 @@ class Config:
             raise ValidationError("tunnel-port", "a UDP port (1-65471)", self.tunnel_port)
         if not 0 <= self.engines <= 64:
             raise ValidationError("engines", "0 (one per CPU) to 64", self.engines)
+        if not 1 <= self.local_queues <= 64:
+            raise ValidationError("local-queues", "1 to 64", self.local_queues)
         if self.token_lifetime_s < 1 or self.nse_expiry_s < 1:
             raise ValidationError("token-lifetime-s/nse-expiry-s", "at least 1 second")
         if not 576 <= self.local_mtu <= 65535:

@@ -71,7 +71,7 @@ class Daemon:
             await self._load_identity()
         self.registry = (RemoteRegistry(self.peer, cfg.registry) if cfg.registry and self.peer
                          else Registry(self.db, self.clock, cfg.nse_expiry_s))
-        self.dataplane = Dataplane(self.db, cfg.engines)
+        self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url)
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
                                dataplane=self.dataplane, db=self.db, clock=self.clock,

@@ -48,6 +48,9 @@ def build_parser() -> Parser:
                      help="first UDP port of the tunnels, one per engine (default 51820)")
     run.add_argument("--engines", type=int, metavar="N",
                      help="packet engine threads (default: one per CPU)")
+    run.add_argument("--local-queues", type=int, metavar="N",
+                     help="queues per same-host vWire device, spreading its flows over "
+                     "engines (default 1: cheaper setup)")
     run.add_argument("--registry", metavar="URL",
                      help="https://IP:PORT: use another daemon's registry instead of our own")
     run.add_argument("--identity-dir", metavar="DIR",
@@ -143,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nsmd.daemon import run
 
     cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
-                                         "tunnel_port", "engines", "registry", "identity_dir",
+                                         "tunnel_port", "engines", "local_queues", "registry",
+                                         "identity_dir",
                                          "spiffe_socket", "log_level")}
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),

@@ -275,7 +275,7 @@ def test_cli_get_formats_and_delete(daemon, netns):
 
 
 def test_flows_of_one_vwire_spread_over_the_engines(daemon, netns):
-    d = daemon(env={"NSMD_ENGINES": "2"})
+    d = daemon(env={"NSMD_ENGINES": "2", "NSMD_LOCAL_QUEUES": "2"})
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
     setup_icmp_responder(d, nse_ns)
     conn = d.cli_json("connect", "icmp-responder", "--netns", nsc_ns)
@@ -287,4 +287,9 @@ def test_flows_of_one_vwire_spread_over_the_engines(daemon, netns):
         assert tcp_transfer(nse_ns, nsc_ns, target, 200_000, port=5300 + port)
     after = [e["tx_packets"] for e in d.cli_json("status")["engines"]]
     assert all(a - b > 50 for a, b in zip(after, before, strict=True)), (before, after)
+    # a restart re-attaches every queue of both devices
+    d.stop()
+    d.start()
+    assert [e["lanes"] for e in d.cli_json("status")["engines"]] == [1, 1]
+    assert ping(nsc_ns, target, 2).returncode == 0
 
