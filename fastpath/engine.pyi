@@ -2,7 +2,6 @@ from typing import Any
 
 DROP_REASON_NAMES: tuple[str, ...]
 UDP_DROP_NAMES: tuple[str, ...]
-MAX_PAYLOAD: int
 
 class Engine:
     def start(self) -> None: ...

@@ -57,7 +57,6 @@ import socket
 DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error", "no_key", "bad_tag", "replay",
                      "too_big")
 UDP_DROP_NAMES = ("truncated", "oversize", "bad_type", "unknown_index")
-MAX_PAYLOAD = DATAGRAM_BUF_BYTES - OVERHEAD_BYTES
 cdef uint64_t STOP_KEY = 0xFFFFFFFFFFFFFFFF
 cdef Py_ssize_t GSO_MAX_BYTES = 65507 - 8  # UDP payload limit, with margin
 cdef uint64_t UDP_KEY = 0xFFFFFFFFFFFFFFFE

@@ -62,11 +62,6 @@ class Liveness:
     def _closed(self, conn_id: str, _task: asyncio.Task) -> None:
         self._closing.pop(conn_id, None)
 
-    async def settle(self) -> None:
-        """Waits for the closes started so far (tests)."""
-        if self._closing:
-            await asyncio.gather(*self._closing.values(), return_exceptions=True)
-
     async def run(self, stopping: asyncio.Event, interval_s: float = CHECK_INTERVAL_S) -> None:
         while not stopping.is_set():
             try:
