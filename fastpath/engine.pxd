@@ -2,6 +2,7 @@
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from posix.uio cimport iovec
 
+from .includes.epoll cimport EPOLL_CTL_DEL, epoll_ctl
 from .includes.openssl cimport EVP_CIPHER_CTX
 from .includes.pthread cimport pthread_mutex_t, pthread_t
 from .includes.sockets cimport mmsghdr, sockaddr_in
@@ -102,6 +103,14 @@ cdef struct EngineState:
     uint64_t gro_receives       # received messages that carried several datagrams
     EVP_CIPHER_CTX *cipher      # the worker's AEAD context
     double last_tick
+
+
+cdef inline void mark_dead(Wire *w, int side, DirStats *s, int epfd) noexcept nogil:
+    # The device is gone (netns deleted, fd revoked): stop polling it, or the
+    # level-triggered epoll would spin. Python sees it as `dead` in the stats.
+    s.read_errors += 1
+    w.dead[side] = 1
+    epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd[side], NULL)
 
 
 cdef class Engine:
