@@ -23,21 +23,9 @@ import tempfile
 import time
 
 import aiohttp
+from benchlib import pct, rss_kib, save
 
 from nsmd.testing.sandbox import DaemonProc, endpoint_manifest, service_manifest, sh
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def concurrent_connects(sock: str, netns: str, count: int) -> tuple[float, list[str]]:
@@ -167,10 +155,7 @@ def main() -> int:
         for ns in made:
             subprocess.run(["ip", "netns", "delete", ns], check=False)
         shutil.rmtree(work, ignore_errors=True)
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "control_plane.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    save("control_plane", results)
     print(json.dumps(results, indent=2))
     return 0
 

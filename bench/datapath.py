@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import save
+
 from nsmd.testing.sandbox import (
     DaemonProc,
     endpoint_manifest,
@@ -338,10 +340,7 @@ def main() -> int:
         "tcp1_same_host_over_veth": round(local["tcp1"]["gbps"] / v["tcp1"]["gbps"], 3),
     }
     print_table(results)
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "datapath.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    save("datapath", results)
     return 0
 
 

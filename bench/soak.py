@@ -21,16 +21,13 @@ import sys
 import tempfile
 import time
 
+from benchlib import rss_kib, save
+
 from nsmd.testing.sandbox import DaemonProc, endpoint_manifest, service_manifest, sh
 
 
 def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def links(netns: str) -> list[str]:
@@ -100,10 +97,7 @@ def main() -> int:
         for ns in made:
             subprocess.run(["ip", "netns", "delete", ns], check=False)
         shutil.rmtree(work, ignore_errors=True)
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "soak.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    save("soak", result)
     return 1 if leaks else 0
 
 
