@@ -41,20 +41,20 @@ UDP_GRO = 104
 log = logging.getLogger("nsmd.dataplane")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Side:
     netns: str      # "" = the daemon's own namespace
     ifname: str     # the device's actual name
     addresses: list[str]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Lane:
     engine: int     # index of the engine (thread, tunnel socket)
     handle: int     # the engine's handle of this wire
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Wire:
     conn_id: str
     kind: str                       # "local" or "tunnel"

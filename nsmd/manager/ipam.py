@@ -17,7 +17,7 @@ from nsmd.model import Connection, IPContext, NetworkServiceRequest, Route
 from nsmd.state import StateDB
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Lease:
     endpoint: str
     prefix: str
