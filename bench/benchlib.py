@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+from nsmd.testing.sandbox import DaemonProc, endpoint_manifest, service_manifest, sh
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -25,3 +33,29 @@ def rss_kib(pid: int) -> int:
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
+
+
+@contextlib.contextmanager
+def one_host(service: str, prefix: str) -> Iterator[tuple[DaemonProc, str, str]]:
+    """A daemon with its own state, an endpoint namespace hosting `service` (addresses
+    from `prefix`) and a client namespace: (daemon, endpoint ns, client ns). Everything
+    is stopped and removed on exit; namespaces are named nsmdb-<random>-*."""
+    names = [f"nsmdb-{secrets.token_hex(3)}-{tag}" for tag in ("nse", "nsc")]
+    made: list[str] = []
+    work = tempfile.mkdtemp(prefix="nsmd-bench-")
+    d = DaemonProc(os.path.join(work, "d"), service)
+    os.makedirs(d.state_dir)
+    try:
+        for name in names:
+            sh("ip", "netns", "add", name)
+            made.append(name)
+        d.start()
+        d.cli("apply", "-f", "-", stdin=service_manifest(service) + "---" +
+              endpoint_manifest(f"{service}-1", service, names[0], prefix))
+        yield d, names[0], names[1]
+    finally:
+        d.stop()
+        for name in made:
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+

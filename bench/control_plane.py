@@ -15,17 +15,13 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 import aiohttp
-from benchlib import pct, rss_kib, save
+from benchlib import one_host, pct, rss_kib, save
 
-from nsmd.testing.sandbox import DaemonProc, endpoint_manifest, service_manifest, sh
+from nsmd.testing.sandbox import DaemonProc
 
 
 async def concurrent_connects(sock: str, netns: str, count: int) -> tuple[float, list[str]]:
@@ -99,20 +95,8 @@ def main() -> int:
     ap.add_argument("--sequential", type=int, default=100)
     ap.add_argument("--endpoints", type=int, default=100_000)
     args = ap.parse_args()
-    prefix = f"nsmdb-{secrets.token_hex(3)}"
-    made: list[str] = []
-    work = tempfile.mkdtemp(prefix="nsmd-bench-")
     results: dict = {"machine": {"cpus": os.cpu_count()}}
-    d = DaemonProc(os.path.join(work, "d"), "bench")
-    os.makedirs(d.state_dir)
-    try:
-        for tag in ("nse", "nsc"):
-            sh("ip", "netns", "add", f"{prefix}-{tag}")
-            made.append(f"{prefix}-{tag}")
-        nse, nsc = made
-        d.start()
-        d.cli("apply", "-f", "-", stdin=service_manifest("bench") + "---" +
-              endpoint_manifest("bench-1", "bench", nse, "100.64.0.0/10"))
+    with one_host("bench", "100.64.0.0/10") as (d, _, nsc):
         times = []
         for _ in range(args.sequential):
             t0 = time.perf_counter()
@@ -150,11 +134,6 @@ def main() -> int:
 
         results["registry"] = registry_scale(d, args.endpoints, 5000)
         print(f"registry: {results['registry']}", flush=True)
-    finally:
-        d.stop()
-        for ns in made:
-            subprocess.run(["ip", "netns", "delete", ns], check=False)
-        shutil.rmtree(work, ignore_errors=True)
     save("control_plane", results)
     print(json.dumps(results, indent=2))
     return 0

@@ -13,17 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import shutil
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 
-from benchlib import rss_kib, save
+from benchlib import one_host, rss_kib, save
 
-from nsmd.testing.sandbox import DaemonProc, endpoint_manifest, service_manifest, sh
+from nsmd.testing.sandbox import sh
 
 
 def fds(pid: int) -> int:
@@ -41,20 +37,8 @@ def main() -> int:
     ap.add_argument("--restart-every", type=int, default=500)
     ap.add_argument("--max-seconds", type=float, default=900)
     args = ap.parse_args()
-    prefix = f"nsmdb-{secrets.token_hex(3)}"
-    made: list[str] = []
-    work = tempfile.mkdtemp(prefix="nsmd-soak-")
-    d = DaemonProc(os.path.join(work, "d"), "soak")
-    os.makedirs(d.state_dir)
     leaks: list[str] = []
-    try:
-        for tag in ("nse", "nsc"):
-            sh("ip", "netns", "add", f"{prefix}-{tag}")
-            made.append(f"{prefix}-{tag}")
-        nse, nsc = made
-        d.start()
-        d.cli("apply", "-f", "-", stdin=service_manifest("soak") + "---" +
-              endpoint_manifest("soak-1", "soak", nse, "100.64.0.0/16"))
+    with one_host("soak", "100.64.0.0/16") as (d, nse, nsc):
         d.client.call("DELETE", "/v1/connections/" + d.client.call(
             "POST", "/v1/connections", {"network_service": "soak", "netns": nsc})["id"])
         base_fds, base_rss = fds(d.proc.pid), rss_kib(d.proc.pid)
@@ -92,11 +76,6 @@ def main() -> int:
                 leaks.append(f"{key} = {result[key]}")
         result["leaks"] = leaks
         print(json.dumps(result, indent=2))
-    finally:
-        d.stop()
-        for ns in made:
-            subprocess.run(["ip", "netns", "delete", ns], check=False)
-        shutil.rmtree(work, ignore_errors=True)
     save("soak", result)
     return 1 if leaks else 0
 
