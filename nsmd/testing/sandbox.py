@@ -195,12 +195,18 @@ def tcp_transfer(server_ns: str, client_ns: str, target: str, size: int,
     return received == sent and sent[0] == str(size)
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> None:
-    """Polls `predicate` until it holds; AssertionError after `timeout` seconds."""
+def eventually(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
+    """Polls `predicate` until it holds (True) or `timeout` seconds pass (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
-            return
+            return True
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    return False
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> None:
+    """Polls `predicate` until it holds; AssertionError after `timeout` seconds."""
+    if not eventually(predicate, timeout, interval):
+        raise AssertionError("condition not met in time")
 

@@ -1,7 +1,6 @@
 """The packet engine with fakes at the TUN boundary: datagram socketpairs keep packet edges."""
 
 import socket
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -9,6 +8,7 @@ from hypothesis import strategies as st
 
 from nsmd.fastpath import reference
 from nsmd.fastpath.engine import Engine, classify
+from nsmd.testing.sandbox import eventually
 
 
 def ipv4(payload=b"x" * 20, total=None):
@@ -44,12 +44,7 @@ def pair_of_fakes():
 
 
 def wait_for(predicate, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
+    return eventually(predicate, timeout, interval=0.005)
 
 
 def test_packets_cross_both_ways_and_are_counted(engine, pair_of_fakes):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from nsmd.fastpath.aead import seal_packet
 from nsmd.fastpath.engine import Engine
+from nsmd.testing.sandbox import eventually
 
 
 def ipv4(payload: bytes = b"x" * 20) -> bytes:
@@ -27,12 +28,7 @@ def header(index: int, counter: int, msg_type: int = 1) -> bytes:
 
 
 def wait_for(predicate, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
+    return eventually(predicate, timeout, interval=0.005)
 
 
 class Side:

@@ -23,6 +23,13 @@ def setup_icmp_responder(d, nse_ns, prefix="169.254.0.0/16"):
           + "---" + endpoint_manifest("icmp-responder-1", "icmp-responder", nse_ns, prefix))
 
 
+def apply_two_endpoints(d, ns1, ns2):
+    """Service `svc` with endpoints e1 (in ns1) and e2 (in ns2), distinct prefixes."""
+    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---"
+          + endpoint_manifest("e1", "svc", ns1, "100.64.1.0/24") + "---"
+          + endpoint_manifest("e2", "svc", ns2, "100.64.2.0/24"))
+
+
 def test_connect_ping_monitor_close(daemon, netns):
     d = daemon()
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
@@ -159,9 +166,7 @@ def test_ethernet_services_register_but_cannot_be_requested(daemon, netns):
 def test_deleting_the_endpoint_in_use_heals_to_another(daemon, netns):
     d = daemon()
     ns1, ns2, nsc_ns = netns("nse1"), netns("nse2"), netns("nsc")
-    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---"
-          + endpoint_manifest("e1", "svc", ns1, "100.64.1.0/24") + "---"
-          + endpoint_manifest("e2", "svc", ns2, "100.64.2.0/24"))
+    apply_two_endpoints(d, ns1, ns2)
     conn = d.cli_json("connect", "svc", "--netns", nsc_ns)
     used = conn["network_service_endpoint_name"]
     d.cli("delete", "endpoint", used)
@@ -218,9 +223,7 @@ def test_a_vanished_client_namespace_closes_its_vwire_in_seconds(daemon, netns):
 def test_a_vanished_endpoint_namespace_moves_clients_to_another(daemon, netns):
     d = daemon()
     ns1, ns2, nsc_ns = netns("nse1"), netns("nse2"), netns("nsc")
-    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---"
-          + endpoint_manifest("e1", "svc", ns1, "100.64.1.0/24") + "---"
-          + endpoint_manifest("e2", "svc", ns2, "100.64.2.0/24"))
+    apply_two_endpoints(d, ns1, ns2)
     conn = d.cli_json("connect", "svc", "--netns", nsc_ns)
     dead_ns = ns1 if conn["network_service_endpoint_name"] == "e1" else ns2
     sh("ip", "netns", "delete", dead_ns)
