@@ -43,7 +43,8 @@ from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_dest
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
 from .includes.sockets cimport (AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR,
                                 CMSG_SPACE, IPPROTO_UDP, MSG_DONTWAIT, MSG_TRUNC, UDP_GRO,
-                                UDP_SEGMENT, cmsghdr, msghdr, recvmmsg, sendmmsg, sendmsg)
+                                UDP_SEGMENT, cmsghdr, mmsghdr, msghdr, recvmmsg, sendmmsg,
+                                sendmsg)
 from .offload cimport VNET_HDR_BYTES
 from .tunnel_in cimport pump_udp
 from .tunnel_out cimport pump_tun_to_tunnel, send_keepalives
@@ -193,6 +194,14 @@ cdef int grow_locked(EngineState *st) noexcept nogil:
     return 0
 
 
+cdef void link_iovs(mmsghdr *msgs, iovec *iov, int n) noexcept nogil:
+    """Gives message i of a batch its own single iovec (buffers are set per round)."""
+    cdef int i
+    for i in range(n):
+        msgs[i].msg_hdr.msg_iov = &iov[i]
+        msgs[i].msg_hdr.msg_iovlen = 1
+
+
 cdef RxBatch *new_rx_batch():
     cdef RxBatch *b = <RxBatch *>calloc(1, sizeof(RxBatch))
     if b == NULL:
@@ -204,9 +213,7 @@ cdef RxBatch *new_rx_batch():
     if b.bufs == NULL or b.pend_wires == NULL or b.pend_data == NULL or b.pend_len == NULL:
         free_rx_batch(b)
         raise MemoryError()
-    for i in range(RX_MSGS):
-        b.msgs[i].msg_hdr.msg_iov = &b.iov[i]
-        b.msgs[i].msg_hdr.msg_iovlen = 1
+    link_iovs(b.msgs, b.iov, RX_MSGS)
     return b
 
 
@@ -227,9 +234,7 @@ cdef Batch *new_batch():
     if b.bufs == NULL:
         free(b)
         raise MemoryError()
-    for i in range(BATCH_SIZE):
-        b.msgs[i].msg_hdr.msg_iov = &b.iov[i]
-        b.msgs[i].msg_hdr.msg_iovlen = 1
+    link_iovs(b.msgs, b.iov, BATCH_SIZE)
     return b
 
 
