@@ -205,6 +205,11 @@ def eventually(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
     return False
 
 
+def wait_briefly(predicate, timeout: float = 3.0) -> bool:
+    """`eventually` at a fine grain, for in-process engines that settle in milliseconds."""
+    return eventually(predicate, timeout, interval=0.005)
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> None:
     """Polls `predicate` until it holds; AssertionError after `timeout` seconds."""
     if not eventually(predicate, timeout, interval):

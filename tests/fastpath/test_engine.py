@@ -8,17 +8,8 @@ from hypothesis import strategies as st
 
 from nsmd.fastpath import reference
 from nsmd.fastpath.engine import Engine, classify
-from nsmd.testing.sandbox import eventually
-
-
-def ipv4(payload=b"x" * 20, total=None):
-    body = payload
-    length = 20 + len(body) if total is None else total
-    return bytes([0x45, 0, length >> 8, length & 0xFF]) + bytes(16) + body
-
-
-def ipv6(payload=b"y" * 8):
-    return bytes([0x60, 0, 0, 0, 0, len(payload), 17, 64]) + bytes(32) + payload
+from nsmd.testing.packets import ipv4, ipv6
+from nsmd.testing.sandbox import wait_briefly
 
 
 @pytest.fixture
@@ -41,10 +32,6 @@ def pair_of_fakes():
     yield make
     for s in socks:
         s.close()
-
-
-def wait_for(predicate, timeout=2.0):
-    return eventually(predicate, timeout, interval=0.005)
 
 
 def test_packets_cross_both_ways_and_are_counted(engine, pair_of_fakes):
@@ -75,7 +62,7 @@ def test_bad_packets_are_dropped_by_reason_and_the_wire_keeps_working(engine, pa
         app.send(packet)
     app.send(ipv4())
     assert peer_app.recv(2000) == ipv4()
-    assert wait_for(lambda: engine.wire_stats(handle)["a_to_b"]["rx_packets"] == 6)
+    assert wait_briefly(lambda: engine.wire_stats(handle)["a_to_b"]["rx_packets"] == 6)
     drops = engine.wire_stats(handle)["a_to_b"]["drops"]
     assert drops["not_ip"] == 1 and drops["malformed"] == 4
     assert sum(drops.values()) == 5
@@ -113,7 +100,7 @@ def test_vnet_headers_travel_with_their_packets(engine, pair_of_fakes):
     assert peer_app.recv(70000) == gso + big
     app.send(gso + b"\x00" * 30)   # the header is skipped before classifying
     app.send(b"short")             # not even a header
-    assert wait_for(lambda: engine.wire_stats(handle)["a_to_b"]["rx_packets"] == 3)
+    assert wait_briefly(lambda: engine.wire_stats(handle)["a_to_b"]["rx_packets"] == 3)
     stats = engine.wire_stats(handle)["a_to_b"]
     assert stats["tx_bytes"] == len(big) and stats["drops"]["not_ip"] == 1
     assert stats["drops"]["malformed"] == 1
@@ -158,7 +145,7 @@ def test_a_failing_side_is_marked_dead_instead_of_spinning(engine, pair_of_fakes
     stream_b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     stream_b.send(b"x")
     stream_b.close()  # RST: the next read gets ECONNRESET
-    assert wait_for(lambda: engine.wire_stats(handle)["dead"][0] or
+    assert wait_briefly(lambda: engine.wire_stats(handle)["dead"][0] or
                     engine.wire_stats(handle)["a_to_b"]["rx_packets"] > 0)
     stream_a.close()
 

@@ -5,20 +5,14 @@ import struct
 from nsmd.fastpath import reference
 from nsmd.fastpath.gro import coalesce
 from nsmd.fastpath.offload import segment
+from nsmd.testing.packets import ip_before_tcp
 
 
 def seg(seq: int, payload: bytes, flags: int = 0x10, sport: int = 40000, ack: int = 9,
         ipv6: bool = False, window: int = 500) -> bytes:
     tcp = struct.pack("!HHIIBBHHH", sport, 5201, seq, ack, 8 << 4, flags, window, 0, 0)
     tcp += bytes([1, 1, 8, 10]) + struct.pack("!II", 7, 8)  # NOP NOP timestamps
-    if ipv6:
-        return (struct.pack("!IHBB", 6 << 28, len(tcp) + len(payload), 6, 64)
-                + bytes(range(32)) + tcp + payload)
-    total = 20 + len(tcp) + len(payload)
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0x4000, 64, 6, 0,
-                               bytes([100, 64, 0, 1]), bytes([100, 64, 0, 2])))
-    ip[10:12] = reference.internet_checksum(bytes(ip)).to_bytes(2, "big")
-    return bytes(ip) + tcp + payload
+    return ip_before_tcp(len(tcp) + len(payload), ipv6) + tcp + payload
 
 
 def payloads(frames, ipv6=False):

@@ -8,20 +8,14 @@ from hypothesis import strategies as st
 
 from nsmd.fastpath import reference
 from nsmd.fastpath.offload import segment
+from nsmd.testing.packets import ip_before_tcp
 
 
 def tcp_packet(payload: bytes, ipv6: bool, options: int = 12, flags: int = 0x18,
                seq: int = 1000) -> bytes:
     tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 77, (5 + options // 4) << 4, flags,
                       65000, 0, 0) + bytes(options)
-    if ipv6:
-        return (struct.pack("!IHBB", 6 << 28, len(tcp) + len(payload), 6, 64)
-                + bytes(range(16)) + bytes(range(16, 32)) + tcp + payload)
-    total = 20 + len(tcp) + len(payload)
-    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total & 0xFFFF, 0x1234, 0x4000,
-                                   64, 6, 0, bytes([100, 64, 0, 1]), bytes([100, 64, 0, 2])))
-    header[10:12] = reference.internet_checksum(bytes(header)).to_bytes(2, "big")
-    return bytes(header) + tcp + payload
+    return ip_before_tcp(len(tcp) + len(payload), ipv6, ident=0x1234) + tcp + payload
 
 
 def vnet(gso_type: int, mss: int, flags: int = 1, csum_start: int = 0, csum_offset: int = 0):

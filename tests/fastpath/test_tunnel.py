@@ -15,20 +15,12 @@ from hypothesis import strategies as st
 
 from nsmd.fastpath.aead import seal_packet
 from nsmd.fastpath.engine import Engine
-from nsmd.testing.sandbox import eventually
-
-
-def ipv4(payload: bytes = b"x" * 20) -> bytes:
-    length = 20 + len(payload)
-    return bytes([0x45, 0, length >> 8, length & 0xFF]) + bytes(16) + payload
+from nsmd.testing.packets import ip_before_tcp, ipv4
+from nsmd.testing.sandbox import wait_briefly
 
 
 def header(index: int, counter: int, msg_type: int = 1) -> bytes:
     return bytes([msg_type, 0, 0, 0]) + struct.pack("<IQ", index, counter)
-
-
-def wait_for(predicate, timeout=3.0):
-    return eventually(predicate, timeout, interval=0.005)
 
 
 class Side:
@@ -121,7 +113,7 @@ def test_ciphertext_on_the_wire_hides_the_payload(pair):
 def test_no_key_no_traffic(pair):
     a, b = pair
     a.app.send(ipv4())
-    assert wait_for(lambda: a.stats()["a_to_b"]["drops"]["no_key"] == 1)
+    assert wait_briefly(lambda: a.stats()["a_to_b"]["drops"]["no_key"] == 1)
 
 
 def test_replayed_tampered_and_foreign_datagrams_are_dropped_and_counted(pair):
@@ -149,8 +141,8 @@ def test_replayed_tampered_and_foreign_datagrams_are_dropped_and_counted(pair):
     attacker.sendto(stale, target)
     attacker.close()
     expected_udp = {"truncated": 1, "oversize": 1, "bad_type": 1, "unknown_index": 1}
-    assert wait_for(lambda: b.engine.totals()["udp_drops"] == expected_udp)
-    assert wait_for(lambda: b.stats()["b_to_a"]["drops"]["replay"] == 2)
+    assert wait_briefly(lambda: b.engine.totals()["udp_drops"] == expected_udp)
+    assert wait_briefly(lambda: b.stats()["b_to_a"]["drops"]["replay"] == 2)
     drops = b.stats()["b_to_a"]["drops"]
     assert drops["bad_tag"] == 2 and drops["replay"] == 2
     assert b.stats()["b_to_a"]["tx_packets"] == 4
@@ -186,7 +178,7 @@ def test_rekey_under_load_loses_nothing(pair):
             time.sleep(0.0005)
             drain(b.app, there)
             drain(a.app, back)
-    assert wait_for(lambda: (drain(b.app, there), drain(a.app, back)) and False
+    assert wait_briefly(lambda: (drain(b.app, there), drain(a.app, back)) and False
                     or (len(there) == total and len(back) == total))
     assert sorted(struct.unpack("<I", p[20:24])[0] for p in there) == list(range(total))
     assert sorted(struct.unpack("<I", p[20:24])[0] for p in back) == list(range(total))
@@ -211,12 +203,9 @@ def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
         key_up(a, b)
         payload = bytes(range(256)) * 40  # 10240 bytes
         tcp = struct.pack("!HHIIBBHHH", 1, 2, 5, 0, 5 << 4, 0x18, 100, 0, 0)
-        total = 20 + len(tcp) + len(payload)
-        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0, 64, 6, 0,
-                                   bytes([100, 64, 0, 1]), bytes([100, 64, 0, 2])))
-        ip[10:12] = reference.internet_checksum(bytes(ip)).to_bytes(2, "big")
+        ip = ip_before_tcp(len(tcp) + len(payload), frag=0)
         gso = struct.pack("<BBHHHH", 1, 1, 40, 1360, 20, 16)  # NEEDS_CSUM, TCPv4, MSS 1360
-        a.app.send(gso + bytes(ip) + tcp + payload)
+        a.app.send(gso + ip + tcp + payload)
         received = b""
         frames = 0
         while len(received) < len(payload):  # as segments, or merged again on receipt
@@ -244,7 +233,7 @@ def test_idle_tunnels_send_keepalives():
         a.connect(b.port, keepalive_s=0.3)
         b.connect(a.port)
         key_up(a, b)
-        assert wait_for(lambda: b.stats()["tunnel"]["keepalives_rx"] >= 2, timeout=3)
+        assert wait_briefly(lambda: b.stats()["tunnel"]["keepalives_rx"] >= 2, timeout=3)
         assert b.stats()["tunnel"]["last_rx_age_s"] < 1.0
         assert a.stats()["tunnel"]["keepalives_tx"] >= 2
         assert b.stats()["b_to_a"]["tx_packets"] == 0  # nothing reached the TUN
