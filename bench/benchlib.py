@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 
 from nsmd.testing.sandbox import DaemonProc, endpoint_manifest, service_manifest, sh
@@ -33,6 +34,22 @@ def rss_kib(pid: int) -> int:
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
+
+
+def p50_p99(values: list[float]) -> dict[str, float]:
+    return {"p50": pct(values, 50), "p99": pct(values, 99)}
+
+
+def setup_latency_ms(d: DaemonProc, service: str, netns: str, count: int) -> dict[str, float]:
+    """Connects and closes `count` vWires one after another; p50/p99 of the connect, in ms."""
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        conn = d.client.call("POST", "/v1/connections",
+                             {"network_service": service, "netns": netns})
+        times.append((time.perf_counter() - t0) * 1000)
+        d.client.call("DELETE", f"/v1/connections/{conn['id']}")
+    return p50_p99(times)
 
 
 @contextlib.contextmanager

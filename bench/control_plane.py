@@ -19,7 +19,7 @@ import sys
 import time
 
 import aiohttp
-from benchlib import one_host, pct, rss_kib, save
+from benchlib import one_host, p50_p99, rss_kib, save, setup_latency_ms
 
 from nsmd.testing.sandbox import DaemonProc
 
@@ -82,9 +82,9 @@ def registry_scale(d: DaemonProc, total: int, batch: int) -> dict:
         assert event["item"]["name"] == f"w-{i}"
     stream.close()
     return {"endpoints": total, "register_per_s": round(rate),
-            "find_by_name_ms": {"p50": pct(by_name, 50), "p99": pct(by_name, 99)},
-            "find_by_service_ms": {"p50": pct(by_service, 50), "p99": pct(by_service, 99)},
-            "watch_delay_ms": {"p50": pct(delays, 50), "p99": pct(delays, 99)},
+            "find_by_name_ms": p50_p99(by_name),
+            "find_by_service_ms": p50_p99(by_service),
+            "watch_delay_ms": p50_p99(delays),
             "daemon_rss_mib": round(rss_kib(d.proc.pid) / 1024, 1)}
 
 
@@ -97,14 +97,7 @@ def main() -> int:
     args = ap.parse_args()
     results: dict = {"machine": {"cpus": os.cpu_count()}}
     with one_host("bench", "100.64.0.0/10") as (d, _, nsc):
-        times = []
-        for _ in range(args.sequential):
-            t0 = time.perf_counter()
-            conn = d.client.call("POST", "/v1/connections",
-                                 {"network_service": "bench", "netns": nsc})
-            times.append((time.perf_counter() - t0) * 1000)
-            d.client.call("DELETE", f"/v1/connections/{conn['id']}")
-        results["setup_same_host_ms"] = {"p50": pct(times, 50), "p99": pct(times, 99)}
+        results["setup_same_host_ms"] = setup_latency_ms(d, "bench", nsc, args.sequential)
         print(f"setup same host: {results['setup_same_host_ms']}", flush=True)
 
         # memory: idle vWires made one after another (no burst to inflate the heap)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import save
+from benchlib import save, setup_latency_ms
 
 from nsmd.testing.sandbox import (
     DaemonProc,
@@ -252,20 +252,12 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
         deadline = time.monotonic() + 10
         while not near.cli_json("get", "endpoints") and time.monotonic() < deadline:
             time.sleep(0.1)
-        setup = []
-        for _ in range(args.connects):
-            t0 = time.perf_counter()
-            conn = near.client.call("POST", "/v1/connections",
-                                    {"network_service": "bench", "netns": nsc})
-            setup.append((time.perf_counter() - t0) * 1000)
-            near.client.call("DELETE", f"/v1/connections/{conn['id']}")
-        setup.sort()
+        setup_ms = setup_latency_ms(near, "bench", nsc, args.connects)
         conn = near.cli_json("connect", "bench", "--netns", nsc)
         target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
         result = measure("nsmd cross-host", nsc, nse, target, [near.proc.pid, far.proc.pid],
                          args)
-        result["setup_ms"] = {"p50": round(setup[len(setup) // 2], 2),
-                              "p99": round(setup[min(len(setup) - 1, int(len(setup) * .99))], 2)}
+        result["setup_ms"] = setup_ms
         result["tcp_2_vwires"] = parallel_vwires(bed, near, nsc, nse, args)
         near.cli("close", conn["id"])
         # the same host: an endpoint next to the client, both served by one daemon
