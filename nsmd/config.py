@@ -7,6 +7,7 @@ error.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import ipaddress
 import os
 import socket
@@ -15,8 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from nsmd.errors import ValidationError
+from nsmd.identity.ca import parse_spiffe_id
 
 DEFAULT_STATE_DIR = "/var/lib/nsmd"
+REJECT_AFTER_S = 180.0        # a tunnel keypair's whole life (WireGuard's RejectAfterTime)
+REKEY_LIMIT_S = REJECT_AFTER_S - 30  # rekeys must come well before keys are refused
 DEFAULT_API_SOCKET = "/run/nsmd/nsmd.sock"
 ENV_PREFIX = "NSMD_"
 
@@ -31,8 +35,11 @@ class Config:
     engines: int = 0            # packet engine threads; 0 = one per CPU
     local_queues: int = 1       # queues per same-host vWire device (flows over engines)
     registry: str = ""          # https://HOST:PORT of another daemon; "" = our own SQLite
+    registry_id: str = ""       # the SPIFFE ID that daemon must present ("" = any of ours)
     identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer) ...
     spiffe_socket: str = ""     # ... or a SPIFFE Workload API: unix:///path
+    policy: str = ""            # YAML authorization policies ("" = the built-in ones only)
+    api_group: str = ""         # group allowed on the API socket (0660); "" = root only
     log_level: str = "info"
     token_lifetime_s: float = 600.0
     nse_expiry_s: float = 60.0
@@ -64,13 +71,21 @@ class Config:
             raise ValidationError("tunnel-mtu", "an MTU between 576 and 1420", self.tunnel_mtu)
         if not 0.1 <= self.keepalive_s <= 60:
             raise ValidationError("keepalive-s", "0.1 to 60 seconds", self.keepalive_s)
-        if self.rekey_after_s < 1:
-            raise ValidationError("rekey-after-s", "at least 1 second", self.rekey_after_s)
+        if not 1 <= self.rekey_after_s <= REKEY_LIMIT_S:
+            raise ValidationError("rekey-after-s", f"1 to {REKEY_LIMIT_S:.0f} seconds (keys "
+                                  f"are refused {REJECT_AFTER_S:.0f} s after they were made)",
+                                  self.rekey_after_s)
         if self.listen:
             listen_address(self.listen)
         if self.registry and not self.registry.startswith("https://"):
             raise ValidationError("registry", "https://HOST:PORT of another nsmd",
                                   self.registry)
+        if self.registry_id:
+            if not self.registry:
+                raise ValidationError("registry-id", "used together with --registry")
+            parse_spiffe_id(self.registry_id, "registry-id")
+        if self.api_group:
+            group_id(self.api_group)
         if self.spiffe_socket and not self.spiffe_socket.startswith("unix:///"):
             raise ValidationError("spiffe-socket", "unix:///PATH of a SPIFFE Workload API",
                                   self.spiffe_socket)
@@ -84,6 +99,14 @@ class Config:
     def url(self) -> str:
         """How other daemons and the registry name this one."""
         return f"https://{self.listen}" if self.listen else f"unix://{self.api_socket}"
+
+
+def group_id(name: str) -> int:
+    """The gid of a group name or number (the API socket's --api-group)."""
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValidationError("api-group", "an existing group name or gid", name) from None
 
 
 def listen_address(value: str) -> tuple[str, int]:

@@ -20,14 +20,15 @@ from aiohttp import web
 
 from nsmd import netns
 from nsmd.api.app import build_app, serve_peers, serve_unix
+from nsmd.caller import DAEMON, Caller
 from nsmd.clock import Clock, SystemClock
 from nsmd.config import Config, listen_address
 from nsmd.dataplane import Dataplane
 from nsmd.errors import Conflict, NotFound
 from nsmd.hosting import Hosting
-from nsmd.identity.svid import Svid, load_svid_dir
-from nsmd.identity.tls import PeerPolicy, load_svid, make_context
-from nsmd.identity.workload import WorkloadIdentity
+from nsmd.identity.identity import Identity
+from nsmd.identity.svid import verify_chain
+from nsmd.identity.tls import peer_certificate
 from nsmd.manager.build import Manager
 from nsmd.manager.liveness import DEAD_AFTER_KEEPALIVES, Liveness
 from nsmd.manager.rekey import Rekeyer
@@ -36,6 +37,7 @@ from nsmd.metrics import Metrics
 from nsmd.model import NetworkService, NetworkServiceEndpoint
 from nsmd.peer.client import PeerClient
 from nsmd.peer.server import build_peer_app
+from nsmd.policy import Policy
 from nsmd.registry import Registry
 from nsmd.registry.remote import RemoteRegistry
 from nsmd.selection import candidates
@@ -56,8 +58,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._peer_runner: web.AppRunner | None = None
         self.peer: PeerClient | None = None
-        self.svid: Svid | None = None
-        self.workload: WorkloadIdentity | None = None
+        self.id: Identity | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -65,17 +66,27 @@ class Daemon:
         _raise_fd_limit()
         self._take_lock()
         _refuse_live_socket(cfg.api_socket)
+        policy = Policy.load(cfg.policy) if cfg.policy else Policy.allow_all()
         self.db = StateDB(cfg.state_dir)
         self.metrics = Metrics()
         if cfg.listen or cfg.registry:
             await self._load_identity()
-        self.registry = (RemoteRegistry(self.peer, cfg.registry) if cfg.registry and self.peer
-                         else Registry(self.db, self.clock, cfg.nse_expiry_s))
+        own_id = self.id.spiffe_id if self.id else ""
+        if cfg.registry and self.peer:
+            if not cfg.registry_id:
+                log.warning("--registry-id not given: any daemon of trust domain %s is "
+                            "accepted as the registry at %s", self.id and self.id.trust_domain,
+                            cfg.registry)
+            self.registry: Registry | RemoteRegistry = RemoteRegistry(
+                self.peer, cfg.registry, cfg.registry_id)
+        else:
+            self.registry = Registry(self.db, self.clock, cfg.nse_expiry_s, own_id)
         self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url)
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
                                dataplane=self.dataplane, db=self.db, clock=self.clock,
                                metrics=self.metrics, peer=lambda: self.peer,
+                               identity=lambda: self.id, policy=policy,
                                token_lifetime_s=cfg.token_lifetime_s, local_mtu=cfg.local_mtu,
                                tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin.peek()),
@@ -103,10 +114,11 @@ class Daemon:
         self.rekeyer = Rekeyer(self.manager, self.dataplane, self.metrics, cfg.rekey_after_s)
         self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping)),
                        asyncio.ensure_future(self.rekeyer.run(self.stopping))]
-        self._runner = await serve_unix(build_app(self), cfg.api_socket)
+        self._runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         if cfg.listen:
+            assert self.id is not None
             self._peer_runner = await serve_peers(build_peer_app(self), cfg.listen,
-                                                  self.server_ssl)
+                                                  self.id.tls.listener)
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
                  len(self.registry.endpoints))
@@ -122,8 +134,8 @@ class Daemon:
         self._runner = self._peer_runner = None
         if self.peer is not None:
             await self.peer.close()
-        if self.workload is not None:
-            self.workload.close()
+        if self.id is not None:
+            self.id.close()
         if hasattr(self, "manager"):
             self.manager.shutdown()
             self.hosting.close()
@@ -152,6 +164,7 @@ class Daemon:
 
     async def register_service(self, ns: NetworkService, owner: str | None = None,
                                ) -> NetworkService:
+        """owner: the registering peer's SPIFFE ID; None is this daemon."""
         """Registers `ns`; vWires whose endpoint its new matches no longer allow reselect."""
         ns = await self.registry.register_service(ns, owner)
         live = self.registry.endpoints_of(ns.name)
@@ -165,7 +178,12 @@ class Daemon:
                 await self.manager.server_begin.close_by_id(conn.id)
         return ns
 
-    async def apply(self, resources: list[Resource]) -> list[dict]:
+    async def apply(self, resources: list[Resource], caller: Caller = DAEMON) -> list[dict]:
+        for res in resources:  # all allowed, or nothing changes
+            services = [res.name] if res.service is not None else (
+                res.endpoint.network_service_names if res.endpoint else [])
+            for service in services:
+                self.manager.policy.check("register", service, caller)
         results = []
         for res in resources:
             if res.service is not None:
@@ -186,11 +204,14 @@ class Daemon:
             log.info("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
         return results
 
-    async def delete_endpoint(self, name: str) -> NetworkServiceEndpoint:
+    async def delete_endpoint(self, name: str, caller: Caller = DAEMON,
+                              ) -> NetworkServiceEndpoint:
         nse = self.registry.endpoints.get(name)
         hosted = self.hosting.spec(name) is not None
         if nse is None and not hosted:
             raise NotFound(f"network service endpoint {name!r} is not registered")
+        for service in nse.network_service_names if nse else []:
+            self.manager.policy.check("register", service, caller)
         closed = await self.manager.close_endpoint_connections(name)
         self.hosting.remove(name)
         if nse is not None:
@@ -201,34 +222,36 @@ class Daemon:
     # -- internals -------------------------------------------------------------------------
 
     async def _load_identity(self) -> None:
-        if self.config.spiffe_socket:
-            self.workload = WorkloadIdentity(self.config.spiffe_socket)
-            self.svid = await self.workload.start()
-            self.workload.on_update.append(self._rotated)
-        else:
-            self.svid = load_svid_dir(self.config.identity_dir)
-        policy = PeerPolicy(self.svid.spiffe_id.trust_domain.name)
-        self.server_ssl = make_context(self.svid, policy, server=True)
-        self.client_ssl = make_context(self.svid, policy, server=False)
-        self.peer = PeerClient(self.client_ssl)
-        log.info("identity %s (valid until %s)", self.svid.spiffe_id, self.svid.not_after)
+        cfg = self.config
+        self.id = Identity.from_config(cfg.identity_dir, cfg.spiffe_socket,
+                                       cfg.token_lifetime_s)
+        await self.id.start()
+        self.id.on_change.append(self._identity_changed)
+        self.peer = PeerClient(self.id.tls)
 
-    def _rotated(self, svid: Svid) -> None:
-        """A new SVID: new handshakes use it; live sessions and vWires are untouched."""
-        assert self.svid is not None
-        if svid.spiffe_id != self.svid.spiffe_id:
-            log.error("the Workload API changed our SPIFFE ID (%s -> %s); keeping the old SVID",
-                      self.svid.spiffe_id, svid.spiffe_id)
+    def _identity_changed(self, ca_removed: bool) -> None:
+        """New handshakes use the new SVID and bundle already; when a CA left the bundle,
+        connections it authenticated are closed too (peers reconnect under the new one)."""
+        if not ca_removed:
             return
-        for ctx in (self.server_ssl, self.client_ssl):
-            load_svid(ctx, svid)
-        self.svid = svid
+        assert self.id is not None and self.peer is not None
+        asyncio.ensure_future(self.peer.close())
+        server = self._peer_runner.server if self._peer_runner else None
+        for handler in server.connections if server else []:
+            transport = handler.transport
+            try:
+                assert transport is not None
+                verify_chain([peer_certificate(transport.get_extra_info("ssl_object"))],
+                             self.id.svid.bundle)
+            except Exception:  # untrusted now, or not verifiable: fail closed
+                log.info("closing a peer connection its CA no longer vouches for")
+                handler.force_close()
 
     def identity(self) -> dict | None:
-        if self.svid is None:
+        if self.id is None:
             return None
-        leaf = self.svid.chain[0]
-        return {"spiffe_id": str(self.svid.spiffe_id), "serial": format(leaf.serial_number, "x"),
+        leaf = self.id.svid.chain[0]
+        return {"spiffe_id": self.id.spiffe_id, "serial": format(leaf.serial_number, "x"),
                 "not_after": leaf.not_valid_after_utc.isoformat(),
                 "source": self.config.spiffe_socket or self.config.identity_dir}
 

@@ -36,6 +36,20 @@ class Conflict(NsmdError):
     status = 409
 
 
+class PermissionDenied(NsmdError):
+    """A caller asked for something a policy does not allow; `policy` names that policy
+    (a built-in one such as tokens_chained, or a rule of the --policy file)."""
+
+    status = 403
+
+    def __init__(self, policy: str, reason: str, *, detail: str = ""):
+        self.policy = policy
+        super().__init__(detail or f"denied by policy {policy}: {reason}")
+
+    def to_json(self) -> dict:
+        return {"error": str(self), "policy": self.policy}
+
+
 class SelectionError(NsmdError):
     """No endpoint could serve a request (none matches, or every candidate failed)."""
 

@@ -1,13 +1,17 @@
-"""Tunnel keys: an X25519 exchange carried in the authenticated control plane, expanded
-with HKDF-SHA256 (RFC 5869) into one ChaCha20-Poly1305 key per direction.
+"""Tunnel keying, both roles and rekeys: an X25519 exchange carried in the authenticated
+control plane, expanded with HKDF-SHA256 (RFC 5869) into one ChaCha20-Poly1305 key per
+direction (docs/wire-format.md).
 
-The initiator (the client's daemon) sends its ephemeral public key in the Request; the
-responder (the endpoint's daemon) answers with its own. Both derive the same pair of keys,
-bound to both public keys and the connection, so a key never serves two vWires.
+The initiator (the client's daemon) offers an ephemeral public key and the receiver index
+it will accept, in the Request or a rekey; the responder (the endpoint's daemon) answers
+with its own. The keys are bound to both public keys, both daemons' SPIFFE IDs (as each
+side authenticated the other in mTLS) and the connection, so keys agreed with anyone else,
+or for another vWire, never match.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 
@@ -15,10 +19,27 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import ValidationError
 
 KEY_BYTES = 32
-SALT = b"nsmd tunnel v1"
+SALT = b"nsmd tunnel v2"
+OFFER_KEYS = ("src_ip", "src_port", "src_public_key", "src_index", "key_context")
+ANSWER_KEYS = ("dst_ip", "dst_port", "dst_public_key", "dst_index")
+PREVIOUS_GRACE_S = 10.0   # how long the old keypair still opens packets after a rekey
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """What a keypair is for: initiator and responder (SPIFFE IDs), and the vWire."""
+    initiator: str
+    responder: str
+    context: str   # key_context: the client-side connection id
+
+    def info(self, initiator_public: bytes, responder_public: bytes) -> bytes:
+        return b"\0".join((b"keys" + initiator_public + responder_public,
+                           self.context.encode(), self.initiator.encode(),
+                           self.responder.encode()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +61,14 @@ class Ephemeral:
         return base64.b64encode(self.public).decode()
 
     def derive(self, peer_public_b64: str, initiator_public: bytes, responder_public: bytes,
-               context: str) -> DirectionKeys:
+               binding: Binding) -> DirectionKeys:
         peer = decode_public(peer_public_b64)
         try:
             shared = self._private.exchange(X25519PublicKey.from_public_bytes(peer))
         except ValueError:  # a low-order point gives an all-zero secret: refuse it
             raise ValidationError("public_key", "a valid X25519 public key") from None
         okm = HKDF(algorithm=hashes.SHA256(), length=2 * KEY_BYTES, salt=SALT,
-                   info=b"keys" + initiator_public + responder_public + context.encode()
-                   ).derive(shared)
+                   info=binding.info(initiator_public, responder_public)).derive(shared)
         return DirectionKeys(okm[:KEY_BYTES], okm[KEY_BYTES:])
 
 
@@ -62,9 +82,74 @@ def decode_public(value: str, where: str = "public_key") -> bytes:
     return raw
 
 
-def handshake(initiator: Ephemeral, responder: Ephemeral, context: str,
+class TunnelKeying:
+    """Installs agreed keys on a tunnel wire of the dataplane, in either role."""
+
+    def __init__(self, dataplane: Dataplane):
+        self.dataplane = dataplane
+
+    def offer(self, wire: Wire, context: str = "") -> tuple[Ephemeral, dict[str, str]]:
+        """The initiator's offer: a first one (with our address and `context`), or a rekey
+        of an agreed tunnel (context "": the agreed one)."""
+        mine = Ephemeral()
+        if context:
+            host, port = self.dataplane.tunnel_address(wire)
+            base = {"src_ip": host, "src_port": str(port), "key_context": context}
+        else:
+            base = {k: wire.agreed[k] for k in OFFER_KEYS}
+        return mine, {**base, "src_public_key": mine.public_b64,
+                      "src_index": str(self.dataplane.next_local_index(wire))}
+
+    def accept(self, wire: Wire, mine: Ephemeral, offer: dict[str, str],
+               answer: dict[str, str], binding: Binding) -> None:
+        """The initiator installs the keys of an answered offer (CURRENT at once: it sends
+        a keepalive under them, which is how the responder learns it has them)."""
+        keys = mine.derive(answer["dst_public_key"], mine.public,
+                           decode_public(answer["dst_public_key"]), binding)
+        rekey = wire.keyed
+        if not rekey:
+            self.dataplane.set_peer(wire, answer["dst_ip"], int(answer["dst_port"]))
+        self.dataplane.install_keys(wire, int(offer["src_index"]), int(answer["dst_index"]),
+                                    send=keys.initiator_to_responder,
+                                    recv=keys.responder_to_initiator, confirmed=True)
+        wire.agreed = {**wire.agreed, **offer, **{k: answer[k] for k in ANSWER_KEYS
+                                                  if k in answer}}
+        if rekey:
+            self._expire_previous_later(wire)
+
+    def respond(self, wire: Wire, offer: dict[str, str], binding: Binding,
+                rekey: bool) -> dict[str, str]:
+        """The responder's answer. A first keying points the wire at the offer's address
+        and sends at once; a rekey waits in NEXT until the initiator's first packet under
+        it, so packets sealed under the old keys in flight still open."""
+        if rekey and offer["key_context"] != wire.agreed.get("key_context"):
+            raise ValidationError("offer.key_context", "the key_context of this vWire",
+                                  offer["key_context"])
+        mine = Ephemeral()
+        keys = mine.derive(offer["src_public_key"], decode_public(offer["src_public_key"]),
+                           mine.public, binding)
+        index = self.dataplane.next_local_index(wire)
+        if not rekey:
+            self.dataplane.set_peer(wire, offer["src_ip"], int(offer["src_port"]))
+        self.dataplane.install_keys(wire, index, int(offer["src_index"]),
+                                    send=keys.responder_to_initiator,
+                                    recv=keys.initiator_to_responder, confirmed=not rekey)
+        host, port = self.dataplane.tunnel_address(wire)
+        answer = {"dst_ip": host, "dst_port": str(port), "dst_public_key": mine.public_b64,
+                  "dst_index": str(index)}
+        wire.agreed = {**{k: offer[k] for k in OFFER_KEYS}, **answer}
+        if rekey:
+            self._expire_previous_later(wire)
+        return answer
+
+    def _expire_previous_later(self, wire: Wire) -> None:
+        asyncio.get_running_loop().call_later(PREVIOUS_GRACE_S,
+                                              self.dataplane.expire_previous, wire)
+
+
+def handshake(initiator: Ephemeral, responder: Ephemeral, binding: Binding,
               ) -> tuple[DirectionKeys, DirectionKeys]:
     """Both sides' view of one exchange (for tests): they must be equal."""
-    i = initiator.derive(responder.public_b64, initiator.public, responder.public, context)
-    r = responder.derive(initiator.public_b64, initiator.public, responder.public, context)
+    i = initiator.derive(responder.public_b64, initiator.public, responder.public, binding)
+    r = responder.derive(initiator.public_b64, initiator.public, responder.public, binding)
     return i, r

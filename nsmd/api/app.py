@@ -1,4 +1,4 @@
-"""The aiohttp application and its unix-socket site (mode 0600: the socket is the key)."""
+"""The aiohttp application and its unix-socket site (mode 0600, or 0660 with --api-group)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from nsmd.api import connections, registry
 from nsmd.api.codec import errors_middleware, reply
 from nsmd.api.keys import DAEMON
 from nsmd.api.openapi import openapi_document
+from nsmd.config import group_id
 
 misc = web.RouteTableDef()
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -65,7 +66,9 @@ def build_app(daemon) -> web.Application:
     return app
 
 
-async def serve_unix(app: web.Application, path: str) -> web.AppRunner:
+async def serve_unix(app: web.Application, path: str, group: str = "") -> web.AppRunner:
+    """The API socket: 0600 (root only), or 0660 for `group` too (--api-group). Policies
+    then tell members apart by the uid and groups the kernel reports for each caller."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)  # a stale socket from a crashed run; a live daemon holds a lock
@@ -76,7 +79,11 @@ async def serve_unix(app: web.Application, path: str) -> web.AppRunner:
         await web.UnixSite(runner, path, backlog=BACKLOG).start()
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o600)
+    if group:
+        os.chown(path, -1, group_id(group))
+        os.chmod(path, 0o660)
+    else:
+        os.chmod(path, 0o600)
     return runner
 
 

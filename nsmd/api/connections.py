@@ -7,6 +7,7 @@ from aiohttp import web
 from nsmd.api.codec import read_body, reply
 from nsmd.api.keys import DAEMON
 from nsmd.api.streams import stream_ndjson
+from nsmd.caller import local_caller
 from nsmd.errors import ValidationError
 from nsmd.manager.monitor import MonitorScopeSelector, SegmentSelector
 from nsmd.model import to_wire
@@ -43,7 +44,8 @@ async def connect(request: web.Request) -> web.Response:
     check_netns(netns, "netns")
     if ifname:
         check_ifname(ifname, "ifname")
-    conn = await request.app[DAEMON].manager.connect(service, labels, netns, ifname, client)
+    conn = await request.app[DAEMON].manager.connect(service, labels, netns, ifname, client,
+                                                     local_caller(request.transport))
     return reply(request, to_wire(conn), status=201)
 
 
@@ -62,7 +64,8 @@ async def get_connection(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/connections/{id}")
 async def close_connection(request: web.Request) -> web.Response:
-    await request.app[DAEMON].manager.close(request.match_info["id"])
+    await request.app[DAEMON].manager.close(request.match_info["id"],
+                                            local_caller(request.transport))
     return reply(request, {"closed": request.match_info["id"]})
 
 

@@ -7,6 +7,7 @@ from aiohttp import web
 from nsmd.api.codec import read_body, reply
 from nsmd.api.keys import DAEMON
 from nsmd.api.streams import stream_ndjson
+from nsmd.caller import local_caller
 from nsmd.errors import ValidationError
 from nsmd.manifest import parse_documents
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
@@ -60,6 +61,7 @@ async def find_services(request: web.Request) -> web.StreamResponse:
 async def register_service(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     ns = from_wire(NetworkService, await read_body(request))
+    daemon.manager.policy.check("register", ns.name, local_caller(request.transport))
     return reply(request, to_wire(await daemon.register_service(ns)))
 
 
@@ -70,7 +72,9 @@ async def get_service(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/services/{name}")
 async def delete_service(request: web.Request) -> web.Response:
-    ns = await request.app[DAEMON].registry.unregister_service(request.match_info["name"])
+    daemon, name = request.app[DAEMON], request.match_info["name"]
+    daemon.manager.policy.check("register", name, local_caller(request.transport))
+    ns = await daemon.registry.unregister_service(name)
     return reply(request, to_wire(ns))
 
 
@@ -94,7 +98,10 @@ async def find_endpoints(request: web.Request) -> web.StreamResponse:
 async def register_endpoint(request: web.Request) -> web.Response:
     """Registers an endpoint record hosted elsewhere (what a peer daemon does)."""
     nse = from_wire(NetworkServiceEndpoint, await read_body(request))
-    return reply(request, to_wire(await request.app[DAEMON].registry.register_endpoint(nse)))
+    daemon = request.app[DAEMON]
+    for service in nse.network_service_names:
+        daemon.manager.policy.check("register", service, local_caller(request.transport))
+    return reply(request, to_wire(await daemon.registry.register_endpoint(nse)))
 
 
 @routes.get("/v1/endpoints/{name}")
@@ -104,7 +111,8 @@ async def get_endpoint(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/endpoints/{name}")
 async def delete_endpoint(request: web.Request) -> web.Response:
-    nse = await request.app[DAEMON].delete_endpoint(request.match_info["name"])
+    nse = await request.app[DAEMON].delete_endpoint(request.match_info["name"],
+                                                     local_caller(request.transport))
     return reply(request, to_wire(nse))
 
 
@@ -115,4 +123,5 @@ async def apply(request: web.Request) -> web.Response:
     if not isinstance(docs, list) or not docs:
         raise ValidationError("documents", "a non-empty list of manifest documents", docs)
     resources = parse_documents(docs)  # all validated before anything changes
-    return reply(request, {"applied": await request.app[DAEMON].apply(resources)})
+    return reply(request, {"applied": await request.app[DAEMON].apply(
+        resources, local_caller(request.transport))})

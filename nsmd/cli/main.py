@@ -53,11 +53,21 @@ def build_parser() -> Parser:
                      "engines (default 1: cheaper setup)")
     run.add_argument("--registry", metavar="URL",
                      help="https://IP:PORT: use another daemon's registry instead of our own")
+    run.add_argument("--registry-id", metavar="SPIFFE_ID",
+                     help="the SPIFFE ID the --registry daemon must present (default: any "
+                     "ID of our trust domain, with a warning)")
     run.add_argument("--identity-dir", metavar="DIR",
-                     help="svid.pem, svid.key, bundle.pem (from `nsmd ca issue`); needed to peer")
+                     help="svid.pem, svid.key, bundle.pem (from `nsmd ca issue`); needed to "
+                     "peer; reloaded when the files change")
     run.add_argument("--spiffe-socket", metavar="unix:///PATH",
                      help="SPIFFE Workload API giving SVIDs, rotated live "
                      "(env SPIFFE_ENDPOINT_SOCKET)")
+    run.add_argument("--policy", metavar="FILE",
+                     help="YAML authorization policies: who may request or register which "
+                     "network services (see docs/security.md)")
+    run.add_argument("--api-group", metavar="GROUP",
+                     help="group allowed to use the API socket (mode 0660; default: root "
+                     "only, 0600)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
@@ -147,8 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
                                          "tunnel_port", "engines", "local_queues", "registry",
-                                         "identity_dir",
-                                         "spiffe_socket", "log_level")}
+                                         "registry_id", "identity_dir", "spiffe_socket",
+                                         "policy", "api_group", "log_level")}
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,8 +3,12 @@
 OpenSSL verifies the peer's chain against our trust bundle during the handshake; the
 peer's SPIFFE ID is then checked against policy inside the handshake itself (an
 SSLObject subclass), so a peer outside policy never gets to send a request. Host names
-are not checked: SPIFFE IDs are the identity. Rotation reloads the SVID into the same
-contexts, so new connections use it and established ones (and vWires) carry on.
+are not checked: SPIFFE IDs are the identity.
+
+Every change of SVID or bundle builds fresh contexts (TlsContexts): OpenSSL can add trust
+anchors to a context but never drop one, so a CA removed from the bundle would otherwise
+stay trusted until a restart. The listener keeps one front context and moves each new
+handshake onto the current one from its SNI callback (called with or without SNI).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import ssl
 from collections.abc import Iterator
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from spiffe import SpiffeId
 
 from nsmd.identity.svid import IdentityError, Svid, spiffe_id_of
@@ -49,12 +54,54 @@ def _sslobject_class(policy: PeerPolicy) -> type[ssl.SSLObject]:
     return SpiffeSSLObject
 
 
-def peer_spiffe_id(ssl_object: ssl.SSLObject | None) -> SpiffeId:
-    """The SPIFFE ID of the peer of an established connection."""
+def peer_certificate(ssl_object: ssl.SSLObject | None) -> x509.Certificate:
+    """The leaf certificate the peer of an established connection presented."""
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if der is None:
         raise IdentityError("no peer certificate on this connection")
-    return spiffe_id_of(x509.load_der_x509_certificate(der))
+    return x509.load_der_x509_certificate(der)
+
+
+def peer_spiffe_id(ssl_object: ssl.SSLObject | None) -> SpiffeId:
+    """The SPIFFE ID of the peer of an established connection."""
+    return spiffe_id_of(peer_certificate(ssl_object))
+
+
+class TlsContexts:
+    """Our SVID as TLS contexts: the listener's, and one per peer ID we expect to reach
+    (the handshake fails unless the peer is exactly that ID); rebuilt on update()."""
+
+    def __init__(self, svid: Svid):
+        self.svid = svid
+        self.trust_domain = svid.spiffe_id.trust_domain.name
+        self._server = make_context(svid, PeerPolicy(self.trust_domain), server=True)
+        self._clients: dict[str, ssl.SSLContext] = {}
+        self.listener = make_context(svid, PeerPolicy(self.trust_domain), server=True)
+        self.listener.sni_callback = self._current_server
+
+    def client(self, expect: str = "") -> ssl.SSLContext:
+        """A client context for calls to `expect` ("" = any ID of our trust domain). The
+        same object until the next update(), so pooled connections are reused; after it,
+        calls use new connections made with the new SVID and bundle."""
+        ctx = self._clients.get(expect)
+        if ctx is None:
+            allowed = frozenset({expect}) if expect else frozenset()
+            ctx = make_context(self.svid, PeerPolicy(self.trust_domain, allowed), server=False)
+            self._clients[expect] = ctx
+        return ctx
+
+    def update(self, svid: Svid) -> bool:
+        """Switches to `svid` and its bundle; True if a CA was removed from the bundle."""
+        removed = {c.fingerprint(hashes.SHA256()) for c in self.svid.bundle} - {
+            c.fingerprint(hashes.SHA256()) for c in svid.bundle}
+        self.svid = svid
+        self._server = make_context(svid, PeerPolicy(self.trust_domain), server=True)
+        self._clients = {}
+        return bool(removed)
+
+    def _current_server(self, ssl_object: ssl.SSLObject, _name: str | None,
+                        _front: ssl.SSLContext) -> None:
+        ssl_object.context = self._server
 
 
 def make_context(svid: Svid, policy: PeerPolicy, server: bool) -> ssl.SSLContext:

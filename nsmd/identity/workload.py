@@ -2,8 +2,8 @@
 
 py-spiffe's X509Source streams updates on its own threads; each update is handed to the
 event loop, verified here (py-spiffe does not check who signed an SVID) and given to the
-listeners, which reload the TLS contexts. Rotations reach new connections only: mTLS
-sessions in use and vWire tunnels (keyed independently) carry on.
+listeners, which rebuild the TLS contexts. A bundle change alone (a CA added or removed)
+is an update too.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class WorkloadIdentity:
         except (IdentityError, NsmdError, Exception) as err:
             log.error("ignoring an SVID update from the Workload API: %s", err)
             return
-        if self.svid is not None and svid.chain[0] == self.svid.chain[0]:
+        if self.svid is not None and svid.chain[0] == self.svid.chain[0] \
+                and svid.bundle == self.svid.bundle:
             return
         self.svid = svid
         log.info("SVID rotated: %s, valid until %s", svid.spiffe_id, svid.not_after)

@@ -3,7 +3,8 @@
 Remembers the last connection the chain returned (Close always tears down exactly what was
 set up) and the rest of the chain it went through, so that timers (refresh, timeout) and
 healing can replay Request or Close from here (NSM: sdk common/begin). An established
-connection requested with state RESELECT_REQUESTED is closed downstream first.
+connection requested with state RESELECT_REQUESTED is closed downstream first. Each
+connection remembers its owner, the peer that created it, for authorize's checks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 
+from nsmd.caller import CALLER
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, State
 
@@ -22,6 +24,7 @@ class _Entry:
     conn: Connection            # as the chain last returned it (never handed out: clones are)
     preferences: list[Mechanism]  # of the last request, for replays
     nxt: Next
+    owner: str = ""             # SPIFFE ID of the peer that created it; "" = this daemon
 
 
 class Begin(Element):
@@ -44,6 +47,12 @@ class Begin(Element):
     def get(self, conn_id: str) -> Connection | None:
         entry = self._entries.get(conn_id)
         return entry.conn.clone() if entry else None
+
+    def owner(self, conn_id: str) -> str | None:
+        """The SPIFFE ID of the peer that created the connection ("" for this daemon's own
+        client side); None if there is no such connection."""
+        entry = self._entries.get(conn_id)
+        return entry.owner if entry else None
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         async with self._serialised(request.connection.id):
@@ -101,7 +110,10 @@ class Begin(Element):
                 reselect.conn.state = State.DOWN
             raise
         conn.state = State.UP
-        self._entries[conn_id] = _Entry(conn.clone(), request.mechanism_preferences, nxt)
+        # The creator stays the owner: authorize let only it refresh (CALLER, set by the
+        # entry point, is the peer that created it, or unset for this daemon's own side).
+        owner = old.owner if old else getattr(CALLER.get(), "spiffe_id", "")
+        self._entries[conn_id] = _Entry(conn.clone(), request.mechanism_preferences, nxt, owner)
         return conn
 
     async def _close_locked(self, conn_id: str) -> bool:

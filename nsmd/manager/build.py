@@ -1,11 +1,14 @@
 """The manager's chains, in order, and the operations the API calls.
 
 server: what any caller of this daemon reaches (its own client side, peer daemons)
-    updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
+    authorize -> updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
     -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> wire]
                            or [remote: tunnel to the endpoint's daemon]
 client: the connections this daemon holds for `nsmd connect` users
-    heal -> begin -> updatetoken -> held -> refresh -> server
+    heal -> begin -> updatetoken -> held -> refresh -> act as daemon -> server
+
+Local users are checked against the policy where they enter (connect, close); peers by
+authorize at the head of the server chain.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from nsmd.caller import CALLER, DAEMON, Caller
 from nsmd.clock import Clock
 from nsmd.dataplane import Dataplane
-from nsmd.errors import NotFound, NsmdError, ValidationError
+from nsmd.errors import NotFound, NsmdError, PermissionDenied
 from nsmd.hosting import Hosting
+from nsmd.identity.identity import Identity
+from nsmd.identity.tokens import Signer
+from nsmd.manager.authorize import ActAsDaemon, Authorize
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Chain
 from nsmd.manager.connect import Connect
@@ -44,7 +51,8 @@ from nsmd.model import (
     State,
 )
 from nsmd.peer.client import PeerClient
-from nsmd.registry import PermissionDenied, RegistryView
+from nsmd.policy import Policy
+from nsmd.registry import RegistryView
 from nsmd.state import StateDB
 
 log = logging.getLogger("nsmd.manager")
@@ -54,6 +62,8 @@ class Manager:
     def __init__(self, *, name: str, registry: RegistryView, hosting: Hosting,
                  dataplane: Dataplane, db: StateDB, clock: Clock, metrics: Metrics,
                  peer: Callable[[], PeerClient | None] = lambda: None,
+                 identity: Callable[[], Identity | None] = lambda: None,
+                 policy: Policy | None = None,
                  token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
                  local_mtu: int = DEFAULT_LOCAL_MTU,
                  tunnel_mtu: int = DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0):
@@ -61,27 +71,31 @@ class Manager:
         self.registry = registry
         self.dataplane = dataplane
         self.peer = peer
-        self.callers: dict[str, str] = {}  # our segment id -> SPIFFE ID of the peer daemon
+        self.identity = identity
+        self.policy = policy or Policy.allow_all()
         self.server_begin = Begin()
         self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
         endpoint = Chain(
             UpdatePath(lambda conn: conn.network_service_endpoint_name),
-            UpdateToken(clock, token_lifetime_s),
+            UpdateToken(clock, token_lifetime_s, self.signer),
             self.ipam,
-            VWire(dataplane, hosting, local_mtu, tunnel_mtu, keepalive_s),
+            VWire(dataplane, hosting, local_mtu, tunnel_mtu, keepalive_s, self.own_id),
         )
         self.server = Chain(
+            Authorize(name, self.server_begin, hosting, self.policy, clock, self.own_id,
+                      self.trust_domains),
             UpdatePath(name),
             self.server_begin,
-            UpdateToken(clock, token_lifetime_s),
+            UpdateToken(clock, token_lifetime_s, self.signer),
             RequestMetrics(metrics),
             self.timeout,
             self.monitor,
             Discover(registry, clock),
             Connect(hosting, endpoint,
-                    RemoteConnect(registry, dataplane, peer, keepalive_s, tunnel_mtu)),
+                    RemoteConnect(registry, dataplane, peer, clock, self.signer, keepalive_s,
+                                  tunnel_mtu, token_lifetime_s)),
         )
         self.client_begin = Begin()
         self.heal = Heal(clock, self.client_begin)
@@ -90,13 +104,25 @@ class Manager:
         self.client = Chain(
             self.heal,  # before begin: sees only the caller's closes, not its own reselects
             self.client_begin,
-            UpdateToken(clock, token_lifetime_s),
+            UpdateToken(clock, token_lifetime_s, self.signer),
             self.held,
             self.refresh,
+            ActAsDaemon(),
             self.server,
         )
         self.server_begin.on_dropped.append(self.heal.on_server_dropped)
-        self.server_begin.on_dropped.append(lambda conn: self.callers.pop(conn.id, None))
+
+    def signer(self) -> Signer | None:
+        identity = self.identity()
+        return identity.signer if identity else None
+
+    def own_id(self) -> str:
+        identity = self.identity()
+        return identity.spiffe_id if identity else ""
+
+    def trust_domains(self) -> frozenset[str]:
+        identity = self.identity()
+        return frozenset({identity.trust_domain}) if identity else frozenset()
 
     def shutdown(self) -> None:
         """Stops timers and healing; connections stay as they are for the next run."""
@@ -107,8 +133,10 @@ class Manager:
     # -- operations ------------------------------------------------------------------------
 
     async def connect(self, service: str, labels: dict[str, str], netns: str = "",
-                      ifname: str = "", client_name: str = "") -> Connection:
+                      ifname: str = "", client_name: str = "", caller: Caller = DAEMON,
+                      ) -> Connection:
         """Requests a vWire for a local client and keeps it refreshed until closed."""
+        self.policy.check("request", service, caller)
         conn_id = str(uuid.uuid4())
         conn = Connection(
             id=conn_id, network_service=service, labels=dict(labels),
@@ -122,37 +150,46 @@ class Manager:
         request = NetworkServiceRequest(
             connection=conn,
             mechanism_preferences=[Mechanism(cls="LOCAL", type=KERNEL, parameters=params)])
-        return self.with_metrics(await self.client.request(request))
+        self.held.own(conn_id, caller.subjects)
+        try:
+            return self.with_metrics(await self.client.request(request))
+        finally:
+            if self.client_begin.owner(conn_id) is None:
+                self.held.disown(conn_id)
 
-    async def close(self, conn_id: str) -> None:
-        """Closes a held connection by its id (as `connect` returned it) or its manager id."""
+    async def close(self, conn_id: str, caller: Caller = DAEMON) -> None:
+        """Closes a held connection by its id (as `connect` returned it) or its manager id;
+        a local user may close the connections it made, root any."""
         conn = self.client_begin.get(conn_id)
         if conn is not None:
+            owner = self.held.owner(conn_id)
+            if caller.kind == "local" and not caller.is_root and \
+                    (not owner or owner[0] != caller.subjects[0]):
+                raise PermissionDenied("close_by_owner", f"connection {conn_id} was made by "
+                                       f"{owner[0] if owner else 'this daemon'}, not {caller}")
             await self.client.close(conn)
             return
+        if caller.kind == "local" and not caller.is_root:
+            raise PermissionDenied("close_by_owner", f"only root may close connection "
+                                   f"{conn_id}: it serves another daemon's client")
         if not await self.server_begin.close_by_id(conn_id):
             raise NotFound(f"no connection with id {conn_id!r}")
 
-    async def serve_peer(self, request: NetworkServiceRequest, peer_id: str) -> Connection:
+    async def serve_peer(self, request: NetworkServiceRequest, caller: Caller) -> Connection:
         """A Request from another daemon (the client's host) for an endpoint we host."""
-        conn = await self.server.request(request)
-        self.callers[_our_id(conn)] = peer_id
-        return conn
+        token = CALLER.set(caller)
+        try:
+            return await self.server.request(request)
+        finally:
+            CALLER.reset(token)
 
-    async def close_for_peer(self, conn: Connection, peer_id: str) -> None:
-        ours = _our_id(conn)
-        if ours not in self.callers:
-            return  # unknown: closing it is a no-op (NSM)
-        self.check_peer_owns(ours, peer_id)
-        await self.server.close(conn)
-        self.callers.pop(ours, None)
-
-    def check_peer_owns(self, conn_id: str, peer_id: str) -> None:
-        owner = self.callers.get(conn_id)
-        if owner is None:
-            raise NotFound(f"no connection with id {conn_id!r}")
-        if owner != peer_id:
-            raise PermissionDenied(f"connection {conn_id} belongs to {owner}, not {peer_id}")
+    async def close_for_peer(self, conn: Connection, caller: Caller) -> None:
+        """A Close from another daemon: only for connections it created (authorize)."""
+        token = CALLER.set(caller)
+        try:
+            await self.server.close(conn)
+        finally:
+            CALLER.reset(token)
 
     def connections(self) -> list[Connection]:
         """Every vWire served here, as its outermost hop in this daemon sees it; held
@@ -182,13 +219,22 @@ class Manager:
         return len(doomed)
 
     async def restore(self) -> tuple[int, int]:
-        """Requests again every connection held before a restart: (restored, lost)."""
+        """Requests again every connection held before a restart: (restored, lost). Each is
+        checked against the policy again for the local user who made it."""
         restored = lost = 0
-        for request in self.held.stored():
+        for request, owner in self.held.stored():
             conn_id = request.connection.id
             try:
+                if owner:
+                    self.policy.check("request", request.connection.network_service,
+                                      _local_caller(owner))
                 await self.client.request(request)
                 restored += 1
+                continue
+            except PermissionDenied as err:
+                log.error("connection %s is not restored: %s", conn_id, err)
+                self.held.forget(conn_id)
+                lost += 1
                 continue
             except NsmdError as err:
                 log.warning("restoring %s on its old path failed (%s): reselecting", conn_id, err)
@@ -229,9 +275,8 @@ class Manager:
                 for addr in c.context.ip_context.src_ip_addrs]
 
 
-def _our_id(conn: Connection) -> str:
-    """Our segment's id in a connection as its caller sees it (index = the caller's)."""
-    segments = conn.path.path_segments
-    if conn.path.index + 1 >= len(segments):
-        raise ValidationError("connection.path", "a path that reaches this daemon")
-    return segments[conn.path.index + 1].id
+def _local_caller(subjects: list[str]) -> Caller:
+    """The local user a held connection was made for, from its stored subjects."""
+    uid = int(subjects[0].removeprefix("unix:uid="))
+    gids = tuple(int(s.removeprefix("unix:gid=")) for s in subjects[1:])
+    return Caller("local", uid=uid, gids=gids)

@@ -14,9 +14,9 @@ import logging
 from collections import defaultdict
 
 from nsmd.clock import Clock
-from nsmd.errors import NotFound, NsmdError, SelectionError, ValidationError
+from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError, ValidationError
 from nsmd.manager.chain import Element, Next
-from nsmd.model import Connection, NetworkServiceRequest
+from nsmd.model import Connection, NetworkServiceEndpoint, NetworkServiceRequest
 from nsmd.registry import RegistryView
 from nsmd.selection import candidates
 
@@ -42,10 +42,14 @@ class Discover(Element):
                 "IP payloads only (L2/ETHERNET vWires are not supported yet)")
         conn.payload = service.payload
         if conn.network_service_endpoint_name:
-            if not self._live(conn.network_service_endpoint_name):
+            named = self._live(conn.network_service_endpoint_name)
+            if named is None:
                 raise SelectionError(
                     f"endpoint {conn.network_service_endpoint_name!r} of network service "
                     f"{service.name!r} is not registered (expired or deleted)")
+            if service.name not in named.network_service_names:
+                raise SelectionError(f"endpoint {named.name!r} does not offer network "
+                                     f"service {service.name!r}")
             return await nxt.request(request)
 
         live = [nse for nse in self.registry.endpoints_of(service.name)
@@ -55,7 +59,7 @@ class Discover(Element):
             raise SelectionError(
                 f"no endpoint of network service {service.name!r} matches the client's labels "
                 f"{conn.labels or '{}'} ({len(live)} endpoint(s) registered for it)")
-        failures: list[str] = []
+        failures: list[NsmdError] = []
         tried: set[str] = set()
         for _ in range(len(found)):
             nse = found[self._next_index[service.name] % len(found)]
@@ -70,10 +74,12 @@ class Discover(Element):
             except NsmdError as err:
                 log.warning("endpoint %s failed for %s: %s; trying the next candidate",
                             nse.name, service.name, err)
-                failures.append(f"{nse.name}: {err}")
+                failures.append(err)
+        if all(isinstance(err, PermissionDenied) for err in failures):
+            raise failures[0]  # refused everywhere: say so (403), naming the policy
         raise SelectionError(f"every candidate endpoint of {service.name!r} failed: "
-                             + "; ".join(failures))
+                             + "; ".join(str(err) for err in failures))
 
-    def _live(self, name: str) -> bool:
+    def _live(self, name: str) -> NetworkServiceEndpoint | None:
         nse = self.registry.endpoints.get(name)
-        return nse is not None and nse.expiration_time > self.clock.time()
+        return nse if nse is not None and nse.expiration_time > self.clock.time() else None

@@ -2,7 +2,7 @@
 
 `nsmd connect` leaves its connection in the daemon's care; the request is stored so a
 restarted daemon requests it again along the same path (restore) and the client keeps its
-interface and addresses.
+interface and addresses. The local user who made it is written down with it.
 """
 
 from __future__ import annotations
@@ -17,21 +17,39 @@ from nsmd.state import StateDB
 class Held(Element):
     def __init__(self, db: StateDB):
         self.db = db
+        # conn id -> policy subjects of the local user who made it (close and restore
+        # check them); empty for connections this daemon made on its own.
+        self._owners: dict[str, list[str]] = {}
 
-    def stored(self) -> list[NetworkServiceRequest]:
-        return [from_wire(NetworkServiceRequest, doc) for _, doc in self.db.items("held")]
+    def stored(self) -> list[tuple[NetworkServiceRequest, list[str]]]:
+        found = []
+        for conn_id, doc in self.db.items("held"):
+            owner = doc.pop("owner", [])
+            self._owners[conn_id] = owner
+            found.append((from_wire(NetworkServiceRequest, doc), owner))
+        return found
+
+    def own(self, conn_id: str, subjects: list[str]) -> None:
+        self._owners[conn_id] = list(subjects)
+
+    def disown(self, conn_id: str) -> None:
+        self._owners.pop(conn_id, None)
+
+    def owner(self, conn_id: str) -> list[str]:
+        return self._owners.get(conn_id, [])
 
     def forget(self, conn_id: str) -> None:
         self.db.delete("held", conn_id)
+        self.disown(conn_id)
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = await nxt.request(request)
         kept = dataclasses.replace(request, connection=conn)
-        self.db.put("held", conn.id, to_wire(kept))
+        self.db.put("held", conn.id, {**to_wire(kept), "owner": self.owner(conn.id)})
         return conn
 
     async def close(self, conn: Connection, nxt: Next) -> None:
         try:
             await nxt.close(conn)
         finally:
-            self.db.delete("held", conn.id)
+            self.forget(conn.id)

@@ -4,7 +4,8 @@ KERNEL (class LOCAL): a TUN device in the client's namespace; parameters `netns`
 NSMD_UDP (class REMOTE): the encrypted UDP tunnel between two daemons, like NSM's
 WIREGUARD mechanism: the client's daemon offers src_ip/src_port, its ephemeral X25519
 `src_public_key` and the receiver index it will accept (`src_index`); the endpoint's
-daemon answers with the dst_* counterparts. `key_context` binds the keys to the vWire.
+daemon answers with the dst_* counterparts (OFFER_KEYS, ANSWER_KEYS: tunnel_keys.py).
+`key_context` binds the keys to the vWire.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from nsmd.tunnel_keys import decode_public
 
 KERNEL = "KERNEL"
 TUNNEL = "NSMD_UDP"
-OFFER_KEYS = ("src_ip", "src_port", "src_public_key", "src_index", "key_context")
-ANSWER_KEYS = ("dst_ip", "dst_port", "dst_public_key", "dst_index")
 DEFAULT_TUNNEL_MTU = 1420  # 1500 - IPv6 (40) - UDP (8) - our header and tag (32)
 
 

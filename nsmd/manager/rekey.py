@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nsmd.caller import Caller
 from nsmd.dataplane import Dataplane, Wire
-from nsmd.errors import NotFound, NsmdError
+from nsmd.errors import NotFound, NsmdError, PermissionDenied
 from nsmd.manager import mechanisms
 from nsmd.manager.build import Manager
-from nsmd.manager.remote import peer_url
 from nsmd.metrics import Metrics
-from nsmd.tunnel_keys import Ephemeral, decode_public
+from nsmd.model import Connection
+from nsmd.tunnel_keys import ANSWER_KEYS, OFFER_KEYS, Binding, TunnelKeying
 
 REKEY_AFTER_S = 120.0               # WireGuard's RekeyAfterTime
 REKEY_AFTER_MESSAGES = 2**60        # WireGuard's RekeyAfterMessages
-PREVIOUS_GRACE_S = 10.0             # how long the old keypair still opens packets
 CHECK_INTERVAL_S = 0.5
 log = logging.getLogger("nsmd.manager.rekey")
 
@@ -38,6 +38,7 @@ class Rekeyer:
                  rekey_after_s: float = REKEY_AFTER_S):
         self.manager = manager
         self.dataplane = dataplane
+        self.keying = TunnelKeying(dataplane)
         self.metrics = metrics
         self.rekey_after_s = rekey_after_s
 
@@ -58,58 +59,48 @@ class Rekeyer:
             if not due(stats, self.rekey_after_s):
                 continue
             try:
-                await self.rekey(conn.network_service_endpoint_name, wire,
-                                 conn.path.path_segments[conn.path.index + 1].id)
+                await self.rekey(conn, wire)
                 done += 1
             except NsmdError as err:
                 log.warning("rekeying %s failed: %s; trying again soon", conn.id, err)
         return done
 
-    async def rekey(self, endpoint: str, wire: Wire, peer_conn_id: str) -> None:
-        client = self.manager.peer()
-        if client is None:
+    async def rekey(self, conn: Connection, wire: Wire) -> None:
+        client, signer = self.manager.peer(), self.manager.signer()
+        params = conn.mechanism.parameters if conn.mechanism else {}
+        url, expect = params.get("remote", ""), params.get("remote_id", "")
+        if client is None or signer is None or not url or not expect:
             return
-        url = peer_url(self.manager.registry, endpoint)
-        mine = Ephemeral()
-        index = self.dataplane.next_local_index(wire)
-        offer = {**{k: wire.agreed[k] for k in mechanisms.OFFER_KEYS},
-                 "src_public_key": mine.public_b64, "src_index": str(index)}
-        answer = await client.call("POST", f"{url}/v1/peer/rekey",
-                                   {"connection_id": peer_conn_id, "offer": offer})
-        params = mechanisms.check_tunnel_params(answer, ("dst_public_key", "dst_index"),
-                                                "answer")
-        keys = mine.derive(params["dst_public_key"], mine.public,
-                           decode_public(params["dst_public_key"]), offer["key_context"])
-        self.dataplane.install_keys(wire, index, int(params["dst_index"]),
-                                    send=keys.initiator_to_responder,
-                                    recv=keys.responder_to_initiator, confirmed=True)
-        wire.agreed = {**wire.agreed, **offer, **{k: params[k] for k in params}}
-        _expire_later(self.dataplane, wire)
+        mine, offer = self.keying.offer(wire)
+        answer = await client.call("POST", f"{url}/v1/peer/rekey", {
+            "connection_id": conn.path.path_segments[conn.path.index + 1].id,
+            "offer": offer}, expect=expect)
+        params = mechanisms.check_tunnel_params(answer, ANSWER_KEYS, "answer")
+        self.keying.accept(wire, mine, offer, params,
+                           Binding(signer.spiffe_id, expect, offer["key_context"]))
         self.metrics.rekeys.inc()
-        log.info("tunnel %s rekeyed (index %d)", wire.conn_id, index)
+        log.info("tunnel %s rekeyed (index %s)", wire.conn_id, offer["src_index"])
 
 
-def answer_rekey(manager: Manager, dataplane: Dataplane, metrics: Metrics, conn_id: str,
-                 offer: dict) -> dict:
-    """The endpoint side of a rekey: installs the offered keypair as NEXT, answers."""
+def answer_rekey(manager: Manager, keying: TunnelKeying, metrics: Metrics, caller: Caller,
+                 conn_id: str, offer: dict) -> dict:
+    """The endpoint side of a rekey, for the peer that owns the connection: installs the
+    offered keypair as NEXT, answers."""
+    owner = manager.server_begin.owner(conn_id)
+    if owner is None:
+        raise NotFound(f"no connection with id {conn_id!r}")
+    if owner != caller.spiffe_id:
+        raise PermissionDenied("refresh_by_owner", f"connection {conn_id} belongs to "
+                               f"{owner or 'this daemon'}, not {caller.spiffe_id}")
     conn = manager.server_begin.get(conn_id)
-    wire = dataplane.get(conn.path.path_segments[-1].id) if conn else None
+    wire = keying.dataplane.get(conn.path.path_segments[-1].id) if conn else None
     if wire is None or wire.kind != "tunnel" or wire.endpoint is None:
         raise NotFound(f"no tunnel vWire for connection {conn_id!r}")
-    offer = mechanisms.check_tunnel_params(dict(offer), mechanisms.OFFER_KEYS, "offer")
-    mine = Ephemeral()
-    keys = mine.derive(offer["src_public_key"], decode_public(offer["src_public_key"]),
-                       mine.public, offer["key_context"])
-    index = dataplane.next_local_index(wire)
-    dataplane.install_keys(wire, index, int(offer["src_index"]),
-                           send=keys.responder_to_initiator, recv=keys.initiator_to_responder,
-                           confirmed=False)
-    answer = {"dst_public_key": mine.public_b64, "dst_index": str(index)}
-    wire.agreed = {**wire.agreed, **{k: offer[k] for k in mechanisms.OFFER_KEYS}, **answer}
-    _expire_later(dataplane, wire)
+    offer = mechanisms.check_tunnel_params(dict(offer), OFFER_KEYS, "offer")
+    if offer["src_ip"] != caller.address:
+        raise PermissionDenied("tunnel_offer_address", f"the offer's src_ip {offer['src_ip']!r}"
+                               f" is not the caller's address {caller.address}")
+    answer = keying.respond(wire, offer, Binding(caller.spiffe_id, manager.own_id(),
+                                                 offer["key_context"]), rekey=True)
     metrics.rekeys.inc()
     return answer
-
-
-def _expire_later(dataplane: Dataplane, wire: Wire) -> None:
-    asyncio.get_running_loop().call_later(PREVIOUS_GRACE_S, dataplane.expire_previous, wire)

@@ -2,60 +2,75 @@
 
 Before calling the endpoint's daemon it creates the client's device (addresses come in the
 answer) and a tunnel wire, and offers an ephemeral X25519 key and the receiver index the
-wire will accept (mechanisms.NSMD_UDP). From the answer it derives the keys, points the
-wire at the peer and addresses the device. A refresh repeats the agreed offer, so nothing
-changes; the first request after a restart makes a new offer and the tunnel is keyed
-again. The peer daemon sees only the tunnel mechanism, never the client's namespace.
+wire will accept (mechanisms.NSMD_UDP). The call goes only to the SPIFFE ID that
+registered the endpoint, with our segment's token made out to it. From the answer it
+derives the keys (tunnel_keys.py), points the wire at the peer and addresses the device.
+A refresh repeats the agreed offer, so nothing changes; the first request after a restart
+makes a new offer and the tunnel is keyed again. The peer daemon sees only the tunnel
+mechanism, never the client's namespace.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 
+from nsmd.clock import Clock
 from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import NsmdError, SelectionError
+from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
+from nsmd.manager.updatetoken import DEFAULT_TOKEN_LIFETIME_S, sign_segment
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, to_wire
 from nsmd.peer.client import PeerClient
 from nsmd.registry import RegistryView
 from nsmd.tundev import InterfaceConfig
-from nsmd.tunnel_keys import Ephemeral, decode_public
+from nsmd.tunnel_keys import ANSWER_KEYS, OFFER_KEYS, Binding, Ephemeral, TunnelKeying
 
 log = logging.getLogger("nsmd.manager.remote")
 
 
-def peer_url(registry: RegistryView, endpoint: str) -> str:
+def endpoint_host(registry: RegistryView, endpoint: str) -> tuple[str, str]:
+    """(URL, SPIFFE ID) of the daemon hosting `endpoint`: the ID that registered it, which
+    the daemon at that URL must present in mTLS."""
     nse = registry.endpoints.get(endpoint)
     if nse is None or not nse.url.startswith("https://"):
         raise SelectionError(f"endpoint {endpoint!r} has no reachable daemon url "
                              f"({nse.url if nse else 'not registered'})")
-    return nse.url.rstrip("/")
+    if not nse.path_ids:
+        raise SelectionError(f"endpoint {endpoint!r} has no registrant (path_ids) to expect "
+                             "at its url")
+    return nse.url.rstrip("/"), nse.path_ids[0]
 
 
 class RemoteConnect:
     def __init__(self, registry: RegistryView, dataplane: Dataplane,
-                 peer: Callable[[], PeerClient | None], keepalive_s: float,
-                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU):
+                 peer: Callable[[], PeerClient | None], clock: Clock,
+                 signer: Callable[[], Signer | None], keepalive_s: float,
+                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU,
+                 token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S):
         self.registry = registry
         self.dataplane = dataplane
+        self.keying = TunnelKeying(dataplane)
         self.peer = peer
+        self.clock = clock
+        self.signer = signer
         self.keepalive_s = keepalive_s
         self.tunnel_mtu = tunnel_mtu
+        self.token_lifetime_s = token_lifetime_s
 
-    def _client(self) -> PeerClient:
-        client = self.peer()
-        if client is None or not self.dataplane.has_tunnels:
+    def _client(self) -> tuple[PeerClient, Signer]:
+        client, signer = self.peer(), self.signer()
+        if client is None or signer is None or not self.dataplane.has_tunnels:
             raise SelectionError("the endpoint is on another host, and this daemon has no "
                                  "identity and tunnel socket to reach it (--listen, "
                                  "--identity-dir)")
-        return client
+        return client, signer
 
     async def request(self, request: NetworkServiceRequest) -> Connection:
         conn = request.connection
-        client = self._client()
-        url = peer_url(self.registry, conn.network_service_endpoint_name)
+        client, signer = self._client()
+        url, expect = endpoint_host(self.registry, conn.network_service_endpoint_name)
         client_ns, asked = mechanisms.client_interface(request)
 
         wire = self.dataplane.get(conn.id)
@@ -70,51 +85,49 @@ class RemoteConnect:
                                                       exclusive, self.keepalive_s)
             created = True
         try:
-            return await self._negotiate(client, url, request, wire, client_ns)
+            return await self._negotiate(client, signer, url, expect, request, wire, client_ns)
         except BaseException:
             if created:
                 await self.dataplane.disconnect(conn.id)
             raise
 
-    async def _negotiate(self, client: PeerClient, url: str, request: NetworkServiceRequest,
-                         wire: Wire, client_ns: str, may_reoffer: bool = True) -> Connection:
+    async def _negotiate(self, client: PeerClient, signer: Signer, url: str, expect: str,
+                         request: NetworkServiceRequest, wire: Wire, client_ns: str,
+                         may_reoffer: bool = True) -> Connection:
         conn = request.connection
         mine: Ephemeral | None = None
         if wire.keyed:
-            offer = {k: wire.agreed[k] for k in mechanisms.OFFER_KEYS}
+            offer = {k: wire.agreed[k] for k in OFFER_KEYS}
         else:
-            mine = Ephemeral()
-            host, port = self.dataplane.tunnel_address(wire)
-            offer = {"src_ip": host, "src_port": str(port), "src_public_key": mine.public_b64,
-                     "src_index": str(self.dataplane.next_local_index(wire)),
-                     "key_context": conn.id}
+            mine, offer = self.keying.offer(wire, context=conn.id)
         outgoing = conn.clone()
         outgoing.mechanism = (Mechanism(cls="REMOTE", type=mechanisms.TUNNEL,
                                         parameters=dict(wire.agreed)) if wire.keyed else None)
+        # Our segment's token is for the endpoint's host; signed with the SVID whose
+        # certificate the call's TLS context carries (no await in between).
+        sign_segment(outgoing.path.path_segments[outgoing.path.index], signer, expect,
+                     self.clock.time(), self.token_lifetime_s)
         remote = NetworkServiceRequest(connection=outgoing, mechanism_preferences=[
             Mechanism(cls="REMOTE", type=mechanisms.TUNNEL, parameters=offer)])
         answer = from_wire(Connection, await client.call(
-            "POST", f"{url}/v1/peer/request", to_wire(remote)))
+            "POST", f"{url}/v1/peer/request", to_wire(remote), expect=expect))
         if answer.mechanism is None or answer.mechanism.type != mechanisms.TUNNEL:
             raise SelectionError(f"peer {url} answered without a tunnel mechanism")
         params = mechanisms.check_tunnel_params(dict(answer.mechanism.parameters),
-                                                mechanisms.ANSWER_KEYS)
+                                                ANSWER_KEYS)
         if mine is None and may_reoffer and any(
-                params[k] != wire.agreed.get(k) for k in mechanisms.ANSWER_KEYS):
+                params[k] != wire.agreed.get(k) for k in ANSWER_KEYS):
             # The far side keyed the tunnel anew (its daemon restarted and forgot ours):
             # we no longer hold the private half of our offer, so offer again.
             log.info("peer %s re-keyed vWire %s; making a fresh offer", url, conn.id)
             wire.keyed = False
-            return await self._negotiate(client, url, request, wire, client_ns,
-                                         may_reoffer=False)
+            # ... to the connection that answer made there (its path names it).
+            conn.path = answer.path
+            return await self._negotiate(client, signer, url, expect, request, wire,
+                                         client_ns, may_reoffer=False)
         if mine is not None:
-            keys = mine.derive(params["dst_public_key"], mine.public,
-                               decode_public(params["dst_public_key"]), offer["key_context"])
-            self.dataplane.set_peer(wire, params["dst_ip"], int(params["dst_port"]))
-            self.dataplane.install_keys(wire, int(offer["src_index"]), int(params["dst_index"]),
-                                        send=keys.initiator_to_responder,
-                                        recv=keys.responder_to_initiator, confirmed=True)
-            wire.agreed = {**offer, **{k: params[k] for k in mechanisms.ANSWER_KEYS}}
+            self.keying.accept(wire, mine, offer, params,
+                               Binding(signer.spiffe_id, expect, offer["key_context"]))
         ipc = answer.context.ip_context
         mtu = answer.context.mtu or self.tunnel_mtu
         side = wire.client_side
@@ -123,17 +136,19 @@ class RemoteConnect:
         if side.addresses != cfg.addresses or wire.mtu != mtu:
             await self.dataplane.configure(wire, cfg)
         answer.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
-            "name": side.ifname, "netns": client_ns, "remote": url})
+            "name": side.ifname, "netns": client_ns, "remote": url, "remote_id": expect})
         return answer
 
     async def close(self, conn: Connection) -> None:
         """Closes the far side (best effort: it times out anyway) and removes ours."""
         try:
-            with contextlib.suppress(SelectionError):
-                url = peer_url(self.registry, conn.network_service_endpoint_name)
-                client = self._client()
+            params = conn.mechanism.parameters if conn.mechanism else {}
+            url, expect = params.get("remote", ""), params.get("remote_id", "")
+            client = self.peer()
+            if url and expect and client is not None:
                 try:
-                    await client.call("POST", f"{url}/v1/peer/close", to_wire(conn))
+                    await client.call("POST", f"{url}/v1/peer/close", to_wire(conn),
+                                      expect=expect)
                 except NsmdError as err:
                     log.warning("closing %s at %s failed: %s (it will time out there)",
                                 conn.id, url, err)

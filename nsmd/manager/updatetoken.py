@@ -1,24 +1,43 @@
-"""updatetoken: stamps this hop's path segment with its expiry (token lifetime from now).
+"""updatetoken: signs this hop's path segment and stamps its expiry (NSM: common/updatetoken).
 
-Segment `expires` drives client refresh and server-side timeout (NSM: common/updatetoken).
-Signing the segment's JWT with the SPIFFE key belongs here too, once identities exist.
+The token is an ES256 JWT from this daemon's SVID (identity/tokens.py) with this daemon
+as `sub` and, here, as `aud` too: the next hop is this daemon's own manager or a hosted
+endpoint. A hop towards another daemon signs its segment again for that daemon just
+before calling it (remote.py). `expires` is the token's expiry: it drives the client's
+refresh and the next hop's timeout. A daemon without an identity (no peers) stamps
+`expires` only.
 """
 
 from __future__ import annotations
 
-from nsmd.clock import Clock
-from nsmd.manager.chain import Element, Next
-from nsmd.model import Connection, NetworkServiceRequest
+from collections.abc import Callable
 
-DEFAULT_TOKEN_LIFETIME_S = 600.0  # NSM_MAX_TOKEN_LIFETIME
+from nsmd.clock import Clock
+from nsmd.identity.tokens import DEFAULT_LIFETIME_S, Signer
+from nsmd.manager.chain import Element, Next
+from nsmd.model import Connection, NetworkServiceRequest, PathSegment
+
+DEFAULT_TOKEN_LIFETIME_S = DEFAULT_LIFETIME_S
+
+
+def sign_segment(segment: PathSegment, signer: Signer | None, aud: str, now: float,
+                 lifetime_s: float) -> None:
+    if signer is None:
+        segment.expires = now + lifetime_s
+        return
+    segment.token, segment.expires = signer.sign(aud, now)
 
 
 class UpdateToken(Element):
-    def __init__(self, clock: Clock, lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S):
+    def __init__(self, clock: Clock, lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
+                 signer: Callable[[], Signer | None] = lambda: None):
         self.clock = clock
         self.lifetime_s = lifetime_s
+        self.signer = signer
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
-        conn.path.path_segments[conn.path.index].expires = self.clock.time() + self.lifetime_s
+        signer = self.signer()
+        sign_segment(conn.path.path_segments[conn.path.index], signer,
+                     signer.spiffe_id if signer else "", self.clock.time(), self.lifetime_s)
         return await nxt.request(request)

@@ -3,13 +3,17 @@ namespace.
 
 KERNEL: the client is on this host; its TUN device is created too and the two are joined
 in the engine. NSMD_UDP: the client is on another host; the endpoint's device is joined to
-the tunnel socket, keyed from the client's X25519 offer (see mechanisms.py). A refresh
+the tunnel socket, keyed from the client's X25519 offer for the peer daemon that asked
+(tunnel_keys.py; authorize let only that peer's own offers through). A refresh
 finds the wire in place; changed addresses rebuild it; a new offer (the client's daemon
 restarted) keys it again. The returned mechanism describes what was built.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from nsmd.caller import CALLER
 from nsmd.dataplane import Dataplane
 from nsmd.errors import DataplaneError
 from nsmd.hosting import Hosting
@@ -18,7 +22,7 @@ from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest
 from nsmd.model.endpoint_spec import EndpointSpec, name_pattern
 from nsmd.tundev import InterfaceConfig
-from nsmd.tunnel_keys import Ephemeral, decode_public
+from nsmd.tunnel_keys import OFFER_KEYS, Binding, TunnelKeying
 
 DEFAULT_CLIENT_IFNAME = "nsm%d"
 DEFAULT_LOCAL_MTU = 1500
@@ -26,8 +30,11 @@ DEFAULT_LOCAL_MTU = 1500
 
 class VWire(Element):
     def __init__(self, dataplane: Dataplane, hosting: Hosting, local_mtu: int = DEFAULT_LOCAL_MTU,
-                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0):
+                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0,
+                 own_id: Callable[[], str] = lambda: ""):
         self.dataplane = dataplane
+        self.keying = TunnelKeying(dataplane)
+        self.own_id = own_id
         self.hosting = hosting
         self.local_mtu = local_mtu
         self.tunnel_mtu = tunnel_mtu
@@ -83,9 +90,12 @@ class VWire(Element):
         return created
 
     async def _tunnel(self, conn: Connection, spec: EndpointSpec, mech: Mechanism) -> bool:
-        offer = mechanisms.check_tunnel_params(dict(mech.parameters), mechanisms.OFFER_KEYS)
+        offer = mechanisms.check_tunnel_params(dict(mech.parameters), OFFER_KEYS)
         if not self.dataplane.has_tunnels:
             raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
+        caller = CALLER.get()
+        if caller is None or caller.kind != "peer":
+            raise DataplaneError("a tunnel is keyed only for a peer daemon's request")
         ipc = conn.context.ip_context
         mtu = min(spec.mtu or self.tunnel_mtu, self.tunnel_mtu)
         cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
@@ -100,19 +110,10 @@ class VWire(Element):
             wire = await self.dataplane.create_tunnel(conn.id, "endpoint", spec.netns, cfg,
                                                       False, self.keepalive_s)
             created = True
-        if not wire.keyed or any(wire.agreed.get(k) != offer[k] for k in mechanisms.OFFER_KEYS):
-            mine = Ephemeral()
-            keys = mine.derive(offer["src_public_key"], decode_public(offer["src_public_key"]),
-                               mine.public, offer["key_context"])
-            index = self.dataplane.next_local_index(wire)
-            self.dataplane.set_peer(wire, offer["src_ip"], int(offer["src_port"]))
-            self.dataplane.install_keys(wire, index, int(offer["src_index"]),
-                                        send=keys.responder_to_initiator,
-                                        recv=keys.initiator_to_responder, confirmed=True)
-            address = self.dataplane.tunnel_address(wire)
-            wire.agreed = {**{k: offer[k] for k in mechanisms.OFFER_KEYS},
-                           "dst_ip": address[0], "dst_port": str(address[1]),
-                           "dst_public_key": mine.public_b64, "dst_index": str(index)}
+        if not wire.keyed or any(wire.agreed.get(k) != offer[k] for k in OFFER_KEYS):
+            # A new offer: the first, or the client's daemon restarted and lost our keys.
+            self.keying.respond(wire, offer, Binding(caller.spiffe_id, self.own_id(),
+                                                     offer["key_context"]), rekey=False)
         conn.mechanism = Mechanism(cls="REMOTE", type=mechanisms.TUNNEL,
                                    parameters={**wire.agreed, "mtu": str(mtu)})
         conn.context.mtu = mtu

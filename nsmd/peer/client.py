@@ -2,6 +2,11 @@
 
 One aiohttp session with pooled connections; every failure becomes one NsmdError that
 says which peer and what went wrong, so a failing candidate endpoint is simply skipped.
+Each call names the SPIFFE ID it expects to reach (the endpoint's registrant, the
+registry's configured ID): the TLS handshake fails unless the peer is exactly that ID, so
+a request never goes to an impostor. Connections are pooled per expected ID and per SVID
+generation (aiohttp keys its pool by the SSL context), so a token signed with the current
+key always travels on a connection made with the current certificate.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import aiohttp
 import msgpack
 
 from nsmd.api.codec import MSGPACK
-from nsmd.errors import NotFound, NsmdError, SelectionError, ValidationError
-from nsmd.registry.view import PermissionDenied
+from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError, ValidationError
+from nsmd.identity.tls import TlsContexts
 
 REQUEST_TIMEOUT_S = 15.0
 
@@ -26,22 +31,25 @@ class PeerError(SelectionError):
 
 
 class PeerClient:
-    def __init__(self, ssl_context: ssl.SSLContext):
-        self._ssl = ssl_context
+    def __init__(self, tls: TlsContexts):
+        self.tls = tls
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
         return self._session
 
-    async def call(self, method: str, url: str, body: Any = None) -> Any:
+    async def call(self, method: str, url: str, body: Any = None, expect: str = "") -> Any:
+        """One request to the daemon at `url`, which must be `expect` ("" = any ID of our
+        trust domain)."""
         data = msgpack.packb(body) if body is not None else None
         headers = {"Accept": MSGPACK, "Content-Type": MSGPACK}
         try:
-            async with self._http().request(method, url, data=data, headers=headers) as resp:
+            async with self._http().request(method, url, data=data, headers=headers,
+                                            ssl=self.tls.client(expect)) as resp:
                 raw = await resp.read()
                 payload = _decode(raw, resp.content_type)
                 if resp.status >= 400:
@@ -50,11 +58,12 @@ class PeerClient:
         except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError) as err:
             raise PeerError(f"peer {url} unreachable: {err or type(err).__name__}") from None
 
-    async def stream(self, url: str) -> AsyncIterator[Any]:
+    async def stream(self, url: str, expect: str = "") -> AsyncIterator[Any]:
         """NDJSON lines of a watch stream, until the peer ends it or the link breaks."""
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         try:
-            async with self._http().get(url, timeout=timeout) as resp:
+            async with self._http().get(url, timeout=timeout,
+                                        ssl=self.tls.client(expect)) as resp:
                 if resp.status >= 400:
                     raise _error(url, resp.status, _decode(await resp.read(),
                                                            resp.content_type))
@@ -65,9 +74,11 @@ class PeerClient:
             raise PeerError(f"peer {url} stream broke: {err or type(err).__name__}") from None
 
     async def close(self) -> None:
+        """Closes every pooled connection and stream (also used when a CA left the bundle:
+        nothing it authenticated stays open); the next call opens new ones."""
         if self._session is not None:
-            await self._session.close()
-            self._session = None
+            session, self._session = self._session, None
+            await session.close()
 
 
 def _decode(raw: bytes, content_type: str) -> Any:
@@ -88,7 +99,8 @@ def _error(url: str, status: int, payload: Any) -> NsmdError:
         return ValidationError(payload.get("field", "") if isinstance(payload, dict) else "",
                                "", detail=text)
     if status == 403:
-        return PermissionDenied(text)
+        policy = payload.get("policy", "") if isinstance(payload, dict) else ""
+        return PermissionDenied(str(policy or "unknown"), str(message), detail=text)
     if status == 404:
         return NotFound(text)
     return PeerError(text)

@@ -1,9 +1,9 @@
 """What peer daemons may call on our mTLS listener (never the admin API of the unix socket).
 
 Registry: Find and watch like the local API, and writes on behalf of the caller's SPIFFE
-ID (a name belongs to whoever registered it first). Manager: Request, Close and tunnel
-rekeys for the vWires the caller holds; only the daemon that requested a vWire may close
-or rekey it.
+ID: a name belongs to whoever registered it first, and the --policy file says who may
+register what. Manager: Request, Close and tunnel rekeys, each checked by the manager's
+authorize element or, for rekeys, by the same owner and address rules.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from aiohttp import web
 from nsmd.api import registry as local_registry
 from nsmd.api.codec import read_body, reply
 from nsmd.api.keys import DAEMON
+from nsmd.caller import Caller, peer_caller
 from nsmd.errors import ValidationError
-from nsmd.identity.tls import peer_spiffe_id
+from nsmd.identity.svid import spiffe_id_of
+from nsmd.identity.tls import peer_certificate
 from nsmd.manager.rekey import answer_rekey
 from nsmd.model import (
     Connection,
@@ -24,13 +26,17 @@ from nsmd.model import (
     from_wire,
     to_wire,
 )
+from nsmd.tunnel_keys import TunnelKeying
 
 routes = web.RouteTableDef()
 
 
-def caller(request: web.Request) -> str:
+def caller(request: web.Request) -> Caller:
+    """The peer daemon, as its TLS connection proved it."""
     transport = request.transport
-    return str(peer_spiffe_id(transport.get_extra_info("ssl_object") if transport else None))
+    cert = peer_certificate(transport.get_extra_info("ssl_object") if transport else None)
+    peername = transport.get_extra_info("peername") if transport else None
+    return peer_caller(cert, str(spiffe_id_of(cert)), peername[0] if peername else "")
 
 
 routes.get("/v1/services")(local_registry.find_services)
@@ -42,28 +48,32 @@ routes.get("/v1/endpoints/{name}")(local_registry.get_endpoint)
 @routes.post("/v1/services")
 async def register_service(request: web.Request) -> web.Response:
     ns = from_wire(NetworkService, await read_body(request))
-    return reply(request, to_wire(await request.app[DAEMON].register_service(
-        ns, owner=caller(request))))
+    daemon, who = request.app[DAEMON], caller(request)
+    daemon.manager.policy.check("register", ns.name, who)
+    return reply(request, to_wire(await daemon.register_service(ns, owner=who.spiffe_id)))
 
 
 @routes.delete("/v1/services/{name}")
 async def unregister_service(request: web.Request) -> web.Response:
-    ns = await request.app[DAEMON].registry.unregister_service(request.match_info["name"],
-                                                               owner=caller(request))
+    ns = await request.app[DAEMON].registry.unregister_service(
+        request.match_info["name"], owner=caller(request).spiffe_id)
     return reply(request, to_wire(ns))
 
 
 @routes.post("/v1/endpoints")
 async def register_endpoint(request: web.Request) -> web.Response:
     nse = from_wire(NetworkServiceEndpoint, await read_body(request))
-    return reply(request, to_wire(await request.app[DAEMON].registry.register_endpoint(
-        nse, owner=caller(request))))
+    daemon, who = request.app[DAEMON], caller(request)
+    for service in nse.network_service_names:
+        daemon.manager.policy.check("register", service, who)
+    return reply(request, to_wire(await daemon.registry.register_endpoint(
+        nse, owner=who.spiffe_id)))
 
 
 @routes.delete("/v1/endpoints/{name}")
 async def unregister_endpoint(request: web.Request) -> web.Response:
-    nse = await request.app[DAEMON].registry.unregister_endpoint(request.match_info["name"],
-                                                                 owner=caller(request))
+    nse = await request.app[DAEMON].registry.unregister_endpoint(
+        request.match_info["name"], owner=caller(request).spiffe_id)
     return reply(request, to_wire(nse))
 
 
@@ -88,8 +98,8 @@ async def peer_rekey(request: web.Request) -> web.Response:
             or not isinstance(body.get("offer"), dict):
         raise ValidationError("body", "{connection_id, offer}")
     daemon = request.app[DAEMON]
-    daemon.manager.check_peer_owns(body["connection_id"], caller(request))
-    return reply(request, answer_rekey(daemon.manager, daemon.dataplane, daemon.metrics,
+    return reply(request, answer_rekey(daemon.manager, TunnelKeying(daemon.dataplane),
+                                       daemon.metrics, caller(request),
                                        body["connection_id"], body["offer"]))
 
 

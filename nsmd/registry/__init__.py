@@ -2,8 +2,8 @@
 
 from nsmd.registry.query import EndpointQuery, ServiceQuery
 from nsmd.registry.registry import DEFAULT_NSE_EXPIRY_S, Registry
-from nsmd.registry.view import PermissionDenied, RegistryView
+from nsmd.registry.view import RegistryView
 from nsmd.registry.watch import Overflowed, Watch, WatchEvent
 
-__all__ = ["DEFAULT_NSE_EXPIRY_S", "EndpointQuery", "Overflowed", "PermissionDenied",
-           "Registry", "RegistryView", "ServiceQuery", "Watch", "WatchEvent"]
+__all__ = ["DEFAULT_NSE_EXPIRY_S", "EndpointQuery", "Overflowed", "Registry", "RegistryView",
+           "ServiceQuery", "Watch", "WatchEvent"]

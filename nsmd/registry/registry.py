@@ -22,9 +22,11 @@ log = logging.getLogger("nsmd.registry")
 
 
 class Registry(RegistryView):
-    def __init__(self, db: StateDB, clock: Clock, nse_expiry_s: float = DEFAULT_NSE_EXPIRY_S):
+    def __init__(self, db: StateDB, clock: Clock, nse_expiry_s: float = DEFAULT_NSE_EXPIRY_S,
+                 self_id: str = ""):
         super().__init__()
         self.db = db
+        self.self_id = self_id  # this daemon's SPIFFE ID: the owner of its own writes
         self.clock = clock
         self.nse_expiry_s = nse_expiry_s
         self._expiry_heap: list[tuple[float, str]] = []
@@ -40,8 +42,8 @@ class Registry(RegistryView):
                                ) -> NetworkService:
         ns.validate()
         old = self.services.get(ns.name)
-        ns.path_ids = check_owner(old.path_ids if old else [], owner,
-                                  f"network service {ns.name!r}")
+        ns.path_ids = check_owner(old.path_ids if old else None, owner,
+                                  f"network service {ns.name!r}", self.self_id)
         self.db.put("services", ns.name, to_wire(ns))
         self._put_service(ns)
         return ns
@@ -50,7 +52,7 @@ class Registry(RegistryView):
         ns = self.services.get(name)
         if ns is None:
             raise NotFound(f"network service {name!r} is not registered")
-        check_owner(ns.path_ids, owner, f"network service {name!r}")
+        check_owner(ns.path_ids, owner, f"network service {name!r}", self.self_id)
         self.db.delete("services", name)
         self._drop_service(ns)
         return ns
@@ -62,8 +64,8 @@ class Registry(RegistryView):
         """Upserts `nse`; its expiration_time becomes min(requested, now + expiry period)."""
         nse.validate()
         old = self.endpoints.get(nse.name)
-        nse.path_ids = check_owner(old.path_ids if old else [], owner,
-                                   f"network service endpoint {nse.name!r}")
+        nse.path_ids = check_owner(old.path_ids if old else None, owner,
+                                   f"network service endpoint {nse.name!r}", self.self_id)
         now = self.clock.time()
         expires = now + self.nse_expiry_s
         if nse.expiration_time:
@@ -84,7 +86,7 @@ class Registry(RegistryView):
         nse = self.endpoints.get(name)
         if nse is None:
             raise NotFound(f"network service endpoint {name!r} is not registered")
-        check_owner(nse.path_ids, owner, f"network service endpoint {name!r}")
+        check_owner(nse.path_ids, owner, f"network service endpoint {name!r}", self.self_id)
         self._remove_endpoint(nse)
         return nse
 

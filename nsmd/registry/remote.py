@@ -5,7 +5,8 @@ endpoint costs no round trip. The mirror follows the remote registry's watch str
 stream is opened first, then a snapshot is fetched, then the stream's events apply on
 top, so nothing between the two is lost. A broken stream is reopened with backoff and
 `on_resync` listeners run (hosting re-registers at once: NSM's registry heal). Writes go
-to the remote registry and, once it accepted them, into the mirror.
+to the remote registry and, once it accepted them, into the mirror. Every call expects
+the registry's SPIFFE ID when one is configured (--registry-id).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ log = logging.getLogger("nsmd.registry.remote")
 
 
 class RemoteRegistry(RegistryView):
-    def __init__(self, peer: PeerClient, base_url: str):
+    def __init__(self, peer: PeerClient, base_url: str, expect: str = ""):
         super().__init__()
         self.peer = peer
         self.base = base_url.rstrip("/")
+        self.expect = expect  # the registry daemon's SPIFFE ID ("" = any of our domain)
         self.on_resync: list[Callable[[], object]] = []
         self._tasks: list[asyncio.Task] = []
         self._synced = {"services": asyncio.Event(), "endpoints": asyncio.Event()}
@@ -54,13 +56,13 @@ class RemoteRegistry(RegistryView):
                                ) -> NetworkService:
         ns.validate()
         done = from_wire(NetworkService, await self.peer.call(
-            "POST", f"{self.base}/v1/services", to_wire(ns)))
+            "POST", f"{self.base}/v1/services", to_wire(ns), expect=self.expect))
         self._put_service(done)
         return done
 
     async def unregister_service(self, name: str, owner: str | None = None) -> NetworkService:
         gone = from_wire(NetworkService, await self.peer.call(
-            "DELETE", f"{self.base}/v1/services/{name}"))
+            "DELETE", f"{self.base}/v1/services/{name}", expect=self.expect))
         self._drop_service(gone)
         return gone
 
@@ -68,14 +70,14 @@ class RemoteRegistry(RegistryView):
                                 ) -> NetworkServiceEndpoint:
         nse.validate()
         done = from_wire(NetworkServiceEndpoint, await self.peer.call(
-            "POST", f"{self.base}/v1/endpoints", to_wire(nse)))
+            "POST", f"{self.base}/v1/endpoints", to_wire(nse), expect=self.expect))
         self._put_endpoint(done)
         return done
 
     async def unregister_endpoint(self, name: str, owner: str | None = None,
                                   ) -> NetworkServiceEndpoint:
         gone = from_wire(NetworkServiceEndpoint, await self.peer.call(
-            "DELETE", f"{self.base}/v1/endpoints/{name}"))
+            "DELETE", f"{self.base}/v1/endpoints/{name}", expect=self.expect))
         self._drop_endpoint(gone)
         return gone
 
@@ -87,7 +89,8 @@ class RemoteRegistry(RegistryView):
         while True:
             try:
                 snapshot: list | None = []
-                async for event in self.peer.stream(f"{self.base}/v1/{kind}?watch=true"):
+                async for event in self.peer.stream(f"{self.base}/v1/{kind}?watch=true",
+                                                   expect=self.expect):
                     if snapshot is not None:
                         if not event.get("synced"):
                             snapshot.append(from_wire(model, event["item"]))

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from nsmd.errors import NsmdError
+from nsmd.errors import PermissionDenied
 from nsmd.model import NetworkService, NetworkServiceEndpoint
 from nsmd.registry.query import EndpointQuery, ServiceQuery
 from nsmd.registry.watch import Watch, Watchers
 
 ANY_SERVICE = ServiceQuery()
 ANY_ENDPOINT = EndpointQuery()
-
-
-class PermissionDenied(NsmdError):
-    status = 403
 
 
 class RegistryView:
@@ -117,11 +113,18 @@ class RegistryView:
                     del self._by_service[service]
 
 
-def check_owner(existing_path_ids: list[str], owner: str | None, what: str) -> list[str]:
-    """NSM's registry policy: a name may be (re)registered only by the SPIFFE ID that first
-    registered it (path_ids[0]). Local admin calls carry no owner and may do anything."""
-    if owner is None:
-        return existing_path_ids
-    if existing_path_ids and existing_path_ids[0] != owner:
-        raise PermissionDenied(f"{what} is owned by {existing_path_ids[0]}, not {owner}")
-    return existing_path_ids or [owner]
+def check_owner(existing: list[str] | None, owner: str | None, what: str,
+                self_id: str) -> list[str]:
+    """NSM's registry policy: a name may be (re)registered or removed only by the SPIFFE ID
+    that first registered it (path_ids[0]). `existing` is the record's path_ids (None: no
+    record yet). `owner` None is this registry's own daemon (its local API and hosted
+    endpoints), `self_id` its SPIFFE ID ("" without identity); a record without path_ids
+    belongs to it too, never to the first peer that writes it. Returns the path_ids to
+    store."""
+    caller = self_id if owner is None else owner
+    if existing is not None:
+        holder = existing[0] if existing else self_id
+        if holder != caller:
+            raise PermissionDenied("registry_owner", f"{what} is owned by "
+                                   f"{holder or 'this registry daemon'}, not {caller}")
+    return [caller] if caller else []

@@ -97,7 +97,7 @@ async def test_daemons_peer_with_workload_api_identities_across_rotation(workloa
 
 
 async def _served_serial(port: int, client: Daemon) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client.client_ssl)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client.id.tls.client())
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
     return x509.load_der_x509_certificate(der).serial_number

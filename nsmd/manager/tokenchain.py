@@ -1,0 +1,74 @@
+"""NSM's default token policies over a request's path, as the server sees it from a peer.
+
+For the segments up to the caller's (path.index), in NSM's order (sdk:
+pkg/tools/opa/policies): every token is an ES256 JWT (tokens_valid), none has expired
+(tokens_expired), each names the next hop as its audience and the caller's names us
+(tokens_chained), every SPIFFE ID in them belongs to a trust domain we accept
+(tokens_trust_domain), and the caller's token is signed by the key of the certificate
+it presented in mTLS, as itself (prev_token_signed). Other hops' signatures cannot be
+checked here (we do not hold their certificates); each hop checked its predecessor's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from spiffe import SpiffeId
+
+from nsmd.caller import Caller
+from nsmd.errors import PermissionDenied
+from nsmd.identity import tokens
+from nsmd.model import Path
+
+
+def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset[str],
+               now: float) -> float:
+    """Raises PermissionDenied naming the first policy the path fails; returns the
+    caller's token expiry (the authenticated end of its segment)."""
+    segments = path.path_segments[:path.index + 1]
+    claims = []
+    for i, seg in enumerate(segments):
+        try:
+            claims.append(tokens.read(seg.token))
+        except tokens.TokenError as err:
+            raise PermissionDenied("tokens_valid", f"path segment {i} ({seg.name!r}): "
+                                   f"{err if seg.token else 'no token'}") from None
+    for i, c in enumerate(claims):
+        if c.exp <= now:
+            raise PermissionDenied("tokens_expired", f"path segment {i} "
+                                   f"({segments[i].name!r}): token expired at {_iso(c.exp)}")
+        for who in (c.sub, c.aud):
+            domain = _trust_domain(who)
+            if domain not in trust_domains:
+                raise PermissionDenied("tokens_trust_domain", f"path segment {i} "
+                                       f"({segments[i].name!r}) names {who!r}, outside the "
+                                       f"trust domains {sorted(trust_domains)}")
+    for i in range(len(claims) - 1):
+        if claims[i].aud != claims[i + 1].sub:
+            raise PermissionDenied("tokens_chained", f"path segment {i}'s token is for "
+                                   f"{claims[i].aud}, but segment {i + 1}'s is signed by "
+                                   f"{claims[i + 1].sub}")
+    last = claims[-1]
+    if last.aud != own_id:
+        raise PermissionDenied("tokens_chained", f"the caller's token is for {last.aud}, "
+                               f"not this daemon ({own_id})")
+    if last.sub != caller.spiffe_id:
+        raise PermissionDenied("prev_token_signed", f"the caller's token is signed as "
+                               f"{last.sub}, but the caller is {caller.spiffe_id}")
+    assert caller.certificate is not None
+    try:
+        tokens.verify(segments[-1].token, caller.certificate.public_key())  # type: ignore[arg-type]
+    except tokens.TokenError as err:
+        raise PermissionDenied("prev_token_signed", f"the caller's token: {err}") from None
+    return last.exp
+
+
+def _trust_domain(spiffe_id: str) -> str:
+    try:
+        return SpiffeId(spiffe_id).trust_domain.name
+    except Exception:  # py-spiffe raises its own error types
+        return ""
+
+
+def _iso(stamp: float) -> str:
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="seconds")
