@@ -103,6 +103,8 @@ cdef struct EngineState:
     uint64_t gro_receives       # received messages that carried several datagrams
     EVP_CIPHER_CTX *cipher      # the worker's AEAD context
     double last_tick
+    double now                  # CLOCK_MONOTONIC at the worker's current wake-up
+    double reject_after_s       # a keypair's whole life (WireGuard's RejectAfterTime)
 
 
 cdef inline void mark_dead(Wire *w, int side, DirStats *s, int epfd) noexcept nogil:

@@ -2,8 +2,10 @@ from typing import Any
 
 DROP_REASON_NAMES: tuple[str, ...]
 UDP_DROP_NAMES: tuple[str, ...]
+REJECT_AFTER_S: float
 
 class Engine:
+    def __init__(self, reject_after_s: float = ...) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     @property

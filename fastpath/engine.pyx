@@ -9,9 +9,10 @@ Pipeline, per wake-up of the worker, with the GIL never taken:
                seal in place (keypair CURRENT, counter++) --> UDP GSO sendmsg per
                super-packet, sendmmsg batches otherwise --> UDP socket
   tunnel, in   (tunnel_in.pxd) UDP socket --recvmmsg, UDP GRO--> header checks -->
-               receiver index -> wire and keypair --> replay pre-check --> open in place
-               --> replay mark (a packet under NEXT promotes it) --> classify --> runs of
-               one TCP flow merged (gro.pxd) --write(2)--> TUN fd
+               receiver index -> wire and keypair (within its life) --> replay pre-check
+               --> open in place --> replay mark (a packet under NEXT promotes it) -->
+               counted --> classify --> runs of one TCP flow merged (gro.pxd) --write(2)-->
+               TUN fd
   every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s (tunnel_out)
 
 This module owns the worker loop, the wire table and the Python API; the tunnel's two
@@ -61,6 +62,9 @@ import socket
 DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error", "no_key", "bad_tag", "replay",
                      "too_big")
 UDP_DROP_NAMES = ("truncated", "oversize", "bad_type", "unknown_index")
+# A keypair seals and opens nothing this long after it was installed (WireGuard's
+# RejectAfterTime): if rekeys keep failing the tunnel goes quiet instead of wearing keys.
+REJECT_AFTER_S = 180.0
 cdef uint64_t STOP_KEY = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t UDP_KEY = 0xFFFFFFFFFFFFFFFE
 
@@ -122,6 +126,7 @@ cdef void *run_worker(void *arg) noexcept nogil:
             break
         pthread_mutex_lock(&st.lock)
         now = now_s()
+        st.now = now
         for i in range(n):
             key = events[i].data.u64
             if key == STOP_KEY:
@@ -270,10 +275,11 @@ def _set_nonblocking(int fd):
 cdef class Engine:
     """Owns the worker thread and the wire table. Handles are opaque ints."""
 
-    def __cinit__(self):
+    def __cinit__(self, double reject_after_s=REJECT_AFTER_S):
         self.st = <EngineState *>calloc(1, sizeof(EngineState))
         if self.st == NULL:
             raise MemoryError()
+        self.st.reject_after_s = reject_after_s
         self.st.epfd = -1
         self.st.stopfd = -1
         self.st.udp_fd = -1
@@ -558,6 +564,7 @@ cdef class Engine:
         memcpy(kp.send_key, &send_key[0], 32)
         memcpy(kp.recv_key, &recv_key[0], 32)
         kp.created = now_s()
+        kp.reject_at = kp.created + self.st.reject_after_s
         with nogil:
             pthread_mutex_lock(&self.st.lock)
             w = self._lookup_locked(h)

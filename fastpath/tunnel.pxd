@@ -40,6 +40,7 @@ cdef struct Keypair:
     uint64_t send_counter       # next counter to send
     ReplayState replay
     double created              # CLOCK_MONOTONIC seconds
+    double reject_at            # created + the engine's reject_after_s: unusable from then
 
 cdef struct Tunnel:
     sockaddr_in peer

@@ -1,8 +1,9 @@
 # The tunnel's receiving side, run by the engine's worker with the engine lock held:
 #
 #   recvmmsg (32 x 64 KiB; with UDP GRO a message holds many datagrams of one size) -->
-#   header checks --> receiver index -> wire and keypair --> replay pre-check --> open in
-#   place --> replay mark (a packet under NEXT promotes it) --> classify --> runs of one
+#   header checks --> receiver index -> wire and keypair (not past its life) --> replay
+#   pre-check --> open in place --> replay mark (a packet under NEXT promotes it) -->
+#   counted --> classify --> runs of one
 #   TCP flow merged (gro.pxd) --> one write per run to the TUN device
 #
 # See engine.pyx for the whole pipeline.
@@ -13,7 +14,7 @@ from posix.unistd cimport write
 
 from .aead cimport open_in_place
 from .classify cimport VERDICT_PASS, classify_ip
-from .engine cimport (DATAGRAM_BUF_BYTES, DROP_BAD_TAG, DROP_REPLAY, DROP_TX_ERROR,
+from .engine cimport (DATAGRAM_BUF_BYTES, DROP_BAD_TAG, DROP_NO_KEY, DROP_REPLAY, DROP_TX_ERROR,
                       RX_BUF_BYTES, RX_MSGS, RX_PENDING, UDP_BAD_TYPE, UDP_OVERSIZE,
                       UDP_TRUNCATED, UDP_UNKNOWN_INDEX, DirStats, EngineState, RxBatch, Wire)
 from .gro cimport Flow, flow_accepts, flow_build, flow_start
@@ -54,8 +55,9 @@ cdef inline int open_datagram(EngineState *st, uint8_t *datagram, int length,
         st.udp_drops[UDP_UNKNOWN_INDEX] += 1
         return -1
     s = &w.dirs[1]
-    s.rx_packets += 1
-    s.rx_bytes += length
+    if now >= kp.reject_at:
+        s.drops[DROP_NO_KEY] += 1
+        return -1
     counter = read_counter(datagram)
     if counter >= reject_after_messages() or not replay_would_accept(&kp.replay, counter):
         s.drops[DROP_REPLAY] += 1
@@ -68,6 +70,9 @@ cdef inline int open_datagram(EngineState *st, uint8_t *datagram, int length,
     if not replay_accept(&kp.replay, counter):
         s.drops[DROP_REPLAY] += 1
         return -1
+    # Counted only now: what an attacker sends cannot move the wire's counters.
+    s.rx_packets += 1
+    s.rx_bytes += length
     w.tunnel.last_rx = now
     if kp == &w.tunnel.kp[KP_NEXT]:
         # The peer sends under the new keypair: it has it, so we may send with it too.

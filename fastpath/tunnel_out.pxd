@@ -31,7 +31,10 @@ cdef inline int seal_into(EngineState *st, Tunnel *t, uint8_t *datagram,
                           int payload) noexcept nogil:
     """Header + sealed payload in place at `datagram`; returns the datagram size or -1."""
     cdef Keypair *kp = &t.kp[KP_CURRENT]
-    if kp.state != KP_ACTIVE or kp.send_counter >= reject_after_messages():
+    # A keypair the control plane failed to replace in time is spent: send nothing rather
+    # than use keys past their life (rekeys come long before).
+    if kp.state != KP_ACTIVE or kp.send_counter >= reject_after_messages() \
+            or st.now >= kp.reject_at:
         return -1
     write_header(datagram, kp.remote_index, kp.send_counter)
     if seal(st.cipher, kp.send_key, kp.send_counter, datagram, HEADER_BYTES,

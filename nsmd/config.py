@@ -19,8 +19,8 @@ from nsmd.errors import ValidationError
 from nsmd.identity.ca import parse_spiffe_id
 
 DEFAULT_STATE_DIR = "/var/lib/nsmd"
-REJECT_AFTER_S = 180.0        # a tunnel keypair's whole life (WireGuard's RejectAfterTime)
-REKEY_LIMIT_S = REJECT_AFTER_S - 30  # rekeys must come well before keys are refused
+# Rekeys must come well before the engine refuses a keypair (fastpath REJECT_AFTER_S, 180 s).
+REKEY_LIMIT_S = 150.0
 DEFAULT_API_SOCKET = "/run/nsmd/nsmd.sock"
 ENV_PREFIX = "NSMD_"
 
@@ -72,8 +72,8 @@ class Config:
         if not 0.1 <= self.keepalive_s <= 60:
             raise ValidationError("keepalive-s", "0.1 to 60 seconds", self.keepalive_s)
         if not 1 <= self.rekey_after_s <= REKEY_LIMIT_S:
-            raise ValidationError("rekey-after-s", f"1 to {REKEY_LIMIT_S:.0f} seconds (keys "
-                                  f"are refused {REJECT_AFTER_S:.0f} s after they were made)",
+            raise ValidationError("rekey-after-s", f"1 to {REKEY_LIMIT_S:.0f} seconds (tunnel "
+                                  "keys are refused 180 s after they were made)",
                                   self.rekey_after_s)
         if self.listen:
             listen_address(self.listen)

@@ -73,14 +73,14 @@ class Policy:
         if not isinstance(data, dict):
             raise ValidationError(f"{where}(top level)", "a mapping with services and default")
         _no_unknown(data, ("services", "default"), where)
-        default_doc = data.get("default") or {}
+        default_doc = {} if data.get("default") is None else data["default"]
         if not isinstance(default_doc, dict):
             raise ValidationError(f"{where}default", "a mapping with request and register")
         _no_unknown(default_doc, ACTIONS, f"{where}default.")
         default = Rule("default", "*", {
             a: _subjects(default_doc.get(a, list(ANYONE)), f"{where}default.{a}")
             for a in ACTIONS})
-        services = data.get("services") or []
+        services = [] if data.get("services") is None else data["services"]
         if not isinstance(services, list):
             raise ValidationError(f"{where}services", "a list of rules")
         rules = []

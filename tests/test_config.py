@@ -40,3 +40,23 @@ def test_bad_values_name_their_option(tmp_path, content, env, message):
 def test_missing_config_file():
     with pytest.raises(ValidationError, match="an existing TOML file"):
         load({}, "/no/such.toml", {})
+
+
+def test_rekeys_must_come_before_the_engine_refuses_keys():
+    from nsmd.config import REKEY_LIMIT_S
+    from nsmd.fastpath.engine import REJECT_AFTER_S
+
+    assert REKEY_LIMIT_S < REJECT_AFTER_S
+    with pytest.raises(ValidationError, match="rekey-after-s"):
+        Config(rekey_after_s=REKEY_LIMIT_S + 1).validate()
+
+
+def test_registry_id_and_api_group_are_checked():
+    with pytest.raises(ValidationError, match="registry-id: expected used together"):
+        Config(registry_id="spiffe://td/node/a").validate()
+    with pytest.raises(ValidationError, match="registry-id"):
+        Config(registry="https://192.0.2.1:7000", registry_id="node-a",
+               identity_dir="/x").validate()
+    with pytest.raises(ValidationError, match="api-group"):
+        Config(api_group="no-such-group-here").validate()
+    assert Config(api_group="0").validate().api_group == "0"

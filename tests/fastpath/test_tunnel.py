@@ -26,8 +26,8 @@ def header(index: int, counter: int, msg_type: int = 1) -> bytes:
 class Side:
     """One host: an engine, its UDP socket, and one TUN fake (app end + engine end)."""
 
-    def __init__(self, gro: bool = False):
-        self.engine = Engine()
+    def __init__(self, gro: bool = False, reject_after_s: float = 180.0):
+        self.engine = Engine(reject_after_s)
         self.engine.start()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         if gro:
@@ -146,10 +146,39 @@ def test_replayed_tampered_and_foreign_datagrams_are_dropped_and_counted(pair):
     drops = b.stats()["b_to_a"]["drops"]
     assert drops["bad_tag"] == 2 and drops["replay"] == 2
     assert b.stats()["b_to_a"]["tx_packets"] == 4
+    # only what authenticated is counted as received: forgeries move no counter
+    assert b.stats()["b_to_a"]["rx_packets"] == 4
     assert [b.app.recv(2000) for _ in range(3)] == [ipv4()] * 3  # the three valid ones
     # and the tunnel still works (B to A: A to B now sits far behind the forged counters)
     b.app.send(ipv4(b"still-fine"))
     assert a.app.recv(2000) == ipv4(b"still-fine")
+
+
+def test_keys_past_their_life_neither_seal_nor_open():
+    a, b = Side(reject_after_s=0.5), Side(reject_after_s=0.5)
+    try:
+        a.connect(b.port)
+        b.connect(a.port)
+        _, (ib, k_ab) = key_up(a, b)
+        a.app.send(ipv4(b"young"))
+        assert b.app.recv(2000) == ipv4(b"young")
+        time.sleep(0.6)
+        a.app.send(ipv4(b"old"))  # A's keypair is spent: nothing leaves
+        assert wait_briefly(lambda: a.stats()["a_to_b"]["drops"]["no_key"] == 1)
+        # a datagram sealed with B's spent receive key is refused before any crypto
+        late = header(ib, 7) + seal_packet(k_ab, 7, header(ib, 7), ipv4(b"late"))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.sendto(late, ("127.0.0.1", b.port))
+        sender.close()
+        assert wait_briefly(lambda: b.stats()["b_to_a"]["drops"]["no_key"] == 1)
+        assert b.stats()["b_to_a"]["tx_packets"] == 1
+        # a rekey brings the tunnel back
+        key_up(a, b)
+        a.app.send(ipv4(b"fresh"))
+        assert b.app.recv(2000) == ipv4(b"fresh")
+    finally:
+        a.close()
+        b.close()
 
 
 def drain(sock, into):
