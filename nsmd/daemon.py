@@ -253,6 +253,7 @@ class Daemon:
         leaf = self.id.svid.chain[0]
         return {"spiffe_id": self.id.spiffe_id, "serial": format(leaf.serial_number, "x"),
                 "not_after": leaf.not_valid_after_utc.isoformat(),
+                "bundle_cas": len(self.id.svid.bundle),
                 "source": self.config.spiffe_socket or self.config.identity_dir}
 
     def _take_lock(self) -> None:

@@ -222,6 +222,8 @@ class Dataplane:
             engine.request_keepalive(wire.handle)
 
     def expire_previous(self, wire: Wire) -> None:
+        if not wire.lanes:
+            return  # removed during the grace period: nothing left to expire
         with contextlib.suppress(KeyError):
             self._engine(wire).expire_previous(wire.handle)
 

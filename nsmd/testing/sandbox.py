@@ -27,13 +27,13 @@ def sh(*args: str, check: bool = True, netns: str | None = None,
 
 class DaemonProc:
     def __init__(self, state_dir: str, name: str, netns: str = "", args: tuple = (),
-                 env: dict | None = None):
+                 env: dict | None = None, socket: str = ""):
         self.state_dir = state_dir
         self.name = name
         self.netns = netns
         self.args = tuple(args)
         self.env = env or {}
-        self.socket = os.path.join(state_dir, "api.sock")
+        self.socket = socket or os.path.join(state_dir, "api.sock")
         self.log_path = os.path.join(state_dir, "daemon.log")
         self.proc: subprocess.Popen | None = None
         self.client = Client(self.socket)

@@ -1,0 +1,39 @@
+"""Calls a daemon's peer API with any SVID, as another daemon (or an attacker holding an
+SVID of the trust domain) would: `python -m nsmd.testing.peercall IDENTITY_DIR METHOD URL
+[JSON_BODY]` prints {"status": ..., "body": ...}. For tests; run it inside a namespace to
+call from that host's address."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import aiohttp
+
+from nsmd.identity.svid import load_svid_dir
+from nsmd.identity.tls import TlsContexts
+
+
+async def call(identity_dir: str, method: str, url: str, body: object = None) -> dict:
+    tls = TlsContexts(load_svid_dir(identity_dir))
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, url, json=body, ssl=tls.client(),
+                                   timeout=aiohttp.ClientTimeout(total=20)) as resp:
+            text = await resp.text()
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                payload = text
+            return {"status": resp.status, "body": payload}
+
+
+def main(argv: list[str]) -> int:
+    identity_dir, method, url = argv[:3]
+    body = json.loads(argv[3]) if len(argv) > 3 else None
+    print(json.dumps(asyncio.run(call(identity_dir, method, url, body))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

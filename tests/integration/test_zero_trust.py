@@ -1,0 +1,444 @@
+"""Zero trust, black-box: an attacker holding an ordinary SVID of the same trust domain
+(spiffe://test.nsmd/workload/evil, from the same CA) calls the peer APIs directly from its
+own host on the underlay. Every attack is refused with a 403 naming the policy, nothing
+is created or changed, and the legitimate vWire loses no packet meanwhile."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from nsmd.identity import tokens
+from nsmd.identity.svid import load_svid_dir
+from nsmd.model import (
+    Connection,
+    Mechanism,
+    NetworkServiceRequest,
+    Path,
+    PathSegment,
+    to_wire,
+)
+from nsmd.testing.sandbox import (
+    endpoint_manifest,
+    host,
+    ping,
+    service_manifest,
+    sh,
+    trust_domain,
+    underlay,
+    wait_until,
+)
+from nsmd.tunnel_keys import Ephemeral
+
+TD = "test.nsmd"
+N1, N2, EVIL = (f"spiffe://{TD}/node/n1", f"spiffe://{TD}/node/n2",
+                f"spiffe://{TD}/workload/evil")
+IP1, IP2, IP_EVIL = "192.0.2.1", "192.0.2.2", "192.0.2.3"
+
+
+class Bed:
+    """n1 (registry, the client's host), n2 (hosts far-1 of remote-svc), and the
+    attacker's host; the attacker has no daemon, only its SVID."""
+
+    def __init__(self, netns, daemon, tmp_path, n1_args=(), n2_args=(), env=None):
+        nodes = underlay(netns, ["n1", "n2", "evil"])
+        self.n1_ns, self.n2_ns, self.evil_ns = nodes
+        ids = trust_domain(str(tmp_path), TD, [N1, N2, EVIL])
+        self.evil_dir = ids[EVIL]
+        self.evil = load_svid_dir(self.evil_dir)
+        env = {"NSMD_KEEPALIVE_S": "0.5", **(env or {})}
+        self.near = daemon("n1", self.n1_ns, ("--listen", f"{IP1}:7000", "--identity-dir",
+                                              ids[N1], *n1_args), env)
+        self.far = daemon("n2", self.n2_ns, ("--listen", f"{IP2}:7000", "--registry",
+                                             f"https://{IP1}:7000", "--registry-id", N1,
+                                             "--identity-dir", ids[N2], *n2_args), env)
+        self.nse_ns, self.nsc_ns = netns("nse"), netns("nsc")
+        self.far.cli("apply", "-f", "-", stdin=service_manifest("remote-svc") + "---" +
+                     endpoint_manifest("far-1", "remote-svc", self.nse_ns, "100.64.50.0/24"))
+        wait_until(lambda: any(e["name"] == "far-1"
+                               for e in self.near.cli_json("get", "endpoints")))
+
+    def attack(self, method: str, url: str, body=None) -> dict:
+        """One call of the attacker's, from its own host."""
+        args = [sys.executable, "-m", "nsmd.testing.peercall", self.evil_dir, method, url]
+        if body is not None:
+            args.append(json.dumps(body))
+        return json.loads(sh(*args, netns=self.evil_ns).stdout)
+
+    def request(self, *, aud: str = N2, first=None, caller_token=None, path_tail=(),
+                mechanism: Mechanism | None = None, endpoint: str = "far-1") -> dict:
+        """A Request as the attacker's own daemon would send it: path [client, evil]."""
+        now = time.time()
+        seg0 = tokens.sign(self.evil, EVIL, now, 600)[0] if first is None else first
+        seg1 = tokens.sign(self.evil, aud, now, 600)[0] if caller_token is None \
+            else caller_token
+        conn = Connection(id="evil-seg", network_service="remote-svc",
+                          network_service_endpoint_name=endpoint,
+                          path=Path(index=1, path_segments=[
+                              PathSegment(name="nsc@evil", id="evil-client", token=seg0),
+                              PathSegment(name="evil", id="evil-seg", token=seg1),
+                              *path_tail]))
+        mech = mechanism or Mechanism(cls="REMOTE", type="NSMD_UDP", parameters={
+            "src_ip": IP_EVIL, "src_port": "51820", "src_index": "256",
+            "src_public_key": Ephemeral().public_b64, "key_context": "evil-client"})
+        return to_wire(NetworkServiceRequest(connection=conn, mechanism_preferences=[mech]))
+
+    def footprint(self) -> dict:
+        """What an attack must not change: connections, registry, interfaces."""
+        return {
+            "far_conns": sorted(c["id"] for c in self.far.cli_json("get", "connections")),
+            "near_conns": sorted(c["id"] for c in self.near.cli_json("get", "connections")),
+            "services": self.near.cli_json("get", "services"),
+            "endpoints": sorted((e["name"], e["url"]) for e in
+                                self.near.cli_json("get", "endpoints")),
+            "links": {ns: _links(ns) for ns in (self.nse_ns, self.n1_ns, self.n2_ns)},
+        }
+
+
+def _links(ns: str) -> list[str]:
+    return sorted(line.split(":")[1].strip() for line in
+                  sh("ip", "-o", "link", netns=ns).stdout.splitlines())
+
+
+def refused(result: dict, policy: str) -> None:
+    assert result["status"] == 403, result
+    assert result["body"]["policy"] == policy, result
+    assert f"denied by policy {policy}" in result["body"]["error"], result
+
+
+@pytest.fixture
+def bed(netns, daemon, tmp_path):
+    return Bed(netns, daemon, tmp_path)
+
+
+def test_registry_names_cannot_be_taken_over(bed):
+    secure = """
+apiVersion: networkservicemesh.io/v1
+kind: NetworkService
+metadata: {name: secure}
+spec:
+  payload: IP
+  matches: [{routes: [{destination_selector: {app: real}}]}]
+"""
+    bed.near.cli("apply", "-f", "-", stdin=secure)  # an admin's service on the registry
+    before = bed.footprint()
+    registry = f"https://{IP1}:7000"
+    refused(bed.attack("POST", f"{registry}/v1/services", {
+        "name": "secure", "matches": [{"routes": [{"destination_selector": {"app": "evil"}}]}]}),
+        "registry_owner")
+    refused(bed.attack("POST", f"{registry}/v1/endpoints", {
+        "name": "far-1", "network_service_names": ["remote-svc"],
+        "url": f"https://{IP_EVIL}:7000"}), "registry_owner")
+    refused(bed.attack("DELETE", f"{registry}/v1/services/remote-svc"), "registry_owner")
+    refused(bed.attack("DELETE", f"{registry}/v1/endpoints/far-1"), "registry_owner")
+    assert bed.footprint() == before
+    (svc,) = [s for s in bed.near.cli_json("get", "services") if s["name"] == "secure"]
+    assert svc["path_ids"] == [N1]
+
+
+def test_peer_requests_for_interfaces_relays_hijacks_and_bad_tokens_are_refused(bed):
+    conn = bed.near.cli_json("connect", "remote-svc", "--netns", bed.nsc_ns)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    (victim,) = bed.far.cli_json("get", "connections")
+    pinger = subprocess.Popen(["ip", "netns", "exec", bed.nsc_ns, "ping", "-c", "400", "-i",
+                               "0.02", "-W", "1", target], stdout=subprocess.PIPE, text=True)
+    try:
+        before = bed.footprint()
+        far = f"https://{IP2}:7000"
+        # an interface in the endpoint host's namespaces
+        kernel = Mechanism(cls="LOCAL", type="KERNEL", parameters={"netns": bed.nse_ns,
+                                                                   "name": "evil0"})
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(mechanism=kernel)),
+                "remote_mechanisms_only")
+        # a daemon that does not host the endpoint relaying under its own identity
+        refused(bed.attack("POST", f"https://{IP1}:7000/v1/peer/request",
+                           bed.request(aud=N1)), "hosted_endpoints_only")
+        # a tunnel offer pointing at someone else's address
+        other = bed.request()
+        other["mechanism_preferences"][0]["parameters"]["src_ip"] = IP1
+        refused(bed.attack("POST", f"{far}/v1/peer/request", other), "tunnel_offer_address")
+        # the refresh hijack: the victim's segments behind the attacker's own, with its offer
+        tail = [PathSegment(name=s["name"], id=s["id"])
+                for s in victim["path"]["path_segments"][2:]]
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(path_tail=tail)),
+                "refresh_by_owner")
+        # ... and the victim's own request replayed verbatim from the attacker's host
+        replay = {"connection": victim, "mechanism_preferences": []}
+        replay["connection"]["path"]["index"] = 1
+        replay["connection"]["id"] = victim["path"]["path_segments"][1]["id"]
+        result = bed.attack("POST", f"{far}/v1/peer/request", replay)
+        assert result["status"] == 403, result
+        # rekey and close of the victim's vWire
+        refused(bed.attack("POST", f"{far}/v1/peer/rekey", {
+            "connection_id": victim["path"]["path_segments"][2]["id"],
+            "offer": bed.request()["mechanism_preferences"][0]["parameters"]}),
+            "refresh_by_owner")
+        refused(bed.attack("POST", f"{far}/v1/peer/close", replay["connection"]),
+                "refresh_by_owner")
+        # tokens: forged, expired, unchained, for another audience, of a foreign domain
+        now = time.time()
+        as_n1 = tokens.jwt.encode({"sub": N1, "aud": N2, "exp": now + 600}, bed.evil.key,
+                                  algorithm="ES256")  # claims to come from n1
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(
+            first=tokens.sign(bed.evil, N1, now, 600)[0], caller_token=as_n1)),
+            "prev_token_signed")
+        stray_key = ec.generate_private_key(ec.SECP256R1())  # not the key of its certificate
+        forged = tokens.jwt.encode({"sub": EVIL, "aud": N2, "exp": now + 600}, stray_key,
+                                   algorithm="ES256")
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(
+            caller_token=forged)), "prev_token_signed")
+        expired = tokens.sign(bed.evil, N2, now - 1200, 600)[0]
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(
+            caller_token=expired)), "tokens_expired")
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(
+            first=tokens.sign(bed.evil, N1, now, 600)[0])), "tokens_chained")
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(aud=N1)),
+                "tokens_chained")
+        foreign = tokens.jwt.encode({"sub": "spiffe://other.org/node/x", "aud": EVIL,
+                                     "exp": now + 600}, bed.evil.key, algorithm="ES256")
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(first=foreign)),
+                "tokens_trust_domain")
+        refused(bed.attack("POST", f"{far}/v1/peer/request", bed.request(
+            caller_token="")), "tokens_valid")
+        assert bed.footprint() == before
+    finally:
+        out = pinger.communicate(timeout=60)[0]
+    assert " 0% packet loss" in out, out
+    # the owner still holds and closes its vWire
+    bed.near.cli("close", conn["id"])
+    wait_until(lambda: bed.far.cli_json("get", "connections") == [])
+
+
+def test_a_policy_file_says_who_may_request_and_register(netns, daemon, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+services:
+  - name: remote-svc
+    request: [{N1}, "unix:uid=0"]
+    register: ["spiffe://{TD}/node/*", "unix:uid=0"]
+default:
+  request: ["spiffe://{TD}/node/*"]
+  register: ["spiffe://{TD}/node/*"]
+""")
+    bed = Bed(netns, daemon, tmp_path, n1_args=("--policy", str(policy)),
+              n2_args=("--policy", str(policy)))
+    before = bed.footprint()
+    # a well-formed request, correctly signed by the attacker itself: not on the list
+    refused(bed.attack("POST", f"https://{IP2}:7000/v1/peer/request", bed.request()),
+            "services[0]")
+    refused(bed.attack("POST", f"https://{IP1}:7000/v1/endpoints", {
+        "name": "evil-1", "network_service_names": ["remote-svc"],
+        "url": f"https://{IP_EVIL}:7000"}), "services[0]")
+    refused(bed.attack("POST", f"https://{IP1}:7000/v1/services", {"name": "other"}),
+            "default")
+    assert bed.footprint() == before
+    # the listed client's host gets its vWire
+    conn = bed.near.cli_json("connect", "remote-svc", "--netns", bed.nsc_ns)
+    assert ping(bed.nsc_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
+                2).returncode == 0
+    # the tokens along the path are chained from the client's host to the endpoint's
+    claims = [tokens.read(s["token"]) for s in conn["path"]["path_segments"]]
+    assert [(c.sub, c.aud) for c in claims] == [(N1, N1), (N1, N2), (N2, N2), (N2, N2)]
+
+
+def _as_user(uid: int, gid: int, sock_path: str, method: str, path: str,
+             body: dict | None = None) -> tuple[int, dict]:
+    """One API call from a process running as uid/gid (forked, no exec: the venv need not
+    be readable by that user)."""
+    data = json.dumps(body).encode() if body is not None else b""
+    request = (f"{method} {path} HTTP/1.1\r\nHost: nsmd\r\nConnection: close\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+               ).encode() + data
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, call, report, exit at once
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(30)
+                s.connect(sock_path)
+                s.sendall(request)
+                reply = b""
+                while chunk := s.recv(65536):
+                    reply += chunk
+            os.write(write_end, reply)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    reply = b""
+    while chunk := os.read(read_end, 65536):
+        reply += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    if b"chunked" in head.lower():
+        payload = _unchunk(payload)
+    return status, json.loads(payload)
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size, _, rest = data.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        out, data = out + rest[:n], rest[n + 2:]
+    return out
+
+
+def test_local_callers_are_told_apart_by_uid_and_group(netns, daemon, tmp_path):
+    nobody = 65534
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+services:
+  - name: shared
+    request: ["unix:gid={nobody}", "unix:uid=0"]
+default:
+  request: ["unix:uid=0"]
+  register: ["unix:uid=0"]
+""")
+    run_dir = tempfile.mkdtemp(prefix="nsmdt-run-")
+    os.chmod(run_dir, 0o755)  # the socket itself is what guards the API
+    sock_path = os.path.join(run_dir, "api.sock")
+    try:
+        d = daemon("n1", args=("--policy", str(policy), "--api-group", str(nobody)),
+                   socket=sock_path)
+        assert oct(os.stat(sock_path).st_mode & 0o777) == "0o660"
+        assert os.stat(sock_path).st_gid == nobody
+        nse_ns, app_ns = netns("nse"), netns("app")
+        d.cli("apply", "-f", "-", stdin="---".join([
+            service_manifest("shared"), service_manifest("private"),
+            endpoint_manifest("e-shared", "shared", nse_ns, "169.254.10.0/24"),
+            endpoint_manifest("e-private", "private", nse_ns, "169.254.20.0/24")]))
+        # a member of the API group: allowed on `shared` by its group, nothing else
+        status, denied = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
+                                  {"network_service": "private", "netns": app_ns})
+        assert status == 403 and denied["policy"] == "default", denied
+        status, mine = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
+                                {"network_service": "shared", "netns": app_ns})
+        assert status == 201, mine
+        status, denied = _as_user(nobody, nobody, sock_path, "POST", "/v1/apply", {
+            "documents": [{"apiVersion": "networkservicemesh.io/v1", "kind": "NetworkService",
+                           "metadata": {"name": "shared"}, "spec": {"payload": "IP"}}]})
+        assert status == 403 and denied["policy"] == "services[0]", denied
+        # root's vWire is not the group member's to close; its own is
+        roots = d.cli_json("connect", "private", "--netns", app_ns)
+        status, denied = _as_user(nobody, nobody, sock_path, "DELETE",
+                                  f"/v1/connections/{roots['id']}")
+        assert status == 403 and denied["policy"] == "close_by_owner", denied
+        status, _ = _as_user(nobody, nobody, sock_path, "DELETE",
+                             f"/v1/connections/{mine['id']}")
+        assert status == 200
+        assert [c["id"] for c in d.cli_json("get", "connections")] == [roots["id"]]
+        # someone outside the group does not get through the socket at all
+        with pytest.raises(PermissionError):
+            _connect_as(4242, 4242, sock_path)
+    finally:
+        for name in os.listdir(run_dir):
+            os.unlink(os.path.join(run_dir, name))
+        os.rmdir(run_dir)
+
+
+def _connect_as(uid: int, gid: int, sock_path: str) -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        errno_seen = 0
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(sock_path)
+        except OSError as err:
+            errno_seen = err.errno or 0
+        finally:
+            os.write(write_end, str(errno_seen).encode())
+            os._exit(0)
+    os.close(write_end)
+    seen = int(os.read(read_end, 16) or b"0")
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    if seen:
+        raise PermissionError(seen, os.strerror(seen))
+
+
+def test_svid_renewal_and_ca_rotation_under_a_live_vwire_lose_nothing(netns, daemon,
+                                                                      tmp_path):
+    from nsmd.identity.ca import init_ca, issue_svid
+
+    # refresh (new tokens) every 2 s and rekeys every 2 s: the control plane is busy
+    # throughout the rotation
+    bed = Bed(netns, daemon, tmp_path, env={"NSMD_TOKEN_LIFETIME_S": "6",
+                                            "NSMD_REKEY_AFTER_S": "2"})
+    ca1 = str(tmp_path / f"ca-{TD}")
+    ca2 = str(tmp_path / "ca2")
+    init_ca(ca2, TD)
+    dirs = {N1: str(tmp_path / "svid-n1"), N2: str(tmp_path / "svid-n2")}
+    daemons = {N1: bed.near, N2: bed.far}
+    conn = bed.near.cli_json("connect", "remote-svc", "--netns", bed.nsc_ns)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+
+    def identity(sid):
+        return daemons[sid].cli_json("status")["identity"]
+
+    def put(sid, name, data: bytes):
+        tmp = os.path.join(dirs[sid], f".{name}.new")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(dirs[sid], name))
+
+    def trust(bundle: bytes, cas: int):
+        for sid in dirs:
+            put(sid, "bundle.pem", bundle)
+        for sid in dirs:
+            wait_until(lambda sid=sid: identity(sid)["bundle_cas"] == cas, timeout=10)
+
+    def renew(ca):
+        for sid in dirs:
+            old = identity(sid)["serial"]
+            fresh = issue_svid(ca, sid, str(tmp_path / f"new-{sid.rsplit('/', 1)[1]}"))
+            for name in ("svid.key", "svid.pem"):  # a renewal seen half-done is skipped
+                with open(os.path.join(fresh, name), "rb") as f:
+                    put(sid, name, f.read())
+            wait_until(lambda sid=sid, old=old: identity(sid)["serial"] != old, timeout=10)
+
+    def ca_pem(state):
+        with open(os.path.join(state, "ca", "ca.pem"), "rb") as f:
+            return f.read()
+
+    pinger = subprocess.Popen(["ip", "netns", "exec", bed.nsc_ns, "ping", "-c", "900", "-i",
+                               "0.02", "-W", "1", target], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        renew(ca1)                                   # an ordinary renewal
+        trust(ca_pem(ca1) + ca_pem(ca2), 2)          # CA rotation: the new CA is trusted,
+        renew(ca2)                                   # SVIDs come from it,
+        trust(ca_pem(ca2), 1)                        # and the old CA leaves the bundle
+        time.sleep(4)                                # refreshes and rekeys under CA 2 alone
+    finally:
+        out = pinger.communicate(timeout=90)[0]
+    assert " 0% packet loss" in out, out
+    (now,) = bed.near.cli_json("get", "connections")
+    assert now["state"] == "UP" and now["network_service_endpoint_name"] == "far-1"
+    # an SVID of the removed CA is refused now, though its certificate is still valid
+    stale = sh(sys.executable, "-m", "nsmd.testing.peercall", bed.evil_dir, "GET",
+               f"https://{IP2}:7000/v1/services", netns=bed.evil_ns, check=False)
+    assert stale.returncode != 0 and "SSL" in stale.stderr, stale.stdout + stale.stderr
+    bed.near.cli("close", conn["id"])
+    wait_until(lambda: bed.far.cli_json("get", "connections") == [])
