@@ -2,9 +2,10 @@
 
     sudo .venv/bin/python bench/run.py [--quick]
 
-Runs bench/datapath.py (veth, wireguard-go, the naive tunnel and nsmd in one run) and
-bench/control_plane.py, then writes bench/results/summary.json, prints each goal of the
-performance issue with its figure and verdict, and draws bench/results/summary.png
+Runs bench/datapath.py (veth, wireguard-go, the naive tunnel and nsmd in one run),
+bench/control_plane.py and bench/authorize.py (the cost of zero trust), then writes
+bench/results/summary.json, prints each goal with its figure and verdict, and draws
+bench/results/summary.png
 (throughput per tunnel; setup latency and connect-storm time). Installs matplotlib if
 it is missing (bench only).
 """
@@ -27,11 +28,18 @@ def run(script: str, *args: str) -> dict:
         return json.load(f)
 
 
-def goals(dp: dict, cp: dict) -> list[tuple[str, str, bool]]:
+def goals(dp: dict, cp: dict, az: dict) -> list[tuple[str, str, bool]]:
     x, w, v, local = (dp["nsmd_cross_host"], dp["wireguard_go"], dp["veth"],
                       dp["nsmd_same_host"])
     ratio = dp["ratios"]
+    auth, auth6 = az["authorize_cross_host"]["us"], az["authorize_6_hops"]["us"]
     return [
+        ("authorize one peer request < 1 ms",
+         f"p50 {auth['p50']} us, p99 {auth['p99']} us (6 hops: p99 {auth6['p99']} us)",
+         max(auth["p99"], auth6["p99"]) < 1000),
+        ("cross-host connect with tokens p50 < 30 ms",
+         f"{az['cross_host_connect_ms']['p50']} ms (p99 "
+         f"{az['cross_host_connect_ms']['p99']} ms)", az["cross_host_connect_ms"]["p50"] < 30),
         ("cross-host TCP 1 stream >= 2x wireguard-go",
          f"{x['tcp1']['gbps']} vs {w['tcp1']['gbps']} Gbit/s = "
          f"{ratio['tcp1_cross_host_over_wggo']}x", ratio["tcp1_cross_host_over_wggo"] >= 2),
@@ -108,8 +116,9 @@ def main() -> int:
     quick = ("--seconds", "5", "--pings", "100") if args.quick else ()
     dp = run("datapath.py", *quick)
     cp = run("control_plane.py", *(("--endpoints", "20000") if args.quick else ()))
-    results = {"datapath": dp, "control_plane": cp, "goals": [
-        {"goal": g, "measured": m, "met": ok} for g, m, ok in goals(dp, cp)]}
+    az = run("authorize.py", *(("--connects", "20") if args.quick else ()))
+    results = {"datapath": dp, "control_plane": cp, "authorize": az, "goals": [
+        {"goal": g, "measured": m, "met": ok} for g, m, ok in goals(dp, cp, az)]}
     with open(os.path.join(RESULTS, "summary.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("\ngoal".ljust(52) + "measured".ljust(52) + "met")

@@ -2,30 +2,34 @@
 
 NSM's model (sdk: pkg/tools/spiffejwt, common/updatetoken): `sub` is the signer's SPIFFE
 ID, `aud` the next hop's, `exp` the token's end, never later than the SVID's own expiry.
-Signing and decoding go through PyJWT; times come from the daemon's clock (so expiry is
-checked on the same clock that armed the timers), never from PyJWT's wall clock.
+Signing, decoding and signature checks go through PyJWT (its JWS layer for decoding, which
+parses a token once); the claims are judged here, on the daemon's clock (so expiry is
+checked on the same clock that armed the timers), never on PyJWT's wall clock.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
-from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.api_jws import PyJWS
 
 from nsmd.identity.svid import Svid
 
 ALGORITHM = "ES256"
 DEFAULT_LIFETIME_S = 600.0  # NSM_MAX_TOKEN_LIFETIME
-# Claims PyJWT must not judge: we check exp on the daemon's clock and aud against the hop.
-_NO_CLAIM_CHECKS: Any = {"verify_exp": False, "verify_aud": False, "verify_iat": False,
-                    "verify_nbf": False}
+_JWS = PyJWS(algorithms=[ALGORITHM])  # JWS layer only: claims are checked here, not by PyJWT
 
 
 class TokenError(ValueError):
-    """A token that does not decode, or whose signature does not verify."""
+    """A token that does not decode as an ES256 JWT with sub, aud and exp."""
+
+
+class SignatureError(TokenError):
+    """A well-formed token whose signature does not verify under the key given."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,24 +50,33 @@ def sign(svid: Svid, aud: str, now: float, lifetime_s: float) -> tuple[str, floa
 def read(token: str) -> Claims:
     """The claims of an ES256 token, signature not checked (other hops' tokens)."""
     try:
-        if jwt.get_unverified_header(token).get("alg") != ALGORITHM:
-            raise TokenError(f"not an {ALGORITHM} token")
-        claims = jwt.decode(token, options={"verify_signature": False, **_NO_CLAIM_CHECKS})
+        parts = _JWS.decode_complete(token, options={"verify_signature": False})
     except jwt.PyJWTError as err:
         raise TokenError(f"not a JWT ({err})") from None
-    return _claims(claims)
+    if parts["header"].get("alg") != ALGORITHM:
+        raise TokenError(f"not an {ALGORITHM} token")
+    return _claims(parts["payload"])
 
 
 def verify(token: str, key: ec.EllipticCurvePublicKey) -> Claims:
     """The claims of a token whose ES256 signature verifies under `key`."""
     try:
-        claims = jwt.decode(token, key=key, algorithms=[ALGORITHM], options=_NO_CLAIM_CHECKS)
+        parts = _JWS.decode_complete(token, key=key, algorithms=[ALGORITHM])
+    except jwt.InvalidSignatureError:
+        raise SignatureError("its signature does not verify with the caller's "
+                             "certificate key") from None
     except jwt.PyJWTError as err:
-        raise TokenError(f"signature does not verify ({err})") from None
-    return _claims(claims)
+        raise TokenError(f"not an {ALGORITHM} JWT ({err})") from None
+    return _claims(parts["payload"])
 
 
-def _claims(raw: dict) -> Claims:
+def _claims(payload: bytes) -> Claims:
+    try:
+        raw = json.loads(payload)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise TokenError("its payload is not a JSON object")
     sub, aud, exp = raw.get("sub"), raw.get("aud"), raw.get("exp")
     if isinstance(aud, list) and len(aud) == 1:  # JWT allows a one-element audience list
         aud = aud[0]

@@ -23,7 +23,6 @@ from nsmd.caller import CALLER, DAEMON, Caller
 from nsmd.clock import Clock
 from nsmd.errors import PermissionDenied
 from nsmd.hosting import Hosting
-from nsmd.identity import tokens
 from nsmd.manager import mechanisms
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Element, Next
@@ -69,14 +68,14 @@ class Authorize(Element):
         conn = request.connection
         self._check_caller_segment(conn.path)
         self._take_our_segments(conn.path, caller)
+        expires, origin = check_path(conn.path, caller, self.own_id(), self.trust_domains(),
+                                     self.clock.time())
         # The caller's segment ends when its token does: our timeout fires then.
-        conn.path.path_segments[conn.path.index].expires = check_path(
-            conn.path, caller, self.own_id(), self.trust_domains(), self.clock.time())
+        conn.path.path_segments[conn.path.index].expires = expires
         _check_mechanisms(request, caller)
         self._check_endpoint(conn)
         self.policy.check("request", conn.network_service, caller)
-        origin = _origin(conn.path)
-        if origin and origin != caller.spiffe_id:
+        if origin != caller.spiffe_id:
             self.policy.check("request", conn.network_service, Caller("peer", spiffe_id=origin))
         return await nxt.request(request)
 
@@ -150,11 +149,3 @@ def _check_mechanisms(request: NetworkServiceRequest, caller: Caller) -> None:
         if src != caller.address:
             raise PermissionDenied("tunnel_offer_address", f"the tunnel offer's src_ip "
                                    f"{src!r} is not the caller's address {caller.address}")
-
-
-def _origin(path: Path) -> str:
-    """The SPIFFE ID that signed the path's first token (where the request began)."""
-    try:
-        return tokens.read(path.path_segments[0].token).sub
-    except (tokens.TokenError, IndexError):
-        return ""

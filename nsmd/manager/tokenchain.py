@@ -22,14 +22,25 @@ from nsmd.model import Path
 
 
 def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset[str],
-               now: float) -> float:
+               now: float) -> tuple[float, str]:
     """Raises PermissionDenied naming the first policy the path fails; returns the
-    caller's token expiry (the authenticated end of its segment)."""
+    caller's token expiry (the authenticated end of its segment) and the SPIFFE ID the
+    path began with."""
     segments = path.path_segments[:path.index + 1]
+    assert caller.certificate is not None
+    key = caller.certificate.public_key()
     claims = []
+    unsigned = ""   # why the caller's token did not verify, judged after the others
     for i, seg in enumerate(segments):
         try:
-            claims.append(tokens.read(seg.token))
+            if i < len(segments) - 1:
+                claims.append(tokens.read(seg.token))
+                continue
+            try:
+                claims.append(tokens.verify(seg.token, key))  # type: ignore[arg-type]
+            except tokens.SignatureError as err:
+                unsigned = str(err)
+                claims.append(tokens.read(seg.token))
         except tokens.TokenError as err:
             raise PermissionDenied("tokens_valid", f"path segment {i} ({seg.name!r}): "
                                    f"{err if seg.token else 'no token'}") from None
@@ -38,8 +49,7 @@ def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset
             raise PermissionDenied("tokens_expired", f"path segment {i} "
                                    f"({segments[i].name!r}): token expired at {_iso(c.exp)}")
         for who in (c.sub, c.aud):
-            domain = _trust_domain(who)
-            if domain not in trust_domains:
+            if _trust_domain(who) not in trust_domains:
                 raise PermissionDenied("tokens_trust_domain", f"path segment {i} "
                                        f"({segments[i].name!r}) names {who!r}, outside the "
                                        f"trust domains {sorted(trust_domains)}")
@@ -55,12 +65,9 @@ def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset
     if last.sub != caller.spiffe_id:
         raise PermissionDenied("prev_token_signed", f"the caller's token is signed as "
                                f"{last.sub}, but the caller is {caller.spiffe_id}")
-    assert caller.certificate is not None
-    try:
-        tokens.verify(segments[-1].token, caller.certificate.public_key())  # type: ignore[arg-type]
-    except tokens.TokenError as err:
-        raise PermissionDenied("prev_token_signed", f"the caller's token: {err}") from None
-    return last.exp
+    if unsigned:
+        raise PermissionDenied("prev_token_signed", f"the caller's token: {unsigned}")
+    return last.exp, claims[0].sub
 
 
 def _trust_domain(spiffe_id: str) -> str:
