@@ -442,3 +442,38 @@ def test_svid_renewal_and_ca_rotation_under_a_live_vwire_lose_nothing(netns, dae
     assert stale.returncode != 0 and "SSL" in stale.stderr, stale.stdout + stale.stderr
     bed.near.cli("close", conn["id"])
     wait_until(lambda: bed.far.cli_json("get", "connections") == [])
+
+
+def test_three_hosts_with_expected_ids_and_a_registry_impostor(netns, daemon, tmp_path):
+    """Registry on n1; a client on n2 reaches an endpoint on n3: allowed paths work and
+    carry chained tokens. A daemon expecting another registry ID refuses n1."""
+    nodes = underlay(netns, ["n1", "n2", "n3", "n4"])
+    (n1, ip1), (n2, ip2), (n3, ip3), (n4, ip4) = nodes.items()
+    names = {n: f"spiffe://{TD}/node/{n}" for n in ("n1", "n2", "n3", "n4")}
+    ids = trust_domain(str(tmp_path), TD, list(names.values()))
+    registry = ("--registry", f"https://{ip1}:7000", "--registry-id", names["n1"])
+    daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir", ids[names["n1"]]))
+    client = daemon("n2", n2, ("--listen", f"{ip2}:7000", *registry,
+                               "--identity-dir", ids[names["n2"]]))
+    server = daemon("n3", n3, ("--listen", f"{ip3}:7000", *registry,
+                               "--identity-dir", ids[names["n3"]]))
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    server.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+               endpoint_manifest("e3", "svc", nse_ns, "100.64.53.0/24"))
+    wait_until(lambda: client.cli_json("get", "endpoints"))
+    conn = client.cli_json("connect", "svc", "--netns", nsc_ns)
+    assert ping(nsc_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
+                2).returncode == 0
+    claims = [tokens.read(s["token"]) for s in conn["path"]["path_segments"]]
+    assert [(c.sub, c.aud) for c in claims] == [
+        (names["n2"], names["n2"]), (names["n2"], names["n3"]),
+        (names["n3"], names["n3"]), (names["n3"], names["n3"])]
+    # n4 expects the registry to be n3: n1 is an impostor to it, nothing reaches n1
+    wrong = daemon("n4", n4, ("--listen", f"{ip4}:7000", "--registry", f"https://{ip1}:7000",
+                              "--registry-id", names["n3"], "--identity-dir",
+                              ids[names["n4"]]))
+    result = wrong.cli("apply", "-f", "-", check=False, stdin=service_manifest("n4-svc"))
+    assert result.returncode == 1 and "192.0.2.1:7000" in result.stderr, result.stderr
+    assert "n4-svc" not in [s["name"] for s in client.cli_json("get", "services")]
+    client.cli("close", conn["id"])
+    wait_until(lambda: server.cli_json("get", "connections") == [])
