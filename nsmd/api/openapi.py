@@ -63,7 +63,10 @@ def openapi_document() -> dict:
         },
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {
-                "error": {"type": "string"}, "field": {"type": "string"}}},
+                "error": {"type": "string"},
+                "field": {"type": "string", "description": "the bad input field (400)"},
+                "policy": {"type": "string", "description": "the policy that denied the "
+                           "call (403), see docs/security.md"}}},
             "Object": {"type": "object"},
             "Apply": {"type": "object", "required": ["documents"], "properties": {
                 "documents": {"type": "array", "items": {"type": "object"}}}},
