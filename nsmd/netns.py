@@ -47,7 +47,8 @@ def enter(netns: str) -> None:
     """Moves the calling thread into `netns` (never call this on the event loop's thread)."""
     path = netns_path(netns)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO at that path must not hang the worker (setns then refuses it).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise DataplaneError(f"network namespace {netns!r} does not exist ({path})") from None
     try:

@@ -137,6 +137,10 @@ class Manager:
                       ) -> Connection:
         """Requests a vWire for a local client and keeps it refreshed until closed."""
         self.policy.check("request", service, caller)
+        if caller.kind == "local" and not caller.is_root and (not netns or "/" in netns):
+            where = repr(netns) if netns else "the daemon's own"
+            raise PermissionDenied("local_namespaces", f"{caller} may put interfaces only "
+                                   f"into named network namespaces (ip netns), not {where}")
         conn_id = str(uuid.uuid4())
         conn = Connection(
             id=conn_id, network_service=service, labels=dict(labels),

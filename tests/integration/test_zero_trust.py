@@ -329,6 +329,10 @@ default:
         status, denied = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
                                   {"network_service": "private", "netns": app_ns})
         assert status == 403 and denied["policy"] == "default", denied
+        for elsewhere in ("", "/proc/1/ns/net"):  # the host's own namespace: not for users
+            status, denied = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
+                                      {"network_service": "shared", "netns": elsewhere})
+            assert status == 403 and denied["policy"] == "local_namespaces", denied
         status, mine = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
                                 {"network_service": "shared", "netns": app_ns})
         assert status == 201, mine
