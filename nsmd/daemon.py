@@ -24,7 +24,7 @@ from nsmd.caller import DAEMON, Caller
 from nsmd.clock import Clock, SystemClock
 from nsmd.config import Config, listen_address
 from nsmd.dataplane import Dataplane
-from nsmd.errors import Conflict, NotFound
+from nsmd.errors import Conflict, NotFound, PermissionDenied
 from nsmd.hosting import Hosting
 from nsmd.identity.identity import Identity
 from nsmd.identity.svid import verify_chain
@@ -164,8 +164,8 @@ class Daemon:
 
     async def register_service(self, ns: NetworkService, owner: str | None = None,
                                ) -> NetworkService:
-        """owner: the registering peer's SPIFFE ID; None is this daemon."""
-        """Registers `ns`; vWires whose endpoint its new matches no longer allow reselect."""
+        """Registers `ns` for `owner` (a peer's SPIFFE ID; None: this daemon); vWires whose
+        endpoint its new matches no longer allow reselect."""
         ns = await self.registry.register_service(ns, owner)
         live = self.registry.endpoints_of(ns.name)
         for conn in self.manager.server_begin.peek():
@@ -212,6 +212,11 @@ class Daemon:
             raise NotFound(f"network service endpoint {name!r} is not registered")
         for service in nse.network_service_names if nse else []:
             self.manager.policy.check("register", service, caller)
+        own_id = self.id.spiffe_id if self.id else ""
+        if nse is not None and nse.path_ids and nse.path_ids[0] != own_id:
+            # checked before anything is closed: a refused delete changes nothing
+            raise PermissionDenied("registry_owner", f"network service endpoint {name!r} is "
+                                   f"owned by {nse.path_ids[0]}, not this daemon")
         closed = await self.manager.close_endpoint_connections(name)
         self.hosting.remove(name)
         if nse is not None:
@@ -235,12 +240,13 @@ class Daemon:
         if not ca_removed:
             return
         assert self.id is not None and self.peer is not None
-        asyncio.ensure_future(self.peer.close())
+        self._tasks.append(asyncio.ensure_future(self.peer.close()))
         server = self._peer_runner.server if self._peer_runner else None
         for handler in server.connections if server else []:
             transport = handler.transport
+            if transport is None:
+                continue  # closing already
             try:
-                assert transport is not None
                 verify_chain([peer_certificate(transport.get_extra_info("ssl_object"))],
                              self.id.svid.bundle)
             except Exception:  # untrusted now, or not verifiable: fail closed

@@ -139,6 +139,9 @@ spec:
         "url": f"https://{IP_EVIL}:7000"}), "registry_owner")
     refused(bed.attack("DELETE", f"{registry}/v1/services/remote-svc"), "registry_owner")
     refused(bed.attack("DELETE", f"{registry}/v1/endpoints/far-1"), "registry_owner")
+    # the registry host's own admin cannot remove another daemon's endpoint either
+    deleted = bed.near.cli("delete", "endpoint", "far-1", check=False)
+    assert deleted.returncode == 1 and "registry_owner" in deleted.stderr, deleted.stderr
     assert bed.footprint() == before
     (svc,) = [s for s in bed.near.cli_json("get", "services") if s["name"] == "secure"]
     assert svc["path_ids"] == [N1]
