@@ -18,7 +18,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -36,9 +35,9 @@ from nsmd.policy import Policy
 from nsmd.testing.fake_clock import FakeClock
 from nsmd.testing.sandbox import (
     DaemonProc,
+    Namespaces,
     endpoint_manifest,
     service_manifest,
-    sh,
     trust_domain,
     underlay,
 )
@@ -110,16 +109,8 @@ def token_costs(svid, count: int) -> dict:
 
 
 def cross_host_connects(work: str, count: int) -> dict:
-    prefix = f"nsmdb-{secrets.token_hex(3)}"
-    made: list[str] = []
-
-    def make(tag: str) -> str:
-        name = f"{prefix}-{tag}"
-        sh("ip", "netns", "add", name)
-        made.append(name)
-        sh("ip", "link", "set", "lo", "up", netns=name)
-        return name
-
+    spaces = Namespaces(f"nsmdb-{secrets.token_hex(3)}")
+    make = spaces.make
     daemons: list[DaemonProc] = []
     try:
         (a, ip_a), (b, ip_b) = underlay(make, ["a", "b"]).items()
@@ -143,8 +134,7 @@ def cross_host_connects(work: str, count: int) -> dict:
     finally:
         for d in daemons:
             d.stop()
-        for name in reversed(made):
-            subprocess.run(["ip", "netns", "delete", name], check=False)
+        spaces.cleanup()
 
 
 def main() -> int:

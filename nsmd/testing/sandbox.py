@@ -25,6 +25,26 @@ def sh(*args: str, check: bool = True, netns: str | None = None,
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
 
 
+class Namespaces:
+    """Network namespaces named <prefix>-<tag> (lo up), all deleted by cleanup()."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.made: list[str] = []
+
+    def make(self, tag: str) -> str:
+        name = f"{self.prefix}-{tag}"
+        sh("ip", "netns", "add", name)
+        self.made.append(name)
+        sh("ip", "link", "set", "lo", "up", netns=name)
+        return name
+
+    def cleanup(self) -> None:
+        for name in reversed(self.made):
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+        self.made = []
+
+
 class DaemonProc:
     def __init__(self, state_dir: str, name: str, netns: str = "", args: tuple = (),
                  env: dict | None = None, socket: str = ""):

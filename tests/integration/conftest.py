@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 
 import pytest
 
-from nsmd.testing.sandbox import DaemonProc, remove_leftover_devices, sh
+from nsmd.testing.sandbox import DaemonProc, Namespaces, remove_leftover_devices
 
 
 def pytest_collection_modifyitems(items):
@@ -30,19 +29,9 @@ def _need_root():
 @pytest.fixture
 def netns():
     """make(tag) -> a new namespace named nsmdt-<random>-<tag> (lo up)."""
-    prefix = f"nsmdt-{secrets.token_hex(3)}"
-    made: list[str] = []
-
-    def make(tag: str) -> str:
-        name = f"{prefix}-{tag}"
-        sh("ip", "netns", "add", name)
-        made.append(name)
-        sh("ip", "link", "set", "lo", "up", netns=name)
-        return name
-
-    yield make
-    for name in made:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+    spaces = Namespaces(f"nsmdt-{secrets.token_hex(3)}")
+    yield spaces.make
+    spaces.cleanup()
 
 
 @pytest.fixture
