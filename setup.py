@@ -2,37 +2,22 @@
 
 The source tree keeps the design card's top level (nsmd/, fastpath/, plugins/), but the
 installed import names live under the `nsmd` namespace so nothing squats a generic name:
-fastpath/ installs as nsmd.fastpath and plugins/ as nsmd.plugins.
+nsmd/fastpath and nsmd/plugins are symlinks to fastpath/ and plugins/, so the source tree
+imports exactly as it installs (nsmd.fastpath, nsmd.plugins), also for Cython, which names
+compiled modules after their package path.
 """
 
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 
-PACKAGE_DIRS = {"nsmd": "nsmd", "nsmd.fastpath": "fastpath", "nsmd.plugins": "plugins"}
-
-
-def packages():
-    found = []
-    for prefix, directory in PACKAGE_DIRS.items():
-        found.append(prefix)
-        found += [f"{prefix}.{p}" for p in find_packages(directory)]
-    return found
-
-
-def package_dirs():
-    dirs = dict(PACKAGE_DIRS)
-    for prefix, directory in PACKAGE_DIRS.items():
-        for sub in find_packages(directory):
-            dirs[f"{prefix}.{sub}"] = f"{directory}/{sub.replace('.', '/')}"
-    return dirs
-
 
 def fastpath_extension(module, libraries=()):
-    # Cython resolves cimports from the module's dotted name, so it compiles the module as
-    # `fastpath.X` (where the .pxd files are); the built library installs as nsmd.fastpath.X.
+    # Compiled through nsmd/fastpath (a symlink to fastpath/), so Cython names each module
+    # nsmd.fastpath.X, its installed name: the modules import each other's C functions by
+    # that name at run time, and plugins cimport nsmd.fastpath.stage the same way.
     return Extension(
-        f"fastpath.{module}",
-        [f"fastpath/{module}.pyx"],
+        f"nsmd.fastpath.{module}",
+        [f"nsmd/fastpath/{module}.pyx"],
         libraries=list(libraries),
         extra_compile_args=["-O2", "-Wno-unused-function"],
     )
@@ -40,26 +25,21 @@ def fastpath_extension(module, libraries=()):
 
 extensions = [
     fastpath_extension("engine", libraries=["pthread", "crypto"]),
+    fastpath_extension("local"),
+    fastpath_extension("tunnel_out", libraries=["crypto"]),
+    fastpath_extension("tunnel_in", libraries=["crypto"]),
+    fastpath_extension("stage"),
     fastpath_extension("aead", libraries=["crypto"]),
     fastpath_extension("replay"),
     fastpath_extension("offload"),
     fastpath_extension("gro"),
 ]
 
-def installed_as_nsmd(built):
-    for ext in built:
-        ext.name = "nsmd." + ext.name
-    return built
-
-
 setup(
-    packages=packages(),
-    package_dir=package_dirs(),
+    packages=["nsmd"] + [f"nsmd.{p}" for p in find_packages("nsmd")],
     package_data={"nsmd.fastpath": ["*.pxd", "*.pyi", "includes/*.pxd"], "nsmd": ["py.typed"]},
-    ext_modules=installed_as_nsmd(
-        cythonize(
-            extensions,
-            compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
-        )
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ),
 )

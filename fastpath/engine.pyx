@@ -25,7 +25,8 @@ the fds it is given; the caller closes them after remove_wire() returns, when th
 can no longer use them. The UDP socket is the caller's too.
 """
 
-from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, ENOPROTOOPT, EOPNOTSUPP, errno
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
+from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
@@ -34,33 +35,33 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.uio cimport iovec
 from posix.unistd cimport close, read, write
 
-from .aead cimport TAG_BYTES, open_in_place, seal
-from .classify cimport VERDICT_MALFORMED, VERDICT_PASS, classify_ip
+from .classify cimport VERDICT_PASS, classify_ip
 from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
                               EPOLLIN, epoll_create1, epoll_ctl, epoll_event, epoll_wait,
                               eventfd)
 from .includes.openssl cimport EVP_CIPHER_CTX_free, EVP_CIPHER_CTX_new
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
-from .includes.sockets cimport (AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR,
-                                CMSG_SPACE, IPPROTO_UDP, MSG_DONTWAIT, MSG_TRUNC, UDP_GRO,
-                                UDP_SEGMENT, cmsghdr, mmsghdr, msghdr, recvmmsg, sendmmsg,
-                                sendmsg)
+from .includes.sockets cimport AF_INET, mmsghdr
+from .local cimport pump_local
 from .offload cimport VNET_HDR_BYTES
+from .stage cimport MAX_STAGES, STAGE_ABI_VERSION, Packet, Stage
+from .tunnel cimport INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT, KP_PREVIOUS, \
+    KP_RECV_ONLY, Keypair, Tunnel
 from .tunnel_in cimport pump_udp
 from .tunnel_out cimport pump_tun_to_tunnel, send_keepalives
-from .replay cimport replay_accept, replay_would_accept
-from .tunnel cimport (HEADER_BYTES, INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT,
-                      KP_PREVIOUS, KP_RECV_ONLY, MSG_TYPE_DATA, OVERHEAD_BYTES, Keypair,
-                      Tunnel, keypair_for, read_counter, read_index, reject_after_messages,
-                      write_header)
+from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_REASONS, INITIAL_WIRES, KIND_LOCAL,
+                    KIND_TUNNEL, MAX_EVENTS, PACKET_BUF_BYTES, RX_BUF_BYTES, RX_MSGS,
+                    RX_PENDING, STAGE_BATCH, TICK_MS, UDP_REASONS, Batch, DirStats,
+                    EngineState, RxBatch, StageList, Wire)
 
 import ipaddress
 import os
 import socket
 
 DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error", "no_key", "bad_tag", "replay",
-                     "too_big")
+                     "too_big", "filtered")
+cdef bytes STAGE_CAPSULE = b"nsmd.fastpath.stage.Stage"
 UDP_DROP_NAMES = ("truncated", "oversize", "bad_type", "unknown_index")
 # A keypair seals and opens nothing this long after it was installed (WireGuard's
 # RejectAfterTime): if rekeys keep failing the tunnel goes quiet instead of wearing keys.
@@ -77,36 +78,6 @@ cdef inline double now_s() noexcept nogil:
 
 cdef inline uint64_t epoll_key(uint32_t slot, uint32_t gen, int side) noexcept nogil:
     return (<uint64_t>gen << 32) | (<uint64_t>slot << 1) | <uint64_t>side
-
-
-cdef void pump_local(Wire *w, int side, uint8_t *buf, int epfd) noexcept nogil:
-    """Moves up to BATCH_SIZE packets from w.fd[side] to the other TUN; lock held.
-
-    The virtio_net_hdr (if any) travels with its packet: the receiving kernel finishes
-    checksums and segments GSO packets only if and where it has to.
-    """
-    cdef DirStats *s = &w.dirs[side]
-    cdef int out_fd = w.fd[1 - side]
-    cdef int hdr = w.vnet_hdr
-    cdef Py_ssize_t n
-    cdef int verdict
-    for _ in range(BATCH_SIZE):
-        n = read(w.fd[side], buf, PACKET_BUF_BYTES)
-        if n <= 0:
-            if n < 0 and errno != EAGAIN and errno != EINTR:
-                mark_dead(w, side, s, epfd)
-            return
-        s.rx_packets += 1
-        s.rx_bytes += n - hdr
-        verdict = classify_ip(buf + hdr, n - hdr) if n >= hdr else VERDICT_MALFORMED
-        if verdict != VERDICT_PASS:
-            s.drops[verdict] += 1
-            continue
-        if write(out_fd, buf, n) != n:
-            s.drops[DROP_TX_ERROR] += 1
-            continue
-        s.tx_packets += 1
-        s.tx_bytes += n - hdr
 
 
 cdef void *run_worker(void *arg) noexcept nogil:
@@ -145,7 +116,7 @@ cdef void *run_worker(void *arg) noexcept nogil:
             if not w.in_use or w.gen != <uint32_t>(key >> 32) or w.dead[side]:
                 continue
             if w.kind == KIND_LOCAL:
-                pump_local(w, side, st.buf, st.epfd)
+                pump_local(st, w, side)
             else:
                 pump_tun_to_tunnel(st, w, now)
         if now - st.last_tick >= TICK_MS / 1000.0:
@@ -285,6 +256,7 @@ cdef class Engine:
         self.st.udp_fd = -1
         pthread_mutex_init(&self.st.lock, NULL)
         self.running = False
+        self.owners = {}
 
     def __dealloc__(self):
         if self.st == NULL:
@@ -302,9 +274,13 @@ cdef class Engine:
             if self.st.wires[i].tunnel != NULL:
                 memset(self.st.wires[i].tunnel, 0, sizeof(Tunnel))
                 free(self.st.wires[i].tunnel)
+            free(self.st.wires[i].stages[0])
+            free(self.st.wires[i].stages[1])
         free(self.st.wires)
         free(self.st.free_slots)
         free(self.st.buf)
+        free(self.st.stage_bufs)
+        free(self.st.packets)
         free(self.st.gso_buf)
         free_rx_batch(self.st.rx)
         free_batch(self.st.tx)
@@ -321,8 +297,12 @@ cdef class Engine:
             self.st.stopfd = eventfd(0, EFD_CLOEXEC)
             _check_rc(self.st.stopfd, "eventfd")
             self.st.buf = <uint8_t *>malloc(PACKET_BUF_BYTES)
+            # Untouched (so not resident) until a local wire with stages uses it.
+            self.st.stage_bufs = <uint8_t *>malloc(STAGE_BATCH * PACKET_BUF_BYTES)
+            self.st.packets = <Packet *>calloc(RX_PENDING, sizeof(Packet))
             self.st.cipher = EVP_CIPHER_CTX_new()
-            if self.st.buf == NULL or self.st.cipher == NULL:
+            if self.st.buf == NULL or self.st.cipher == NULL or self.st.stage_bufs == NULL \
+                    or self.st.packets == NULL:
                 raise MemoryError()
             self.st.rx = new_rx_batch()
             self.st.tx = new_batch()
@@ -596,10 +576,61 @@ cdef class Engine:
         if w == NULL:
             raise KeyError(f"no wire with handle {handle}")
 
+    def set_stages(self, handle, int side, int direction, owners):
+        """Installs the stages packets read from `side` (0: fd_a, the TUN of a tunnel
+        wire; 1: the other side) run through, in order, replacing any before; [] removes
+        them. Each owner's stage_capsule() gives a Stage capsule (stage.pxd); the engine
+        keeps the owners alive while their stages are installed. `direction` is the DIR_*
+        the stages are told (client_to_endpoint = 0)."""
+        if side not in (0, 1) or direction not in (0, 1):
+            raise ValueError("side and direction must be 0 or 1")
+        owners = list(owners)
+        if len(owners) > MAX_STAGES:
+            raise ValueError(f"at most {MAX_STAGES} stages per direction, got {len(owners)}")
+        cdef uint64_t h = _as_handle(handle)
+        cdef StageList *fresh = NULL
+        cdef StageList *old = NULL
+        cdef Stage *stage
+        cdef Wire *w
+        if owners:
+            fresh = <StageList *>calloc(1, sizeof(StageList))
+            if fresh == NULL:
+                raise MemoryError()
+            fresh.direction = direction
+            for owner in owners:
+                capsule = owner.stage_capsule()
+                if not PyCapsule_IsValid(capsule, STAGE_CAPSULE):
+                    free(fresh)
+                    raise TypeError(f"{owner!r}.stage_capsule() did not return a "
+                                    f"{STAGE_CAPSULE.decode()} capsule")
+                stage = <Stage *>PyCapsule_GetPointer(capsule, STAGE_CAPSULE)
+                if stage.abi != STAGE_ABI_VERSION or stage.run == NULL:
+                    free(fresh)
+                    raise ValueError(f"{owner!r}: stage ABI {stage.abi}, this engine runs "
+                                     f"{STAGE_ABI_VERSION}")
+                fresh.stages[fresh.count] = stage[0]
+                fresh.count += 1
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL:
+                old = w.stages[side]
+                w.stages[side] = fresh
+            pthread_mutex_unlock(&self.st.lock)
+        if w == NULL:
+            free(fresh)
+            raise KeyError(f"no wire with handle {handle}")
+        free(old)  # the worker takes the lock to use a list: nobody holds the old one now
+        if owners:
+            self.owners[(h, side)] = owners
+        else:
+            self.owners.pop((h, side), None)
+
     def remove_wire(self, handle):
         """Stops the wire; returns its final stats. After this the worker never uses its fds."""
         cdef uint64_t h = _as_handle(handle)
         cdef Wire *w
+        released = []
         with nogil:
             pthread_mutex_lock(&self.st.lock)
         try:
@@ -616,6 +647,11 @@ cdef class Engine:
                 memset(w.tunnel, 0, sizeof(Tunnel))  # keys do not outlive the wire
                 free(w.tunnel)
                 w.tunnel = NULL
+            for side in range(2):
+                free(w.stages[side])
+                w.stages[side] = NULL
+                # released when this call returns, not while the lock is held
+                released.append(self.owners.pop((h, side), None))
             w.in_use = 0
             w.gen += 1
             self.st.free_slots[self.st.n_free] = <uint32_t>h

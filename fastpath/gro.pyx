@@ -1,41 +1,174 @@
-"""Python entry point to receive coalescing, for tests (never on the data path)."""
+"""Receive coalescing (GRO in software), see gro.pxd: the functions the engine's tunnel
+receive path uses, and `coalesce()`, which runs the same loop from Python for the
+differential tests (never on the data path)."""
 
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy
 
-from .gro cimport Flow, flow_accepts, flow_build, flow_start
+from .offload cimport VNET_HDR_BYTES, csum_add, csum_fold, put_be16
+
+
+cdef inline uint32_t be32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef int tcp_header(const uint8_t *p, int n, int *v6, int *ip_len,
+                           int *tcp_len) noexcept nogil:
+    """Payload length of a TCP segment we may coalesce, or -1."""
+    cdef int version = p[0] >> 4
+    if version == 4:
+        if n < 40 or p[9] != 6 or (p[6] & 0x3F) or p[7]:   # no fragments
+            return -1
+        v6[0] = 0
+        ip_len[0] = (p[0] & 0x0F) * 4
+    elif version == 6:
+        if n < 60 or p[6] != 6:
+            return -1
+        v6[0] = 1
+        ip_len[0] = 40
+    else:
+        return -1
+    if ip_len[0] + 20 > n:
+        return -1
+    tcp_len[0] = (p[ip_len[0] + 12] >> 4) * 4
+    if tcp_len[0] < 20 or ip_len[0] + tcp_len[0] >= n:
+        return -1
+    if p[ip_len[0] + 13] & TCP_SYN_RST_URG:
+        return -1
+    return n - ip_len[0] - tcp_len[0]
+
+
+cdef int flow_run(Flow *f, uint8_t **packets, const int *lengths, int first,
+                  int end) noexcept nogil:
+    """The end of the run of packets[first:end] that merges into one super-packet (the
+    engine's receive path and the tests both use this loop): first + 1 if packets[first]
+    stands alone. A packet of length 0 (dropped by a stage) ends a run."""
+    cdef int j = first + 1
+    if not flow_start(f, packets[first], lengths[first]):
+        return j
+    while j < end and j - first < GRO_MAX_SEGMENTS and lengths[j] > 0 and \
+            flow_accepts(f, packets[j], lengths[j]):
+        j += 1
+    return j
+
+
+cdef bint flow_start(Flow *f, const uint8_t *p, int n) noexcept nogil:
+    cdef int payload = tcp_header(p, n, &f.v6, &f.ip_len, &f.tcp_len)
+    if payload <= 0:
+        return False
+    f.head = p
+    f.mss = payload
+    f.last_payload = payload
+    f.payload = payload
+    f.next_seq = be32(p + f.ip_len + 4) + <uint32_t>payload
+    f.count = 1
+    f.closed = bool(p[f.ip_len + 13] & TCP_FIN_PSH)
+    return True
+
+
+cdef bint flow_accepts(Flow *f, const uint8_t *q, int n) noexcept nogil:
+    """Whether segment q extends the run (and if so, records it)."""
+    cdef int v6, ip_len, tcp_len
+    if f.closed or f.last_payload != f.mss:
+        return False
+    cdef int payload = tcp_header(q, n, &v6, &ip_len, &tcp_len)
+    if payload <= 0 or payload > f.mss or v6 != f.v6 or ip_len != f.ip_len \
+            or tcp_len != f.tcp_len or f.ip_len + f.tcp_len + f.payload + payload > GRO_MAX_BYTES:
+        return False
+    cdef const uint8_t *h = f.head
+    if v6:
+        if memcmp(h, q, 4) or h[7] != q[7] or memcmp(h + 8, q + 8, 32):
+            return False
+    elif ip_len != 20 or h[1] != q[1] or h[8] != q[8] or (h[6] & 0x40) != (q[6] & 0x40) \
+            or memcmp(h + 12, q + 12, 8):      # no IPv4 options; same TOS, TTL, DF, addresses
+        return False
+    cdef const uint8_t *ht = h + ip_len
+    cdef const uint8_t *qt = q + ip_len
+    if memcmp(ht, qt, 4) or memcmp(ht + 8, qt + 8, 5) or memcmp(ht + 14, qt + 14, 2) or \
+            (ht[13] & ~TCP_FIN_PSH & 0xFF) != (qt[13] & ~TCP_FIN_PSH & 0xFF) or \
+            memcmp(ht + 20, qt + 20, tcp_len - 20) or be32(qt + 4) != f.next_seq:
+        return False
+    f.last_payload = payload
+    f.payload += payload
+    f.next_seq += <uint32_t>payload
+    f.count += 1
+    f.closed = bool(qt[13] & TCP_FIN_PSH)
+    return True
+
+
+cdef int flow_build(Flow *f, uint8_t *out, uint8_t **segments,
+                    const int *lengths) noexcept nogil:
+    """Writes virtio_net_hdr + the merged super-packet to `out`; returns its size.
+
+    The TCP checksum is left partial (pseudo-header sum, NEEDS_CSUM) as a sending stack
+    leaves it: the receiving kernel trusts it for local delivery and completes it if the
+    packet is forwarded and re-segmented.
+    """
+    cdef int hl = f.ip_len + f.tcp_len, pos, i, total
+    cdef uint8_t *pkt = out + 10
+    memcpy(pkt, f.head, hl)
+    pos = hl
+    for i in range(f.count):
+        memcpy(pkt + pos, segments[i] + hl, lengths[i] - hl)
+        pos += lengths[i] - hl
+    total = pos
+    cdef uint8_t *tcp = pkt + f.ip_len
+    tcp[13] |= segments[f.count - 1][f.ip_len + 13] & TCP_FIN_PSH
+    cdef uint64_t acc
+    if f.v6:
+        put_be16(pkt + 4, <uint16_t>(total - 40))
+        acc = csum_add(0, pkt + 8, 32)
+    else:
+        put_be16(pkt + 2, <uint16_t>total)
+        pkt[10] = 0
+        pkt[11] = 0
+        put_be16(pkt + 10, csum_fold(csum_add(0, pkt, f.ip_len)))
+        acc = csum_add(0, pkt + 12, 8)
+    acc += 6 + total - f.ip_len
+    put_be16(tcp + 16, <uint16_t>~csum_fold(acc))      # the folded pseudo-header sum
+    out[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
+    out[1] = 4 if f.v6 else 1                          # GSO_TCPV6 / GSO_TCPV4
+    out[2] = <uint8_t>hl
+    out[3] = <uint8_t>(hl >> 8)
+    out[4] = <uint8_t>f.mss
+    out[5] = <uint8_t>(f.mss >> 8)
+    out[6] = <uint8_t>f.ip_len
+    out[7] = <uint8_t>(f.ip_len >> 8)
+    out[8] = 16
+    out[9] = 0
+    return total + 10
 
 
 def coalesce(packets):
     """The frames (virtio_net_hdr + packet) the engine writes for these packets, received
     in one batch for one wire."""
     cdef Flow flow
-    cdef const uint8_t *segments[64]
-    cdef int lengths[64]
-    cdef const uint8_t[::1] view
-    if len(packets) > 64:
-        raise ValueError("at most 64 packets per batch")
+    cdef int count = len(packets), i = 0, j, size
     keep = [bytes(p) for p in packets]
+    cdef uint8_t **data = <uint8_t **>malloc(max(count, 1) * sizeof(uint8_t *))
+    cdef int *lengths = <int *>malloc(max(count, 1) * sizeof(int))
+    if data == NULL or lengths == NULL:
+        free(data)
+        free(lengths)
+        raise MemoryError()
     out = bytearray(65536 + 64)
     cdef uint8_t[::1] buf = out
     frames = []
-    i = 0
-    while i < len(keep):
-        view = keep[i]
-        j = i + 1
-        if flow_start(&flow, &view[0], len(keep[i])):
-            segments[0] = &view[0]
-            lengths[0] = len(keep[i])
-            while j < len(keep):
-                view = keep[j]
-                if not flow_accepts(&flow, &view[0], len(keep[j])):
-                    break
-                segments[j - i] = &view[0]
-                lengths[j - i] = len(keep[j])
-                j += 1
-        if j - i == 1:
-            frames.append(bytes(10) + keep[i])
-        else:
-            size = flow_build(&flow, &buf[0], segments, lengths)
-            frames.append(bytes(out[:size]))
-        i = j
+    try:
+        for i in range(count):
+            data[i] = <uint8_t *><const char *>keep[i]
+            lengths[i] = len(keep[i])
+        i = 0
+        while i < count:
+            j = flow_run(&flow, data, lengths, i, count)
+            if j - i == 1:
+                frames.append(bytes(VNET_HDR_BYTES) + keep[i])
+            else:
+                size = flow_build(&flow, &buf[0], &data[i], &lengths[i])
+                frames.append(bytes(out[:size]))
+            i = j
+    finally:
+        free(data)
+        free(lengths)
     return frames

@@ -90,8 +90,9 @@ def test_the_underlay_carries_only_tunnel_and_tls(two_hosts):
     n1, n2 = list(nodes)
     conn = near.cli_json("connect", "remote-svc", "--netns", nsc_ns)
     target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    # --immediate-mode: libpcap's ring would otherwise hold packets of the last second
     capture = subprocess.Popen(["ip", "netns", "exec", n2, "tcpdump", "-i", "eth0", "-U",
-                                "-w", "-", "-s", "0", "not arp"],
+                                "--immediate-mode", "-w", "-", "-s", "0", "not arp"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)

@@ -1,0 +1,236 @@
+"""The tunnel's receiving side, run by the engine's worker with the engine lock held:
+
+    recvmmsg (32 x 64 KiB; with UDP GRO a message holds many datagrams of one size) -->
+    header checks --> receiver index -> wire and keypair (within its life) --> replay
+    pre-check --> open in place --> replay mark (a packet under NEXT promotes it) -->
+    counted --> classify --> [stages, per wire] --> runs of one TCP flow merged (gro.pyx)
+    --> one write per run to the TUN device
+
+See engine.pyx for the whole pipeline.
+"""
+
+from libc.errno cimport errno
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
+from posix.unistd cimport write
+
+from .aead cimport open_in_place
+from .classify cimport VERDICT_PASS, classify_ip
+from .gro cimport Flow, flow_build, flow_run
+from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, IPPROTO_UDP,
+                                MSG_DONTWAIT, MSG_TRUNC, UDP_GRO, cmsghdr, msghdr, recvmmsg)
+from .offload cimport VNET_HDR_BYTES
+from .replay cimport replay_accept, replay_would_accept
+from .stage cimport Packet
+from .tunnel cimport (HEADER_BYTES, INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT,
+                      KP_PREVIOUS, MSG_TYPE_DATA, OVERHEAD_BYTES, Keypair, keypair_for,
+                      read_counter, read_index, reject_after_messages)
+from .wire cimport (DATAGRAM_BUF_BYTES, DROP_BAD_TAG, DROP_NO_KEY, DROP_REPLAY, DROP_TX_ERROR,
+                    RX_BUF_BYTES, RX_MSGS, RX_PENDING, UDP_BAD_TYPE, UDP_OVERSIZE,
+                    UDP_TRUNCATED, UDP_UNKNOWN_INDEX, DirStats, EngineState, RxBatch, Wire,
+                    run_stages)
+
+
+cdef int open_datagram(EngineState *st, uint8_t *datagram, int length,
+                              double now, Wire **out) noexcept nogil:
+    """Authenticates, de-duplicates and decrypts one datagram in place; returns the
+    plaintext length (the packet is at datagram + HEADER_BYTES) and its wire, or -1 if it
+    was dropped (and counted) or was a keepalive."""
+    cdef uint32_t index, slot
+    cdef uint64_t counter
+    cdef Wire *w
+    cdef Keypair *kp
+    cdef DirStats *s
+    cdef int plain, verdict
+    if length < OVERHEAD_BYTES:
+        st.udp_drops[UDP_TRUNCATED] += 1
+        return -1
+    if datagram[0] != MSG_TYPE_DATA or datagram[1] or datagram[2] or datagram[3]:
+        st.udp_drops[UDP_BAD_TYPE] += 1
+        return -1
+    index = read_index(datagram)
+    slot = index >> INDEX_SEQ_BITS
+    if slot >= st.capacity:
+        st.udp_drops[UDP_UNKNOWN_INDEX] += 1
+        return -1
+    w = &st.wires[slot]
+    kp = keypair_for(w.tunnel, index) if w.in_use and w.tunnel != NULL else NULL
+    if kp == NULL:
+        st.udp_drops[UDP_UNKNOWN_INDEX] += 1
+        return -1
+    s = &w.dirs[1]
+    if now >= kp.reject_at:
+        s.drops[DROP_NO_KEY] += 1
+        return -1
+    counter = read_counter(datagram)
+    if counter >= reject_after_messages() or not replay_would_accept(&kp.replay, counter):
+        s.drops[DROP_REPLAY] += 1
+        return -1
+    plain = open_in_place(st.cipher, kp.recv_key, counter, datagram, HEADER_BYTES,
+                          datagram + HEADER_BYTES, length - HEADER_BYTES)
+    if plain < 0:
+        s.drops[DROP_BAD_TAG] += 1
+        return -1
+    if not replay_accept(&kp.replay, counter):
+        s.drops[DROP_REPLAY] += 1
+        return -1
+    # Counted only now: what an attacker sends cannot move the wire's counters.
+    s.rx_packets += 1
+    s.rx_bytes += length
+    w.tunnel.last_rx = now
+    if kp == &w.tunnel.kp[KP_NEXT]:
+        # The peer sends under the new keypair: it has it, so we may send with it too.
+        w.tunnel.kp[KP_PREVIOUS] = w.tunnel.kp[KP_CURRENT]
+        w.tunnel.kp[KP_CURRENT] = w.tunnel.kp[KP_NEXT]
+        w.tunnel.kp[KP_CURRENT].state = KP_ACTIVE
+        w.tunnel.kp[KP_NEXT].state = KP_EMPTY
+    if plain == 0:
+        w.tunnel.keepalives_rx += 1
+        return -1
+    verdict = classify_ip(datagram + HEADER_BYTES, plain)
+    if verdict != VERDICT_PASS:
+        s.drops[verdict] += 1
+        return -1
+    out[0] = w
+    return plain
+
+
+cdef void write_one(Wire *w, uint8_t *packet, int plain) noexcept nogil:
+    """Writes one decrypted packet to the wire's TUN device, where it lies (the datagram
+    header before it leaves room for a virtio_net_hdr)."""
+    cdef DirStats *s = &w.dirs[1]
+    cdef uint8_t *start = packet
+    cdef int size = plain
+    if w.vnet_hdr:
+        # A zeroed virtio_net_hdr: a plain packet whose checksums the sender completed.
+        start -= VNET_HDR_BYTES
+        size += VNET_HDR_BYTES
+        memset(start, 0, VNET_HDR_BYTES)
+    if w.dead[0] or write(w.fd[0], start, size) != size:
+        s.drops[DROP_TX_ERROR] += 1
+        return
+    s.tx_packets += 1
+    s.tx_bytes += plain
+
+
+cdef void stage_pending(EngineState *st, Wire **wires, uint8_t **packets, int *plains,
+                        int count) noexcept nogil:
+    """Runs each wire's receive stages over its packets of this round, in runs of one
+    wire; a dropped packet's length becomes 0 (write_pending skips it)."""
+    cdef int i = 0, j, k
+    cdef Wire *w
+    cdef Packet *pkts = st.packets
+    while i < count:
+        w = wires[i]
+        j = i + 1
+        while j < count and wires[j] == w:
+            j += 1
+        if w.stages[1] != NULL:
+            for k in range(i, j):
+                pkts[k - i].data = packets[k]
+                pkts[k - i].len = <uint32_t>plains[k]
+                pkts[k - i].segments = 1
+                pkts[k - i].flags = 0
+                pkts[k - i].drop = 0
+            run_stages(w.stages[1], pkts, j - i, st.now, &w.dirs[1])
+            for k in range(i, j):
+                plains[k] = 0 if pkts[k - i].drop else <int>pkts[k - i].len
+        i = j
+
+
+cdef void write_pending(EngineState *st, Wire **wires, uint8_t **packets, int *plains,
+                        int count) noexcept nogil:
+    """Writes a receive batch's packets in order, merging runs of one TCP flow (gro.pyx)."""
+    cdef int i = 0, j, end, size
+    cdef Flow flow
+    cdef Wire *w
+    while i < count:
+        w = wires[i]
+        if plains[i] == 0:      # dropped by a stage
+            i += 1
+            continue
+        if not w.vnet_hdr:
+            write_one(w, packets[i], plains[i])
+            i += 1
+            continue
+        end = i + 1
+        while end < count and wires[end] == w:
+            end += 1
+        j = flow_run(&flow, packets, plains, i, end)
+        if j - i == 1:
+            write_one(w, packets[i], plains[i])
+        else:
+            size = flow_build(&flow, st.buf, &packets[i], &plains[i])
+            if w.dead[0] or write(w.fd[0], st.buf, size) != size:
+                w.dirs[1].drops[DROP_TX_ERROR] += j - i
+            else:
+                w.dirs[1].tx_packets += j - i
+                w.dirs[1].tx_bytes += size - VNET_HDR_BYTES
+        i = j
+
+
+cdef int gro_size(msghdr *hdr) noexcept nogil:
+    """The datagram size of a UDP GRO message (its UDP_GRO control message), or 0."""
+    cdef cmsghdr *cm = CMSG_FIRSTHDR(hdr)
+    while cm != NULL:
+        if cm.cmsg_level == IPPROTO_UDP and cm.cmsg_type == UDP_GRO:
+            return (<int *>CMSG_DATA(cm))[0]
+        cm = CMSG_NXTHDR(hdr, cm)
+    return 0
+
+
+cdef void take(EngineState *st, uint8_t *datagram, int length, double now,
+                      int *ready) noexcept nogil:
+    cdef Wire *w
+    cdef RxBatch *b = st.rx
+    cdef int plain
+    if length > DATAGRAM_BUF_BYTES:
+        st.udp_drops[UDP_OVERSIZE] += 1
+        return
+    plain = open_datagram(st, datagram, length, now, &w)
+    if plain > 0 and ready[0] < RX_PENDING:
+        b.pend_wires[ready[0]] = w
+        b.pend_data[ready[0]] = datagram + HEADER_BYTES
+        b.pend_len[ready[0]] = plain
+        ready[0] += 1
+
+
+cdef void pump_udp(EngineState *st, double now) noexcept nogil:
+    """Receives in rounds of RX_MSGS messages until the socket is drained (at most 4
+    rounds per wake-up). A message is one datagram, or with UDP GRO many of one size."""
+    cdef RxBatch *b = st.rx
+    cdef int n, i, ready, size, length, off
+    cdef uint8_t *base
+    for _round in range(4):
+        for i in range(RX_MSGS):
+            b.iov[i].iov_base = b.bufs + i * RX_BUF_BYTES
+            b.iov[i].iov_len = RX_BUF_BYTES
+            b.msgs[i].msg_hdr.msg_name = &b.addrs[i]
+            b.msgs[i].msg_hdr.msg_namelen = sizeof(b.addrs[i])
+            b.msgs[i].msg_hdr.msg_control = &b.cmsg[i * 8]
+            b.msgs[i].msg_hdr.msg_controllen = 8 * sizeof(uint64_t)
+            b.msgs[i].msg_hdr.msg_flags = 0
+        n = recvmmsg(st.udp_fd, b.msgs, RX_MSGS, MSG_DONTWAIT, NULL)
+        if n <= 0:
+            return
+        ready = 0
+        for i in range(n):
+            if b.msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+                st.udp_drops[UDP_OVERSIZE] += 1
+                continue
+            base = b.bufs + i * RX_BUF_BYTES
+            length = b.msgs[i].msg_len
+            size = gro_size(&b.msgs[i].msg_hdr)
+            if size <= 0:
+                take(st, base, length, now, &ready)
+                continue
+            st.gro_receives += 1
+            off = 0
+            while off < length:
+                take(st, base + off, size if length - off > size else length - off, now,
+                     &ready)
+                off += size
+        stage_pending(st, b.pend_wires, b.pend_data, b.pend_len, ready)
+        write_pending(st, b.pend_wires, b.pend_data, b.pend_len, ready)
+        if n < RX_MSGS:
+            return

@@ -1,0 +1,321 @@
+"""The tunnel's sending side, run by the engine's worker with the engine lock held:
+
+    TUN read x BATCH --> classify --> [stages] --> (vnet header: checksum completion, or
+    a super-packet cut into MSS segments, offload.pyx) --> header + ChaCha20-Poly1305 seal
+    in place (keypair CURRENT, counter++) --> one UDP GSO sendmsg per super-packet,
+    sendmmsg batches otherwise
+
+and the keepalives of idle tunnels. See engine.pyx for the whole pipeline.
+"""
+
+from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, ENOPROTOOPT, EOPNOTSUPP, errno
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+from posix.uio cimport iovec
+from posix.unistd cimport read
+
+from .aead cimport TAG_BYTES, seal
+from .classify cimport VERDICT_MALFORMED, VERDICT_PASS, classify_ip
+from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_SPACE, IPPROTO_UDP,
+                                MSG_DONTWAIT, UDP_SEGMENT, cmsghdr, msghdr, sendmmsg, sendmsg)
+from .offload cimport (GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_BYTES,
+                       finish_partial_csum, le16, tcp_layout, tcp_segment_at)
+from .stage cimport Packet
+from .tunnel cimport (HEADER_BYTES, KP_ACTIVE, KP_CURRENT, OVERHEAD_BYTES, Keypair, Tunnel,
+                      reject_after_messages, write_header)
+from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_MALFORMED, DROP_NO_KEY, DROP_TOO_BIG,
+                    DROP_TX_ERROR, KIND_TUNNEL, PACKET_BUF_BYTES, Batch, DirStats, EngineState,
+                    Wire, frame_packet, mark_dead, run_stages)
+
+cdef enum:
+    GSO_MAX_BYTES = 65507 - 8   # UDP payload limit, with margin
+
+
+cdef int seal_into(EngineState *st, Tunnel *t, uint8_t *datagram,
+                          int payload) noexcept nogil:
+    """Header + sealed payload in place at `datagram`; returns the datagram size or -1."""
+    cdef Keypair *kp = &t.kp[KP_CURRENT]
+    # A keypair the control plane failed to replace in time is spent: send nothing rather
+    # than use keys past their life (rekeys come long before).
+    if kp.state != KP_ACTIVE or kp.send_counter >= reject_after_messages() \
+            or st.now >= kp.reject_at:
+        return -1
+    write_header(datagram, kp.remote_index, kp.send_counter)
+    if seal(st.cipher, kp.send_key, kp.send_counter, datagram, HEADER_BYTES,
+            datagram + HEADER_BYTES, payload) < 0:
+        return -1
+    kp.send_counter += 1
+    return HEADER_BYTES + payload + TAG_BYTES
+
+
+cdef int send_batch(EngineState *st, int count) noexcept nogil:
+    """sendmmsg of tx->msgs[0:count]; returns how many went out."""
+    cdef int sent = 0, rc
+    while sent < count:
+        rc = sendmmsg(st.udp_fd, &st.tx.msgs[sent], count - sent, MSG_DONTWAIT)
+        if rc <= 0:
+            if rc < 0 and errno == EINTR:
+                continue
+            break
+        sent += rc
+    return sent
+
+
+cdef int queue_datagram(EngineState *st, Wire *w, int count,
+                               int size) noexcept nogil:
+    """Adds tx slot `count` (sealed, `size` bytes) to the batch; flushes a full batch.
+    Returns the new count."""
+    cdef Batch *b = st.tx
+    b.iov[count].iov_base = b.bufs + count * DATAGRAM_BUF_BYTES
+    b.iov[count].iov_len = size
+    b.msgs[count].msg_hdr.msg_name = &w.tunnel.peer
+    b.msgs[count].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+    count += 1
+    if count == BATCH_SIZE:
+        return flush_batch(st, w, count)
+    return count
+
+
+cdef int flush_batch(EngineState *st, Wire *w, int count) noexcept nogil:
+    cdef DirStats *s = &w.dirs[0]
+    cdef int sent, i
+    if count == 0:
+        return 0
+    if st.udp_fd < 0:
+        s.drops[DROP_TX_ERROR] += count
+        return 0
+    sent = send_batch(st, count)
+    s.tx_packets += sent
+    for i in range(sent):
+        s.tx_bytes += st.tx.iov[i].iov_len - OVERHEAD_BYTES
+    s.drops[DROP_TX_ERROR] += count - sent
+    return 0
+
+
+cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
+                             Py_ssize_t n, int count) noexcept nogil:
+    """One TUN read with a virtio_net_hdr: a plain packet (its checksum finished if the
+    sender left it to us) or a TCP super-packet cut into segments; each is sealed into its
+    own datagram. Returns the batch count."""
+    cdef DirStats *s = &w.dirs[0]
+    cdef const uint8_t *vnet = frame
+    cdef uint8_t *pkt = <uint8_t *>frame + VNET_HDR_BYTES
+    cdef Py_ssize_t plen = n - VNET_HDR_BYTES, ip_len, tcp_len, mss, index = 0
+    cdef int gso = vnet[1] & ~GSO_ECN, size, seg
+    cdef uint8_t *datagram
+    if gso == GSO_NONE:
+        if plen > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
+            s.drops[DROP_TOO_BIG] += 1
+            return count
+        finish_partial_csum(pkt, plen, vnet)
+        datagram = st.tx.bufs + count * DATAGRAM_BUF_BYTES
+        memcpy(datagram + HEADER_BYTES, pkt, plen)
+        size = seal_into(st, w.tunnel, datagram, <int>plen)
+        if size < 0:
+            s.drops[DROP_NO_KEY] += 1
+            return count
+        return queue_datagram(st, w, count, size)
+    mss = le16(vnet + 4)
+    if (gso != GSO_TCPV4 and gso != GSO_TCPV6) or mss == 0 or \
+            tcp_layout(pkt, plen, gso == GSO_TCPV6, &ip_len, &tcp_len) < 0 or \
+            ip_len + tcp_len + mss > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
+        s.drops[DROP_MALFORMED] += 1
+        return count
+    # Datagrams queued before this super-packet go first: a tunnel keeps packet order.
+    count = flush_batch(st, w, count)
+    cdef Py_ssize_t pos = 0
+    cdef int dsize = 0, segments = 0
+    cdef uint64_t payload = 0
+    while True:
+        datagram = st.gso_buf + pos
+        seg = tcp_segment_at(pkt, plen, gso == GSO_TCPV6, ip_len, tcp_len, mss, index,
+                             datagram + HEADER_BYTES)
+        if seg == 0:
+            break
+        index += 1
+        size = seal_into(st, w.tunnel, datagram, seg)
+        if size < 0:
+            s.drops[DROP_NO_KEY] += 1
+            continue
+        if dsize == 0:
+            dsize = size
+        pos += size
+        segments += 1
+        payload += seg
+        # UDP GSO wants equal sizes (only the last may be shorter) and <= 64 KiB in all.
+        if size != dsize or pos + dsize > GSO_MAX_BYTES:
+            send_gso(st, w, pos, dsize, segments, payload)
+            pos = 0
+            dsize = 0
+            segments = 0
+            payload = 0
+    if segments:
+        send_gso(st, w, pos, dsize, segments, payload)
+    return count
+
+
+cdef void send_gso(EngineState *st, Wire *w, Py_ssize_t total, int dsize,
+                          int segments, uint64_t payload) noexcept nogil:
+    """Sends `segments` sealed datagrams lying back to back in gso_buf with one sendmsg
+    (UDP_SEGMENT: the kernel cuts them apart after one pass through its stack); falls back
+    to sendmmsg if the socket cannot do UDP GSO."""
+    cdef DirStats *s = &w.dirs[0]
+    cdef msghdr msg
+    cdef iovec iov
+    cdef cmsghdr *cm
+    cdef int i, count
+    if st.udp_fd < 0:
+        s.drops[DROP_TX_ERROR] += segments
+        return
+    if segments > 1 and not st.gso_off:
+        iov.iov_base = st.gso_buf
+        iov.iov_len = total
+        memset(&msg, 0, sizeof(msg))
+        msg.msg_name = &w.tunnel.peer
+        msg.msg_namelen = sizeof(w.tunnel.peer)
+        msg.msg_iov = &iov
+        msg.msg_iovlen = 1
+        msg.msg_control = st.gso_cmsg
+        msg.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+        cm = CMSG_FIRSTHDR(&msg)
+        cm.cmsg_level = IPPROTO_UDP
+        cm.cmsg_type = UDP_SEGMENT
+        cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+        (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>dsize
+        if sendmsg(st.udp_fd, &msg, MSG_DONTWAIT) == total:
+            s.tx_packets += segments
+            s.tx_bytes += payload
+            st.gso_sends += 1
+            return
+        if errno == EIO or errno == EINVAL or errno == ENOPROTOOPT or errno == EOPNOTSUPP:
+            st.gso_off = 1  # this kernel or device cannot: stop trying
+        elif errno != EAGAIN and errno != ENOBUFS:
+            s.drops[DROP_TX_ERROR] += segments
+            return
+    # One datagram at a time, as slices of the same buffer.
+    count = 0
+    for i in range(segments):
+        st.tx.iov[count].iov_base = st.gso_buf + i * dsize
+        st.tx.iov[count].iov_len = dsize if i < segments - 1 else total - i * dsize
+        st.tx.msgs[count].msg_hdr.msg_name = &w.tunnel.peer
+        st.tx.msgs[count].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+        count += 1
+    flush_batch(st, w, count)
+
+
+cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogil:
+    """Reads up to BATCH_SIZE packets from the TUN side, runs them through the stages,
+    seals them and sends them in batches."""
+    if w.vnet_hdr:
+        pump_super_packets(st, w, now)
+        return
+    cdef DirStats *s = &w.dirs[0]
+    cdef Tunnel *t = w.tunnel
+    cdef Batch *b = st.tx
+    cdef Packet *pkts = st.packets
+    cdef uint8_t *datagram
+    cdef Py_ssize_t n
+    cdef int count = 0, read_count = 0, size, verdict, sent, i
+    cdef uint64_t bytes_out = 0
+    # 1: read the batch, each packet straight behind its datagram's header room
+    for _batch in range(BATCH_SIZE):
+        datagram = b.bufs + read_count * DATAGRAM_BUF_BYTES
+        n = read(w.fd[0], datagram + HEADER_BYTES, DATAGRAM_BUF_BYTES - OVERHEAD_BYTES + 1)
+        if n <= 0:
+            if n < 0 and errno != EAGAIN and errno != EINTR:
+                mark_dead(w, 0, s, st.epfd)
+            break
+        s.rx_packets += 1
+        s.rx_bytes += n
+        if n > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
+            s.drops[DROP_TOO_BIG] += 1
+            continue
+        verdict = classify_ip(datagram + HEADER_BYTES, n)
+        if verdict != VERDICT_PASS:
+            s.drops[verdict] += 1
+            continue
+        frame_packet(&pkts[read_count], datagram + HEADER_BYTES, n, 0)
+        read_count += 1
+    # 2: the functions of this direction
+    if read_count and w.stages[0] != NULL:
+        run_stages(w.stages[0], pkts, read_count, now, s)
+    # 3: seal in place what is left, in order, into the send batch
+    for i in range(read_count):
+        if pkts[i].drop:
+            continue
+        datagram = pkts[i].data - HEADER_BYTES
+        size = seal_into(st, t, datagram, <int>pkts[i].len)
+        if size < 0:
+            s.drops[DROP_NO_KEY] += 1
+            continue
+        b.iov[count].iov_base = datagram
+        b.iov[count].iov_len = size
+        b.msgs[count].msg_hdr.msg_name = &t.peer
+        b.msgs[count].msg_hdr.msg_namelen = sizeof(t.peer)
+        bytes_out += pkts[i].len
+        count += 1
+    if count == 0 or st.udp_fd < 0:
+        s.drops[DROP_TX_ERROR] += count
+        return
+    sent = send_batch(st, count)
+    s.tx_packets += sent
+    s.tx_bytes += bytes_out if sent == count else 0
+    s.drops[DROP_TX_ERROR] += count - sent
+    t.last_tx = now
+
+
+cdef void pump_super_packets(EngineState *st, Wire *w, double now) noexcept nogil:
+    """The TUN side with vnet headers: one read may be a 64 KiB super-packet, which the
+    stages see whole (a batch of one) before it is cut into sealed segments."""
+    cdef DirStats *s = &w.dirs[0]
+    cdef Packet *pkt = st.packets
+    cdef Py_ssize_t n
+    cdef int count = 0, verdict
+    for _batch in range(BATCH_SIZE):
+        n = read(w.fd[0], st.buf, PACKET_BUF_BYTES)
+        if n <= 0:
+            if n < 0 and errno != EAGAIN and errno != EINTR:
+                mark_dead(w, 0, s, st.epfd)
+            break
+        s.rx_packets += 1
+        s.rx_bytes += n - VNET_HDR_BYTES
+        verdict = classify_ip(st.buf + VNET_HDR_BYTES, n - VNET_HDR_BYTES) \
+            if n > VNET_HDR_BYTES else VERDICT_MALFORMED
+        if verdict != VERDICT_PASS:
+            s.drops[verdict] += 1
+            continue
+        if w.stages[0] != NULL:
+            frame_packet(pkt, st.buf, n, VNET_HDR_BYTES)
+            if run_stages(w.stages[0], pkt, 1, now, s):
+                continue
+            n = pkt.len + VNET_HDR_BYTES
+        count = cut_and_seal(st, w, st.buf, n, count)
+    flush_batch(st, w, count)
+    w.tunnel.last_tx = now
+
+
+cdef void send_keepalives(EngineState *st, double now) noexcept nogil:
+    cdef Wire *w
+    cdef int size
+    cdef uint32_t i
+    cdef uint8_t *datagram = st.tx.bufs
+    for i in range(st.capacity):
+        w = &st.wires[i]
+        if not w.in_use or w.kind != KIND_TUNNEL:
+            continue
+        if not w.tunnel.keepalive_due and (
+                w.tunnel.keepalive_s <= 0 or now - w.tunnel.last_tx < w.tunnel.keepalive_s):
+            continue
+        if w.tunnel.peer.sin_port == 0:
+            continue
+        size = seal_into(st, w.tunnel, datagram, 0)
+        if size < 0:
+            continue
+        st.tx.iov[0].iov_base = datagram
+        st.tx.iov[0].iov_len = size
+        st.tx.msgs[0].msg_hdr.msg_name = &w.tunnel.peer
+        st.tx.msgs[0].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+        if send_batch(st, 1) == 1:
+            w.tunnel.keepalives_tx += 1
+        w.tunnel.keepalive_due = 0
+        w.tunnel.last_tx = now
