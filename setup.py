@@ -11,33 +11,37 @@ from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 
 
-def fastpath_extension(module, libraries=()):
-    # Compiled through nsmd/fastpath (a symlink to fastpath/), so Cython names each module
-    # nsmd.fastpath.X, its installed name: the modules import each other's C functions by
-    # that name at run time, and plugins cimport nsmd.fastpath.stage the same way.
+def extension(path, libraries=()):
+    """A Cython module by its path under nsmd/ ("fastpath/engine"), compiled through the
+    nsmd/ symlinks, so Cython names it nsmd.fastpath.engine, its installed name: the
+    modules import each other's C functions by that name at run time, and plugins cimport
+    nsmd.fastpath.stage the same way."""
     return Extension(
-        f"nsmd.fastpath.{module}",
-        [f"nsmd/fastpath/{module}.pyx"],
+        "nsmd." + path.replace("/", "."),
+        [f"nsmd/{path}.pyx"],
         libraries=list(libraries),
         extra_compile_args=["-O2", "-Wno-unused-function"],
     )
 
 
 extensions = [
-    fastpath_extension("engine", libraries=["pthread", "crypto"]),
-    fastpath_extension("local"),
-    fastpath_extension("tunnel_out", libraries=["crypto"]),
-    fastpath_extension("tunnel_in", libraries=["crypto"]),
-    fastpath_extension("stage"),
-    fastpath_extension("aead", libraries=["crypto"]),
-    fastpath_extension("replay"),
-    fastpath_extension("offload"),
-    fastpath_extension("gro"),
+    extension("fastpath/engine", libraries=["pthread", "crypto"]),
+    extension("fastpath/local"),
+    extension("fastpath/tunnel_out", libraries=["crypto"]),
+    extension("fastpath/tunnel_in", libraries=["crypto"]),
+    extension("fastpath/stage"),
+    extension("fastpath/aead", libraries=["crypto"]),
+    extension("fastpath/replay"),
+    extension("fastpath/offload"),
+    extension("fastpath/gro"),
+    extension("plugins/flows"),
+    extension("plugins/firewall/stage"),
 ]
 
 setup(
     packages=["nsmd"] + [f"nsmd.{p}" for p in find_packages("nsmd")],
-    package_data={"nsmd.fastpath": ["*.pxd", "*.pyi", "includes/*.pxd"], "nsmd": ["py.typed"]},
+    package_data={"nsmd.fastpath": ["*.pxd", "*.pyi", "includes/*.pxd"],
+                  "nsmd.plugins": ["*.pxd"], "nsmd": ["py.typed"]},
     ext_modules=cythonize(
         extensions,
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},

@@ -1,0 +1,141 @@
+"""Stages in the engine: function stages installed on wires run over every batch, in
+order, both ways; drops are counted as `filtered`; a wire without stages is untouched.
+TUN devices are faked by datagram socketpairs, tunnels run over loopback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from nsmd.fastpath.engine import Engine
+from nsmd.plugins.api import parse_function
+from nsmd.testing.packets import ipv4_flow
+from nsmd.testing.sandbox import wait_briefly
+
+C, E = "100.64.0.1", "100.64.0.2"
+RULES = {"default": "deny", "rules": [
+    {"action": "allow", "proto": "icmp"},
+    {"action": "allow", "proto": "tcp", "ports": "8080,9000-9100"},
+    {"action": "deny", "proto": "tcp", "ports": "80"}]}
+
+
+@pytest.fixture
+def wire():
+    """A local wire between two faked TUN devices: (engine, handle, client app, endpoint app)."""
+    engine = Engine()
+    engine.start()
+    socks = [*socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
+             *socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)]
+    client_app, client_tun, endpoint_app, endpoint_tun = socks
+    for s in (client_app, endpoint_app):
+        s.settimeout(0.3)
+    handle = engine.add_wire(client_tun.fileno(), endpoint_tun.fileno())
+    yield engine, handle, client_app, endpoint_app
+    engine.stop()
+    for s in socks:
+        s.close()
+
+
+def firewall(config=RULES):
+    return parse_function("firewall", config, "functions[0]").attach(None)
+
+
+def arrives(sender, receiver, packet) -> bool:
+    sender.send(packet)
+    try:
+        return receiver.recv(4096) == packet
+    except TimeoutError:
+        return False
+
+
+def test_a_firewall_stage_filters_what_the_client_sends_and_passes_replies(wire):
+    engine, handle, client, endpoint = wire
+    fw = firewall()
+    engine.set_stages(handle, 0, 0, [fw])   # packets from the client's side
+    engine.set_stages(handle, 1, 1, [fw])   # and back
+    assert arrives(client, endpoint, ipv4_flow("icmp", C, E, 7))
+    assert arrives(endpoint, client, ipv4_flow("icmp", E, C, 7, icmp_type=0))  # the reply
+    assert arrives(client, endpoint, ipv4_flow("tcp", C, E, 40000, 9050))
+    assert arrives(endpoint, client, ipv4_flow("tcp", E, C, 9050, 40000))
+    assert not arrives(client, endpoint, ipv4_flow("tcp", C, E, 40001, 80))     # rule 3
+    assert not arrives(client, endpoint, ipv4_flow("udp", C, E, 5000, 53))      # default
+    assert not arrives(endpoint, client, ipv4_flow("tcp", E, C, 22, 40002))     # unsolicited
+    stats = fw.stats()
+    assert (stats["rule0_packets"], stats["rule1_packets"], stats["rule2_packets"]) == (1, 1, 1)
+    assert stats["replies"] == 2 and stats["default_packets"] == 2
+    wire_stats = engine.wire_stats(handle)
+    assert wire_stats["a_to_b"]["drops"]["filtered"] == 2
+    assert wire_stats["b_to_a"]["drops"]["filtered"] == 1
+    # removed, the wire passes everything again
+    engine.set_stages(handle, 0, 0, [])
+    assert arrives(client, endpoint, ipv4_flow("udp", C, E, 5000, 53))
+
+
+def test_stages_run_in_order_and_a_dropped_packet_skips_the_rest(wire):
+    engine, handle, client, endpoint = wire
+    first = firewall({"default": "allow", "rules": [{"action": "deny", "proto": "udp"}]})
+    second = firewall({"default": "allow", "rules": [{"action": "allow", "proto": "tcp"}]})
+    engine.set_stages(handle, 0, 0, [first, second])
+    assert not arrives(client, endpoint, ipv4_flow("udp", C, E, 1, 2))
+    assert arrives(client, endpoint, ipv4_flow("tcp", C, E, 1, 2))
+    assert second.stats()["default_packets"] == 0   # the UDP packet never reached it
+    assert second.stats()["rule0_packets"] == 1
+
+
+def test_bad_stage_lists_are_refused(wire):
+    engine, handle, *_ = wire
+
+    class NotAStage:
+        def stage_capsule(self):
+            return object()
+
+    with pytest.raises(TypeError, match="capsule"):
+        engine.set_stages(handle, 0, 0, [NotAStage()])
+    with pytest.raises(ValueError, match="at most"):
+        engine.set_stages(handle, 0, 0, [firewall()] * 9)
+    with pytest.raises(KeyError):
+        engine.set_stages(handle + 1, 0, 0, [firewall()])
+    engine.remove_wire(handle)
+
+
+def test_stages_on_a_tunnel_wire_see_both_directions(wire):
+    """Endpoint side of a tunnel: stages on the TUN read (endpoint to client) and on the
+    packets opened from the tunnel (client to endpoint)."""
+    import os
+
+    a, b = Engine(), Engine()
+    socks = []
+    try:
+        sides = []
+        for engine in (a, b):
+            engine.start()
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            engine.set_udp_socket(udp.fileno())
+            app, tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            app.settimeout(0.3)
+            socks += [udp, app, tun]
+            sides.append((engine, udp, app, tun))
+        (_, udp_a, app_a, tun_a), (_, udp_b, app_b, tun_b) = sides
+        ha = a.add_tunnel_wire(tun_a.fileno(), "127.0.0.1", udp_b.getsockname()[1])
+        hb = b.add_tunnel_wire(tun_b.fileno(), "127.0.0.1", udp_a.getsockname()[1])
+        k1, k2 = os.urandom(32), os.urandom(32)
+        ia, ib = a.next_local_index(ha), b.next_local_index(hb)
+        b.install_keypair(hb, ib, ia, k2, k1, True)
+        a.install_keypair(ha, ia, ib, k1, k2, True)
+        fw = firewall()  # B hosts the endpoint: client_to_endpoint arrives from the tunnel
+        b.set_stages(hb, 1, 0, [fw])
+        b.set_stages(hb, 0, 1, [fw])
+        assert arrives(app_a, app_b, ipv4_flow("icmp", C, E, 9))
+        assert arrives(app_b, app_a, ipv4_flow("icmp", E, C, 9, icmp_type=0))
+        assert not arrives(app_a, app_b, ipv4_flow("udp", C, E, 1, 53))
+        assert not arrives(app_b, app_a, ipv4_flow("udp", E, C, 53, 1))
+        assert wait_briefly(lambda: b.wire_stats(hb)["b_to_a"]["drops"]["filtered"] == 1)
+        assert b.wire_stats(hb)["a_to_b"]["drops"]["filtered"] == 1
+        assert fw.stats()["replies"] == 1
+    finally:
+        a.stop()
+        b.stop()
+        for s in socks:
+            s.close()
