@@ -31,6 +31,7 @@ import time
 from nsmd import netns, tundev
 from nsmd.errors import DataplaneError
 from nsmd.fastpath.engine import Engine
+from nsmd.fastpath.stage import DIRECTIONS
 from nsmd.state import StateDB
 
 UDP_BUFFER_BYTES = 7 << 20  # an overflowing socket buffer is the tunnels' main loss
@@ -38,6 +39,8 @@ UDP_BUFFER_BYTES = 7 << 20  # an overflowing socket buffer is the tunnels' main 
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 UDP_GRO = 104
+CLIENT_TO_ENDPOINT = DIRECTIONS["client_to_endpoint"]
+ENDPOINT_TO_CLIENT = DIRECTIONS["endpoint_to_client"]
 log = logging.getLogger("nsmd.dataplane")
 
 
@@ -153,12 +156,14 @@ class Dataplane:
 
     async def connect_local(self, conn_id: str, client_ns: str, client: tundev.InterfaceConfig,
                             client_exclusive: bool, endpoint_ns: str,
-                            endpoint: tundev.InterfaceConfig) -> Wire:
-        """Creates both devices (local_queues queues each) and joins them queue by queue; on
-        any failure nothing is left behind."""
+                            endpoint: tundev.InterfaceConfig, single_queue: bool = False,
+                            ) -> Wire:
+        """Creates both devices (local_queues queues each, or one: a wire with function
+        stages) and joins them queue by queue; on any failure nothing is left behind."""
         self._check_new(conn_id)
-        client = dataclasses.replace(client, queues=self.local_queues)
-        endpoint = dataclasses.replace(endpoint, queues=self.local_queues)
+        queues = 1 if single_queue else self.local_queues
+        client = dataclasses.replace(client, queues=queues)
+        endpoint = dataclasses.replace(endpoint, queues=queues)
         # Both sides at once: each is a few netlink round trips on its own thread.
         made = await asyncio.gather(
             netns.run_in(client_ns, tundev.create, client, client_exclusive),
@@ -220,6 +225,25 @@ class Dataplane:
         wire.keyed = True
         if confirmed:
             engine.request_keepalive(wire.handle)
+
+    def set_stages(self, wire: Wire, parts: list) -> None:
+        """Installs function stages on a wire: `parts` (objects with stage_capsule()) in
+        order on what comes from the client, reversed on what goes back to it. Tunnel
+        wires take them on the endpoint's side (where its functions run)."""
+        if len(wire.lanes) != 1:
+            raise DataplaneError(f"vWire {wire.conn_id} has {len(wire.lanes)} queues; "
+                                 "function stages need one (one thread keeps their state)")
+        engine = self._engine(wire)
+        to_endpoint, to_client = list(parts), list(reversed(parts))
+        # side 0 is the first TUN: the client's on a local wire, the endpoint's on its host
+        if wire.kind == "local":
+            sides = ((0, CLIENT_TO_ENDPOINT, to_endpoint), (1, ENDPOINT_TO_CLIENT, to_client))
+        elif wire.endpoint is not None:
+            sides = ((1, CLIENT_TO_ENDPOINT, to_endpoint), (0, ENDPOINT_TO_CLIENT, to_client))
+        else:
+            raise DataplaneError(f"vWire {wire.conn_id}: functions run on the endpoint's host")
+        for side, direction, stages in sides:
+            engine.set_stages(wire.handle, side, direction, stages)
 
     def expire_previous(self, wire: Wire) -> None:
         if not wire.lanes:

@@ -14,6 +14,7 @@ import yaml
 from nsmd.errors import ValidationError
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
 from nsmd.model.endpoint_spec import EndpointSpec
+from nsmd.plugins.api import parse_functions
 
 API_VERSION = "networkservicemesh.io/v1"
 KINDS = ("NetworkService", "NetworkServiceEndpoint")
@@ -82,6 +83,7 @@ def parse_document(doc: Any, index: int = 0) -> Resource:
     nse.validate(f"{where}: spec.")
     endpoint_spec = from_wire(EndpointSpec, extra, f"{where}: spec.nsmd")
     endpoint_spec.validate(f"{where}: spec.nsmd.")
+    parse_functions(endpoint_spec.functions, f"{where}: spec.nsmd.")  # configs checked now
     return Resource(kind, name, endpoint=nse, spec=endpoint_spec)
 
 

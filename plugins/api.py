@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol
 
 from nsmd.errors import ValidationError
@@ -127,3 +128,10 @@ def parse_function(name: str, raw: Any, where: str) -> Function:
         raise ValidationError(f"{where}.name", "a function plugin that loads",
                               detail=f"{where}.name: plugin {name!r} is broken: {err}") from None
     return cls.parse(raw, where)
+
+
+def parse_functions(entries: Iterable[Any], where: str) -> list[Function]:
+    """Every entry (with .name and .config) of an endpoint's `functions`, configs checked;
+    `where` prefixes the field names (`...spec.nsmd.`)."""
+    return [parse_function(e.name, e.config, f"{where}functions[{i}]")
+            for i, e in enumerate(entries)]

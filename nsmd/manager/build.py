@@ -2,7 +2,8 @@
 
 server: what any caller of this daemon reaches (its own client side, peer daemons)
     authorize -> updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
-    -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> wire]
+    -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> functions
+                               -> wire]
                            or [remote: tunnel to the endpoint's daemon]
 client: the connections this daemon holds for `nsmd connect` users
     heal -> begin -> updatetoken -> held -> refresh -> act as daemon -> server
@@ -29,6 +30,7 @@ from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Chain
 from nsmd.manager.connect import Connect
 from nsmd.manager.discover import Discover
+from nsmd.manager.functions import Functions
 from nsmd.manager.heal import Heal
 from nsmd.manager.held import Held
 from nsmd.manager.ipam import Ipam
@@ -77,10 +79,12 @@ class Manager:
         self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
+        self.functions = Functions(hosting, dataplane)
         endpoint = Chain(
             UpdatePath(lambda conn: conn.network_service_endpoint_name),
             UpdateToken(clock, token_lifetime_s, self.signer),
             self.ipam,
+            self.functions,
             VWire(dataplane, hosting, local_mtu, tunnel_mtu, keepalive_s, self.own_id),
         )
         self.server = Chain(
@@ -263,13 +267,15 @@ class Manager:
         """Copies the wire's counters into the endpoint segment's metrics, as NSM does."""
         if not conn.path.path_segments:
             return conn
-        stats = self.dataplane.stats(conn.path.path_segments[-1].id)
+        last = conn.path.path_segments[-1]
+        stats = self.dataplane.stats(last.id)
         if stats is not None:
             up, down = stats["client_to_endpoint"], stats["endpoint_to_client"]
-            conn.path.path_segments[-1].metrics = {
+            last.metrics = {
                 "tx_packets": str(up["tx_packets"]), "tx_bytes": str(up["tx_bytes"]),
                 "rx_packets": str(down["tx_packets"]), "rx_bytes": str(down["tx_bytes"]),
                 "drops": str(sum(up["drops"].values()) + sum(down["drops"].values())),
+                **self.functions.stats(last.id),
             }
         return conn
 

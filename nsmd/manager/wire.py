@@ -81,7 +81,8 @@ class VWire(Element):
         if wire is None:
             exclusive = bool(asked_name) and "%d" not in asked_name
             wire = await self.dataplane.connect_local(conn.id, client_ns, client_cfg, exclusive,
-                                                      spec.netns, endpoint_cfg)
+                                                      spec.netns, endpoint_cfg,
+                                                      single_queue=bool(spec.functions))
             created = True
         conn.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
             "name": wire.client_side.ifname, "netns": client_ns,

@@ -90,11 +90,6 @@ class EndpointSpec:
         check_prefix(self.ipam.prefix, f"{where}ipam.prefix")
         for i, prefix in enumerate(self.ipam.exclude_prefixes):
             check_prefix(prefix, f"{where}ipam.exclude_prefixes[{i}]")
-        if self.functions:
-            raise ValidationError(
-                f"{where}functions", "an empty list",
-                detail=f"{where}functions: network service functions are not supported by "
-                       f"this nsmd yet (got {self.functions[0].name!r})")
         if self.next is not None:
             raise ValidationError(
                 f"{where}next", "no next service",

@@ -56,7 +56,16 @@ spec:
     ("{netns: 'a/b'}", "spec.nsmd.netns: expected a network namespace name"),
     ("{mtu: 70000}", "spec.nsmd.mtu: expected an MTU"),
     ("{colour: red}", "spec.nsmd.colour: unknown field"),
-    ("{functions: [{name: firewall}]}", "network service functions are not supported"),
+    ("{functions: [{name: frobnicate}]}",
+     "spec.nsmd.functions[0].name: expected a network service function (firewall"),
+    ("{functions: [{name: firewall, config: {rules: [{proto: tcp, ports: '80-x'}]}}]}",
+     "spec.nsmd.functions[0].config.rules[0].ports: expected ports like"),
+    ("{functions: [{name: firewall, config: {rules: [{proto: icmp, ports: '80'}]}}]}",
+     "spec.nsmd.functions[0].config.rules[0].ports: expected ports only with"),
+    ("{functions: [{name: firewall, config: {default: maybe}}]}",
+     "spec.nsmd.functions[0].config.default: expected one of allow, deny"),
+    ("{functions: [{name: firewall, config: {nsm_acl_file: /nonexistent.yaml}}]}",
+     "spec.nsmd.functions[0].config.nsm_acl_file: /nonexistent.yaml: No such file"),
 ])
 def test_bad_endpoint_blocks_are_refused_with_the_field(block, message):
     with pytest.raises(ValidationError) as err:

@@ -1,0 +1,3 @@
+CAPSULE_NAME: str
+ABI_VERSION: int
+DIRECTIONS: dict[str, int]

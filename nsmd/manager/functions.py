@@ -1,0 +1,109 @@
+"""functions (endpoint side, between ipam and wire): the endpoint's network service
+functions on each of its vWires.
+
+Before the wire is built each function may adjust the connection (routes, prefixes);
+after, each one's per-vWire part is attached and its stage installed on the wire, in the
+endpoint's order from the client and in reverse on the way back (one engine thread runs
+both directions, so a function's state is never shared across threads). A refresh finds
+them in place; a wire rebuilt (new addresses) gets the same parts again; a close detaches
+them. The parts' slow-path work (flush) runs every FLUSH_INTERVAL_S on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nsmd.dataplane import Dataplane, Wire
+from nsmd.hosting import Hosting
+from nsmd.manager.chain import Element, Next
+from nsmd.model import Connection, NetworkServiceRequest
+from nsmd.model.endpoint_spec import EndpointSpec
+from nsmd.plugins.api import FLUSH_INTERVAL_S, Function, VWireFunction, parse_functions
+
+log = logging.getLogger("nsmd.manager.functions")
+
+
+class Functions(Element):
+    def __init__(self, hosting: Hosting, dataplane: Dataplane):
+        self.hosting = hosting
+        self.dataplane = dataplane
+        self._parsed: dict[str, tuple[EndpointSpec, list[Function]]] = {}
+        # conn id -> (the wire the stages are on, each function's name and part)
+        self._attached: dict[str, tuple[Wire, list[tuple[str, VWireFunction]]]] = {}
+
+    async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
+        conn = request.connection
+        conn_id = conn.id
+        functions = self.of(conn.network_service_endpoint_name)
+        for function in functions:
+            function.request(conn)
+        result = await nxt.request(request)
+        if functions:
+            try:
+                self._attach(conn_id, result, functions)
+            except BaseException:
+                await nxt.close(result)
+                raise
+        return result
+
+    async def close(self, conn: Connection, nxt: Next) -> None:
+        try:
+            await nxt.close(conn)
+        finally:
+            self._detach(conn.id)
+
+    def of(self, endpoint: str) -> list[Function]:
+        spec = self.hosting.spec(endpoint)
+        if spec is None or not spec.functions:
+            return []
+        cached = self._parsed.get(endpoint)
+        if cached is None or cached[0] is not spec:
+            cached = (spec, parse_functions(spec.functions,
+                                            f"endpoint {endpoint!r}: spec.nsmd."))
+            self._parsed[endpoint] = cached
+        return cached[1]
+
+    def stats(self, conn_id: str) -> dict[str, str]:
+        """Each function's counters on one vWire, as `name.counter` path metrics."""
+        attached = self._attached.get(conn_id)
+        if attached is None:
+            return {}
+        return {f"{name}.{key}": str(value) for name, part in attached[1]
+                for key, value in part.stats().items()}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Calls every part's flush() every FLUSH_INTERVAL_S until `stopping` is set."""
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), FLUSH_INTERVAL_S)
+            except TimeoutError:
+                for _, parts in list(self._attached.values()):
+                    for name, part in parts:
+                        try:
+                            part.flush()
+                        except Exception:  # a plugin's bug must not stop the others
+                            log.exception("function %s failed to flush", name)
+
+    def _attach(self, conn_id: str, conn: Connection, functions: list[Function]) -> None:
+        wire = self.dataplane.get(conn_id)
+        if wire is None:
+            return
+        attached = self._attached.get(conn_id)
+        if attached is not None and attached[0] is wire:
+            return  # a refresh: in place already
+        if attached is None:
+            parts = [(f.name, part) for f in functions if (part := f.attach(conn)) is not None]
+        else:
+            parts = attached[1]  # the wire was rebuilt: the same state on the new one
+        self.dataplane.set_stages(wire, [part for _, part in parts])
+        self._attached[conn_id] = (wire, parts)
+        log.info("vWire %s: functions %s", conn_id, ", ".join(n for n, _ in parts) or "none")
+
+    def _detach(self, conn_id: str) -> None:
+        attached = self._attached.pop(conn_id, None)
+        for name, part in attached[1] if attached else []:
+            try:
+                part.close()
+            except Exception:
+                log.exception("function %s failed to close", name)
