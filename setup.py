@@ -36,6 +36,9 @@ extensions = [
     extension("fastpath/gro"),
     extension("plugins/flows"),
     extension("plugins/firewall/stage"),
+    extension("plugins/nat/stage"),
+    extension("plugins/ratelimit/stage"),
+    extension("plugins/capture/stage"),
 ]
 
 setup(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import uvloop
@@ -32,3 +33,23 @@ def pytest_sessionfinish(session, exitstatus):
     if REQUIRE_NETNS and _netns_outcomes["passed"] == 0 and session.testscollected:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         print("\nNSMD_REQUIRE_NETNS=1 but no network-namespace test passed")
+
+
+@pytest.fixture
+def wire():
+    """A local wire of a started engine between two faked TUN devices (datagram
+    socketpairs): (engine, handle, client app end, endpoint app end)."""
+    from nsmd.fastpath.engine import Engine
+
+    engine = Engine()
+    engine.start()
+    socks = [*socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
+             *socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)]
+    client_app, client_tun, endpoint_app, endpoint_tun = socks
+    for s in (client_app, endpoint_app):
+        s.settimeout(0.3)
+    handle = engine.add_wire(client_tun.fileno(), endpoint_tun.fileno())
+    yield engine, handle, client_app, endpoint_app
+    engine.stop()
+    for s in socks:
+        s.close()

@@ -86,3 +86,12 @@ def addresses(packet: bytes) -> tuple[str, str, int, int]:
         return src, dst, ident, ident
     return src, dst, int.from_bytes(packet[ihl:ihl + 2], "big"), int.from_bytes(
         packet[ihl + 2:ihl + 4], "big")
+
+
+def arrives(sender, receiver, packet: bytes) -> bool:
+    """Whether `packet` sent into one faked TUN comes out of the other unchanged."""
+    sender.send(packet)
+    try:
+        return receiver.recv(70000) == packet
+    except TimeoutError:
+        return False

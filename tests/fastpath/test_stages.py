@@ -10,7 +10,7 @@ import pytest
 
 from nsmd.fastpath.engine import Engine
 from nsmd.plugins.api import parse_function
-from nsmd.testing.packets import ipv4_flow
+from nsmd.testing.packets import arrives, ipv4_flow
 from nsmd.testing.sandbox import wait_briefly
 
 C, E = "100.64.0.1", "100.64.0.2"
@@ -20,33 +20,8 @@ RULES = {"default": "deny", "rules": [
     {"action": "deny", "proto": "tcp", "ports": "80"}]}
 
 
-@pytest.fixture
-def wire():
-    """A local wire between two faked TUN devices: (engine, handle, client app, endpoint app)."""
-    engine = Engine()
-    engine.start()
-    socks = [*socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
-             *socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)]
-    client_app, client_tun, endpoint_app, endpoint_tun = socks
-    for s in (client_app, endpoint_app):
-        s.settimeout(0.3)
-    handle = engine.add_wire(client_tun.fileno(), endpoint_tun.fileno())
-    yield engine, handle, client_app, endpoint_app
-    engine.stop()
-    for s in socks:
-        s.close()
-
-
 def firewall(config=RULES):
     return parse_function("firewall", config, "functions[0]").attach(None)
-
-
-def arrives(sender, receiver, packet) -> bool:
-    sender.send(packet)
-    try:
-        return receiver.recv(4096) == packet
-    except TimeoutError:
-        return False
 
 
 def test_a_firewall_stage_filters_what_the_client_sends_and_passes_replies(wire):

@@ -3,6 +3,7 @@ namespaces, on one host and across hosts."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -102,3 +103,75 @@ def test_functions_run_on_the_endpoint_host_across_hosts(netns, daemon, tmp_path
                    if c["network_service_endpoint_name"] == "guarded"]
     metrics = far_conn["path"]["path_segments"][-1]["metrics"]
     assert int(metrics["firewall.rule2_packets"]) >= 1
+
+
+CHAIN = """
+apiVersion: networkservicemesh.io/v1
+kind: NetworkServiceEndpoint
+metadata: {name: chained}
+spec:
+  network_service_names: [svc]
+  nsmd:
+    netns: %s
+    ipam: {prefix: 169.254.41.0/24}
+    functions:
+      - {name: nat}
+      - {name: capture, config: {path: %s, max_bytes: 100000}}
+"""
+
+
+def test_nat_and_capture_on_one_vwire(netns, daemon, tmp_path):
+    """A host behind the client (an address on its loopback) reaches the endpoint through
+    the client's vWire address; the capture after the NAT sees the translated packets."""
+    d = daemon("n1")
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    pcap = str(tmp_path / "cap.pcap")
+    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" + CHAIN % (nse_ns, pcap))
+    conn = d.cli_json("connect", "svc", "--netns", nsc_ns)
+    ipc = conn["context"]["ip_context"]
+    target, mine = host(ipc["dst_ip_addrs"][0]), host(ipc["src_ip_addrs"][0])
+    sh("ip", "addr", "add", "100.64.77.5/32", "dev", "lo", netns=nsc_ns)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", nse_ns, sys.executable, "-c",
+         "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+         "s.bind(('0.0.0.0',5300));s.settimeout(5);d,a=s.recvfrom(100);"
+         "s.sendto(a[0].encode(),a);print(a[0])"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        reply = sh(sys.executable, "-c",
+                   "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+                   "s.bind(('100.64.77.5',0));s.settimeout(3);"
+                   f"s.sendto(b'hello',('{target}',5300));print(s.recv(100).decode())",
+                   netns=nsc_ns, check=False)
+        seen_by_server = server.communicate(timeout=10)[0].strip()
+    finally:
+        server.kill()
+    assert seen_by_server == mine                   # the endpoint saw the vWire address
+    assert reply.stdout.strip() == mine, reply.stderr   # and the answer found its way back
+    capture_file = pcap.replace(".pcap", f"-{conn['path']['path_segments'][-1]['id'][:8]}.pcap")
+    wait_until(lambda: b"hello" in open(capture_file, "rb").read(), timeout=3)
+    out = sh("tcpdump", "-n", "-r", capture_file).stdout
+    assert f"{mine}." in out and f"> {target}.5300: UDP" in out and "100.64.77.5" not in out
+
+
+def test_the_rate_limiter_holds_its_rate_within_ten_percent(netns, daemon):
+    d = daemon("n1")
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    limited = CHAIN.replace("chained", "limited").replace(
+        "      - {name: nat}\n      - {name: capture, config: {path: %s, max_bytes: 100000}}\n",
+        "      - {name: ratelimit, config: {bits_per_s: 20000000}}\n")
+    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" + limited % nse_ns)
+    conn = d.cli_json("connect", "svc", "--netns", nsc_ns)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    server = subprocess.Popen(["ip", "netns", "exec", nse_ns, "iperf3", "-s", "-1"],
+                              stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        report = json.loads(sh("iperf3", "-c", target, "-u", "-b", "40M", "-l", "1200", "-t",
+                               "3", "-J", netns=nsc_ns, timeout=30).stdout)
+    finally:
+        server.kill()
+        server.wait()
+    # iperf3 counts UDP payload; the limiter counts whole IP packets (1228 bytes each)
+    received = report["end"]["sum_received"]["bits_per_second"] * 1228 / 1200
+    assert 18e6 <= received <= 22e6, received
