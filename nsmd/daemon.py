@@ -82,7 +82,7 @@ class Daemon:
         else:
             self.registry = Registry(self.db, self.clock, cfg.nse_expiry_s, own_id)
         self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues)
-        self.hosting = Hosting(self.db, self.registry, self.clock, self.url)
+        self.hosting = Hosting(self.db, self.registry, self.clock, self.url, cfg.name)
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
                                dataplane=self.dataplane, db=self.db, clock=self.clock,
                                metrics=self.metrics, peer=lambda: self.peer,

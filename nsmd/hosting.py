@@ -1,8 +1,9 @@
 """Endpoints this daemon hosts: their `nsmd:` specs, and registrations kept fresh.
 
-A hosted endpoint is registered with this daemon's URL and re-registered at 2/3 of its
-expiry period (NSM: sdk registry/common/refresh), so it stays findable while the daemon
-lives and expires within one period after it dies. Specs are stored, so a restarted
+A hosted endpoint is registered with this daemon's URL and its node's `nodeName` label
+(NSM's clientinfo), and re-registered at 2/3 of its expiry period (NSM: sdk
+registry/common/refresh), so it stays findable while the daemon lives and expires within
+one period after it dies. Specs are stored, so a restarted
 daemon re-registers what it hosted before.
 """
 
@@ -13,7 +14,7 @@ import logging
 from nsmd import netns
 from nsmd.clock import Clock
 from nsmd.errors import DataplaneError, NsmdError
-from nsmd.model import NetworkServiceEndpoint, from_wire, to_wire
+from nsmd.model import NetworkServiceEndpoint, ServiceLabels, from_wire, to_wire
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.registry import RegistryView
 from nsmd.state import StateDB
@@ -24,12 +25,26 @@ RETRY_S = 1.0
 log = logging.getLogger("nsmd.hosting")
 
 
+NODE_LABEL = "nodeName"  # NSM's clientinfo label: which node a client or endpoint is on
+
+
+def with_node_label(nse: NetworkServiceEndpoint, node: str) -> NetworkServiceEndpoint:
+    """`nse` labelled with the node hosting it for each of its services (NSM's clientinfo),
+    unless the manifest says otherwise, so `{{.nodeName}}` selectors find it."""
+    for service in nse.network_service_names:
+        entry = nse.network_service_labels.setdefault(service, ServiceLabels())
+        entry.labels.setdefault(NODE_LABEL, node)
+    return nse
+
+
 class Hosting:
-    def __init__(self, db: StateDB, registry: RegistryView, clock: Clock, url: str):
+    def __init__(self, db: StateDB, registry: RegistryView, clock: Clock, url: str,
+                 node: str = ""):
         self.db = db
         self.registry = registry
         self.clock = clock
         self.url = url
+        self.node = node
         self._hosted: dict[str, tuple[NetworkServiceEndpoint, EndpointSpec]] = {}
         self.timers = TimerSet(clock, self._refresh)
 
@@ -62,6 +77,8 @@ class Hosting:
         nse.url = self.url
         template = from_wire(NetworkServiceEndpoint, to_wire(nse))
         template.expiration_time = 0.0
+        if self.node:
+            with_node_label(template, self.node)
         self.db.put("hosted", nse.name, {"endpoint": to_wire(template), "spec": to_wire(spec)})
         self._hosted[nse.name] = (template, spec)
         if not netns.exists(spec.netns):

@@ -22,7 +22,7 @@ from nsmd.caller import CALLER, DAEMON, Caller
 from nsmd.clock import Clock
 from nsmd.dataplane import Dataplane
 from nsmd.errors import NotFound, NsmdError, PermissionDenied
-from nsmd.hosting import Hosting
+from nsmd.hosting import NODE_LABEL, Hosting
 from nsmd.identity.identity import Identity
 from nsmd.identity.tokens import Signer
 from nsmd.manager.authorize import ActAsDaemon, Authorize
@@ -146,8 +146,9 @@ class Manager:
             raise PermissionDenied("local_namespaces", f"{caller} may put interfaces only "
                                    f"into named network namespaces (ip netns), not {where}")
         conn_id = str(uuid.uuid4())
+        labels = {NODE_LABEL: self.name, **labels}  # NSM's clientinfo (the client may say)
         conn = Connection(
-            id=conn_id, network_service=service, labels=dict(labels),
+            id=conn_id, network_service=service, labels=labels,
             path=Path(index=0, path_segments=[PathSegment(
                 name=client_name or f"nsc@{netns or self.name}", id=conn_id)]))
         # Addresses this namespace already has through other vWires must not come back.

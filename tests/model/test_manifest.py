@@ -57,7 +57,7 @@ spec:
     ("{mtu: 70000}", "spec.nsmd.mtu: expected an MTU"),
     ("{colour: red}", "spec.nsmd.colour: unknown field"),
     ("{functions: [{name: frobnicate}]}",
-     "spec.nsmd.functions[0].name: expected a network service function (firewall"),
+     "spec.nsmd.functions[0].name: expected a network service function (capture, firewall"),
     ("{functions: [{name: firewall, config: {rules: [{proto: tcp, ports: '80-x'}]}}]}",
      "spec.nsmd.functions[0].config.rules[0].ports: expected ports like"),
     ("{functions: [{name: firewall, config: {rules: [{proto: icmp, ports: '80'}]}}]}",
