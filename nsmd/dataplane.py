@@ -71,6 +71,7 @@ class Wire:
     offload: bool = False           # vnet headers + TSO on the devices
     keyed: bool = False             # keys installed by this run of the daemon
     agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
+    stages: dict[int, list] = dataclasses.field(default_factory=dict)  # path position -> parts
 
     @property
     def engine(self) -> int:
@@ -226,15 +227,30 @@ class Dataplane:
         if confirmed:
             engine.request_keepalive(wire.handle)
 
-    def set_stages(self, wire: Wire, parts: list) -> None:
-        """Installs function stages on a wire: `parts` (objects with stage_capsule()) in
-        order on what comes from the client, reversed on what goes back to it. Tunnel
-        wires take them on the endpoint's side (where its functions run)."""
+    def wire_of(self, conn_path: list[str]) -> Wire | None:
+        """The wire on this host of a connection, by the segment ids from a hop onwards
+        (the hop that built it keyed it by its own id)."""
+        for seg_id in conn_path:
+            wire = self.wires.get(seg_id)
+            if wire is not None:
+                return wire
+        return None
+
+    def set_stages(self, wire: Wire, hop: int, parts: list) -> None:
+        """Installs the function stages of the hop at path position `hop` on a wire
+        (several hops of a composed chain may share one wire on this host): every hop's
+        parts (objects with stage_capsule()) in path order on what comes from the client,
+        reversed on what goes back to it. Tunnel wires take them on the endpoint's side."""
         if len(wire.lanes) != 1:
             raise DataplaneError(f"vWire {wire.conn_id} has {len(wire.lanes)} queues; "
                                  "function stages need one (one thread keeps their state)")
+        if parts:
+            wire.stages[hop] = list(parts)
+        else:
+            wire.stages.pop(hop, None)
         engine = self._engine(wire)
-        to_endpoint, to_client = list(parts), list(reversed(parts))
+        ordered = [part for position in sorted(wire.stages) for part in wire.stages[position]]
+        to_endpoint, to_client = ordered, list(reversed(ordered))
         # side 0 is the first TUN: the client's on a local wire, the endpoint's on its host
         if wire.kind == "local":
             sides = ((0, CLIENT_TO_ENDPOINT, to_endpoint), (1, ENDPOINT_TO_CLIENT, to_client))

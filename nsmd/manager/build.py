@@ -3,7 +3,7 @@
 server: what any caller of this daemon reaches (its own client side, peer daemons)
     authorize -> updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
     -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> functions
-                               -> wire]
+                               -> passthrough (onward: act as daemon -> server) or wire]
                            or [remote: tunnel to the endpoint's daemon]
 client: the connections this daemon holds for `nsmd connect` users
     heal -> begin -> updatetoken -> held -> refresh -> act as daemon -> server
@@ -37,6 +37,7 @@ from nsmd.manager.ipam import Ipam
 from nsmd.manager.mechanisms import DEFAULT_TUNNEL_MTU, KERNEL
 from nsmd.manager.metrics import RequestMetrics
 from nsmd.manager.monitor import Monitor
+from nsmd.manager.passthrough import Passthrough
 from nsmd.manager.refresh import Refresh
 from nsmd.manager.remote import RemoteConnect
 from nsmd.manager.timeout import Timeout
@@ -80,11 +81,13 @@ class Manager:
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
         self.functions = Functions(hosting, dataplane)
+        self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon)
         endpoint = Chain(
             UpdatePath(lambda conn: conn.network_service_endpoint_name),
             UpdateToken(clock, token_lifetime_s, self.signer),
             self.ipam,
             self.functions,
+            self.passthrough,
             VWire(dataplane, hosting, local_mtu, tunnel_mtu, keepalive_s, self.own_id),
         )
         self.server = Chain(
@@ -101,6 +104,7 @@ class Manager:
                     RemoteConnect(registry, dataplane, peer, clock, self.signer, keepalive_s,
                                   tunnel_mtu, token_lifetime_s)),
         )
+        self._as_daemon = Chain(ActAsDaemon(), self.server)  # a passthrough's onward requests
         self.client_begin = Begin()
         self.heal = Heal(clock, self.client_begin)
         self.refresh = Refresh(clock, self.client_begin, self.heal)
@@ -206,6 +210,8 @@ class Manager:
         held = {c.id: c for c in self.client_begin.connections()}
         result = []
         for conn in self.server_begin.connections():
+            if conn.id in self.passthrough.inner:
+                continue  # the onward part of a composed vWire: listed as part of it
             client_id = conn.path.path_segments[0].id if conn.path.path_segments else ""
             result.append(self.with_metrics(held.pop(client_id, conn)))
         for conn in held.values():
@@ -260,9 +266,9 @@ class Manager:
         return restored, lost
 
     def wire_ids(self) -> set[str]:
-        """Ids of the endpoint segments of every live connection (= their wires' keys)."""
-        return {c.path.path_segments[-1].id for c in self.server_begin.peek()
-                if c.path.path_segments}
+        """Every segment id of every live connection: a wire is keyed by the id of the hop
+        that built it (the endpoint's, or ours towards another host)."""
+        return {s.id for c in self.server_begin.peek() for s in c.path.path_segments}
 
     def with_metrics(self, conn: Connection) -> Connection:
         """Copies the wire's counters into the endpoint segment's metrics, as NSM does."""
@@ -276,8 +282,9 @@ class Manager:
                 "tx_packets": str(up["tx_packets"]), "tx_bytes": str(up["tx_bytes"]),
                 "rx_packets": str(down["tx_packets"]), "rx_bytes": str(down["tx_bytes"]),
                 "drops": str(sum(up["drops"].values()) + sum(down["drops"].values())),
-                **self.functions.stats(last.id),
             }
+        for segment in conn.path.path_segments:  # each hop's functions, on its segment
+            segment.metrics.update(self.functions.stats(segment.id))
         return conn
 
     def _addresses_in(self, netns: str) -> list[str]:

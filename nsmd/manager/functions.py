@@ -29,8 +29,8 @@ class Functions(Element):
         self.hosting = hosting
         self.dataplane = dataplane
         self._parsed: dict[str, tuple[EndpointSpec, list[Function]]] = {}
-        # conn id -> (the wire the stages are on, each function's name and part)
-        self._attached: dict[str, tuple[Wire, list[tuple[str, VWireFunction]]]] = {}
+        # conn id -> (the wire its stages are on, its path position, each function's part)
+        self._attached: dict[str, tuple[Wire, int, list[tuple[str, VWireFunction]]]] = {}
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
@@ -69,7 +69,7 @@ class Functions(Element):
         attached = self._attached.get(conn_id)
         if attached is None:
             return {}
-        return {f"{name}.{key}": str(value) for name, part in attached[1]
+        return {f"{name}.{key}": str(value) for name, part in attached[2]
                 for key, value in part.stats().items()}
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -78,7 +78,7 @@ class Functions(Element):
             try:
                 await asyncio.wait_for(stopping.wait(), FLUSH_INTERVAL_S)
             except TimeoutError:
-                for _, parts in list(self._attached.values()):
+                for _, _, parts in list(self._attached.values()):
                     for name, part in parts:
                         try:
                             part.flush()
@@ -86,7 +86,8 @@ class Functions(Element):
                             log.exception("function %s failed to flush", name)
 
     def _attach(self, conn_id: str, conn: Connection, functions: list[Function]) -> None:
-        wire = self.dataplane.get(conn_id)
+        hop = conn.path.index  # our segment: the wire is ours or a later hop's on this host
+        wire = self.dataplane.wire_of([s.id for s in conn.path.path_segments[hop:]])
         if wire is None:
             return
         attached = self._attached.get(conn_id)
@@ -95,14 +96,19 @@ class Functions(Element):
         if attached is None:
             parts = [(f.name, part) for f in functions if (part := f.attach(conn)) is not None]
         else:
-            parts = attached[1]  # the wire was rebuilt: the same state on the new one
-        self.dataplane.set_stages(wire, [part for _, part in parts])
-        self._attached[conn_id] = (wire, parts)
+            parts = attached[2]  # the wire was rebuilt: the same state on the new one
+        self.dataplane.set_stages(wire, hop, [part for _, part in parts])
+        self._attached[conn_id] = (wire, hop, parts)
         log.info("vWire %s: functions %s", conn_id, ", ".join(n for n, _ in parts) or "none")
 
     def _detach(self, conn_id: str) -> None:
         attached = self._attached.pop(conn_id, None)
-        for name, part in attached[1] if attached else []:
+        if attached is None:
+            return
+        wire, hop, parts = attached
+        if wire.lanes:  # still running (a passthrough hop goes before the wire does)
+            self.dataplane.set_stages(wire, hop, [])
+        for name, part in parts:
             try:
                 part.close()
             except Exception:

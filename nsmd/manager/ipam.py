@@ -3,7 +3,8 @@
 The endpoint gets dst_ip_addrs, the client src_ip_addrs, each with a route to the other
 (NSM: ipam/point2pointipam). A refresh keeps the addresses the connection already owns;
 a request that carries addresses (a restore) gets them back if they are free; excluded
-prefixes from the request and the endpoint spec are never handed out.
+prefixes from the request and the endpoint spec are never handed out. Passthrough
+endpoints (composition) hand out nothing: the chain's final endpoint does.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Ipam(Element):
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
         spec = self.hosting.require(conn.network_service_endpoint_name)
+        if spec.next is not None:
+            return await nxt.request(request)  # a passthrough: the final endpoint addresses
         ipc = conn.context.ip_context
         lease = self.leases.get(conn.id)
         fresh = lease is None or lease.endpoint != conn.network_service_endpoint_name \

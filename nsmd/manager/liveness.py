@@ -42,10 +42,10 @@ class Liveness:
         netns.reap()
         found = []
         for conn in self.manager.server_begin.peek():
-            if not conn.path.path_segments or conn.id in self._closing:
+            if not conn.path.path_segments or conn.id in self._closing \
+                    or conn.id in self.manager.passthrough.inner:  # closed with its outer part
                 continue
-            wire = self.dataplane.get(conn.path.path_segments[-1].id) or \
-                self.dataplane.get(conn.id)
+            wire = self.dataplane.wire_of([s.id for s in conn.path.path_segments])
             if wire is None:
                 continue
             verdict = self._verdict(wire)

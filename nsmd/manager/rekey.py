@@ -93,7 +93,7 @@ def answer_rekey(manager: Manager, keying: TunnelKeying, metrics: Metrics, calle
         raise PermissionDenied("refresh_by_owner", f"connection {conn_id} belongs to "
                                f"{owner or 'this daemon'}, not {caller.spiffe_id}")
     conn = manager.server_begin.get(conn_id)
-    wire = keying.dataplane.get(conn.path.path_segments[-1].id) if conn else None
+    wire = keying.dataplane.wire_of([s.id for s in conn.path.path_segments]) if conn else None
     if wire is None or wire.kind != "tunnel" or wire.endpoint is None:
         raise NotFound(f"no tunnel vWire for connection {conn_id!r}")
     offer = mechanisms.check_tunnel_params(dict(offer), OFFER_KEYS, "offer")

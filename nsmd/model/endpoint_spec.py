@@ -13,6 +13,7 @@ from typing import Any
 
 from nsmd.errors import ValidationError
 from nsmd.model.codec import field
+from nsmd.model.registry import check_name
 
 DEFAULT_PREFIX = "169.254.0.0/16"  # NSM's icmp-responder default (NSM_CIDR_PREFIX)
 DEFAULT_ENDPOINT_IFNAME = "nsm0"
@@ -90,9 +91,6 @@ class EndpointSpec:
         check_prefix(self.ipam.prefix, f"{where}ipam.prefix")
         for i, prefix in enumerate(self.ipam.exclude_prefixes):
             check_prefix(prefix, f"{where}ipam.exclude_prefixes[{i}]")
-        if self.next is not None:
-            raise ValidationError(
-                f"{where}next", "no next service",
-                detail=f"{where}next: passthrough endpoints (composition) are not supported "
-                       "by this nsmd yet")
+        if self.next is not None and self.next.service:
+            check_name(self.next.service, f"{where}next.service")
         return self

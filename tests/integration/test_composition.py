@@ -1,0 +1,73 @@
+"""Composition: passthrough endpoints (spec.nsmd.next) run their functions and request the
+service onward with their own labels, so the service's matches route the client through
+a chain of endpoints to the final one."""
+
+from __future__ import annotations
+
+from nsmd.testing.sandbox import host, ping, sh
+from tests.integration.test_functions import tcp_connects
+
+CHAIN_SERVICE = """
+apiVersion: networkservicemesh.io/v1
+kind: NetworkService
+metadata: {name: chain}
+spec:
+  payload: IP
+  matches:
+    - source_selector: {app: firewall}
+      routes: [{destination_selector: {app: gateway}}]
+    - routes: [{destination_selector: {app: firewall}}]
+"""
+
+FIREWALL = """
+apiVersion: networkservicemesh.io/v1
+kind: NetworkServiceEndpoint
+metadata: {name: fw}
+spec:
+  network_service_names: [chain]
+  network_service_labels: {chain: {labels: {app: firewall}}}
+  nsmd:
+    next: {}
+    functions:
+      - name: firewall
+        config:
+          default: deny
+          rules:
+            - {action: allow, proto: icmp}
+            - {action: allow, proto: tcp, ports: "8080"}
+"""
+
+GATEWAY = """
+apiVersion: networkservicemesh.io/v1
+kind: NetworkServiceEndpoint
+metadata: {name: gw}
+spec:
+  network_service_names: [chain]
+  network_service_labels: {chain: {labels: {app: gateway}}}
+  nsmd: {netns: %s, ipam: {prefix: 169.254.60.0/24}}
+"""
+
+
+def test_a_client_goes_through_a_firewall_to_the_gateway_on_one_host(netns, daemon):
+    d = daemon("n1")
+    gw_ns, nsc_ns = netns("gw"), netns("nsc")
+    d.cli("apply", "-f", "-", stdin="---".join([CHAIN_SERVICE, FIREWALL, GATEWAY % gw_ns]))
+    conn = d.cli_json("connect", "chain", "--netns", nsc_ns)
+    assert [s["name"] for s in conn["path"]["path_segments"]] == [
+        f"nsc@{nsc_ns}", "n1", "fw", "n1", "gw"]
+    assert conn["network_service_endpoint_name"] == "fw"
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert target.startswith("169.254.60.")          # the final endpoint's addresses
+    assert ping(nsc_ns, target, 2).returncode == 0
+    assert tcp_connects(nsc_ns, gw_ns, target, 8080)
+    assert not tcp_connects(nsc_ns, gw_ns, target, 80)
+    # one vWire, no device for the passthrough hop
+    (listed,) = d.cli_json("get", "connections")
+    assert listed["id"] == conn["id"]
+    metrics = listed["path"]["path_segments"][2]["metrics"]
+    assert int(metrics["firewall.rule0_packets"]) >= 2 and int(metrics["firewall.default_packets"]) >= 1
+    assert sh("ip", "-o", "link", netns=gw_ns).stdout.count("nsm") == 1
+    d.cli("close", conn["id"])
+    assert d.cli_json("get", "connections") == []
+    assert "nsm" not in sh("ip", "-o", "link", netns=gw_ns).stdout
+    assert "nsm" not in sh("ip", "-o", "link", netns=nsc_ns).stdout
