@@ -29,6 +29,7 @@ class Caller:
     uid: int = -1                           # local
     gids: tuple[int, ...] = ()              # local: primary group first
     pid: int = 0                            # local
+    via: Caller | None = None               # daemon: the caller it acts for (passthrough)
 
     @property
     def subjects(self) -> list[str]:
@@ -52,6 +53,14 @@ class Caller:
 
 
 DAEMON = Caller("daemon")
+
+
+def tunnel_peer(caller: Caller | None) -> Caller | None:
+    """The peer daemon whose request (and tunnel offer) this work serves, also through this
+    daemon acting for it (a passthrough hop's onward request)."""
+    while caller is not None and caller.kind == "daemon":
+        caller = caller.via
+    return caller if caller is not None and caller.kind == "peer" else None
 CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("nsmd_caller",
                                                                       default=None)
 

@@ -240,7 +240,7 @@ class Dataplane:
         """Installs the function stages of the hop at path position `hop` on a wire
         (several hops of a composed chain may share one wire on this host): every hop's
         parts (objects with stage_capsule()) in path order on what comes from the client,
-        reversed on what goes back to it. Tunnel wires take them on the endpoint's side."""
+        reversed on what goes back to it."""
         if len(wire.lanes) != 1:
             raise DataplaneError(f"vWire {wire.conn_id} has {len(wire.lanes)} queues; "
                                  "function stages need one (one thread keeps their state)")
@@ -251,13 +251,11 @@ class Dataplane:
         engine = self._engine(wire)
         ordered = [part for position in sorted(wire.stages) for part in wire.stages[position]]
         to_endpoint, to_client = ordered, list(reversed(ordered))
-        # side 0 is the first TUN: the client's on a local wire, the endpoint's on its host
-        if wire.kind == "local":
+        # side 0 is the first TUN: the client's, unless this host has only the endpoint's
+        if wire.client is not None:
             sides = ((0, CLIENT_TO_ENDPOINT, to_endpoint), (1, ENDPOINT_TO_CLIENT, to_client))
-        elif wire.endpoint is not None:
-            sides = ((1, CLIENT_TO_ENDPOINT, to_endpoint), (0, ENDPOINT_TO_CLIENT, to_client))
         else:
-            raise DataplaneError(f"vWire {wire.conn_id}: functions run on the endpoint's host")
+            sides = ((1, CLIENT_TO_ENDPOINT, to_endpoint), (0, ENDPOINT_TO_CLIENT, to_client))
         for side, direction, stages in sides:
             engine.set_stages(wire.handle, side, direction, stages)
 

@@ -32,17 +32,18 @@ from nsmd.policy import Policy
 
 
 class ActAsDaemon(Element):
-    """Marks what follows as this daemon's own doing (its client side, replays)."""
+    """Marks what follows as this daemon's own doing (its client side, replays, a
+    passthrough's onward request), remembering whom it acts for."""
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
-        token = CALLER.set(DAEMON)
+        token = CALLER.set(_daemon_for(CALLER.get()))
         try:
             return await nxt.request(request)
         finally:
             CALLER.reset(token)
 
     async def close(self, conn: Connection, nxt: Next) -> None:
-        token = CALLER.set(DAEMON)
+        token = CALLER.set(_daemon_for(CALLER.get()))
         try:
             await nxt.close(conn)
         finally:
@@ -123,6 +124,10 @@ class Authorize(Element):
             raise PermissionDenied("hosted_endpoints_only", f"endpoint {name or '(none)'!r} "
                                    "is not hosted by this daemon; peers may only reach "
                                    "endpoints hosted here")
+
+
+def _daemon_for(caller: Caller | None) -> Caller:
+    return DAEMON if caller is None or caller is DAEMON else Caller("daemon", via=caller)
 
 
 def _caller() -> Caller:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nsmd.caller import CALLER
+from nsmd.caller import CALLER, tunnel_peer
 from nsmd.dataplane import Dataplane
 from nsmd.errors import DataplaneError
 from nsmd.hosting import Hosting
@@ -94,8 +94,8 @@ class VWire(Element):
         offer = mechanisms.check_tunnel_params(dict(mech.parameters), OFFER_KEYS)
         if not self.dataplane.has_tunnels:
             raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
-        caller = CALLER.get()
-        if caller is None or caller.kind != "peer":
+        caller = tunnel_peer(CALLER.get())
+        if caller is None:
             raise DataplaneError("a tunnel is keyed only for a peer daemon's request")
         ipc = conn.context.ip_context
         mtu = min(spec.mtu or self.tunnel_mtu, self.tunnel_mtu)

@@ -4,7 +4,7 @@ a chain of endpoints to the final one."""
 
 from __future__ import annotations
 
-from nsmd.testing.sandbox import host, ping, sh
+from nsmd.testing.sandbox import host, ping, sh, wait_until
 from tests.integration.test_functions import tcp_connects
 
 CHAIN_SERVICE = """
@@ -72,3 +72,37 @@ def test_a_client_goes_through_a_firewall_to_the_gateway_on_one_host(netns, daem
     assert d.cli_json("get", "connections") == []
     assert "nsm" not in sh("ip", "-o", "link", netns=gw_ns).stdout
     assert "nsm" not in sh("ip", "-o", "link", netns=nsc_ns).stdout
+
+
+def test_chains_across_two_hosts(netns, daemon, tmp_path):
+    """The firewall on the gateway's host (the tunnel ends in the chain), then on the
+    client's host (the chain ends in the tunnel)."""
+    from tests.integration.test_multihost import build_two_hosts
+
+    near, far, _, nsc_ns, _ = build_two_hosts(netns, daemon, tmp_path,
+                                              {"NSMD_KEEPALIVE_S": "0.5"}, service="chain")
+    gw_ns = netns("gw")
+    far.cli("apply", "-f", "-", stdin="---".join([CHAIN_SERVICE, FIREWALL, GATEWAY % gw_ns]))
+    wait_until(lambda: len(near.cli_json("get", "endpoints")) == 3)
+    conn = near.cli_json("connect", "chain", "--netns", nsc_ns)
+    assert [s["name"] for s in conn["path"]["path_segments"]] == [
+        f"nsc@{nsc_ns}", "n1", "n2", "fw", "n2", "gw"]
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(nsc_ns, target, 2).returncode == 0
+    assert tcp_connects(nsc_ns, gw_ns, target, 8080)
+    assert not tcp_connects(nsc_ns, gw_ns, target, 80)
+    near.cli("close", conn["id"])
+    wait_until(lambda: far.cli_json("get", "connections") == [])
+    # now the firewall next to the client: the chain leaves this host through the tunnel
+    far.cli("delete", "endpoint", "fw")
+    near.cli("apply", "-f", "-", stdin=FIREWALL)
+    wait_until(lambda: {e["name"] for e in far.cli_json("get", "endpoints")} >= {"fw"})
+    conn = near.cli_json("connect", "chain", "--netns", nsc_ns)
+    assert [s["name"] for s in conn["path"]["path_segments"]] == [
+        f"nsc@{nsc_ns}", "n1", "fw", "n1", "n2", "gw"]
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(nsc_ns, target, 2).returncode == 0
+    assert not tcp_connects(nsc_ns, gw_ns, target, 80)
+    near.cli("close", conn["id"])
+    wait_until(lambda: far.cli_json("get", "connections") == [])
+    assert "nsm" not in sh("ip", "-o", "link", netns=gw_ns).stdout
