@@ -13,6 +13,8 @@ Pipeline, per wake-up of the worker, with the GIL never taken:
                --> open in place --> replay mark (a packet under NEXT promotes it) -->
                counted --> classify --> runs of one TCP flow merged (gro.pxd) --write(2)-->
                TUN fd
+  relay wire   (tunnel_in.pyx) a hop between two other hosts: opened from one tunnel -->
+               [stages] --> sealed in place for the other --> sendmmsg batches
   every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s (tunnel_out)
 
 This module owns the worker loop, the wire table and the Python API; the tunnel's two
@@ -47,13 +49,13 @@ from .local cimport pump_local
 from .offload cimport VNET_HDR_BYTES
 from .stage cimport MAX_STAGES, STAGE_ABI_VERSION, Packet, Stage
 from .tunnel cimport INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT, KP_PREVIOUS, \
-    KP_RECV_ONLY, Keypair, Tunnel
+    KP_RECV_ONLY, Keypair, Tunnel, keypair_for
 from .tunnel_in cimport pump_udp
 from .tunnel_out cimport pump_tun_to_tunnel, send_keepalives
 from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_REASONS, INITIAL_WIRES, KIND_LOCAL,
-                    KIND_TUNNEL, MAX_EVENTS, PACKET_BUF_BYTES, RX_BUF_BYTES, RX_MSGS,
+                    KIND_RELAY, KIND_TUNNEL, MAX_EVENTS, PACKET_BUF_BYTES, RX_BUF_BYTES, RX_MSGS,
                     RX_PENDING, STAGE_BATCH, TICK_MS, UDP_REASONS, Batch, DirStats,
-                    EngineState, RxBatch, StageList, Wire)
+                    EngineState, RxBatch, StageList, Wire, wire_tunnel)
 
 import ipaddress
 import os
@@ -186,7 +188,9 @@ cdef RxBatch *new_rx_batch():
     b.pend_wires = <Wire **>malloc(RX_PENDING * sizeof(Wire *))
     b.pend_data = <uint8_t **>malloc(RX_PENDING * sizeof(uint8_t *))
     b.pend_len = <int *>malloc(RX_PENDING * sizeof(int))
-    if b.bufs == NULL or b.pend_wires == NULL or b.pend_data == NULL or b.pend_len == NULL:
+    b.pend_side = <uint8_t *>malloc(RX_PENDING)
+    if b.bufs == NULL or b.pend_wires == NULL or b.pend_data == NULL or b.pend_len == NULL \
+            or b.pend_side == NULL:
         free_rx_batch(b)
         raise MemoryError()
     link_iovs(b.msgs, b.iov, RX_MSGS)
@@ -199,6 +203,7 @@ cdef void free_rx_batch(RxBatch *b) noexcept:
         free(b.pend_wires)
         free(b.pend_data)
         free(b.pend_len)
+        free(b.pend_side)
         free(b)
 
 
@@ -218,6 +223,34 @@ cdef void free_batch(Batch *b) noexcept:
     if b != NULL:
         free(b.bufs)
         free(b)
+
+
+cdef Tunnel *_new_tunnel(uint32_t addr, uint16_t port, double keepalive_s) except NULL:
+    cdef Tunnel *t = <Tunnel *>calloc(1, sizeof(Tunnel))
+    if t == NULL:
+        raise MemoryError()
+    t.peer.sin_family = AF_INET
+    t.peer.sin_addr.s_addr = addr
+    t.peer.sin_port = port
+    t.keepalive_s = keepalive_s
+    t.last_tx = now_s()
+    return t
+
+
+cdef dict _tunnel_dict(Tunnel *t):
+    now = now_s()
+    names = ("previous", "current", "next")
+    return {
+        "keypairs": {names[i]: {"local_index": t.kp[i].local_index,
+                                "remote_index": t.kp[i].remote_index,
+                                "send_counter": t.kp[i].send_counter,
+                                "age_s": now - t.kp[i].created}
+                     for i in range(3) if t.kp[i].state != KP_EMPTY},
+        "last_rx_age_s": now - t.last_rx if t.last_rx else None,
+        "last_tx_age_s": now - t.last_tx,
+        "keepalives_tx": t.keepalives_tx,
+        "keepalives_rx": t.keepalives_rx,
+    }
 
 
 cdef uint64_t _as_handle(handle) except? 0:
@@ -274,6 +307,9 @@ cdef class Engine:
             if self.st.wires[i].tunnel != NULL:
                 memset(self.st.wires[i].tunnel, 0, sizeof(Tunnel))
                 free(self.st.wires[i].tunnel)
+            if self.st.wires[i].tunnel2 != NULL:
+                memset(self.st.wires[i].tunnel2, 0, sizeof(Tunnel))
+                free(self.st.wires[i].tunnel2)
             free(self.st.wires[i].stages[0])
             free(self.st.wires[i].stages[1])
         free(self.st.wires)
@@ -388,8 +424,15 @@ cdef class Engine:
         return self._add(KIND_TUNNEL, tun_fd, -1, _peer(peer_ip, peer_port), keepalive_s,
                          vnet_hdr)
 
-    def set_peer(self, handle, peer_ip, int peer_port):
-        """Where a tunnel wire sends its datagrams."""
+    def add_relay_wire(self, double keepalive_s=0.0):
+        """A wire with no device: what one tunnel brings (side 0, towards the client) leaves
+        through the other (side 1, towards the endpoint) and back, through the wire's
+        stages; a hop of a composed chain between two other hosts. Each side is keyed and
+        pointed like a tunnel wire (the `side` argument of set_peer, install_keypair ...)."""
+        return self._add(KIND_RELAY, -1, -1, (0, 0), keepalive_s, 0)
+
+    def set_peer(self, handle, peer_ip, int peer_port, int side=0):
+        """Where a tunnel wire (or a relay wire's tunnel on `side`) sends its datagrams."""
         address, port = _peer(peer_ip, peer_port)
         cdef uint64_t h = _as_handle(handle)
         cdef Wire *w
@@ -398,14 +441,14 @@ cdef class Engine:
         with nogil:
             pthread_mutex_lock(&self.st.lock)
             w = self._lookup_locked(h)
-            if w != NULL and w.kind == KIND_TUNNEL:
-                w.tunnel.peer.sin_addr.s_addr = a
-                w.tunnel.peer.sin_port = p
+            if w != NULL and w.tunnel != NULL:
+                wire_tunnel(w, side).peer.sin_addr.s_addr = a
+                wire_tunnel(w, side).peer.sin_port = p
             pthread_mutex_unlock(&self.st.lock)
-        if w == NULL or w.kind != KIND_TUNNEL:
+        if w == NULL or w.tunnel == NULL:
             raise KeyError(f"no tunnel wire with handle {handle}")
 
-    def request_keepalive(self, handle):
+    def request_keepalive(self, handle, int side=0):
         """Sends an empty packet at the next tick: proof to the peer that a new keypair is
         in use, so it switches to it even when no traffic flows."""
         cdef uint64_t h = _as_handle(handle)
@@ -413,10 +456,10 @@ cdef class Engine:
         with nogil:
             pthread_mutex_lock(&self.st.lock)
             w = self._lookup_locked(h)
-            if w != NULL and w.kind == KIND_TUNNEL:
-                w.tunnel.keepalive_due = 1
+            if w != NULL and w.tunnel != NULL:
+                wire_tunnel(w, side).keepalive_due = 1
             pthread_mutex_unlock(&self.st.lock)
-        if w == NULL or w.kind != KIND_TUNNEL:
+        if w == NULL or w.tunnel == NULL:
             raise KeyError(f"no tunnel wire with handle {handle}")
 
     cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s,
@@ -428,7 +471,8 @@ cdef class Engine:
         cdef Wire *w
         cdef uint32_t slot
         cdef epoll_event ev
-        cdef int rc = 0, err = 0, side, sides = 2 if kind == KIND_LOCAL else 1
+        cdef int rc = 0, err = 0, side
+        cdef int sides = 2 if kind == KIND_LOCAL else (1 if kind == KIND_TUNNEL else 0)
         cdef uint32_t peer_addr = 0
         cdef int peer_port = 0
         if peer is not None:
@@ -437,15 +481,11 @@ cdef class Engine:
         # Only tunnel wires carry keys, counters and replay windows (~1 KiB): allocated apart
         # so local wires stay small.
         cdef Tunnel *tunnel = NULL
-        if kind == KIND_TUNNEL:
-            tunnel = <Tunnel *>calloc(1, sizeof(Tunnel))
-            if tunnel == NULL:
-                raise MemoryError()
-            tunnel.peer.sin_family = AF_INET
-            tunnel.peer.sin_addr.s_addr = peer_addr
-            tunnel.peer.sin_port = peer_port
-            tunnel.keepalive_s = keepalive_s
-            tunnel.last_tx = now_s()
+        cdef Tunnel *tunnel2 = NULL
+        if kind != KIND_LOCAL:
+            tunnel = _new_tunnel(peer_addr, peer_port, keepalive_s)
+        if kind == KIND_RELAY:
+            tunnel2 = _new_tunnel(0, 0, keepalive_s)
         with nogil:
             pthread_mutex_lock(&st.lock)
             if st.n_free == 0:
@@ -462,6 +502,7 @@ cdef class Engine:
                 w.dead[1] = 0
                 memset(w.dirs, 0, sizeof(w.dirs))
                 w.tunnel = tunnel
+                w.tunnel2 = tunnel2
                 if tunnel != NULL:
                     tunnel.index_seq = (w.gen * 37) & 0xFF
                 ev.events = EPOLLIN
@@ -475,12 +516,14 @@ cdef class Engine:
                         st.free_slots[st.n_free] = slot
                         st.n_free += 1
                         w.tunnel = NULL
+                        w.tunnel2 = NULL
                         break
                 if rc == 0:
                     w.in_use = 1
             pthread_mutex_unlock(&st.lock)
         if rc < 0:
             free(tunnel)
+            free(tunnel2)
             if err == 0:
                 raise MemoryError()
             raise OSError(err, f"epoll_ctl(ADD): {os.strerror(err)}")
@@ -505,26 +548,24 @@ cdef class Engine:
         with nogil:
             pthread_mutex_lock(&self.st.lock)
             w = self._lookup_locked(h)
-            if w != NULL and w.kind == KIND_TUNNEL:
-                while True:  # skip sequence numbers still held by a live keypair
+            if w != NULL and w.tunnel != NULL:
+                while True:  # skip sequence numbers still held by a live keypair (of either
+                    # tunnel of a relay: one index space per wire)
                     w.tunnel.index_seq = (w.tunnel.index_seq + 1) & 0xFF
                     index = (<uint32_t>h << INDEX_SEQ_BITS) | w.tunnel.index_seq
-                    taken = False
-                    for i in range(3):
-                        if w.tunnel.kp[i].state != KP_EMPTY and \
-                                w.tunnel.kp[i].local_index == index:
-                            taken = True
+                    taken = keypair_for(w.tunnel, index) != NULL or (
+                        w.tunnel2 != NULL and keypair_for(w.tunnel2, index) != NULL)
                     if not taken:
                         break
             pthread_mutex_unlock(&self.st.lock)
-        if w == NULL or w.kind != KIND_TUNNEL:
+        if w == NULL or w.tunnel == NULL:
             raise KeyError(f"no tunnel wire with handle {handle}")
         return index
 
     def install_keypair(self, handle, uint32_t local_index, uint32_t remote_index,
                         const uint8_t[::1] send_key, const uint8_t[::1] recv_key,
-                        bint confirmed):
-        """Installs a new keypair on a tunnel wire.
+                        bint confirmed, int side=0):
+        """Installs a new keypair on a tunnel wire (a relay wire's tunnel on `side`).
 
         confirmed: the peer already uses it (we are the side that learned the peer's half
         last): it becomes CURRENT at once and the old one PREVIOUS. Otherwise it waits in
@@ -545,33 +586,35 @@ cdef class Engine:
         memcpy(kp.recv_key, &recv_key[0], 32)
         kp.created = now_s()
         kp.reject_at = kp.created + self.st.reject_after_s
+        cdef Tunnel *t
         with nogil:
             pthread_mutex_lock(&self.st.lock)
             w = self._lookup_locked(h)
-            if w != NULL and w.kind == KIND_TUNNEL:
-                if confirmed or w.tunnel.kp[KP_CURRENT].state == KP_EMPTY:
+            if w != NULL and w.tunnel != NULL:
+                t = wire_tunnel(w, side)
+                if confirmed or t.kp[KP_CURRENT].state == KP_EMPTY:
                     kp.state = KP_ACTIVE
-                    if w.tunnel.kp[KP_CURRENT].state != KP_EMPTY:
-                        w.tunnel.kp[KP_PREVIOUS] = w.tunnel.kp[KP_CURRENT]
-                    w.tunnel.kp[KP_CURRENT] = kp
-                    w.tunnel.kp[KP_NEXT].state = KP_EMPTY
+                    if t.kp[KP_CURRENT].state != KP_EMPTY:
+                        t.kp[KP_PREVIOUS] = t.kp[KP_CURRENT]
+                    t.kp[KP_CURRENT] = kp
+                    t.kp[KP_NEXT].state = KP_EMPTY
                 else:
                     kp.state = KP_RECV_ONLY
-                    w.tunnel.kp[KP_NEXT] = kp
+                    t.kp[KP_NEXT] = kp
             pthread_mutex_unlock(&self.st.lock)
         memset(&kp, 0, sizeof(kp))  # no key copies left on this stack
-        if w == NULL or w.kind != KIND_TUNNEL:
+        if w == NULL or w.tunnel == NULL:
             raise KeyError(f"no tunnel wire with handle {handle}")
 
-    def expire_previous(self, handle):
+    def expire_previous(self, handle, int side=0):
         """Forgets the PREVIOUS keypair (its grace period is over)."""
         cdef uint64_t h = _as_handle(handle)
         cdef Wire *w
         with nogil:
             pthread_mutex_lock(&self.st.lock)
             w = self._lookup_locked(h)
-            if w != NULL and w.kind == KIND_TUNNEL:
-                memset(&w.tunnel.kp[KP_PREVIOUS], 0, sizeof(Keypair))
+            if w != NULL and w.tunnel != NULL:
+                memset(&wire_tunnel(w, side).kp[KP_PREVIOUS], 0, sizeof(Keypair))
             pthread_mutex_unlock(&self.st.lock)
         if w == NULL:
             raise KeyError(f"no wire with handle {handle}")
@@ -638,15 +681,17 @@ cdef class Engine:
             if w == NULL:
                 raise KeyError(f"no wire with handle {handle}")
             result = self._describe_locked(w)
-            for side in range(2 if w.kind == KIND_LOCAL else 1):
-                if not w.dead[side]:
+            for side in range(2):
+                if w.fd[side] >= 0 and not w.dead[side]:
                     epoll_ctl(self.st.epfd, EPOLL_CTL_DEL, w.fd[side], NULL)
             for side in range(2):
                 add_stats(&self.st.retired, &w.dirs[side])
-            if w.tunnel != NULL:
-                memset(w.tunnel, 0, sizeof(Tunnel))  # keys do not outlive the wire
-                free(w.tunnel)
-                w.tunnel = NULL
+            for t in (<size_t>w.tunnel, <size_t>w.tunnel2):
+                if t:
+                    memset(<Tunnel *>t, 0, sizeof(Tunnel))  # keys do not outlive the wire
+                    free(<Tunnel *>t)
+            w.tunnel = NULL
+            w.tunnel2 = NULL
             for side in range(2):
                 free(w.stages[side])
                 w.stages[side] = NULL
@@ -678,22 +723,10 @@ cdef class Engine:
     cdef dict _describe_locked(self, Wire *w):
         result = {"a_to_b": stats_dict(&w.dirs[0]), "b_to_a": stats_dict(&w.dirs[1]),
                   "dead": (bool(w.dead[0]), bool(w.dead[1]))}
-        if w.kind != KIND_TUNNEL:
-            return result
-        now = now_s()
-        t = w.tunnel
-        names = ("previous", "current", "next")
-        result["tunnel"] = {
-            "keypairs": {names[i]: {"local_index": t.kp[i].local_index,
-                                    "remote_index": t.kp[i].remote_index,
-                                    "send_counter": t.kp[i].send_counter,
-                                    "age_s": now - t.kp[i].created}
-                         for i in range(3) if t.kp[i].state != KP_EMPTY},
-            "last_rx_age_s": now - t.last_rx if t.last_rx else None,
-            "last_tx_age_s": now - t.last_tx,
-            "keepalives_tx": t.keepalives_tx,
-            "keepalives_rx": t.keepalives_rx,
-        }
+        if w.tunnel != NULL:
+            result["tunnel"] = _tunnel_dict(w.tunnel)
+        if w.tunnel2 != NULL:
+            result["tunnel2"] = _tunnel_dict(w.tunnel2)
         return result
 
     def totals(self):

@@ -4,7 +4,8 @@
     header checks --> receiver index -> wire and keypair (within its life) --> replay
     pre-check --> open in place --> replay mark (a packet under NEXT promotes it) -->
     counted --> classify --> [stages, per wire] --> runs of one TCP flow merged (gro.pyx)
-    --> one write per run to the TUN device
+    --> one write per run to the TUN device; or, on a relay wire, sealed again in place
+    for its other tunnel and sent on in sendmmsg batches
 
 See engine.pyx for the whole pipeline.
 """
@@ -23,25 +24,28 @@ from .offload cimport VNET_HDR_BYTES
 from .replay cimport replay_accept, replay_would_accept
 from .stage cimport Packet
 from .tunnel cimport (HEADER_BYTES, INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT,
-                      KP_PREVIOUS, MSG_TYPE_DATA, OVERHEAD_BYTES, Keypair, keypair_for,
-                      read_counter, read_index, reject_after_messages)
-from .wire cimport (DATAGRAM_BUF_BYTES, DROP_BAD_TAG, DROP_NO_KEY, DROP_REPLAY, DROP_TX_ERROR,
-                    RX_BUF_BYTES, RX_MSGS, RX_PENDING, UDP_BAD_TYPE, UDP_OVERSIZE,
-                    UDP_TRUNCATED, UDP_UNKNOWN_INDEX, DirStats, EngineState, RxBatch, Wire,
-                    run_stages)
+                      KP_PREVIOUS, MSG_TYPE_DATA, OVERHEAD_BYTES, Keypair, Tunnel,
+                      keypair_for, read_counter, read_index, reject_after_messages)
+from .tunnel_out cimport seal_into, send_batch
+from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_BAD_TAG, DROP_NO_KEY, DROP_REPLAY,
+                    DROP_TX_ERROR, KIND_RELAY, RX_BUF_BYTES, RX_MSGS, RX_PENDING,
+                    UDP_BAD_TYPE, UDP_OVERSIZE, UDP_TRUNCATED, UDP_UNKNOWN_INDEX, DirStats,
+                    EngineState, RxBatch, StageList, Wire, run_stages, wire_tunnel)
 
 
-cdef int open_datagram(EngineState *st, uint8_t *datagram, int length,
-                              double now, Wire **out) noexcept nogil:
+cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double now,
+                       Wire **out, int *side_out) noexcept nogil:
     """Authenticates, de-duplicates and decrypts one datagram in place; returns the
-    plaintext length (the packet is at datagram + HEADER_BYTES) and its wire, or -1 if it
-    was dropped (and counted) or was a keepalive."""
+    plaintext length (the packet is at datagram + HEADER_BYTES), its wire and the tunnel
+    it came in on (a relay wire has two), or -1 if it was dropped (and counted) or was a
+    keepalive."""
     cdef uint32_t index, slot
     cdef uint64_t counter
     cdef Wire *w
-    cdef Keypair *kp
+    cdef Tunnel *t
+    cdef Keypair *kp = NULL
     cdef DirStats *s
-    cdef int plain, verdict
+    cdef int plain, verdict, side = 0
     if length < OVERHEAD_BYTES:
         st.udp_drops[UDP_TRUNCATED] += 1
         return -1
@@ -54,11 +58,17 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length,
         st.udp_drops[UDP_UNKNOWN_INDEX] += 1
         return -1
     w = &st.wires[slot]
-    kp = keypair_for(w.tunnel, index) if w.in_use and w.tunnel != NULL else NULL
+    if w.in_use and w.tunnel != NULL:
+        kp = keypair_for(w.tunnel, index)
+        if kp == NULL and w.tunnel2 != NULL:
+            kp = keypair_for(w.tunnel2, index)
+            side = 1
     if kp == NULL:
         st.udp_drops[UDP_UNKNOWN_INDEX] += 1
         return -1
-    s = &w.dirs[1]
+    t = wire_tunnel(w, side)
+    # a tunnel wire counts what the tunnel brings as dirs[1]; a relay, per side it came in
+    s = &w.dirs[side if w.kind == KIND_RELAY else 1]
     if now >= kp.reject_at:
         s.drops[DROP_NO_KEY] += 1
         return -1
@@ -77,21 +87,22 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length,
     # Counted only now: what an attacker sends cannot move the wire's counters.
     s.rx_packets += 1
     s.rx_bytes += length
-    w.tunnel.last_rx = now
-    if kp == &w.tunnel.kp[KP_NEXT]:
+    t.last_rx = now
+    if kp == &t.kp[KP_NEXT]:
         # The peer sends under the new keypair: it has it, so we may send with it too.
-        w.tunnel.kp[KP_PREVIOUS] = w.tunnel.kp[KP_CURRENT]
-        w.tunnel.kp[KP_CURRENT] = w.tunnel.kp[KP_NEXT]
-        w.tunnel.kp[KP_CURRENT].state = KP_ACTIVE
-        w.tunnel.kp[KP_NEXT].state = KP_EMPTY
+        t.kp[KP_PREVIOUS] = t.kp[KP_CURRENT]
+        t.kp[KP_CURRENT] = t.kp[KP_NEXT]
+        t.kp[KP_CURRENT].state = KP_ACTIVE
+        t.kp[KP_NEXT].state = KP_EMPTY
     if plain == 0:
-        w.tunnel.keepalives_rx += 1
+        t.keepalives_rx += 1
         return -1
     verdict = classify_ip(datagram + HEADER_BYTES, plain)
     if verdict != VERDICT_PASS:
         s.drops[verdict] += 1
         return -1
     out[0] = w
+    side_out[0] = side
     return plain
 
 
@@ -113,40 +124,88 @@ cdef void write_one(Wire *w, uint8_t *packet, int plain) noexcept nogil:
     s.tx_bytes += plain
 
 
-cdef void stage_pending(EngineState *st, Wire **wires, uint8_t **packets, int *plains,
-                        int count) noexcept nogil:
-    """Runs each wire's receive stages over its packets of this round, in runs of one
-    wire; a dropped packet's length becomes 0 (write_pending skips it)."""
-    cdef int i = 0, j, k
+cdef void stage_pending(EngineState *st, Wire **wires, uint8_t *sides, uint8_t **packets,
+                        int *plains, int count) noexcept nogil:
+    """Runs each wire's receive stages over its packets of this round, in runs of one wire
+    and tunnel; a dropped packet's length becomes 0 (write_pending skips it)."""
+    cdef int i = 0, j, k, side
     cdef Wire *w
+    cdef StageList *stages
     cdef Packet *pkts = st.packets
     while i < count:
         w = wires[i]
+        side = sides[i]
         j = i + 1
-        while j < count and wires[j] == w:
+        while j < count and wires[j] == w and sides[j] == side:
             j += 1
-        if w.stages[1] != NULL:
+        stages = w.stages[side if w.kind == KIND_RELAY else 1]
+        if stages != NULL:
             for k in range(i, j):
                 pkts[k - i].data = packets[k]
                 pkts[k - i].len = <uint32_t>plains[k]
                 pkts[k - i].segments = 1
                 pkts[k - i].flags = 0
                 pkts[k - i].drop = 0
-            run_stages(w.stages[1], pkts, j - i, st.now, &w.dirs[1])
+            run_stages(stages, pkts, j - i, st.now, &w.dirs[side if w.kind == KIND_RELAY
+                                                          else 1])
             for k in range(i, j):
                 plains[k] = 0 if pkts[k - i].drop else <int>pkts[k - i].len
         i = j
 
 
-cdef void write_pending(EngineState *st, Wire **wires, uint8_t **packets, int *plains,
-                        int count) noexcept nogil:
-    """Writes a receive batch's packets in order, merging runs of one TCP flow (gro.pyx)."""
-    cdef int i = 0, j, end, size
+cdef int relay_one(EngineState *st, Wire *w, int side, uint8_t *packet, int plain,
+                   int count) noexcept nogil:
+    """Seals a packet a relay wire received on `side` for its other tunnel, in place (the
+    datagram it came in still has the header room before it and the tag room after), and
+    queues it in the send batch; returns the batch count (sent when full)."""
+    cdef Tunnel *t = wire_tunnel(w, 1 - side)
+    cdef DirStats *s = &w.dirs[side]
+    cdef uint8_t *datagram = packet - HEADER_BYTES
+    cdef int size = seal_into(st, t, datagram, plain)
+    if size < 0:
+        s.drops[DROP_NO_KEY] += 1
+        return count
+    st.tx.iov[count].iov_base = datagram
+    st.tx.iov[count].iov_len = size
+    st.tx.msgs[count].msg_hdr.msg_name = &t.peer
+    st.tx.msgs[count].msg_hdr.msg_namelen = sizeof(t.peer)
+    st.relay_wires[count] = w
+    st.relay_sides[count] = <uint8_t>side
+    count += 1
+    if count == BATCH_SIZE:
+        return send_relayed(st, count)
+    return count
+
+
+cdef int send_relayed(EngineState *st, int count) noexcept nogil:
+    """Sends the queued relayed datagrams; counts each on its wire; returns 0."""
+    cdef int sent = send_batch(st, count) if st.udp_fd >= 0 else 0, i
+    cdef DirStats *s
+    for i in range(count):
+        s = &st.relay_wires[i].dirs[st.relay_sides[i]]
+        if i < sent:
+            s.tx_packets += 1
+            s.tx_bytes += st.tx.iov[i].iov_len - OVERHEAD_BYTES
+            wire_tunnel(st.relay_wires[i], 1 - st.relay_sides[i]).last_tx = st.now
+        else:
+            s.drops[DROP_TX_ERROR] += 1
+    return 0
+
+
+cdef void write_pending(EngineState *st, Wire **wires, uint8_t *sides, uint8_t **packets,
+                        int *plains, int count) noexcept nogil:
+    """Writes a receive batch's packets in order, merging runs of one TCP flow (gro.pyx);
+    relays what relay wires received."""
+    cdef int i = 0, j, end, size, relayed = 0
     cdef Flow flow
     cdef Wire *w
     while i < count:
         w = wires[i]
         if plains[i] == 0:      # dropped by a stage
+            i += 1
+            continue
+        if w.kind == KIND_RELAY:
+            relayed = relay_one(st, w, sides[i], packets[i], plains[i], relayed)
             i += 1
             continue
         if not w.vnet_hdr:
@@ -167,6 +226,8 @@ cdef void write_pending(EngineState *st, Wire **wires, uint8_t **packets, int *p
                 w.dirs[1].tx_packets += j - i
                 w.dirs[1].tx_bytes += size - VNET_HDR_BYTES
         i = j
+    if relayed:
+        send_relayed(st, relayed)
 
 
 cdef int gro_size(msghdr *hdr) noexcept nogil:
@@ -180,18 +241,19 @@ cdef int gro_size(msghdr *hdr) noexcept nogil:
 
 
 cdef void take(EngineState *st, uint8_t *datagram, int length, double now,
-                      int *ready) noexcept nogil:
+               int *ready) noexcept nogil:
     cdef Wire *w
     cdef RxBatch *b = st.rx
-    cdef int plain
+    cdef int plain, side
     if length > DATAGRAM_BUF_BYTES:
         st.udp_drops[UDP_OVERSIZE] += 1
         return
-    plain = open_datagram(st, datagram, length, now, &w)
+    plain = open_datagram(st, datagram, length, now, &w, &side)
     if plain > 0 and ready[0] < RX_PENDING:
         b.pend_wires[ready[0]] = w
         b.pend_data[ready[0]] = datagram + HEADER_BYTES
         b.pend_len[ready[0]] = plain
+        b.pend_side[ready[0]] = <uint8_t>side
         ready[0] += 1
 
 
@@ -230,7 +292,7 @@ cdef void pump_udp(EngineState *st, double now) noexcept nogil:
                 take(st, base + off, size if length - off > size else length - off, now,
                      &ready)
                 off += size
-        stage_pending(st, b.pend_wires, b.pend_data, b.pend_len, ready)
-        write_pending(st, b.pend_wires, b.pend_data, b.pend_len, ready)
+        stage_pending(st, b.pend_wires, b.pend_side, b.pend_data, b.pend_len, ready)
+        write_pending(st, b.pend_wires, b.pend_side, b.pend_data, b.pend_len, ready)
         if n < RX_MSGS:
             return

@@ -5,7 +5,8 @@
     in place (keypair CURRENT, counter++) --> one UDP GSO sendmsg per super-packet,
     sendmmsg batches otherwise
 
-and the keepalives of idle tunnels. See engine.pyx for the whole pipeline.
+and the keepalives of idle tunnels (both of a relay wire). See engine.pyx for the whole
+pipeline.
 """
 
 from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, ENOPROTOOPT, EOPNOTSUPP, errno
@@ -296,26 +297,32 @@ cdef void pump_super_packets(EngineState *st, Wire *w, double now) noexcept nogi
 
 cdef void send_keepalives(EngineState *st, double now) noexcept nogil:
     cdef Wire *w
-    cdef int size
     cdef uint32_t i
-    cdef uint8_t *datagram = st.tx.bufs
     for i in range(st.capacity):
         w = &st.wires[i]
-        if not w.in_use or w.kind != KIND_TUNNEL:
+        if not w.in_use or w.tunnel == NULL:
             continue
-        if not w.tunnel.keepalive_due and (
-                w.tunnel.keepalive_s <= 0 or now - w.tunnel.last_tx < w.tunnel.keepalive_s):
-            continue
-        if w.tunnel.peer.sin_port == 0:
-            continue
-        size = seal_into(st, w.tunnel, datagram, 0)
-        if size < 0:
-            continue
-        st.tx.iov[0].iov_base = datagram
-        st.tx.iov[0].iov_len = size
-        st.tx.msgs[0].msg_hdr.msg_name = &w.tunnel.peer
-        st.tx.msgs[0].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
-        if send_batch(st, 1) == 1:
-            w.tunnel.keepalives_tx += 1
-        w.tunnel.keepalive_due = 0
-        w.tunnel.last_tx = now
+        keepalive(st, w.tunnel, now)
+        if w.tunnel2 != NULL:
+            keepalive(st, w.tunnel2, now)
+
+
+cdef void keepalive(EngineState *st, Tunnel *t, double now) noexcept nogil:
+    """An empty packet if the tunnel sent nothing for keepalive_s (or one is due)."""
+    cdef uint8_t *datagram = st.tx.bufs
+    cdef int size
+    if not t.keepalive_due and (t.keepalive_s <= 0 or now - t.last_tx < t.keepalive_s):
+        return
+    if t.peer.sin_port == 0:
+        return
+    size = seal_into(st, t, datagram, 0)
+    if size < 0:
+        return
+    st.tx.iov[0].iov_base = datagram
+    st.tx.iov[0].iov_len = size
+    st.tx.msgs[0].msg_hdr.msg_name = &t.peer
+    st.tx.msgs[0].msg_hdr.msg_namelen = sizeof(t.peer)
+    if send_batch(st, 1) == 1:
+        t.keepalives_tx += 1
+    t.keepalive_due = 0
+    t.last_tx = now

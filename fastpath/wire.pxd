@@ -34,6 +34,8 @@ cdef enum:
 
     KIND_LOCAL = 0              # fd[0] and fd[1] are TUN devices
     KIND_TUNNEL = 1             # fd[0] is a TUN device, the other side the UDP tunnel
+    KIND_RELAY = 2              # no device: a tunnel towards the client (side 0) and one
+                                # towards the endpoint (side 1), a hop of a composed chain
 
 # Per-wire drop reasons (indexes into DirStats.drops).
 cdef enum:
@@ -79,7 +81,8 @@ cdef struct Wire:
     int dead[2]                 # the side's fd failed on read and left the epoll set
     DirStats dirs[2]            # dirs[0]: packets read from fd[0]; dirs[1]: from the other side
     StageList *stages[2]        # stages for packets read from fd[0] / the other side; NULL: none
-    Tunnel *tunnel              # KIND_TUNNEL only (owned; NULL for local wires)
+    Tunnel *tunnel              # KIND_TUNNEL, KIND_RELAY side 0 (owned; NULL for local wires)
+    Tunnel *tunnel2             # KIND_RELAY side 1 (owned)
 
 cdef struct Batch:
     # Reused buffers for one recvmmsg/sendmmsg round (owned by the worker thread).
@@ -97,6 +100,7 @@ cdef struct RxBatch:
     Wire **pend_wires           # RX_PENDING decrypted datagrams waiting for their round
     uint8_t **pend_data
     int *pend_len
+    uint8_t *pend_side          # the tunnel of a relay wire they came in on
 
 cdef struct EngineState:
     pthread_mutex_t lock        # protects wires, capacity, free_slots, n_free, retired, udp_*
@@ -114,6 +118,8 @@ cdef struct EngineState:
     Packet *packets             # the views stages get: RX_PENDING of them
     RxBatch *rx
     Batch *tx
+    Wire *relay_wires[64]       # the wire and side of each relayed datagram in tx (BATCH_SIZE)
+    uint8_t relay_sides[64]
     uint8_t *gso_buf            # sealed segments of one super-packet, back to back
     uint64_t gso_cmsg[4]        # control message: UDP_SEGMENT = datagram size
     int gso_off                 # the socket refused UDP GSO once: send datagrams singly
@@ -131,6 +137,11 @@ cdef inline void mark_dead(Wire *w, int side, DirStats *s, int epfd) noexcept no
     s.read_errors += 1
     w.dead[side] = 1
     epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd[side], NULL)
+
+
+cdef inline Tunnel *wire_tunnel(Wire *w, int side) noexcept nogil:
+    """A tunnel wire's tunnel, or a relay wire's tunnel on `side` (1: towards the endpoint)."""
+    return w.tunnel2 if side == 1 and w.kind == KIND_RELAY else w.tunnel
 
 
 cdef inline void frame_packet(Packet *p, uint8_t *frame, Py_ssize_t n,

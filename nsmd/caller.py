@@ -26,6 +26,7 @@ class Caller:
     spiffe_id: str = ""                     # peer
     certificate: x509.Certificate | None = None  # peer: the leaf it presented in mTLS
     address: str = ""                       # peer: the IP its TLS connection came from
+    segment: str = ""                       # peer: its path segment's id in the request
     uid: int = -1                           # local
     gids: tuple[int, ...] = ()              # local: primary group first
     pid: int = 0                            # local

@@ -72,6 +72,9 @@ class Wire:
     keyed: bool = False             # keys installed by this run of the daemon
     agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
     stages: dict[int, list] = dataclasses.field(default_factory=dict)  # path position -> parts
+    remote: tuple[str, str] | None = None  # the far daemon (URL, SPIFFE ID) we keyed towards
+    side: int = 0                   # a relay half: 0 towards the client, 1 towards the endpoint
+    partner: str = ""               # a relay half: the key of the other half
 
     @property
     def engine(self) -> int:
@@ -184,6 +187,31 @@ class Dataplane:
                  name_c, endpoint_ns or "-", name_e, len(fds_c))
         return wire
 
+    # -- relay wires -----------------------------------------------------------------------
+
+    async def create_relay(self, client_key: str, endpoint_key: str, mtu: int,
+                           keepalive_s: float) -> tuple[Wire, Wire]:
+        """A relay wire (no device: a tunnel in from the client's side, one out towards the
+        endpoint) as two halves, each keyed like a tunnel wire. Not recorded: it holds no
+        device, and its keys die with this run anyway."""
+        self._check_new(client_key)
+        self._check_new(endpoint_key)
+        if not self.udp:
+            raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
+        least = min(range(len(self.engines)), key=self._load.__getitem__)
+        lane = Lane(least, self.engines[least].add_relay_wire(keepalive_s))
+        self._load[least] += 1
+        lanes: list[Lane] = [lane]           # shared: one engine wire,
+        stages: dict[int, list] = {}          # one stage list
+        halves = (Wire(client_key, "relay", None, None, mtu, lanes=lanes, side=0,
+                       partner=endpoint_key, stages=stages),
+                  Wire(endpoint_key, "relay", None, None, mtu, lanes=lanes, side=1,
+                       partner=client_key, stages=stages))
+        for half in halves:
+            self.wires[half.conn_id] = half
+        log.info("relay vWire %s <-> %s on engine %d", client_key, endpoint_key, least)
+        return halves
+
     # -- tunnel wires ----------------------------------------------------------------------
 
     async def create_tunnel(self, conn_id: str, role: str, ns: str,
@@ -203,9 +231,9 @@ class Dataplane:
         return wire
 
     def set_peer(self, wire: Wire, ip: str, port: int) -> None:
-        self._engine(wire).set_peer(wire.handle, ip, port)
+        self._engine(wire).set_peer(wire.handle, ip, port, wire.side)
         wire.peer = (ip, port)
-        self.db.put("wires", wire.conn_id, wire.record())
+        self._record(wire)
 
     async def configure(self, wire: Wire, cfg: tundev.InterfaceConfig) -> None:
         """Gives a tunnel wire's device its addresses and routes (the client side learns
@@ -214,7 +242,7 @@ class Dataplane:
         await netns.run_in(side.netns, tundev.configure, side.ifname, cfg)
         side.addresses = list(cfg.addresses)
         wire.mtu = cfg.mtu
-        self.db.put("wires", wire.conn_id, wire.record())
+        self._record(wire)
 
     def next_local_index(self, wire: Wire) -> int:
         return self._engine(wire).next_local_index(wire.handle)
@@ -222,10 +250,11 @@ class Dataplane:
     def install_keys(self, wire: Wire, local_index: int, remote_index: int, send: bytes,
                      recv: bytes, confirmed: bool) -> None:
         engine = self._engine(wire)
-        engine.install_keypair(wire.handle, local_index, remote_index, send, recv, confirmed)
+        engine.install_keypair(wire.handle, local_index, remote_index, send, recv, confirmed,
+                               wire.side)
         wire.keyed = True
         if confirmed:
-            engine.request_keepalive(wire.handle)
+            engine.request_keepalive(wire.handle, wire.side)
 
     def wire_of(self, conn_path: list[str]) -> Wire | None:
         """The wire on this host of a connection, by the segment ids from a hop onwards
@@ -251,8 +280,9 @@ class Dataplane:
         engine = self._engine(wire)
         ordered = [part for position in sorted(wire.stages) for part in wire.stages[position]]
         to_endpoint, to_client = ordered, list(reversed(ordered))
-        # side 0 is the first TUN: the client's, unless this host has only the endpoint's
-        if wire.client is not None:
+        # side 0 is the first TUN (the client's, unless this host has only the endpoint's),
+        # or a relay's tunnel from the client's side
+        if wire.client is not None or wire.kind == "relay":
             sides = ((0, CLIENT_TO_ENDPOINT, to_endpoint), (1, ENDPOINT_TO_CLIENT, to_client))
         else:
             sides = ((1, CLIENT_TO_ENDPOINT, to_endpoint), (0, ENDPOINT_TO_CLIENT, to_client))
@@ -263,7 +293,7 @@ class Dataplane:
         if not wire.lanes:
             return  # removed during the grace period: nothing left to expire
         with contextlib.suppress(KeyError):
-            self._engine(wire).expire_previous(wire.handle)
+            self._engine(wire).expire_previous(wire.handle, wire.side)
 
     # -- common ----------------------------------------------------------------------------
 
@@ -272,6 +302,8 @@ class Dataplane:
         wire = self.wires.pop(conn_id, None)
         if wire is None:
             return False
+        if wire.partner:  # a relay: both halves go
+            self.wires.pop(wire.partner, None)
         self._stop_lanes(wire)
         self.db.delete("wires", conn_id)
         await self._remove_devices(wire)
@@ -289,8 +321,9 @@ class Dataplane:
             part = self.engines[lane.engine].wire_stats(lane.handle)
             dead = [dead[i] or part["dead"][i] for i in (0, 1)]
             part.pop("dead")
-            if "tunnel" in part:
-                raw["tunnel"] = part.pop("tunnel")
+            tunnels = part.pop("tunnel", None), part.pop("tunnel2", None)
+            if tunnels[wire.side] is not None:  # a relay half: its own tunnel
+                raw["tunnel"] = tunnels[wire.side]
             _add_into(raw, part)
         # a_to_b counts what fd[0] sent: the client's TUN, or the endpoint's on its host.
         forward, backward = raw["a_to_b"], raw["b_to_a"]
@@ -375,6 +408,10 @@ class Dataplane:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _record(self, wire: Wire) -> None:
+        if wire.kind != "relay":  # relays hold no device to re-attach after a restart
+            self.db.put("wires", wire.conn_id, wire.record())
+
     def _engine(self, wire: Wire) -> Engine:
         return self.engines[wire.engine]
 
@@ -402,7 +439,7 @@ class Dataplane:
                 wire.lanes.append(Lane(engine, self.engines[engine].add_tunnel_wire(
                     wire.devices[0][0], ip, port, keepalive_s=keepalive_s, vnet_hdr=hdr)))
                 self._load[engine] += 1
-            self.db.put("wires", wire.conn_id, wire.record())
+            self._record(wire)
         except BaseException:
             self._stop_lanes(wire)
             await self._remove_devices(wire)
@@ -414,7 +451,7 @@ class Dataplane:
             with contextlib.suppress(KeyError):
                 self.engines[lane.engine].remove_wire(lane.handle)
             self._load[lane.engine] -= 1
-        wire.lanes = []
+        wire.lanes.clear()  # in place: a relay's halves share the list
 
     async def _remove_devices(self, wire: Wire) -> None:
         for fds in wire.devices:

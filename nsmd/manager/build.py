@@ -14,6 +14,7 @@ authorize at the head of the server chain.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -190,7 +191,7 @@ class Manager:
 
     async def serve_peer(self, request: NetworkServiceRequest, caller: Caller) -> Connection:
         """A Request from another daemon (the client's host) for an endpoint we host."""
-        token = CALLER.set(caller)
+        token = CALLER.set(dataclasses.replace(caller, segment=request.connection.id))
         try:
             return await self.server.request(request)
         finally:

@@ -30,7 +30,7 @@ class Connect(Element):
     async def close(self, conn: Connection, nxt: Next) -> None:
         try:
             wire = self.remote.dataplane.get(conn.id)
-            if wire is not None and wire.kind == "tunnel" and wire.client is not None:
+            if wire is not None and wire.remote is not None:  # we keyed it towards a peer
                 await self.remote.close(conn)
             else:
                 # works by connection id, even after the endpoint itself is gone

@@ -42,10 +42,11 @@ class Liveness:
         netns.reap()
         found = []
         for conn in self.manager.server_begin.peek():
-            if not conn.path.path_segments or conn.id in self._closing \
-                    or conn.id in self.manager.passthrough.inner:  # closed with its outer part
+            if not conn.path.path_segments or conn.id in self._closing:
                 continue
-            wire = self.dataplane.wire_of([s.id for s in conn.path.path_segments])
+            # ours onwards: the wire is this hop's or a later one's (a relay has two halves)
+            wire = self.dataplane.wire_of([s.id for s in conn.path.path_segments[
+                conn.path.index:]])
             if wire is None:
                 continue
             verdict = self._verdict(wire)
@@ -84,7 +85,7 @@ class Liveness:
             silent = tunnel["last_rx_age_s"]
             silent = stats["age_s"] if silent is None else silent
             if silent > self.dead_after_s:
-                far = "endpoint" if wire.client is not None else "client"
+                far = "endpoint" if wire.client is not None or wire.side == 1 else "client"
                 return f"{far} host silent for {silent:.1f} s"
         return None
 

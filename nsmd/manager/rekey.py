@@ -53,8 +53,8 @@ class Rekeyer:
         done = 0
         for conn in self.manager.server_begin.peek():
             wire = self.dataplane.get(conn.id)
-            if wire is None or wire.kind != "tunnel" or wire.client is None or not wire.keyed:
-                continue
+            if wire is None or wire.remote is None or not wire.keyed:
+                continue  # rekeys start on the side that keyed the tunnel towards a peer
             stats = self.dataplane.stats(conn.id) or {}
             if not due(stats, self.rekey_after_s):
                 continue
@@ -67,10 +67,9 @@ class Rekeyer:
 
     async def rekey(self, conn: Connection, wire: Wire) -> None:
         client, signer = self.manager.peer(), self.manager.signer()
-        params = conn.mechanism.parameters if conn.mechanism else {}
-        url, expect = params.get("remote", ""), params.get("remote_id", "")
-        if client is None or signer is None or not url or not expect:
+        if client is None or signer is None or wire.remote is None:
             return
+        url, expect = wire.remote
         mine, offer = self.keying.offer(wire)
         answer = await client.call("POST", f"{url}/v1/peer/rekey", {
             "connection_id": conn.path.path_segments[conn.path.index + 1].id,
@@ -94,7 +93,7 @@ def answer_rekey(manager: Manager, keying: TunnelKeying, metrics: Metrics, calle
                                f"{owner or 'this daemon'}, not {caller.spiffe_id}")
     conn = manager.server_begin.get(conn_id)
     wire = keying.dataplane.wire_of([s.id for s in conn.path.path_segments]) if conn else None
-    if wire is None or wire.kind != "tunnel" or wire.endpoint is None:
+    if wire is None or wire.remote is not None or wire.kind == "local":
         raise NotFound(f"no tunnel vWire for connection {conn_id!r}")
     offer = mechanisms.check_tunnel_params(dict(offer), OFFER_KEYS, "offer")
     if offer["src_ip"] != caller.address:

@@ -7,7 +7,9 @@ registered the endpoint, with our segment's token made out to it. From the answe
 derives the keys (tunnel_keys.py), points the wire at the peer and addresses the device.
 A refresh repeats the agreed offer, so nothing changes; the first request after a restart
 makes a new offer and the tunnel is keyed again. The peer daemon sees only the tunnel
-mechanism, never the client's namespace.
+mechanism, never the client's namespace. A hop that was itself reached through a tunnel
+(the middle of a composed chain) relays: the incoming tunnel joined to the outgoing one
+in the engine, no device in between.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from nsmd.caller import CALLER, tunnel_peer
 from nsmd.clock import Clock
 from nsmd.dataplane import Dataplane, Wire
-from nsmd.errors import NsmdError, SelectionError
+from nsmd.errors import DataplaneError, NsmdError, SelectionError
 from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
 from nsmd.manager.updatetoken import DEFAULT_TOKEN_LIFETIME_S, sign_segment
@@ -71,8 +74,10 @@ class RemoteConnect:
         conn = request.connection
         client, signer = self._client()
         url, expect = endpoint_host(self.registry, conn.network_service_endpoint_name)
+        incoming = mechanisms.find(request, mechanisms.TUNNEL)
+        if incoming is not None:  # this hop was reached through a tunnel: relay it on
+            return await self._relay(client, signer, url, expect, request, incoming)
         client_ns, asked = mechanisms.client_interface(request)
-
         wire = self.dataplane.get(conn.id)
         created = False
         if wire is not None and (wire.kind != "tunnel" or wire.client is None):
@@ -85,15 +90,62 @@ class RemoteConnect:
                                                       exclusive, self.keepalive_s)
             created = True
         try:
-            return await self._negotiate(client, signer, url, expect, request, wire, client_ns)
+            answer = await self._negotiate(client, signer, url, expect, request, wire)
+            ipc = answer.context.ip_context
+            mtu = answer.context.mtu or self.tunnel_mtu
+            side = wire.client_side
+            cfg = InterfaceConfig(side.ifname, list(ipc.src_ip_addrs),
+                                  [r.prefix for r in ipc.src_routes], mtu, offload=True)
+            if side.addresses != cfg.addresses or wire.mtu != mtu:
+                await self.dataplane.configure(wire, cfg)
         except BaseException:
             if created:
                 await self.dataplane.disconnect(conn.id)
             raise
+        answer.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
+            "name": side.ifname, "netns": client_ns, "remote": url})
+        return answer
+
+    async def _relay(self, client: PeerClient, signer: Signer, url: str, expect: str,
+                     request: NetworkServiceRequest, incoming: Mechanism) -> Connection:
+        """A hop between two other hosts (a composed chain's middle): the tunnel the
+        previous host offered, joined in the engine to one towards the endpoint's host."""
+        conn = request.connection
+        offer = mechanisms.check_tunnel_params(dict(incoming.parameters), OFFER_KEYS)
+        caller = tunnel_peer(CALLER.get())
+        ids = [s.id for s in conn.path.path_segments]
+        if caller is None or caller.segment not in ids:
+            raise DataplaneError("a tunnel is relayed only for a peer daemon's request")
+        in_key = ids[ids.index(caller.segment) + 1]  # our segment where the path came in
+        out = self.dataplane.get(conn.id)
+        created = False
+        if out is None or out.partner != in_key:
+            for key in (conn.id, in_key):
+                await self.dataplane.disconnect(key)
+            _, out = await self.dataplane.create_relay(in_key, conn.id, self.tunnel_mtu,
+                                                       self.keepalive_s)
+            created = True
+        inn = self.dataplane.get(in_key)
+        assert inn is not None
+        try:
+            answer = await self._negotiate(client, signer, url, expect, request, out)
+            if not inn.keyed or any(inn.agreed.get(k) != offer[k] for k in OFFER_KEYS):
+                self.keying.respond(inn, offer, Binding(caller.spiffe_id, signer.spiffe_id,
+                                                        offer["key_context"]), rekey=False)
+        except BaseException:
+            if created:
+                await self.dataplane.disconnect(conn.id)
+            raise
+        mtu = min(answer.context.mtu or self.tunnel_mtu, self.tunnel_mtu)
+        answer.context.mtu = mtu
+        answer.mechanism = Mechanism(cls="REMOTE", type=mechanisms.TUNNEL,
+                                     parameters={**inn.agreed, "mtu": str(mtu)})
+        return answer
 
     async def _negotiate(self, client: PeerClient, signer: Signer, url: str, expect: str,
-                         request: NetworkServiceRequest, wire: Wire, client_ns: str,
+                         request: NetworkServiceRequest, wire: Wire,
                          may_reoffer: bool = True) -> Connection:
+        """Keys `wire` towards the endpoint's host through its Request; returns its answer."""
         conn = request.connection
         mine: Ephemeral | None = None
         if wire.keyed:
@@ -124,28 +176,20 @@ class RemoteConnect:
             # ... to the connection that answer made there (its path names it).
             conn.path = answer.path
             return await self._negotiate(client, signer, url, expect, request, wire,
-                                         client_ns, may_reoffer=False)
+                                         may_reoffer=False)
         if mine is not None:
             self.keying.accept(wire, mine, offer, params,
                                Binding(signer.spiffe_id, expect, offer["key_context"]))
-        ipc = answer.context.ip_context
-        mtu = answer.context.mtu or self.tunnel_mtu
-        side = wire.client_side
-        cfg = InterfaceConfig(side.ifname, list(ipc.src_ip_addrs),
-                              [r.prefix for r in ipc.src_routes], mtu, offload=True)
-        if side.addresses != cfg.addresses or wire.mtu != mtu:
-            await self.dataplane.configure(wire, cfg)
-        answer.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
-            "name": side.ifname, "netns": client_ns, "remote": url, "remote_id": expect})
+        wire.remote = (url, expect)
         return answer
 
     async def close(self, conn: Connection) -> None:
         """Closes the far side (best effort: it times out anyway) and removes ours."""
+        wire = self.dataplane.get(conn.id)
         try:
-            params = conn.mechanism.parameters if conn.mechanism else {}
-            url, expect = params.get("remote", ""), params.get("remote_id", "")
             client = self.peer()
-            if url and expect and client is not None:
+            if wire is not None and wire.remote is not None and client is not None:
+                url, expect = wire.remote
                 try:
                     await client.call("POST", f"{url}/v1/peer/close", to_wire(conn),
                                       expect=expect)

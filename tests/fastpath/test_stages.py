@@ -114,3 +114,62 @@ def test_stages_on_a_tunnel_wire_see_both_directions(wire):
         b.stop()
         for s in socks:
             s.close()
+
+
+def test_a_relay_wire_carries_a_chain_between_two_other_hosts():
+    """client host A --tunnel--> relay R --tunnel--> endpoint host B, with R's stages
+    between its two tunnels, both ways, and keepalives on both of R's tunnels."""
+    import os
+
+    engines, socks = [], []
+
+    def host():
+        engine = Engine()
+        engine.start()
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        engine.set_udp_socket(udp.fileno())
+        engines.append(engine)
+        socks.append(udp)
+        return engine, udp.getsockname()[1]
+
+    def key(e1, h1, e2, h2, side1=0, side2=0):
+        k12, k21 = os.urandom(32), os.urandom(32)
+        i1, i2 = e1.next_local_index(h1), e2.next_local_index(h2)
+        e2.install_keypair(h2, i2, i1, k21, k12, True, side=side2)
+        e1.install_keypair(h1, i1, i2, k12, k21, True, side=side1)
+
+    try:
+        (a, port_a), (r, port_r), (b, port_b) = host(), host(), host()
+        app_a, tun_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        app_b, tun_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        socks += [app_a, tun_a, app_b, tun_b]
+        for app in (app_a, app_b):
+            app.settimeout(0.5)
+        ha = a.add_tunnel_wire(tun_a.fileno(), "127.0.0.1", port_r)
+        hb = b.add_tunnel_wire(tun_b.fileno(), "127.0.0.1", port_r)
+        hr = r.add_relay_wire(keepalive_s=0.2)
+        r.set_peer(hr, "127.0.0.1", port_a, side=0)
+        r.set_peer(hr, "127.0.0.1", port_b, side=1)
+        key(a, ha, r, hr, side2=0)
+        key(b, hb, r, hr, side2=1)
+        fw = firewall()
+        r.set_stages(hr, 0, 0, [fw])   # from the client's side
+        r.set_stages(hr, 1, 1, [fw])
+        assert arrives(app_a, app_b, ipv4_flow("icmp", C, E, 3))
+        assert arrives(app_b, app_a, ipv4_flow("icmp", E, C, 3, icmp_type=0))
+        assert arrives(app_a, app_b, ipv4_flow("tcp", C, E, 40000, 8080, payload=b"x" * 1200))
+        assert not arrives(app_a, app_b, ipv4_flow("tcp", C, E, 40001, 80))
+        stats = r.wire_stats(hr)
+        assert stats["a_to_b"]["tx_packets"] == 2 and stats["a_to_b"]["drops"]["filtered"] == 1
+        assert stats["b_to_a"]["tx_packets"] == 1
+        assert wait_briefly(lambda: r.wire_stats(hr)["tunnel"]["keepalives_tx"] > 0
+                            and r.wire_stats(hr)["tunnel2"]["keepalives_tx"] > 0)
+        r.remove_wire(hr)
+        assert not arrives(app_a, app_b, ipv4_flow("icmp", C, E, 4))
+        assert wait_briefly(lambda: r.totals()["udp_drops"]["unknown_index"] >= 1)
+    finally:
+        for engine in engines:
+            engine.stop()
+        for s in socks:
+            s.close()

@@ -106,3 +106,41 @@ def test_chains_across_two_hosts(netns, daemon, tmp_path):
     near.cli("close", conn["id"])
     wait_until(lambda: far.cli_json("get", "connections") == [])
     assert "nsm" not in sh("ip", "-o", "link", netns=gw_ns).stdout
+
+
+def test_a_hop_between_two_other_hosts_relays_in_the_engine(netns, daemon, tmp_path):
+    """client on n1 -> firewall on n2 -> gateway on n3: n2 holds no device, only a relay
+    wire between its two tunnels, with the firewall's stage in between."""
+    from nsmd.testing.sandbox import trust_domain, underlay
+
+    nodes = underlay(netns, ["n1", "n2", "n3"])
+    (n1, ip1), (n2, ip2), (n3, ip3) = nodes.items()
+    td = "test.nsmd"
+    ids = trust_domain(str(tmp_path), td, [f"spiffe://{td}/node/{n}" for n in ("n1", "n2", "n3")])
+    env = {"NSMD_KEEPALIVE_S": "0.5"}
+    registry = ("--registry", f"https://{ip1}:7000")
+    d1 = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
+                           ids[f"spiffe://{td}/node/n1"]), env)
+    d2 = daemon("n2", n2, ("--listen", f"{ip2}:7000", *registry, "--identity-dir",
+                           ids[f"spiffe://{td}/node/n2"]), env)
+    d3 = daemon("n3", n3, ("--listen", f"{ip3}:7000", *registry, "--identity-dir",
+                           ids[f"spiffe://{td}/node/n3"]), env)
+    gw_ns, nsc_ns = netns("gw"), netns("nsc")
+    d3.cli("apply", "-f", "-", stdin=CHAIN_SERVICE + "---" + GATEWAY % gw_ns)
+    d2.cli("apply", "-f", "-", stdin=FIREWALL)
+    wait_until(lambda: len(d1.cli_json("get", "endpoints")) == 2)
+    conn = d1.cli_json("connect", "chain", "--netns", nsc_ns)
+    assert [s["name"] for s in conn["path"]["path_segments"]] == [
+        f"nsc@{nsc_ns}", "n1", "n2", "fw", "n2", "n3", "gw"]
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(nsc_ns, target, 3).returncode == 0
+    assert tcp_connects(nsc_ns, gw_ns, target, 8080)
+    assert not tcp_connects(nsc_ns, gw_ns, target, 80)
+    assert ": nsm" not in sh("ip", "-o", "link", netns=n2).stdout  # no device on n2
+    (middle,) = d2.cli_json("get", "connections")
+    metrics = middle["path"]["path_segments"][3]["metrics"]
+    assert int(metrics["firewall.rule1_packets"]) >= 1
+    d1.cli("close", conn["id"])
+    wait_until(lambda: d2.cli_json("get", "connections") == [] and
+               d3.cli_json("get", "connections") == [])
+    assert "nsm" not in sh("ip", "-o", "link", netns=gw_ns).stdout
