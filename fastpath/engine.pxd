@@ -15,5 +15,5 @@ cdef class Engine:
     cdef void _stop(self) noexcept
     cdef Wire *_lookup_locked(self, uint64_t handle) noexcept nogil
     cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s,
-                     int vnet_hdr)
+                     int vnet_hdr, bint l2)
     cdef dict _describe_locked(self, Wire *w)

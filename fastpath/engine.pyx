@@ -399,20 +399,21 @@ cdef class Engine:
             pthread_mutex_unlock(&self.st.lock)
         _check_rc(rc, "epoll_ctl(ADD udp)")
 
-    def add_wire(self, int fd_a, int fd_b, int vnet_hdr=0):
+    def add_wire(self, int fd_a, int fd_b, int vnet_hdr=0, bint l2=False):
         """Starts moving packets between TUN fds fd_a and fd_b; returns the wire's handle.
 
         vnet_hdr: bytes of virtio_net_hdr both devices put before each packet (0 or 10,
-        IFF_VNET_HDR). Both fds are switched to non-blocking mode; the caller keeps them.
+        IFF_VNET_HDR). l2: TAP devices, Ethernet frames (an ETHERNET vWire). Both fds are
+        switched to non-blocking mode; the caller keeps them.
         """
         if fd_a < 0 or fd_b < 0 or fd_a == fd_b:
             raise ValueError(f"add_wire needs two distinct open fds, got {fd_a} and {fd_b}")
         if vnet_hdr not in (0, VNET_HDR_BYTES):
             raise ValueError(f"vnet_hdr must be 0 or {VNET_HDR_BYTES} bytes, got {vnet_hdr}")
-        return self._add(KIND_LOCAL, fd_a, fd_b, None, 0.0, vnet_hdr)
+        return self._add(KIND_LOCAL, fd_a, fd_b, None, 0.0, vnet_hdr, l2)
 
     def add_tunnel_wire(self, int tun_fd, peer_ip="0.0.0.0", int peer_port=0,
-                        double keepalive_s=0.0, int vnet_hdr=0):
+                        double keepalive_s=0.0, int vnet_hdr=0, bint l2=False):
         """Starts a tunnel wire for TUN fd `tun_fd` towards peer_ip:peer_port (IPv4; port 0
         = not known yet, see set_peer). Packets from the TUN are dropped (no_key) until
         install_keypair(). vnet_hdr=10: the device is IFF_VNET_HDR with TSO; super-packets
@@ -421,15 +422,18 @@ cdef class Engine:
             raise ValueError(f"add_tunnel_wire needs an open fd, got {tun_fd}")
         if vnet_hdr not in (0, VNET_HDR_BYTES):
             raise ValueError(f"vnet_hdr must be 0 or {VNET_HDR_BYTES} bytes, got {vnet_hdr}")
+        if l2 and vnet_hdr:
+            raise ValueError("an ETHERNET tunnel wire takes no vnet headers (no segmentation "
+                             "of frames)")
         return self._add(KIND_TUNNEL, tun_fd, -1, _peer(peer_ip, peer_port), keepalive_s,
-                         vnet_hdr)
+                         vnet_hdr, l2)
 
-    def add_relay_wire(self, double keepalive_s=0.0):
+    def add_relay_wire(self, double keepalive_s=0.0, bint l2=False):
         """A wire with no device: what one tunnel brings (side 0, towards the client) leaves
         through the other (side 1, towards the endpoint) and back, through the wire's
         stages; a hop of a composed chain between two other hosts. Each side is keyed and
         pointed like a tunnel wire (the `side` argument of set_peer, install_keypair ...)."""
-        return self._add(KIND_RELAY, -1, -1, (0, 0), keepalive_s, 0)
+        return self._add(KIND_RELAY, -1, -1, (0, 0), keepalive_s, 0, l2)
 
     def set_peer(self, handle, peer_ip, int peer_port, int side=0):
         """Where a tunnel wire (or a relay wire's tunnel on `side`) sends its datagrams."""
@@ -463,7 +467,7 @@ cdef class Engine:
             raise KeyError(f"no tunnel wire with handle {handle}")
 
     cdef object _add(self, int kind, int fd_a, int fd_b, object peer, double keepalive_s,
-                     int vnet_hdr):
+                     int vnet_hdr, bint l2):
         for fd in (fd_a, fd_b):
             if fd >= 0:
                 _set_nonblocking(fd)
@@ -496,6 +500,7 @@ cdef class Engine:
                 w = &st.wires[slot]
                 w.kind = kind
                 w.vnet_hdr = vnet_hdr
+                w.l2 = l2
                 w.fd[0] = fd_a
                 w.fd[1] = fd_b
                 w.dead[0] = 0

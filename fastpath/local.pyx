@@ -13,10 +13,11 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t
 from posix.unistd cimport read, write
 
-from .classify cimport VERDICT_MALFORMED, VERDICT_PASS, classify_ip
+from .classify cimport VERDICT_MALFORMED, VERDICT_PASS
 from .stage cimport Packet
 from .wire cimport (BATCH_SIZE, DROP_TX_ERROR, PACKET_BUF_BYTES, STAGE_BATCH, DirStats,
-                    EngineState, Wire, frame_packet, mark_dead, run_stages)
+                    EngineState, Wire, classify_frame, frame_bytes, frame_packet, mark_dead,
+                    run_stages)
 
 
 cdef void pump_local(EngineState *st, Wire *w, int side) noexcept nogil:
@@ -38,7 +39,7 @@ cdef void pump_local(EngineState *st, Wire *w, int side) noexcept nogil:
             return
         s.rx_packets += 1
         s.rx_bytes += n - hdr
-        verdict = classify_ip(buf + hdr, n - hdr) if n >= hdr else VERDICT_MALFORMED
+        verdict = classify_frame(buf + hdr, n - hdr, w.l2) if n >= hdr else VERDICT_MALFORMED
         if verdict != VERDICT_PASS:
             s.drops[verdict] += 1
             continue
@@ -69,22 +70,24 @@ cdef void pump_staged(EngineState *st, Wire *w, int side) noexcept nogil:
                 break
             s.rx_packets += 1
             s.rx_bytes += n - hdr
-            verdict = classify_ip(frame + hdr, n - hdr) if n >= hdr else VERDICT_MALFORMED
+            verdict = classify_frame(frame + hdr, n - hdr, w.l2) if n >= hdr \
+                else VERDICT_MALFORMED
             if verdict != VERDICT_PASS:
                 s.drops[verdict] += 1
                 continue
-            frame_packet(&pkts[count], frame, n, hdr)
+            frame_packet(&pkts[count], frame, n, hdr, w.l2)
             count += 1
         if count:
             run_stages(w.stages[side], pkts, count, st.now, s)
         for i in range(count):
             if pkts[i].drop:
                 continue
-            size = pkts[i].len + hdr
-            if write(out_fd, pkts[i].data - hdr, size) != size:
+            frame = st.stage_bufs + i * PACKET_BUF_BYTES
+            size = frame_bytes(&pkts[i], frame)
+            if write(out_fd, frame, size) != size:
                 s.drops[DROP_TX_ERROR] += 1
                 continue
             s.tx_packets += 1
-            s.tx_bytes += pkts[i].len
+            s.tx_bytes += size - hdr
         if n <= 0:
             return

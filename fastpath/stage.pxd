@@ -23,9 +23,12 @@ cdef enum:
     PKT_CSUM_PARTIAL = 1            # the L4 checksum field holds the folded pseudo-header
                                     # sum (the kernel finishes it): update it incrementally
                                     # like a full one (RFC 1624) and it stays right
+    PKT_NOT_IP = 2                  # an Ethernet frame that carries no IP packet (ARP ...):
+                                    # `data` is the whole frame; stages let it pass untouched
 
 cdef struct Packet:
-    uint8_t *data                   # an IPv4/IPv6 packet (checked well-formed), writable
+    uint8_t *data                   # an IPv4/IPv6 packet (checked well-formed), writable;
+                                    # on an ETHERNET vWire the packet inside the frame
     uint32_t len                    # bytes at data; a stage may lower it, never raise it
     uint16_t segments               # > 1: a TCP super-packet that leaves as this many
     uint8_t flags                   # PKT_*

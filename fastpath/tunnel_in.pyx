@@ -16,7 +16,7 @@ from libc.string cimport memset
 from posix.unistd cimport write
 
 from .aead cimport open_in_place
-from .classify cimport VERDICT_PASS, classify_ip
+from .classify cimport VERDICT_PASS
 from .gro cimport Flow, flow_build, flow_run
 from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, IPPROTO_UDP,
                                 MSG_DONTWAIT, MSG_TRUNC, UDP_GRO, cmsghdr, msghdr, recvmmsg)
@@ -30,7 +30,8 @@ from .tunnel_out cimport seal_into, send_batch
 from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_BAD_TAG, DROP_NO_KEY, DROP_REPLAY,
                     DROP_TX_ERROR, KIND_RELAY, RX_BUF_BYTES, RX_MSGS, RX_PENDING,
                     UDP_BAD_TYPE, UDP_OVERSIZE, UDP_TRUNCATED, UDP_UNKNOWN_INDEX, DirStats,
-                    EngineState, RxBatch, StageList, Wire, run_stages, wire_tunnel)
+                    EngineState, RxBatch, StageList, Wire, classify_frame, frame_bytes,
+                    frame_packet, run_stages, wire_tunnel)
 
 
 cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double now,
@@ -97,7 +98,7 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double no
     if plain == 0:
         t.keepalives_rx += 1
         return -1
-    verdict = classify_ip(datagram + HEADER_BYTES, plain)
+    verdict = classify_frame(datagram + HEADER_BYTES, plain, w.l2)
     if verdict != VERDICT_PASS:
         s.drops[verdict] += 1
         return -1
@@ -141,15 +142,12 @@ cdef void stage_pending(EngineState *st, Wire **wires, uint8_t *sides, uint8_t *
         stages = w.stages[side if w.kind == KIND_RELAY else 1]
         if stages != NULL:
             for k in range(i, j):
-                pkts[k - i].data = packets[k]
-                pkts[k - i].len = <uint32_t>plains[k]
-                pkts[k - i].segments = 1
-                pkts[k - i].flags = 0
-                pkts[k - i].drop = 0
+                frame_packet(&pkts[k - i], packets[k], plains[k], 0, w.l2)
             run_stages(stages, pkts, j - i, st.now, &w.dirs[side if w.kind == KIND_RELAY
                                                           else 1])
             for k in range(i, j):
-                plains[k] = 0 if pkts[k - i].drop else <int>pkts[k - i].len
+                plains[k] = 0 if pkts[k - i].drop else <int>frame_bytes(&pkts[k - i],
+                                                                        packets[k])
         i = j
 
 

@@ -26,7 +26,7 @@ from .tunnel cimport (HEADER_BYTES, KP_ACTIVE, KP_CURRENT, OVERHEAD_BYTES, Keypa
                       reject_after_messages, write_header)
 from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_MALFORMED, DROP_NO_KEY, DROP_TOO_BIG,
                     DROP_TX_ERROR, KIND_TUNNEL, PACKET_BUF_BYTES, Batch, DirStats, EngineState,
-                    Wire, frame_packet, mark_dead, run_stages)
+                    Wire, classify_frame, frame_bytes, frame_packet, mark_dead, run_stages)
 
 cdef enum:
     GSO_MAX_BYTES = 65507 - 8   # UDP payload limit, with margin
@@ -231,11 +231,11 @@ cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogi
         if n > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
             s.drops[DROP_TOO_BIG] += 1
             continue
-        verdict = classify_ip(datagram + HEADER_BYTES, n)
+        verdict = classify_frame(datagram + HEADER_BYTES, n, w.l2)
         if verdict != VERDICT_PASS:
             s.drops[verdict] += 1
             continue
-        frame_packet(&pkts[read_count], datagram + HEADER_BYTES, n, 0)
+        frame_packet(&pkts[read_count], datagram + HEADER_BYTES, n, 0, w.l2)
         read_count += 1
     # 2: the functions of this direction
     if read_count and w.stages[0] != NULL:
@@ -244,8 +244,10 @@ cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogi
     for i in range(read_count):
         if pkts[i].drop:
             continue
-        datagram = pkts[i].data - HEADER_BYTES
-        size = seal_into(st, t, datagram, <int>pkts[i].len)
+        # the read's slot: datagram buffers are filled in read order
+        datagram = b.bufs + i * DATAGRAM_BUF_BYTES
+        n = frame_bytes(&pkts[i], datagram + HEADER_BYTES)
+        size = seal_into(st, t, datagram, <int>n)
         if size < 0:
             s.drops[DROP_NO_KEY] += 1
             continue
@@ -253,7 +255,7 @@ cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogi
         b.iov[count].iov_len = size
         b.msgs[count].msg_hdr.msg_name = &t.peer
         b.msgs[count].msg_hdr.msg_namelen = sizeof(t.peer)
-        bytes_out += pkts[i].len
+        bytes_out += n
         count += 1
     if count == 0 or st.udp_fd < 0:
         s.drops[DROP_TX_ERROR] += count
@@ -286,10 +288,10 @@ cdef void pump_super_packets(EngineState *st, Wire *w, double now) noexcept nogi
             s.drops[verdict] += 1
             continue
         if w.stages[0] != NULL:
-            frame_packet(pkt, st.buf, n, VNET_HDR_BYTES)
+            frame_packet(pkt, st.buf, n, VNET_HDR_BYTES, 0)
             if run_stages(w.stages[0], pkt, 1, now, s):
                 continue
-            n = pkt.len + VNET_HDR_BYTES
+            n = frame_bytes(pkt, st.buf)
         count = cut_and_seal(st, w, st.buf, n, count)
     flush_batch(st, w, count)
     w.tunnel.last_tx = now

@@ -9,7 +9,8 @@ from .includes.openssl cimport EVP_CIPHER_CTX
 from .includes.pthread cimport pthread_mutex_t
 from .includes.sockets cimport mmsghdr, sockaddr_in
 from .offload cimport GSO_ECN, GSO_NONE, VNET_F_NEEDS_CSUM, le16
-from .stage cimport PKT_CSUM_PARTIAL, Packet, Stage, StageBatch
+from .classify cimport VERDICT_MALFORMED, VERDICT_PASS, classify_ip
+from .stage cimport PKT_CSUM_PARTIAL, PKT_NOT_IP, Packet, Stage, StageBatch
 from .tunnel cimport Tunnel
 
 cdef enum:
@@ -31,6 +32,9 @@ cdef enum:
     # them and writing the survivors: the batch stages see.
     STAGE_BATCH = 16
     TICK_MS = 250               # keepalive timer resolution
+    ETH_HEADER_BYTES = 14       # an ETHERNET vWire's frames: dst, src, ethertype
+    ETHERTYPE_IPV4 = 0x0800
+    ETHERTYPE_IPV6 = 0x86DD
 
     KIND_LOCAL = 0              # fd[0] and fd[1] are TUN devices
     KIND_TUNNEL = 1             # fd[0] is a TUN device, the other side the UDP tunnel
@@ -76,6 +80,7 @@ cdef struct Wire:
     int in_use
     int kind
     int vnet_hdr                # bytes of virtio_net_hdr before each packet (local wires)
+    int l2                      # ETHERNET payload: TAP devices, Ethernet frames
     uint32_t gen                # bumped on removal, so stale handles and epoll keys miss
     int fd[2]                   # fd[1] is -1 for tunnel wires
     int dead[2]                 # the side's fd failed on read and left the epoll set
@@ -144,24 +149,56 @@ cdef inline Tunnel *wire_tunnel(Wire *w, int side) noexcept nogil:
     return w.tunnel2 if side == 1 and w.kind == KIND_RELAY else w.tunnel
 
 
-cdef inline void frame_packet(Packet *p, uint8_t *frame, Py_ssize_t n,
-                              int vnet_hdr) noexcept nogil:
-    """The stage view of one TUN read: the packet after its virtio_net_hdr (if any), how
-    many segments a super-packet leaves as, whether its checksum is left partial."""
+cdef inline int ethertype(const uint8_t *frame) noexcept nogil:
+    return (<int>frame[12] << 8) | frame[13]
+
+
+cdef inline int classify_frame(const uint8_t *p, Py_ssize_t n, int l2) noexcept nogil:
+    """VERDICT_PASS for what a wire may carry: a well-formed IP packet, or on an ETHERNET
+    wire a frame (one carrying IP must carry a well-formed packet)."""
+    cdef int kind
+    if not l2:
+        return classify_ip(p, n)
+    if n < ETH_HEADER_BYTES:
+        return VERDICT_MALFORMED
+    kind = ethertype(p)
+    if kind == ETHERTYPE_IPV4 or kind == ETHERTYPE_IPV6:
+        return classify_ip(p + ETH_HEADER_BYTES, n - ETH_HEADER_BYTES)
+    return VERDICT_PASS
+
+
+cdef inline void frame_packet(Packet *p, uint8_t *frame, Py_ssize_t n, int vnet_hdr,
+                              int l2) noexcept nogil:
+    """The stage view of one read: the IP packet after its virtio_net_hdr and Ethernet
+    header (if any), how many segments a super-packet leaves as, whether its checksum is
+    left partial; a frame without IP is flagged PKT_NOT_IP."""
     cdef Py_ssize_t payload, mss
+    cdef int kind
     p.data = frame + vnet_hdr
     p.len = <uint32_t>(n - vnet_hdr)
     p.segments = 1
     p.flags = 0
     p.drop = 0
+    if l2:
+        kind = ethertype(p.data)
+        if kind != ETHERTYPE_IPV4 and kind != ETHERTYPE_IPV6:
+            p.flags = PKT_NOT_IP
+            return
+        p.data += ETH_HEADER_BYTES
+        p.len -= ETH_HEADER_BYTES
     if not vnet_hdr:
         return
     if frame[0] & VNET_F_NEEDS_CSUM:
         p.flags = PKT_CSUM_PARTIAL
     mss = le16(frame + 4)
-    payload = p.len - le16(frame + 2)       # hdr_len: IP + TCP headers
+    payload = n - vnet_hdr - le16(frame + 2)   # hdr_len: (Ethernet +) IP + TCP headers
     if (frame[1] & ~GSO_ECN) != GSO_NONE and mss > 0 and payload > mss:
         p.segments = <uint16_t>((payload + mss - 1) // mss)
+
+
+cdef inline Py_ssize_t frame_bytes(const Packet *p, const uint8_t *frame) noexcept nogil:
+    """How long the read that `p` views is now (a stage may have shortened the packet)."""
+    return (p.data - frame) + p.len
 
 
 cdef inline int run_stages(StageList *stages, Packet *packets, int count, double now,

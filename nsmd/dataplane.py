@@ -69,6 +69,7 @@ class Wire:
     devices: list[list[int]] = dataclasses.field(default_factory=list)  # fds per device
     created: float = dataclasses.field(default_factory=time.monotonic)
     offload: bool = False           # vnet headers + TSO on the devices
+    l2: bool = False                # ETHERNET: TAP devices, Ethernet frames
     keyed: bool = False             # keys installed by this run of the daemon
     agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
     stages: dict[int, list] = dataclasses.field(default_factory=dict)  # path position -> parts
@@ -102,7 +103,7 @@ class Wire:
 
     def record(self) -> dict:
         return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer, "offload": self.offload,
-                "queues": len(self.lanes) or 1,
+                "queues": len(self.lanes) or 1, "tap": self.l2,
                 "client": dataclasses.asdict(self.client) if self.client else None,
                 "endpoint": dataclasses.asdict(self.endpoint) if self.endpoint else None}
 
@@ -181,7 +182,7 @@ class Dataplane:
         (fds_c, name_c), (fds_e, name_e) = created
         wire = Wire(conn_id, "local", Side(client_ns, name_c, list(client.addresses)),
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
-                    devices=[fds_c, fds_e], offload=client.offload)
+                    devices=[fds_c, fds_e], offload=client.offload, l2=client.tap)
         await self._start(wire)
         log.info("vWire %s up: %s/%s <-> %s/%s (%d queues)", conn_id, client_ns or "-",
                  name_c, endpoint_ns or "-", name_e, len(fds_c))
@@ -190,7 +191,7 @@ class Dataplane:
     # -- relay wires -----------------------------------------------------------------------
 
     async def create_relay(self, client_key: str, endpoint_key: str, mtu: int,
-                           keepalive_s: float) -> tuple[Wire, Wire]:
+                           keepalive_s: float, l2: bool = False) -> tuple[Wire, Wire]:
         """A relay wire (no device: a tunnel in from the client's side, one out towards the
         endpoint) as two halves, each keyed like a tunnel wire. Not recorded: it holds no
         device, and its keys die with this run anyway."""
@@ -199,14 +200,14 @@ class Dataplane:
         if not self.udp:
             raise DataplaneError("this daemon has no tunnel socket (run it with --listen)")
         least = min(range(len(self.engines)), key=self._load.__getitem__)
-        lane = Lane(least, self.engines[least].add_relay_wire(keepalive_s))
+        lane = Lane(least, self.engines[least].add_relay_wire(keepalive_s, l2))
         self._load[least] += 1
         lanes: list[Lane] = [lane]           # shared: one engine wire,
         stages: dict[int, list] = {}          # one stage list
         halves = (Wire(client_key, "relay", None, None, mtu, lanes=lanes, side=0,
-                       partner=endpoint_key, stages=stages),
+                       partner=endpoint_key, stages=stages, l2=l2),
                   Wire(endpoint_key, "relay", None, None, mtu, lanes=lanes, side=1,
-                       partner=client_key, stages=stages))
+                       partner=client_key, stages=stages, l2=l2))
         for half in halves:
             self.wires[half.conn_id] = half
         log.info("relay vWire %s <-> %s on engine %d", client_key, endpoint_key, least)
@@ -225,7 +226,7 @@ class Dataplane:
         side = Side(ns, name, list(cfg.addresses))
         wire = Wire(conn_id, "tunnel", side if role == "client" else None,
                     side if role == "endpoint" else None, cfg.mtu, devices=[fds],
-                    offload=cfg.offload)
+                    offload=cfg.offload, l2=cfg.tap)
         await self._start(wire, keepalive_s=keepalive_s)
         log.info("tunnel vWire %s: %s/%s (%s side)", conn_id, ns or "-", name, role)
         return wire
@@ -360,12 +361,12 @@ class Dataplane:
             sides = [Side(**doc[k]) if doc.get(k) else None for k in ("client", "endpoint")]
             peer = tuple(doc["peer"]) if doc.get("peer") else None
             wire = Wire(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
-                        peer=peer, offload=doc.get("offload", False))
+                        peer=peer, offload=doc.get("offload", False), l2=doc.get("tap", False))
             queues = doc.get("queues", 1)
             try:
                 for side in (s for s in sides if s is not None):
                     wire.devices.append(await netns.run_in(
-                        side.netns, tundev.attach, side.ifname, wire.offload, queues))
+                        side.netns, tundev.attach, side.ifname, wire.offload, queues, wire.l2))
                 if queues > len(self.engines):
                     raise DataplaneError(f"it has {queues} queues, this run only "
                                          f"{len(self.engines)} engines")
@@ -431,13 +432,14 @@ class Dataplane:
                 for k, (fd_c, fd_e) in enumerate(pairs):
                     engine = k if len(pairs) > 1 else least
                     wire.lanes.append(Lane(engine, self.engines[engine].add_wire(
-                        fd_c, fd_e, hdr)))
+                        fd_c, fd_e, hdr, wire.l2)))
                     self._load[engine] += 1
             else:
                 engine = least
                 ip, port = peer or ("0.0.0.0", 0)
                 wire.lanes.append(Lane(engine, self.engines[engine].add_tunnel_wire(
-                    wire.devices[0][0], ip, port, keepalive_s=keepalive_s, vnet_hdr=hdr)))
+                    wire.devices[0][0], ip, port, keepalive_s=keepalive_s, vnet_hdr=hdr,
+                    l2=wire.l2)))
                 self._load[engine] += 1
             self._record(wire)
         except BaseException:

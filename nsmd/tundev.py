@@ -1,4 +1,5 @@
-"""TUN devices for vWires: create, address, route, re-attach after a restart, remove.
+"""TUN (and, for ETHERNET vWires, TAP) devices: create, address, route, re-attach after a
+restart, remove.
 
 Every function here runs on a thread that is already inside the target network namespace
 (nsmd.netns.run_in): pytun's ioctls and pyroute2's netlink socket act in the calling
@@ -36,6 +37,8 @@ class InterfaceConfig:
     mtu: int
     offload: bool = False          # vnet headers + TSO: TCP super-packets pass whole
     queues: int = 1                # >1: IFF_MULTI_QUEUE, one fd per queue (per engine)
+    tap: bool = False              # a TAP device (Ethernet frames): an ETHERNET vWire
+    mac: str = ""                  # the TAP device's address ("" = the kernel's choice)
 
 
 def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[list[int], str]:
@@ -43,7 +46,7 @@ def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[list[int], str]:
 
     exclusive: fail if a device of that name exists (explicit names asked by a client).
     """
-    flags = _flags(cfg.offload, cfg.queues)
+    flags = _flags(cfg.offload, cfg.queues, cfg.tap)
     try:
         dev = pytun.TunTapDevice(name=cfg.name,
                                  flags=flags | (pytun.IFF_TUN_EXCL if exclusive else 0))
@@ -77,7 +80,7 @@ def _open_queue(name: str, flags: int) -> int:
     return fd
 
 
-def attach(name: str, offload: bool = False, queues: int = 1) -> list[int]:
+def attach(name: str, offload: bool = False, queues: int = 1, tap: bool = False) -> list[int]:
     """Re-opens a persistent TUN device left by an earlier run of the daemon (with the
     vnet-header mode and queue count it was created with); one fd per queue."""
     # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
@@ -89,7 +92,7 @@ def attach(name: str, offload: bool = False, queues: int = 1) -> list[int]:
     fds: list[int] = []
     try:
         for _ in range(queues):
-            fds.append(_open_queue(name, _flags(offload, queues)))
+            fds.append(_open_queue(name, _flags(offload, queues, tap)))
         if offload:
             fcntl.ioctl(fds[0], TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     except BaseException:
@@ -99,8 +102,9 @@ def attach(name: str, offload: bool = False, queues: int = 1) -> list[int]:
     return fds
 
 
-def _flags(offload: bool, queues: int = 1) -> int:
-    return (pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
+def _flags(offload: bool, queues: int = 1, tap: bool = False) -> int:
+    return ((pytun.IFF_TAP if tap else pytun.IFF_TUN) | pytun.IFF_NO_PI
+            | (pytun.IFF_VNET_HDR if offload else 0)
             | (pytun.IFF_MULTI_QUEUE if queues > 1 else 0))
 
 
@@ -115,9 +119,9 @@ def remove(fds: list[int]) -> None:
 
 def remove_by_name(name: str) -> bool:
     """Removes a persistent device we no longer hold an fd for; False if it is not there."""
-    for queues in (1, 2):  # a multi-queue device only takes multi-queue attaches
+    for queues, tap in ((1, False), (2, False), (1, True)):  # the flags must match
         try:
-            fds = attach(name, queues=queues)
+            fds = attach(name, queues=queues, tap=tap)
         except DataplaneError:
             continue
         remove(fds)
@@ -134,6 +138,8 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
         ipr = _netlink()
         index = ipr.link_lookup(ifname=name)[0]
         ipr.link("set", index=index, mtu=cfg.mtu)
+        if cfg.mac:
+            ipr.link("set", index=index, address=cfg.mac)
         for cidr in cfg.addresses:
             iface = ipaddress.ip_interface(cidr)
             ipr.addr("replace", index=index, address=str(iface.ip),
@@ -178,3 +184,15 @@ def _write_sysctl(path: str, value: str) -> None:
             f.write(value)
     except FileNotFoundError:
         pass  # IPv6 is off in this kernel or namespace: nothing to silence
+
+
+def macs_for(conn_id: str) -> tuple[str, str]:
+    """The (client, endpoint) MAC addresses of an ETHERNET vWire: locally administered,
+    unicast, derived from the connection so a refresh or restart keeps them."""
+    import hashlib
+
+    out = []
+    for side in ("client", "endpoint"):
+        digest = hashlib.sha256(f"{conn_id}/{side}".encode()).digest()
+        out.append(":".join(f"{b:02x}" for b in (0x02, *digest[:5])))
+    return out[0], out[1]

@@ -36,10 +36,6 @@ class Discover(Element):
         service = self.registry.services.get(conn.network_service)
         if service is None:
             raise NotFound(f"network service {conn.network_service!r} is not registered")
-        if service.payload != "IP":
-            raise SelectionError(
-                f"network service {service.name!r} has payload {service.payload}: nsmd carries "
-                "IP payloads only (L2/ETHERNET vWires are not supported yet)")
         conn.payload = service.payload
         if conn.network_service_endpoint_name:
             named = self._live(conn.network_service_endpoint_name)

@@ -24,6 +24,7 @@ from nsmd.errors import DataplaneError, NsmdError, SelectionError
 from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
 from nsmd.manager.updatetoken import DEFAULT_TOKEN_LIFETIME_S, sign_segment
+from nsmd.manager.wire import ethernet
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, to_wire
 from nsmd.peer.client import PeerClient
 from nsmd.registry import RegistryView
@@ -80,11 +81,13 @@ class RemoteConnect:
         client_ns, asked = mechanisms.client_interface(request)
         wire = self.dataplane.get(conn.id)
         created = False
-        if wire is not None and (wire.kind != "tunnel" or wire.client is None):
+        l2 = ethernet(conn)
+        if wire is not None and (wire.kind != "tunnel" or wire.client is None or wire.l2 != l2):
             await self.dataplane.disconnect(conn.id)
             wire = None
         if wire is None:
-            cfg = InterfaceConfig(asked or "nsm%d", [], [], self.tunnel_mtu, offload=True)
+            cfg = InterfaceConfig(asked or "nsm%d", [], [], self.tunnel_mtu, offload=not l2,
+                                  tap=l2)
             exclusive = bool(asked) and "%d" not in asked
             wire = await self.dataplane.create_tunnel(conn.id, "client", client_ns, cfg,
                                                       exclusive, self.keepalive_s)
@@ -95,7 +98,8 @@ class RemoteConnect:
             mtu = answer.context.mtu or self.tunnel_mtu
             side = wire.client_side
             cfg = InterfaceConfig(side.ifname, list(ipc.src_ip_addrs),
-                                  [r.prefix for r in ipc.src_routes], mtu, offload=True)
+                                  [r.prefix for r in ipc.src_routes], mtu, offload=not l2,
+                                  tap=l2, mac=answer.context.ethernet_context.src_mac)
             if side.addresses != cfg.addresses or wire.mtu != mtu:
                 await self.dataplane.configure(wire, cfg)
         except BaseException:
@@ -123,7 +127,7 @@ class RemoteConnect:
             for key in (conn.id, in_key):
                 await self.dataplane.disconnect(key)
             _, out = await self.dataplane.create_relay(in_key, conn.id, self.tunnel_mtu,
-                                                       self.keepalive_s)
+                                                       self.keepalive_s, ethernet(conn))
             created = True
         inn = self.dataplane.get(in_key)
         assert inn is not None

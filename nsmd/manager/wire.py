@@ -2,11 +2,13 @@
 namespace.
 
 KERNEL: the client is on this host; its TUN device is created too and the two are joined
-in the engine. NSMD_UDP: the client is on another host; the endpoint's device is joined to
-the tunnel socket, keyed from the client's X25519 offer for the peer daemon that asked
-(tunnel_keys.py; authorize let only that peer's own offers through). A refresh
-finds the wire in place; changed addresses rebuild it; a new offer (the client's daemon
-restarted) keys it again. The returned mechanism describes what was built.
+in the engine. An ETHERNET payload gets TAP devices instead, a MAC per side and the same
+/32 addresses and routes, so ARP resolves over the vWire. NSMD_UDP: the client is on
+another host; the endpoint's device is joined to the tunnel socket, keyed from the
+client's X25519 offer for the peer daemon that asked (tunnel_keys.py; authorize let only
+that peer's own offers through). A refresh finds the wire in place; changed addresses
+rebuild it; a new offer (the client's daemon restarted) keys it again. The returned
+mechanism describes what was built.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from nsmd.manager import mechanisms
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest
 from nsmd.model.endpoint_spec import EndpointSpec, name_pattern
-from nsmd.tundev import InterfaceConfig
+from nsmd.tundev import InterfaceConfig, macs_for
 from nsmd.tunnel_keys import OFFER_KEYS, Binding, TunnelKeying
 
 DEFAULT_CLIENT_IFNAME = "nsm%d"
+ETH_HEADER_BYTES = 14
+
+
+def ethernet(conn: Connection) -> bool:
+    """An ETHERNET (L2) vWire: TAP devices at both ends, frames in the tunnel."""
+    return conn.payload == "ETHERNET"
 DEFAULT_LOCAL_MTU = 1500
 
 
@@ -43,6 +51,9 @@ class VWire(Element):
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
         spec = self.hosting.require(conn.network_service_endpoint_name)
+        if ethernet(conn):  # a MAC per side, the same on every refresh
+            eth = conn.context.ethernet_context
+            eth.src_mac, eth.dst_mac = macs_for(conn.id)
         tunnel = mechanisms.find(request, mechanisms.TUNNEL)
         if tunnel is not None:
             created = await self._tunnel(conn, spec, tunnel)
@@ -66,13 +77,16 @@ class VWire(Element):
         client_ns, asked_name = mechanisms.client_interface(request)
         ipc = conn.context.ip_context
         mtu = spec.mtu or self.local_mtu
+        l2 = ethernet(conn)
         client_cfg = InterfaceConfig(asked_name or DEFAULT_CLIENT_IFNAME, list(ipc.src_ip_addrs),
-                                     [r.prefix for r in ipc.src_routes], mtu, offload=True)
+                                     [r.prefix for r in ipc.src_routes], mtu, offload=True,
+                                     tap=l2, mac=conn.context.ethernet_context.src_mac)
         endpoint_cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
-                                       [r.prefix for r in ipc.dst_routes], mtu, offload=True)
+                                       [r.prefix for r in ipc.dst_routes], mtu, offload=True,
+                                       tap=l2, mac=conn.context.ethernet_context.dst_mac)
         wire = self.dataplane.get(conn.id)
         created = False
-        if wire is not None and (wire.kind != "local"
+        if wire is not None and (wire.kind != "local" or wire.l2 != l2
                                  or wire.client_side.addresses != client_cfg.addresses
                                  or wire.endpoint_side.addresses != endpoint_cfg.addresses
                                  or wire.client_side.netns != client_ns):
@@ -98,12 +112,15 @@ class VWire(Element):
         if caller is None:
             raise DataplaneError("a tunnel is keyed only for a peer daemon's request")
         ipc = conn.context.ip_context
-        mtu = min(spec.mtu or self.tunnel_mtu, self.tunnel_mtu)
+        l2 = ethernet(conn)
+        mtu = min(spec.mtu or self.tunnel_mtu, self.tunnel_mtu) - (ETH_HEADER_BYTES if l2 else 0)
+        # frames cross the tunnel whole, so an ETHERNET side takes no vnet headers
         cfg = InterfaceConfig(name_pattern(spec.ifname), list(ipc.dst_ip_addrs),
-                              [r.prefix for r in ipc.dst_routes], mtu, offload=True)
+                              [r.prefix for r in ipc.dst_routes], mtu, offload=not l2, tap=l2,
+                              mac=conn.context.ethernet_context.dst_mac)
         wire = self.dataplane.get(conn.id)
         created = False
-        if wire is not None and (wire.kind != "tunnel" or wire.endpoint is None
+        if wire is not None and (wire.kind != "tunnel" or wire.endpoint is None or wire.l2 != l2
                                  or wire.endpoint.addresses != cfg.addresses):
             await self.dataplane.disconnect(conn.id)
             wire = None

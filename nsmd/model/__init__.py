@@ -7,6 +7,7 @@ from nsmd.model.connection import (
     ConnectionEvent,
     DNSConfig,
     DNSContext,
+    EthernetContext,
     IPContext,
     Mechanism,
     NetworkServiceRequest,
@@ -26,6 +27,7 @@ from nsmd.model.registry import (
 
 __all__ = [
     "Connection", "ConnectionContext", "ConnectionEvent", "DNSConfig", "DNSContext", "Destination",
+    "EthernetContext",
     "IPContext", "Match", "MatchMetadata", "Mechanism", "NetworkService", "NetworkServiceEndpoint",
     "NetworkServiceRequest", "Path", "PathSegment", "Route", "ServiceLabels", "State",
     "from_wire", "to_wire",

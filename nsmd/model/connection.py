@@ -82,9 +82,17 @@ class DNSContext:
 
 
 @dataclasses.dataclass(slots=True)
+class EthernetContext:
+    src_mac: str = ""           # the client's side of an ETHERNET vWire
+    dst_mac: str = ""           # the endpoint's side
+    vlan_tag: int = 0
+
+
+@dataclasses.dataclass(slots=True)
 class ConnectionContext:
     ip_context: IPContext = field(default_factory=IPContext)
     dns_context: DNSContext = field(default_factory=DNSContext)
+    ethernet_context: EthernetContext = field(default_factory=EthernetContext)
     extra_context: dict[str, str] = field(default_factory=dict)
     mtu: int = field(default=0, wire="MTU")
 

@@ -7,7 +7,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from nsmd.fastpath.stage cimport Packet, Stage, StageBatch, stage_capsule
+from nsmd.fastpath.stage cimport PKT_NOT_IP, Packet, Stage, StageBatch, stage_capsule
 
 
 cdef extern from *:
@@ -53,7 +53,7 @@ cdef void run_capture(void *ctx, StageBatch *batch) noexcept nogil:
     tail = load_acquire(&r.tail)
     for i in range(batch.count):
         p = &batch.packets[i]
-        if p.drop:
+        if p.drop or p.flags & PKT_NOT_IP:  # IP packets only (LINKTYPE_RAW)
             continue
         caplen = p.len if p.len < SNAPLEN else SNAPLEN
         need = align8(RECORD_HEADER + caplen)

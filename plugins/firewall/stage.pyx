@@ -11,8 +11,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
-from nsmd.fastpath.stage cimport (DIR_CLIENT_TO_ENDPOINT, Packet, Stage, StageBatch,
-                                  stage_capsule)
+from nsmd.fastpath.stage cimport (DIR_CLIENT_TO_ENDPOINT, PKT_NOT_IP, Packet, Stage,
+                                  StageBatch, stage_capsule)
 from nsmd.plugins.flows cimport (PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, FlowEntry,
                                  FlowKey, FlowTable, Headers, parse, reverse, table_find,
                                  table_free, table_init, table_put)
@@ -120,7 +120,7 @@ cdef void run_firewall(void *ctx, StageBatch *batch) noexcept nogil:
     cdef bint allow
     for i in range(batch.count):
         pkt = &batch.packets[i]
-        if pkt.drop or parse(pkt.data, pkt.len, &h) < 0:
+        if pkt.drop or pkt.flags & PKT_NOT_IP or parse(pkt.data, pkt.len, &h) < 0:
             continue
         if batch.direction != DIR_CLIENT_TO_ENDPOINT:
             reverse(&h.key, &back)

@@ -12,8 +12,8 @@ track (other protocols, fragments, IPv6, a full table) pass unchanged and are co
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
-from nsmd.fastpath.stage cimport (DIR_CLIENT_TO_ENDPOINT, PKT_CSUM_PARTIAL, Packet, Stage,
-                                  StageBatch, stage_capsule)
+from nsmd.fastpath.stage cimport (DIR_CLIENT_TO_ENDPOINT, PKT_CSUM_PARTIAL, PKT_NOT_IP,
+                                  Packet, Stage, StageBatch, stage_capsule)
 from nsmd.plugins.flows cimport (PROTO_ICMP, PROTO_TCP, PROTO_UDP, FlowEntry, FlowKey,
                                  FlowTable, Headers, csum_replace, echo_like, parse, reverse,
                                  table_find, table_free, table_init, table_put)
@@ -134,7 +134,9 @@ cdef void run_nat(void *ctx, StageBatch *batch) noexcept nogil:
     cdef int i
     for i in range(batch.count):
         p = &batch.packets[i]
-        if p.drop or parse(p.data, p.len, &h) < 0 or not trackable(&h):
+        if p.drop or p.flags & PKT_NOT_IP:
+            continue
+        if parse(p.data, p.len, &h) < 0 or not trackable(&h):
             if not p.drop:
                 nat.untracked += 1
             continue

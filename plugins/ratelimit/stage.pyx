@@ -4,7 +4,7 @@ is dropped. Buckets refill continuously from the batch's clock."""
 
 from libc.stdint cimport uint64_t
 
-from nsmd.fastpath.stage cimport Packet, Stage, StageBatch, stage_capsule
+from nsmd.fastpath.stage cimport PKT_NOT_IP, Packet, Stage, StageBatch, stage_capsule
 
 
 cdef struct Bucket:
@@ -42,7 +42,7 @@ cdef void run_limiter(void *ctx, StageBatch *batch) noexcept nogil:
     refill(pkts, batch.now)
     for i in range(batch.count):
         p = &batch.packets[i]
-        if p.drop:
+        if p.drop or p.flags & PKT_NOT_IP:  # ARP and such are never held back
             continue
         need_bits = p.len * 8.0
         need_pkts = p.segments

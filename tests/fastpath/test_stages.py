@@ -173,3 +173,34 @@ def test_a_relay_wire_carries_a_chain_between_two_other_hosts():
             engine.stop()
         for s in socks:
             s.close()
+
+
+def test_ethernet_wires_carry_frames_and_stages_see_the_ip_inside():
+    engine = Engine()
+    engine.start()
+    socks = [*socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
+             *socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)]
+    client, client_tap, endpoint, endpoint_tap = socks
+    for s in (client, endpoint):
+        s.settimeout(0.3)
+    try:
+        handle = engine.add_wire(client_tap.fileno(), endpoint_tap.fileno(), l2=True)
+        macs = bytes.fromhex("02aabbccdd01") + bytes.fromhex("02aabbccdd02")
+        ip_frame = macs + b"\x08\x00" + ipv4_flow("icmp", C, E, 5)
+        arp = b"\xff" * 6 + macs[6:] + b"\x08\x06" + bytes(28)
+        assert arrives(client, endpoint, ip_frame)
+        assert arrives(client, endpoint, arp)
+        assert not arrives(client, endpoint, b"\x02" * 10)              # no Ethernet header
+        assert not arrives(client, endpoint, macs + b"\x08\x00" + b"\x45" + bytes(5))
+        fw = firewall({"default": "deny", "rules": [{"action": "allow", "proto": "icmp"}]})
+        engine.set_stages(handle, 0, 0, [fw])
+        engine.set_stages(handle, 1, 1, [fw])
+        assert arrives(client, endpoint, ip_frame)                      # allowed inside
+        assert arrives(client, endpoint, arp)                           # not IP: untouched
+        assert not arrives(client, endpoint, macs + b"\x08\x00" + ipv4_flow("udp", C, E, 1, 2))
+        assert fw.stats()["rule0_packets"] == 1 and fw.stats()["default_packets"] == 1
+        assert engine.wire_stats(handle)["a_to_b"]["drops"]["malformed"] == 2
+    finally:
+        engine.stop()
+        for s in socks:
+            s.close()

@@ -154,15 +154,6 @@ def test_bad_input_gives_one_line_and_changes_nothing(daemon, netns):
     assert "nsm" not in sh("ip", "-o", "link", netns=nsc_ns).stdout
 
 
-def test_ethernet_services_register_but_cannot_be_requested(daemon, netns):
-    d = daemon()
-    nse_ns, nsc_ns = netns("nse"), netns("nsc")
-    d.cli("apply", "-f", "-", stdin=service_manifest("l2", payload="ETHERNET") + "---" +
-          endpoint_manifest("l2-1", "l2", nse_ns))
-    result = d.cli("connect", "l2", "--netns", nsc_ns, check=False)
-    assert result.returncode == 1 and "ETHERNET" in result.stderr
-
-
 def test_deleting_the_endpoint_in_use_heals_to_another(daemon, netns):
     d = daemon()
     ns1, ns2, nsc_ns = netns("nse1"), netns("nse2"), netns("nsc")

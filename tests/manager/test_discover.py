@@ -91,9 +91,11 @@ async def test_errors_name_the_service(registry, clock, make_request):
     await add(registry, "a")
     with pytest.raises(SelectionError, match="no endpoint of network service 'svc' matches"):
         await chain.request(make_request())
-    await registry.register_service(NetworkService(name="l2", payload="ETHERNET"))
-    with pytest.raises(SelectionError, match="payload ETHERNET"):
-        await chain.request(make_request(service="l2"))
+    await registry.register_service(NetworkService(name="other"))
+    named = make_request(service="other")
+    named.connection.network_service_endpoint_name = "a"   # registered, but for svc only
+    with pytest.raises(SelectionError, match="'a' does not offer network service 'other'"):
+        await chain.request(named)
 
 
 async def test_a_named_endpoint_is_used_as_is_and_must_be_alive(registry, clock, make_request):
