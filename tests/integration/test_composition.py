@@ -144,3 +144,71 @@ def test_a_hop_between_two_other_hosts_relays_in_the_engine(netns, daemon, tmp_p
     wait_until(lambda: d2.cli_json("get", "connections") == [] and
                d3.cli_json("get", "connections") == [])
     assert "nsm" not in sh("ip", "-o", "link", netns=gw_ns).stdout
+
+
+def nse(name: str, labels: str, nsmd: str) -> str:
+    return f"""
+apiVersion: networkservicemesh.io/v1
+kind: NetworkServiceEndpoint
+metadata: {{name: {name}}}
+spec:
+  network_service_names: [nse-composition]
+  network_service_labels: {{nse-composition: {{labels: {{{labels}}}}}}}
+  nsmd: {nsmd}
+"""
+
+
+def test_nsms_composition_example_over_three_hosts(netns, daemon, tmp_path):
+    """NSM's nse-composition service, unchanged (ETHERNET, firewall -> passthrough-1 -> 2
+    -> 3 -> gateway), NSM's ACL config file for the firewall; five endpoints on three
+    hosts: the client and the firewall on n1, passthroughs 1 and 2 on n2 (a relay), the
+    third and the gateway on n3."""
+    from pathlib import Path
+
+    from nsmd.testing.sandbox import trust_domain, underlay
+
+    data = Path(__file__).parent.parent / "data" / "nsm"
+    nodes = underlay(netns, ["n1", "n2", "n3"])
+    (n1, ip1), (n2, ip2), (n3, ip3) = nodes.items()
+    td = "test.nsmd"
+    ids = trust_domain(str(tmp_path), td, [f"spiffe://{td}/node/{n}" for n in ("n1", "n2", "n3")])
+    env = {"NSMD_KEEPALIVE_S": "0.5"}
+    registry = ("--registry", f"https://{ip1}:7000")
+    d1 = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
+                           ids[f"spiffe://{td}/node/n1"]), env)
+    d2 = daemon("n2", n2, ("--listen", f"{ip2}:7000", *registry, "--identity-dir",
+                           ids[f"spiffe://{td}/node/n2"]), env)
+    d3 = daemon("n3", n3, ("--listen", f"{ip3}:7000", *registry, "--identity-dir",
+                           ids[f"spiffe://{td}/node/n3"]), env)
+    gw_ns, nsc_ns = netns("gw"), netns("nsc")
+    acl = data / "nse-composition-firewall-config.yaml"
+    d1.cli("apply", "-f", str(data / "nse-composition-netsvc.yaml"))
+    d1.cli("apply", "-f", "-", stdin=nse("nse-firewall-vpp", "app: firewall",
+                                         "{next: {}, functions: [{name: firewall, config: "
+                                         f"{{nsm_acl_file: {acl}}}}}]}}"))
+    d2.cli("apply", "-f", "-", stdin="---".join(
+        nse(f"nse-passthrough-vpp-{i}", f"app: passthrough-{i}", "{next: {}}") for i in (1, 2)))
+    d3.cli("apply", "-f", "-", stdin=nse("nse-passthrough-vpp-3", "app: passthrough-3",
+                                         "{next: {}}") + "---" +
+           nse("nse-kernel", "app: gateway", f"{{netns: {gw_ns}, ipam: "
+                                            "{prefix: 172.16.1.100/30}}"))
+    wait_until(lambda: len(d1.cli_json("get", "endpoints")) == 5)
+    conn = d1.cli_json("connect", "nse-composition", "--netns", nsc_ns)
+    names = [s["name"] for s in conn["path"]["path_segments"]]
+    assert [n for n in names if n.startswith("nse-")] == [
+        "nse-firewall-vpp", "nse-passthrough-vpp-1", "nse-passthrough-vpp-2",
+        "nse-passthrough-vpp-3", "nse-kernel"]
+    assert names[1] == "n1" and "n2" in names and names[-2] == "n3"
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert target.startswith("172.16.1.")
+    assert ping(nsc_ns, target, 3).returncode == 0                     # allow icmp
+    assert tcp_connects(nsc_ns, gw_ns, target, 8080)                   # allow tcp8080
+    assert not tcp_connects(nsc_ns, gw_ns, target, 80)                 # forbid tcp80
+    assert not tcp_connects(nsc_ns, gw_ns, target, 5001)               # no rule: deny
+    metrics = next(s for s in d1.cli_json("get", "connections")[0]["path"]["path_segments"]
+                   if s["name"] == "nse-firewall-vpp")["metrics"]
+    assert int(metrics["firewall.rule2_packets"]) >= 1
+    assert int(metrics["firewall.default_packets"]) >= 1
+    assert ": nsm" not in sh("ip", "-o", "link", netns=n2).stdout
+    d1.cli("close", conn["id"])
+    wait_until(lambda: all(d.cli_json("get", "connections") == [] for d in (d2, d3)))
