@@ -114,7 +114,8 @@ class Daemon:
         self.rekeyer = Rekeyer(self.manager, self.dataplane, self.metrics, cfg.rekey_after_s)
         self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping)),
                        asyncio.ensure_future(self.rekeyer.run(self.stopping)),
-                       asyncio.ensure_future(self.manager.functions.run(self.stopping))]
+                       asyncio.ensure_future(self.manager.functions.run(self.stopping)),
+                       asyncio.ensure_future(self.manager.supplies.run(self.stopping))]
         self._runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         if cfg.listen:
             assert self.id is not None

@@ -43,6 +43,31 @@ def exists(netns: str) -> bool:
     return not netns or os.path.exists(netns_path(netns))
 
 
+def create_named(name: str) -> None:
+    """Creates the named namespace /var/run/netns/NAME (lo up), as `ip netns add` does;
+    blocking (pyroute2 forks): call it off the event loop."""
+    from pyroute2 import netns as named
+
+    if not exists(name):
+        named.create(name)
+    with _named_ipr(name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove_named(name: str) -> None:
+    """Deletes a namespace this daemon created (blocking)."""
+    from pyroute2 import netns as named
+
+    if exists(name):
+        named.remove(name)
+
+
+def _named_ipr(name: str):
+    from pyroute2 import NetNS
+
+    return NetNS(name)
+
+
 def enter(netns: str) -> None:
     """Moves the calling thread into `netns` (never call this on the event loop's thread)."""
     path = netns_path(netns)

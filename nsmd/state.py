@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-TABLES = ("services", "endpoints", "hosted", "held", "wires", "ipam")
+TABLES = ("services", "endpoints", "hosted", "held", "wires", "ipam", "supplied")
 DB_FILE = "nsmd.db"
 
 

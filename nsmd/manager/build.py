@@ -58,6 +58,7 @@ from nsmd.peer.client import PeerClient
 from nsmd.policy import Policy
 from nsmd.registry import RegistryView
 from nsmd.state import StateDB
+from nsmd.supplies import Supplies
 
 log = logging.getLogger("nsmd.manager")
 
@@ -82,7 +83,9 @@ class Manager:
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
         self.functions = Functions(hosting, dataplane)
-        self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon)
+        self.supplies = Supplies(hosting, db, clock, name, self.server_begin.peek)
+        self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon,
+                                       self.supplies)
         endpoint = Chain(
             UpdatePath(lambda conn: conn.network_service_endpoint_name),
             UpdateToken(clock, token_lifetime_s, self.signer),

@@ -42,8 +42,8 @@ class Ipam(Element):
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
         spec = self.hosting.require(conn.network_service_endpoint_name)
-        if spec.next is not None:
-            return await nxt.request(request)  # a passthrough: the final endpoint addresses
+        if spec.builds_no_device:
+            return await nxt.request(request)  # the endpoint the request goes on to addresses
         ipc = conn.context.ip_context
         lease = self.leases.get(conn.id)
         fresh = lease is None or lease.endpoint != conn.network_service_endpoint_name \

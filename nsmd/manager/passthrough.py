@@ -8,7 +8,8 @@ client's (or `next.labels`), so the service's matches route client -> firewall -
 endpoint. Hops on this host join in one wire without devices in between (the onward
 request carries the client's mechanism down to whichever hop builds the wire); a hop on
 another host is reached through the tunnel. The onward endpoint chosen first is kept on
-refresh, so a chain stays where it was built.
+refresh, so a chain stays where it was built. A supplier endpoint (scale from zero) hands
+requests on the same way, to the endpoint it supplies (nsmd/supplies.py), labels unchanged.
 """
 
 from __future__ import annotations
@@ -19,31 +20,38 @@ from nsmd.hosting import Hosting
 from nsmd.manager.chain import Chain, Element, Next
 from nsmd.model import Connection, NetworkServiceRequest
 from nsmd.registry import RegistryView
+from nsmd.supplies import Supplies
 
 
 class Passthrough(Element):
     def __init__(self, hosting: Hosting, registry: RegistryView,
-                 onward: Callable[[], Chain]):
+                 onward: Callable[[], Chain], supplies: Supplies):
         self.hosting = hosting
         self.registry = registry
         self.onward = onward            # this daemon's server chain, acting as itself
+        self.supplies = supplies
         self._next: dict[str, str] = {}  # our segment id -> the endpoint chosen onward
         self.inner: set[str] = set()     # ids of the onward connections (not listed apart)
 
     def is_passthrough(self, endpoint: str) -> bool:
         spec = self.hosting.spec(endpoint)
-        return spec is not None and spec.next is not None
+        return spec is not None and spec.builds_no_device
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
         spec = self.hosting.require(conn.network_service_endpoint_name)
-        if spec.next is None:
+        if not spec.builds_no_device:
             return await nxt.request(request)
         ours, service, labels = conn.id, conn.network_service, dict(conn.labels)
         endpoint = conn.network_service_endpoint_name
-        conn.network_service = spec.next.service or service
-        conn.labels = dict(spec.next.labels) or self._own_labels(endpoint, service)
-        conn.network_service_endpoint_name = self._next.get(ours, "")
+        if spec.supplier is not None:  # scale from zero: to the endpoint it supplies
+            conn.network_service_endpoint_name = await self.supplies.ensure(
+                endpoint, spec.supplier, service)
+        else:
+            assert spec.next is not None
+            conn.network_service = spec.next.service or service
+            conn.labels = dict(spec.next.labels) or self._own_labels(endpoint, service)
+            conn.network_service_endpoint_name = self._next.get(ours, "")
         result = await self.onward().request(request)
         self._next[ours] = result.network_service_endpoint_name
         self.inner.add(result.path.path_segments[result.path.index + 1].id)

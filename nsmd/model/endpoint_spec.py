@@ -75,6 +75,13 @@ class NextSpec:
 
 
 @dataclasses.dataclass
+class SupplierSpec:
+    labels: dict[str, str] = field(default_factory=dict)   # of the endpoints it supplies
+    ipam: IpamSpec = field(default_factory=IpamSpec)
+    idle_s: float = 60.0                                    # retire this long after idle
+
+
+@dataclasses.dataclass
 class EndpointSpec:
     netns: str = ""          # "" = the daemon's own network namespace
     ifname: str = DEFAULT_ENDPOINT_IFNAME
@@ -82,6 +89,7 @@ class EndpointSpec:
     ipam: IpamSpec = field(default_factory=IpamSpec)
     functions: list[FunctionSpec] = field(default_factory=list)
     next: NextSpec | None = None
+    supplier: SupplierSpec | None = None
 
     def validate(self, where: str = "nsmd.") -> EndpointSpec:
         check_netns(self.netns, f"{where}netns")
@@ -93,4 +101,17 @@ class EndpointSpec:
             check_prefix(prefix, f"{where}ipam.exclude_prefixes[{i}]")
         if self.next is not None and self.next.service:
             check_name(self.next.service, f"{where}next.service")
+        if self.supplier is not None:
+            if self.next is not None:
+                raise ValidationError(f"{where}supplier", "a supplier or a passthrough (next), "
+                                      "not both")
+            check_prefix(self.supplier.ipam.prefix, f"{where}supplier.ipam.prefix")
+            if not 1 <= self.supplier.idle_s <= 86400:
+                raise ValidationError(f"{where}supplier.idle_s", "1 to 86400 seconds",
+                                      self.supplier.idle_s)
         return self
+
+    @property
+    def builds_no_device(self) -> bool:
+        """A passthrough or a supplier: the request goes on to another endpoint."""
+        return self.next is not None or self.supplier is not None
