@@ -1,8 +1,9 @@
 """Compiles the plugin's stage against nsmd's stage ABI (nsmd.fastpath.get_include())."""
 
-import nsmd.fastpath
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+import nsmd.fastpath
 
 setup(ext_modules=cythonize(
     [Extension("nsmd_marker.stage", ["nsmd_marker/stage.pyx"])],
