@@ -3,7 +3,8 @@
     sudo .venv/bin/python bench/run.py [--quick]
 
 Runs bench/datapath.py (veth, wireguard-go, the naive tunnel and nsmd in one run),
-bench/control_plane.py and bench/authorize.py (the cost of zero trust), then writes
+bench/control_plane.py, bench/authorize.py (the cost of zero trust) and bench/functions.py
+(the cost of function stages and composed chains), then writes
 bench/results/summary.json, prints each goal with its figure and verdict, and draws
 bench/results/summary.png
 (throughput per tunnel; setup latency and connect-storm time). Installs matplotlib if
@@ -28,12 +29,17 @@ def run(script: str, *args: str) -> dict:
         return json.load(f)
 
 
-def goals(dp: dict, cp: dict, az: dict) -> list[tuple[str, str, bool]]:
+def goals(dp: dict, cp: dict, az: dict, fn: dict) -> list[tuple[str, str, bool]]:
     x, w, v, local = (dp["nsmd_cross_host"], dp["wireguard_go"], dp["veth"],
                       dp["nsmd_same_host"])
     ratio = dp["ratios"]
     auth, auth6 = az["authorize_cross_host"]["us"], az["authorize_6_hops"]["us"]
+    fr = fn["ratios"]
     return [
+        ("firewall with 100 rules costs < 10 % of throughput",
+         f"{fr['firewall_100_rules']:.0%} of a direct vWire (3 rules {fr['firewall_3_rules']:.0%},"
+         f" nat {fr['nat']:.0%}, 5-hop chain {fr['chain_5_hops']:.0%})",
+         fr["firewall_100_rules"] >= 0.9),
         ("authorize one peer request < 1 ms",
          f"p50 {auth['p50']} us, p99 {auth['p99']} us (6 hops: p99 {auth6['p99']} us)",
          max(auth["p99"], auth6["p99"]) < 1000),
@@ -117,8 +123,10 @@ def main() -> int:
     dp = run("datapath.py", *quick)
     cp = run("control_plane.py", *(("--endpoints", "20000") if args.quick else ()))
     az = run("authorize.py", *(("--connects", "20") if args.quick else ()))
-    results = {"datapath": dp, "control_plane": cp, "authorize": az, "goals": [
-        {"goal": g, "measured": m, "met": ok} for g, m, ok in goals(dp, cp, az)]}
+    fn = run("functions.py", *(("--seconds", "3") if args.quick else ()))
+    results = {"datapath": dp, "control_plane": cp, "authorize": az, "functions": fn,
+               "goals": [{"goal": g, "measured": m, "met": ok}
+                         for g, m, ok in goals(dp, cp, az, fn)]}
     with open(os.path.join(RESULTS, "summary.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("\ngoal".ljust(52) + "measured".ljust(52) + "met")
