@@ -5,6 +5,7 @@ a chain of endpoints to the final one."""
 from __future__ import annotations
 
 from nsmd.testing.sandbox import host, ping, sh, wait_until
+from tests.integration.beds import build_hosts, build_two_hosts
 from tests.integration.test_functions import tcp_connects
 
 CHAIN_SERVICE = """
@@ -77,7 +78,6 @@ def test_a_client_goes_through_a_firewall_to_the_gateway_on_one_host(netns, daem
 def test_chains_across_two_hosts(netns, daemon, tmp_path):
     """The firewall on the gateway's host (the tunnel ends in the chain), then on the
     client's host (the chain ends in the tunnel)."""
-    from tests.integration.test_multihost import build_two_hosts
 
     near, far, _, nsc_ns, _ = build_two_hosts(netns, daemon, tmp_path,
                                               {"NSMD_KEEPALIVE_S": "0.5"}, service="chain")
@@ -111,20 +111,9 @@ def test_chains_across_two_hosts(netns, daemon, tmp_path):
 def test_a_hop_between_two_other_hosts_relays_in_the_engine(netns, daemon, tmp_path):
     """client on n1 -> firewall on n2 -> gateway on n3: n2 holds no device, only a relay
     wire between its two tunnels, with the firewall's stage in between."""
-    from nsmd.testing.sandbox import trust_domain, underlay
-
-    nodes = underlay(netns, ["n1", "n2", "n3"])
-    (n1, ip1), (n2, ip2), (n3, ip3) = nodes.items()
-    td = "test.nsmd"
-    ids = trust_domain(str(tmp_path), td, [f"spiffe://{td}/node/{n}" for n in ("n1", "n2", "n3")])
-    env = {"NSMD_KEEPALIVE_S": "0.5"}
-    registry = ("--registry", f"https://{ip1}:7000")
-    d1 = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
-                           ids[f"spiffe://{td}/node/n1"]), env)
-    d2 = daemon("n2", n2, ("--listen", f"{ip2}:7000", *registry, "--identity-dir",
-                           ids[f"spiffe://{td}/node/n2"]), env)
-    d3 = daemon("n3", n3, ("--listen", f"{ip3}:7000", *registry, "--identity-dir",
-                           ids[f"spiffe://{td}/node/n3"]), env)
+    (d1, d2, d3), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2", "n3"],
+                                      {"NSMD_KEEPALIVE_S": "0.5"})
+    n2 = list(nodes)[1]
     gw_ns, nsc_ns = netns("gw"), netns("nsc")
     d3.cli("apply", "-f", "-", stdin=CHAIN_SERVICE + "---" + GATEWAY % gw_ns)
     d2.cli("apply", "-f", "-", stdin=FIREWALL)
@@ -165,21 +154,10 @@ def test_nsms_composition_example_over_three_hosts(netns, daemon, tmp_path):
     third and the gateway on n3."""
     from pathlib import Path
 
-    from nsmd.testing.sandbox import trust_domain, underlay
-
     data = Path(__file__).parent.parent / "data" / "nsm"
-    nodes = underlay(netns, ["n1", "n2", "n3"])
-    (n1, ip1), (n2, ip2), (n3, ip3) = nodes.items()
-    td = "test.nsmd"
-    ids = trust_domain(str(tmp_path), td, [f"spiffe://{td}/node/{n}" for n in ("n1", "n2", "n3")])
-    env = {"NSMD_KEEPALIVE_S": "0.5"}
-    registry = ("--registry", f"https://{ip1}:7000")
-    d1 = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
-                           ids[f"spiffe://{td}/node/n1"]), env)
-    d2 = daemon("n2", n2, ("--listen", f"{ip2}:7000", *registry, "--identity-dir",
-                           ids[f"spiffe://{td}/node/n2"]), env)
-    d3 = daemon("n3", n3, ("--listen", f"{ip3}:7000", *registry, "--identity-dir",
-                           ids[f"spiffe://{td}/node/n3"]), env)
+    (d1, d2, d3), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2", "n3"],
+                                      {"NSMD_KEEPALIVE_S": "0.5"})
+    n2 = list(nodes)[1]
     gw_ns, nsc_ns = netns("gw"), netns("nsc")
     acl = data / "nse-composition-firewall-config.yaml"
     d1.cli("apply", "-f", str(data / "nse-composition-netsvc.yaml"))

@@ -4,7 +4,7 @@ and routes as for IP, ARP resolved across the vWire, on one host and across host
 from __future__ import annotations
 
 from nsmd.testing.sandbox import endpoint_manifest, host, ping, service_manifest, sh, wait_until
-from tests.integration.test_multihost import build_two_hosts
+from tests.integration.beds import build_two_hosts
 
 
 def link_of(netns: str, ifname: str) -> str:

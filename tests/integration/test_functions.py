@@ -84,7 +84,7 @@ def test_bad_function_configs_give_one_line_and_change_nothing(netns, daemon):
 
 
 def test_functions_run_on_the_endpoint_host_across_hosts(netns, daemon, tmp_path):
-    from tests.integration.test_multihost import build_two_hosts
+    from tests.integration.beds import build_two_hosts
 
     near, far, nse_ns, nsc_ns, _ = build_two_hosts(
         netns, daemon, tmp_path, {"NSMD_KEEPALIVE_S": "0.5"}, service="svc")

@@ -22,35 +22,9 @@ from nsmd.testing.sandbox import (
     underlay,
     wait_until,
 )
+from tests.integration.beds import DOMAIN, build_two_hosts, connect
 
-DOMAIN = "test.nsmd"
 MARKER = b"nsmd-plaintext-marker-7c1f"
-
-
-def build_two_hosts(netns, daemon, tmp_path, env: dict, service: str = "remote-svc",
-                    endpoint: str = "far-1", prefix: str = "100.64.50.0/24"):
-    """Two node namespaces on a bridge, a daemon in each (n1 holds the registry), an
-    endpoint of `service` hosted by n2 and seen from n1; returns
-    (n1's daemon, n2's daemon, endpoint ns, client ns, {node ns: ip})."""
-    nodes = underlay(netns, ["n1", "n2"])
-    (n1, ip1), (n2, ip2) = nodes.items()
-    ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/n1",
-                                               f"spiffe://{DOMAIN}/node/n2"])
-    near = daemon("n1", n1, ("--listen", f"{ip1}:7000", "--identity-dir",
-                             ids[f"spiffe://{DOMAIN}/node/n1"]), env)
-    far = daemon("n2", n2, ("--listen", f"{ip2}:7000", "--registry", f"https://{ip1}:7000",
-                            "--identity-dir", ids[f"spiffe://{DOMAIN}/node/n2"]), env)
-    nse_ns, nsc_ns = netns("nse"), netns("nsc")
-    far.cli("apply", "-f", "-", stdin=service_manifest(service) + "---" +
-            endpoint_manifest(endpoint, service, nse_ns, prefix))
-    wait_until(lambda: any(e["name"] == endpoint for e in near.cli_json("get", "endpoints")))
-    return near, far, nse_ns, nsc_ns, nodes
-
-
-def connect(d, service: str, netns: str) -> tuple[dict, str]:
-    """A vWire for `netns`: (the connection, the endpoint's address)."""
-    conn = d.cli_json("connect", service, "--netns", netns)
-    return conn, host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ their node's endpoint."""
 from __future__ import annotations
 
 from nsmd.testing.sandbox import endpoint_manifest, ping, wait_until
-from tests.integration.test_multihost import build_two_hosts, connect
+from tests.integration.beds import build_two_hosts, connect
 
 LOCAL_FIRST = """
 apiVersion: networkservicemesh.io/v1

@@ -1,0 +1,50 @@
+"""Multi-host beds for the namespace tests: node namespaces on one bridge (underlay
+192.0.2.0/24), a daemon in each with an SVID of one development trust domain, the first
+holding the registry."""
+
+from __future__ import annotations
+
+from nsmd.testing.sandbox import (
+    DaemonProc,
+    endpoint_manifest,
+    host,
+    service_manifest,
+    trust_domain,
+    underlay,
+    wait_until,
+)
+
+DOMAIN = "test.nsmd"
+
+
+def build_hosts(netns, daemon, tmp_path, names: list[str], env: dict | None = None,
+                ) -> tuple[list[DaemonProc], dict[str, str]]:
+    """A daemon per node name (n1 holds the registry, the others use it): (daemons in
+    order, {node namespace: its underlay IP})."""
+    nodes = underlay(netns, names)
+    ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/{n}" for n in names])
+    first_ip = next(iter(nodes.values()))
+    daemons = []
+    for i, (name, (ns, ip)) in enumerate(zip(names, nodes.items(), strict=True)):
+        registry = ("--registry", f"https://{first_ip}:7000") if i else ()
+        daemons.append(daemon(name, ns, ("--listen", f"{ip}:7000", *registry, "--identity-dir",
+                                         ids[f"spiffe://{DOMAIN}/node/{name}"]), env))
+    return daemons, nodes
+
+
+def build_two_hosts(netns, daemon, tmp_path, env: dict, service: str = "remote-svc",
+                    endpoint: str = "far-1", prefix: str = "100.64.50.0/24"):
+    """Two hosts, an endpoint of `service` hosted by n2 and seen from n1; returns
+    (n1's daemon, n2's daemon, endpoint ns, client ns, {node ns: ip})."""
+    (near, far), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2"], env)
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    far.cli("apply", "-f", "-", stdin=service_manifest(service) + "---" +
+            endpoint_manifest(endpoint, service, nse_ns, prefix))
+    wait_until(lambda: any(e["name"] == endpoint for e in near.cli_json("get", "endpoints")))
+    return near, far, nse_ns, nsc_ns, nodes
+
+
+def connect(d, service: str, netns: str) -> tuple[dict, str]:
+    """A vWire for `netns`: (the connection, the endpoint's address)."""
+    conn = d.cli_json("connect", service, "--netns", netns)
+    return conn, host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
