@@ -87,6 +87,16 @@ class Function:
         return {}
 
 
+def check_seconds(config: Any, where: str, *keys: str, lowest: float = 1,
+                  highest: float = 86400) -> None:
+    """Each of config's `keys` is a duration within [lowest, highest] seconds."""
+    for key in keys:
+        value = getattr(config, key)
+        if not lowest <= value <= highest:
+            raise ValidationError(f"{where}.config.{key}", f"{lowest:g} to {highest:g} seconds",
+                                  value)
+
+
 class VWireBase:
     """Convenience base for VWireFunction implementations written in Python."""
 

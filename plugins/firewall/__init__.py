@@ -28,7 +28,7 @@ import yaml
 from nsmd.errors import ValidationError
 from nsmd.model import Connection
 from nsmd.model.codec import field
-from nsmd.plugins.api import Function, VWireFunction
+from nsmd.plugins.api import Function, VWireFunction, check_seconds
 
 PROTOCOLS = {"any": 0, "tcp": 6, "udp": 17, "icmp": 256, "icmpv6": 58}
 ANY_ICMP = 256
@@ -65,9 +65,7 @@ class Firewall(Function):
         cfg, at = self.config, f"{self.where}.config"
         if cfg.nsm_acl_file and cfg.rules:
             raise ValidationError(f"{at}.nsm_acl_file", "either rules or nsm_acl_file, not both")
-        for key in ("tcp_timeout_s", "udp_timeout_s", "other_timeout_s"):
-            if not 1 <= getattr(cfg, key) <= 86400:
-                raise ValidationError(f"{at}.{key}", "1 to 86400 seconds", getattr(cfg, key))
+        check_seconds(cfg, self.where, "tcp_timeout_s", "udp_timeout_s", "other_timeout_s")
         if cfg.nsm_acl_file:
             self.rules = read_nsm_acl(cfg.nsm_acl_file, f"{at}.nsm_acl_file")
             self.default_allow = False  # VPP ACLs deny what no rule permits

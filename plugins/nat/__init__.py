@@ -17,7 +17,7 @@ from typing import Any
 
 from nsmd.errors import NsmdError, ValidationError
 from nsmd.model import Connection
-from nsmd.plugins.api import Function, VWireFunction
+from nsmd.plugins.api import Function, VWireFunction, check_seconds
 
 
 @dataclasses.dataclass
@@ -39,9 +39,7 @@ class Nat(Function):
                 ipaddress.IPv4Address(cfg.address)
             except ValueError:
                 raise ValidationError(f"{at}.address", "an IPv4 address", cfg.address) from None
-        for key in ("tcp_timeout_s", "udp_timeout_s", "icmp_timeout_s"):
-            if not 1 <= getattr(cfg, key) <= 86400:
-                raise ValidationError(f"{at}.{key}", "1 to 86400 seconds", getattr(cfg, key))
+        check_seconds(cfg, self.where, "tcp_timeout_s", "udp_timeout_s", "icmp_timeout_s")
 
     def attach(self, conn: Connection) -> VWireFunction:
         from nsmd.plugins.nat.stage import NatStage
