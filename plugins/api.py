@@ -97,19 +97,6 @@ def check_seconds(config: Any, where: str, *keys: str, lowest: float = 1,
                                   value)
 
 
-class VWireBase:
-    """Convenience base for VWireFunction implementations written in Python."""
-
-    def stats(self) -> dict[str, int]:
-        return {}
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 @functools.cache
 def available() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
