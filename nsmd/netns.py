@@ -43,29 +43,34 @@ def exists(netns: str) -> bool:
     return not netns or os.path.exists(netns_path(netns))
 
 
-def create_named(name: str) -> None:
-    """Creates the named namespace /var/run/netns/NAME (lo up), as `ip netns add` does;
-    blocking (pyroute2 forks): call it off the event loop."""
-    from pyroute2 import netns as named
-
+async def create_named(name: str) -> None:
+    """Creates the named namespace /var/run/netns/NAME with lo up, as `ip netns add` does
+    (by running it: forking this daemon instead, as pyroute2 does, lets the child's signals
+    reach the parent's event loop through the shared wakeup fd)."""
     if not exists(name):
-        named.create(name)
-    with _named_ipr(name) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        await _ip("netns", "add", name)
+    await run_in(name, _loopback_up)
 
 
-def remove_named(name: str) -> None:
-    """Deletes a namespace this daemon created (blocking)."""
-    from pyroute2 import netns as named
-
+async def remove_named(name: str) -> None:
+    """Deletes a namespace this daemon created."""
     if exists(name):
-        named.remove(name)
+        await _ip("netns", "delete", name)
 
 
-def _named_ipr(name: str):
-    from pyroute2 import NetNS
+async def _ip(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode:
+        raise DataplaneError(f"ip {' '.join(args)}: {err.decode().strip()}")
 
-    return NetNS(name)
+
+def _loopback_up() -> None:
+    from nsmd import tundev
+
+    ipr = tundev.thread_netlink()
+    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
 
 def enter(netns: str) -> None:

@@ -47,7 +47,7 @@ class Supplies:
         if self.hosting.spec(name) is not None:
             return name
         space = NETNS_PREFIX + name
-        await asyncio.to_thread(netns.create_named, space)
+        await netns.create_named(space)
         nse = NetworkServiceEndpoint(
             name=name, network_service_names=[service],
             network_service_labels={service: ServiceLabels(
@@ -68,7 +68,7 @@ class Supplies:
         if name in self.hosting.registry.endpoints:
             await self.hosting.registry.unregister_endpoint(name)
         if doc is not None:
-            await asyncio.to_thread(netns.remove_named, doc["netns"])
+            await netns.remove_named(doc["netns"])
             self.db.delete("supplied", name)
         self._idle_since.pop(name, None)
         log.info("supplied endpoint %s retired (idle)", name)

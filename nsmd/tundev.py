@@ -85,7 +85,7 @@ def attach(name: str, offload: bool = False, queues: int = 1, tap: bool = False)
     vnet-header mode and queue count it was created with); one fd per queue."""
     # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
     # /sys would show the namespace sysfs was mounted in).
-    ipr = _netlink()
+    ipr = thread_netlink()
     links = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
     if not links or links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "tun":
         raise DataplaneError(f"interface {name} is gone")
@@ -135,7 +135,7 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
         # An IPv4-only vWire: no link-local address, no MLD/RS chatter into the tunnel.
         _write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
     try:
-        ipr = _netlink()
+        ipr = thread_netlink()
         index = ipr.link_lookup(ifname=name)[0]
         ipr.link("set", index=index, mtu=cfg.mtu)
         if cfg.mac:
@@ -157,7 +157,7 @@ _local = threading.local()
 NETLINK_REUSE = 256
 
 
-def _netlink() -> IPRoute:
+def thread_netlink() -> IPRoute:
     """This thread's netlink socket (in its namespace), reused for a while."""
     ipr = getattr(_local, "ipr", None)
     uses = getattr(_local, "uses", 0)
