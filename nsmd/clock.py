@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 
@@ -33,3 +33,35 @@ class SystemClock:
     def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
         delay = max(0.0, when - time.time())
         return asyncio.get_running_loop().call_later(delay, callback)
+
+
+async def sleep(clock: Clock, seconds: float) -> None:
+    """asyncio.sleep on `clock`: a fake clock's tests move it instead of waiting."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    timer = clock.call_at(clock.time() + seconds, wake)
+    try:
+        await done
+    finally:
+        timer.cancel()
+
+
+async def every(clock: Clock, interval_s: float, stopping: asyncio.Event,
+                ) -> AsyncIterator[None]:
+    """Yields every `interval_s` on `clock` until `stopping` is set (which ends it at once,
+    not at the next tick): the loop of the daemon's periodic checks."""
+    while not stopping.is_set():
+        nap = asyncio.ensure_future(sleep(clock, interval_s))
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait((nap, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            stop.cancel()
+        if stopping.is_set():
+            return
+        yield

@@ -45,7 +45,8 @@ class Config:
     nse_expiry_s: float = 60.0
     local_mtu: int = 1500
     tunnel_mtu: int = 1420
-    keepalive_s: float = 1.0    # idle tunnels send this often; 4 silent intervals = dead
+    keepalive_s: float = 1.0    # idle tunnels send this often
+    heal_detect_s: float = 3.0  # a dead data plane is found within this; healed 1 s later
     rekey_after_s: float = 120.0
 
     def validate(self) -> Config:
@@ -71,6 +72,12 @@ class Config:
             raise ValidationError("tunnel-mtu", "an MTU between 576 and 1420", self.tunnel_mtu)
         if not 0.1 <= self.keepalive_s <= 60:
             raise ValidationError("keepalive-s", "0.1 to 60 seconds", self.keepalive_s)
+        if not 0.4 <= self.heal_detect_s <= 600:
+            raise ValidationError("heal-detect-s", "0.4 to 600 seconds", self.heal_detect_s)
+        if self.keepalive_s > self.heal_detect_s * 3 / 8:
+            # two keepalives must fit in the silence that counts as death (3/4 of it)
+            raise ValidationError("keepalive-s", f"at most 3/8 of heal-detect-s "
+                                  f"({self.heal_detect_s * 3 / 8:g} s)", self.keepalive_s)
         if not 1 <= self.rekey_after_s <= REKEY_LIMIT_S:
             raise ValidationError("rekey-after-s", f"1 to {REKEY_LIMIT_S:.0f} seconds (tunnel "
                                   "keys are refused 180 s after they were made)",

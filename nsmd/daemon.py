@@ -30,7 +30,8 @@ from nsmd.identity.identity import Identity
 from nsmd.identity.svid import verify_chain
 from nsmd.identity.tls import peer_certificate
 from nsmd.manager.build import Manager
-from nsmd.manager.liveness import DEAD_AFTER_KEEPALIVES, Liveness
+from nsmd.manager.liveness import Liveness
+from nsmd.manager.probe import timings
 from nsmd.manager.rekey import Rekeyer
 from nsmd.manifest import Resource, to_manifest
 from nsmd.metrics import Metrics
@@ -88,7 +89,8 @@ class Daemon:
                                metrics=self.metrics, peer=lambda: self.peer,
                                identity=lambda: self.id, policy=policy,
                                token_lifetime_s=cfg.token_lifetime_s, local_mtu=cfg.local_mtu,
-                               tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s)
+                               tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s,
+                               heal_detect_s=cfg.heal_detect_s)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin.peek()),
                                      self.dataplane.totals)
         self.dataplane.start()
@@ -99,18 +101,17 @@ class Daemon:
             self.registry.on_resync.append(self.hosting.reregister_all)
         await self.dataplane.restore()
         await self.hosting.start()
-        restored, lost = await self.manager.restore()
+        restored, healing, lost = await self.manager.restore()
         claimed = self.manager.wire_ids()
         swept = await self.dataplane.sweep(claimed)
         released = self.manager.ipam.sweep(claimed)
         if released:
             log.info("restart: released the addresses of %d connection(s) that did not "
                      "come back", len(released))
-        if restored or lost or swept:
-            log.info("restart: %d connection(s) restored, %d lost, %d stale vWire(s) removed",
-                     restored, lost, len(swept))
-        self.liveness = Liveness(self.manager, self.dataplane, self.hosting,
-                                 dead_after_s=DEAD_AFTER_KEEPALIVES * cfg.keepalive_s)
+        if restored or healing or lost or swept:
+            log.info("restart: %d connection(s) restored, %d being healed, %d lost, %d stale "
+                     "vWire(s) removed", restored, healing, lost, len(swept))
+        self.liveness = Liveness(self.manager, self.hosting, timings(cfg.heal_detect_s)[0])
         self.rekeyer = Rekeyer(self.manager, self.dataplane, self.metrics, cfg.rekey_after_s)
         self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping)),
                        asyncio.ensure_future(self.rekeyer.run(self.stopping)),

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from nsmd import netns
-from nsmd.clock import Clock
+from nsmd.clock import Clock, every
 from nsmd.hosting import NODE_LABEL, Hosting
 from nsmd.model import Connection, NetworkServiceEndpoint, ServiceLabels
 from nsmd.model.endpoint_spec import EndpointSpec, SupplierSpec
@@ -89,11 +89,8 @@ class Supplies:
         return retired
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
+        async for _ in every(self.clock, CHECK_INTERVAL_S, stopping):
             try:
-                await asyncio.wait_for(stopping.wait(), CHECK_INTERVAL_S)
-            except TimeoutError:
-                try:
-                    await self.check_once()
-                except Exception:  # keep retiring the others next time
-                    log.exception("retiring idle supplied endpoints failed")
+                await self.check_once()
+            except Exception:  # keep retiring the others next time
+                log.exception("retiring idle supplied endpoints failed")

@@ -15,7 +15,10 @@ from nsmd.model.endpoint_spec import check_ifname, check_netns
 from nsmd.model.registry import check_name
 
 routes = web.RouteTableDef()
-CONNECT_FIELDS = ("network_service", "labels", "netns", "ifname", "client")
+CONNECT_FIELDS = ("network_service", "labels", "netns", "ifname", "client", "timeout_s")
+# NSM's client retries its first request this long (NSM_REQUEST_TIMEOUT)
+CONNECT_TIMEOUT_S = 15.0
+MAX_CONNECT_TIMEOUT_S = 3600.0
 
 
 @routes.post("/v1/connections")
@@ -44,8 +47,14 @@ async def connect(request: web.Request) -> web.Response:
     check_netns(netns, "netns")
     if ifname:
         check_ifname(ifname, "ifname")
+    timeout_s = body.get("timeout_s", CONNECT_TIMEOUT_S)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or \
+            not 0 <= timeout_s <= MAX_CONNECT_TIMEOUT_S:
+        raise ValidationError("timeout_s", f"seconds from 0 to {MAX_CONNECT_TIMEOUT_S:.0f}",
+                              timeout_s)
     conn = await request.app[DAEMON].manager.connect(service, labels, netns, ifname, client,
-                                                     local_caller(request.transport))
+                                                     local_caller(request.transport),
+                                                     float(timeout_s))
     return reply(request, to_wire(conn), status=201)
 
 

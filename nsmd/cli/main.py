@@ -101,6 +101,9 @@ def build_parser() -> Parser:
                          help="client interface name (default: nsm0, nsm1, ...)")
     connect.add_argument("--client-name", default="", metavar="NAME",
                          help="the client's path segment name (default nsc@NETNS)")
+    connect.add_argument("--timeout", type=float, metavar="SECONDS",
+                         help="keep trying this long while no endpoint can serve the "
+                              "request (default 15, as NSM's client; 0: try once)")
     connect.add_argument("-o", "--output", choices=output.FORMATS, default="table")
 
     close = client_parser("close", "close a vWire")
@@ -213,6 +216,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
     body = {"network_service": args.service, "labels": query_labels(args.label, "--label"),
             "netns": args.netns, "ifname": args.ifname, "client": args.client_name}
+    if args.timeout is not None:
+        body["timeout_s"] = args.timeout
     conn = Client(args.api_socket).call("POST", "/v1/connections", body)
     print(output.emit(conn, args.output, lambda c: output.connections_table([c])))
     return 0

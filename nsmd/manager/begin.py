@@ -62,12 +62,21 @@ class Begin(Element):
         async with self._serialised(conn.id):
             await self._close_locked(conn.id)
 
+    def adopt(self, request: NetworkServiceRequest, nxt: Next) -> None:
+        """Remembers, DOWN, a connection whose request failed but that must not be lost
+        (one held before a restart): heal can bring it back and Close can end it."""
+        conn = request.connection.clone()
+        conn.state = State.DOWN
+        self._entries.setdefault(conn.id, _Entry(conn, list(request.mechanism_preferences),
+                                                 nxt))
+
     # -- replays from this point of the chain (refresh, timeout, heal) ---------------------
 
     async def request_again(self, conn_id: str, *, reselect: bool = False) -> Connection | None:
         """Requests the connection again as last returned; None if it is gone meanwhile.
 
-        reselect: close it downstream and let the chain pick an endpoint afresh.
+        reselect: close it downstream and let the chain pick an endpoint afresh; the IP
+        context stays in the request, so the new endpoint may hand out the same addresses.
         """
         async with self._serialised(conn_id):
             entry = self._entries.get(conn_id)
@@ -80,8 +89,6 @@ class Begin(Element):
                 conn.state = State.RESELECT_REQUESTED
                 conn.network_service_endpoint_name = ""
                 conn.mechanism = None
-                conn.context.ip_context.src_ip_addrs = []
-                conn.context.ip_context.dst_ip_addrs = []
             return await self._request_locked(request, entry.nxt)
 
     async def close_by_id(self, conn_id: str) -> bool:
@@ -101,8 +108,10 @@ class Begin(Element):
         old = self._entries.get(conn_id)
         reselect = old if request.connection.state == State.RESELECT_REQUESTED else None
         if reselect is not None:
+            replaced = reselect.conn.clone()
+            replaced.state = State.RESELECT_REQUESTED  # closed to be replaced, not for good
             with contextlib.suppress(Exception):  # the old endpoint may be dead already
-                await reselect.nxt.close(reselect.conn.clone())
+                await reselect.nxt.close(replaced)
         try:
             conn = await nxt.request(request)
         except BaseException:

@@ -20,25 +20,26 @@ import uuid
 from collections.abc import Callable
 
 from nsmd.caller import CALLER, DAEMON, Caller
-from nsmd.clock import Clock
+from nsmd.clock import Clock, sleep
 from nsmd.dataplane import Dataplane
-from nsmd.errors import NotFound, NsmdError, PermissionDenied
+from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError
 from nsmd.hosting import NODE_LABEL, Hosting
 from nsmd.identity.identity import Identity
 from nsmd.identity.tokens import Signer
 from nsmd.manager.authorize import ActAsDaemon, Authorize
 from nsmd.manager.begin import Begin
-from nsmd.manager.chain import Chain
+from nsmd.manager.chain import Chain, Next
 from nsmd.manager.connect import Connect
 from nsmd.manager.discover import Discover
 from nsmd.manager.functions import Functions
-from nsmd.manager.heal import Heal
+from nsmd.manager.heal import MAX_RETRY_S, RETRY_S, Heal
 from nsmd.manager.held import Held
 from nsmd.manager.ipam import Ipam
 from nsmd.manager.mechanisms import DEFAULT_TUNNEL_MTU, KERNEL
 from nsmd.manager.metrics import RequestMetrics
 from nsmd.manager.monitor import Monitor
 from nsmd.manager.passthrough import Passthrough
+from nsmd.manager.probe import DataplaneProbe, timings
 from nsmd.manager.refresh import Refresh
 from nsmd.manager.remote import RemoteConnect
 from nsmd.manager.timeout import Timeout
@@ -71,8 +72,10 @@ class Manager:
                  policy: Policy | None = None,
                  token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
                  local_mtu: int = DEFAULT_LOCAL_MTU,
-                 tunnel_mtu: int = DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0):
+                 tunnel_mtu: int = DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0,
+                 heal_detect_s: float = 3.0):
         self.name = name
+        self.clock = clock
         self.registry = registry
         self.dataplane = dataplane
         self.peer = peer
@@ -82,7 +85,7 @@ class Manager:
         self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
-        self.functions = Functions(hosting, dataplane)
+        self.functions = Functions(hosting, dataplane, clock)
         self.supplies = Supplies(hosting, db, clock, name, self.server_begin.peek)
         self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon,
                                        self.supplies)
@@ -110,7 +113,8 @@ class Manager:
         )
         self._as_daemon = Chain(ActAsDaemon(), self.server)  # a passthrough's onward requests
         self.client_begin = Begin()
-        self.heal = Heal(clock, self.client_begin)
+        self.probe = DataplaneProbe(dataplane, timings(heal_detect_s)[1])
+        self.heal = Heal(clock, self.client_begin, self.probe)
         self.refresh = Refresh(clock, self.client_begin, self.heal)
         self.held = Held(db)
         self.client = Chain(
@@ -146,8 +150,10 @@ class Manager:
 
     async def connect(self, service: str, labels: dict[str, str], netns: str = "",
                       ifname: str = "", client_name: str = "", caller: Caller = DAEMON,
-                      ) -> Connection:
-        """Requests a vWire for a local client and keeps it refreshed until closed."""
+                      timeout_s: float = 0.0) -> Connection:
+        """Requests a vWire for a local client and keeps it refreshed until closed. While
+        no endpoint can serve it (SelectionError) the request is retried, as NSM's client
+        does, until `timeout_s` has passed."""
         self.policy.check("request", service, caller)
         if caller.kind == "local" and not caller.is_root and (not netns or "/" in netns):
             where = repr(netns) if netns else "the daemon's own"
@@ -168,8 +174,19 @@ class Manager:
             connection=conn,
             mechanism_preferences=[Mechanism(cls="LOCAL", type=KERNEL, parameters=params)])
         self.held.own(conn_id, caller.subjects)
+        deadline = self.clock.time() + timeout_s
+        pause = RETRY_S
         try:
-            return self.with_metrics(await self.client.request(request))
+            while True:
+                try:
+                    return self.with_metrics(await self.client.request(request.clone()))
+                except SelectionError as err:
+                    if self.clock.time() + pause > deadline:
+                        raise
+                    log.info("connect %s to %s: %s; retrying in %.1f s", conn_id, service,
+                             err, pause)
+                await sleep(self.clock, pause)
+                pause = min(pause * 2, MAX_RETRY_S)
         finally:
             if self.client_begin.owner(conn_id) is None:
                 self.held.disown(conn_id)
@@ -237,42 +254,39 @@ class Manager:
             await self.server_begin.close_by_id(conn_id)
         return len(doomed)
 
-    async def restore(self) -> tuple[int, int]:
-        """Requests again every connection held before a restart: (restored, lost). Each is
-        checked against the policy again for the local user who made it."""
-        restored = lost = 0
+    async def restore(self) -> tuple[int, int, int]:
+        """Requests again, along its old path, every connection held before a restart:
+        (restored, healing, lost). One that fails is kept, DOWN, and healed (heal.py)
+        until it is back or closed; only one its user may no longer make is dropped (each
+        is checked against the policy again for the local user who made it)."""
+        restored = healing = lost = 0
+        after_begin = Next(self.client.elements, self.client.elements.index(self.client_begin)
+                           + 1)
         for request, owner in self.held.stored():
             conn_id = request.connection.id
             try:
                 if owner:
                     self.policy.check("request", request.connection.network_service,
                                       _local_caller(owner))
-                await self.client.request(request)
+                await self.client.request(request.clone())
                 restored += 1
-                continue
             except PermissionDenied as err:
                 log.error("connection %s is not restored: %s", conn_id, err)
                 self.held.forget(conn_id)
                 lost += 1
-                continue
             except NsmdError as err:
-                log.warning("restoring %s on its old path failed (%s): reselecting", conn_id, err)
-            request.connection.state = State.RESELECT_REQUESTED
-            request.connection.network_service_endpoint_name = ""
-            request.connection.mechanism = None
-            try:
-                await self.client.request(request)
-                restored += 1
-            except NsmdError as err:
-                log.error("connection %s is lost: %s", conn_id, err)
-                self.held.forget(conn_id)
-                lost += 1
-        return restored, lost
+                log.warning("restoring %s on its old path failed (%s): healing it", conn_id,
+                            err)
+                self.client_begin.adopt(request, after_begin)
+                self.heal.start(conn_id)
+                healing += 1
+        return restored, healing, lost
 
     def wire_ids(self) -> set[str]:
-        """Every segment id of every live connection: a wire is keyed by the id of the hop
-        that built it (the endpoint's, or ours towards another host)."""
-        return {s.id for c in self.server_begin.peek() for s in c.path.path_segments}
+        """Every segment id of every connection here, live or being healed: a wire is keyed
+        by the id of the hop that built it (the endpoint's, or ours towards another host)."""
+        return {s.id for begin in (self.server_begin, self.client_begin)
+                for c in begin.peek() for s in c.path.path_segments}
 
     def with_metrics(self, conn: Connection) -> Connection:
         """Copies the wire's counters into the endpoint segment's metrics, as NSM does."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nsmd.clock import Clock, every
 from nsmd.dataplane import Dataplane, Wire
 from nsmd.hosting import Hosting
 from nsmd.manager.chain import Element, Next
@@ -25,9 +26,10 @@ log = logging.getLogger("nsmd.manager.functions")
 
 
 class Functions(Element):
-    def __init__(self, hosting: Hosting, dataplane: Dataplane):
+    def __init__(self, hosting: Hosting, dataplane: Dataplane, clock: Clock):
         self.hosting = hosting
         self.dataplane = dataplane
+        self.clock = clock
         self._parsed: dict[str, tuple[EndpointSpec, list[Function]]] = {}
         # conn id -> (the wire its stages are on, its path position, each function's part)
         self._attached: dict[str, tuple[Wire, int, list[tuple[str, VWireFunction]]]] = {}
@@ -74,16 +76,13 @@ class Functions(Element):
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Calls every part's flush() every FLUSH_INTERVAL_S until `stopping` is set."""
-        while not stopping.is_set():
-            try:
-                await asyncio.wait_for(stopping.wait(), FLUSH_INTERVAL_S)
-            except TimeoutError:
-                for _, _, parts in list(self._attached.values()):
-                    for name, part in parts:
-                        try:
-                            part.flush()
-                        except Exception:  # a plugin's bug must not stop the others
-                            log.exception("function %s failed to flush", name)
+        async for _ in every(self.clock, FLUSH_INTERVAL_S, stopping):
+            for _, _, parts in list(self._attached.values()):
+                for name, part in parts:
+                    try:
+                        part.flush()
+                    except Exception:  # a plugin's bug must not stop the others
+                        log.exception("function %s failed to flush", name)
 
     def _attach(self, conn_id: str, conn: Connection, functions: list[Function]) -> None:
         hop = conn.path.index  # our segment: the wire is ours or a later hop's on this host

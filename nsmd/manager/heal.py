@@ -1,8 +1,14 @@
-"""heal (client side): brings back a connection whose path broke.
+"""heal (client side): brings back a connection whose path broke (NSM: common/heal).
 
-When a refresh fails or the manager drops the connection (its endpoint went away, its
-timeout fired), the client reselects: closes what is left and requests the service again
-without naming the endpoint (NSM: begin's reselect). Attempts repeat with a growing pause
+Started when a refresh fails or the manager drops the connection (its endpoint went
+away, its timeout fired, its service's matches changed, liveness found its data plane
+dead). Each attempt first asks the data-plane probe:
+- alive (only the control plane failed): restore, i.e. request the same path again; the
+  wire, the interfaces and the addresses stay, and nothing is closed;
+- dead: reselect, i.e. close what is left and request the service again without naming
+  the endpoint, keeping the IP context so the new endpoint's IPAM may give the client
+  its addresses back.
+Attempts repeat every RETRY_S, the pause growing to MAX_RETRY_S, on the daemon's clock,
 until one succeeds or the connection is closed.
 """
 
@@ -10,23 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from nsmd.clock import Clock
+from nsmd.clock import Clock, sleep
 from nsmd.errors import NsmdError
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection
 
-FIRST_RETRY_S = 0.2   # NSM retries every 200 ms
-MAX_RETRY_S = 5.0
+RETRY_S = 0.2       # NSM retries every 200 ms
+MAX_RETRY_S = 1.0   # ... and a path that comes back heals within a second
 log = logging.getLogger("nsmd.manager.heal")
+
+Probe = Callable[[Connection], "str | None"]
 
 
 class Heal(Element):
-    def __init__(self, clock: Clock, begin: Begin):
+    def __init__(self, clock: Clock, begin: Begin, probe: Probe = lambda conn: None,
+                 retry_s: float = RETRY_S, max_retry_s: float = MAX_RETRY_S):
         self.clock = clock
         self.begin = begin
+        self.probe = probe      # why the data plane is dead, or None while it lives
+        self.retry_s = retry_s
+        self.max_retry_s = max_retry_s
         self._healing: dict[str, asyncio.Task] = {}
+        self.healed = {"restore": 0, "reselect": 0}
 
     def start(self, conn_id: str) -> None:
         """Starts healing `conn_id` unless it is already being healed."""
@@ -54,20 +68,23 @@ class Heal(Element):
         await nxt.close(conn)
 
     async def _heal(self, conn_id: str) -> None:
-        pause = FIRST_RETRY_S
+        pause = self.retry_s
         try:
-            while self.begin.get(conn_id) is not None:
+            while (conn := self.begin.get(conn_id)) is not None:
+                dead = self.probe(conn)
+                how = "restore" if dead is None else "reselect"
                 try:
-                    conn = await self.begin.request_again(conn_id, reselect=True)
+                    healed = await self.begin.request_again(conn_id, reselect=dead is not None)
                 except NsmdError as err:
-                    log.warning("healing %s: reselect failed (%s); next try in %.1f s",
-                                conn_id, err, pause)
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, MAX_RETRY_S)
+                    log.warning("healing %s: %s failed (%s%s); next try in %.1f s", conn_id,
+                                how, err, f"; data plane: {dead}" if dead else "", pause)
+                    await sleep(self.clock, pause)
+                    pause = min(pause * 2, self.max_retry_s)
                     continue
-                if conn is not None:
-                    log.info("healed %s: now on endpoint %s", conn_id,
-                             conn.network_service_endpoint_name)
+                if healed is not None:
+                    self.healed[how] += 1
+                    log.info("healed %s by %s: on endpoint %s", conn_id, how,
+                             healed.network_service_endpoint_name)
                 return
         finally:
             self._healing.pop(conn_id, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from nsmd.manager.chain import Element, Next
-from nsmd.model import Connection, NetworkServiceRequest, from_wire, to_wire
+from nsmd.model import Connection, NetworkServiceRequest, State, from_wire, to_wire
 from nsmd.state import StateDB
 
 
@@ -52,4 +52,5 @@ class Held(Element):
         try:
             await nxt.close(conn)
         finally:
-            self.forget(conn.id)
+            if conn.state != State.RESELECT_REQUESTED:  # a reselect's close: still held
+                self.forget(conn.id)

@@ -1,8 +1,10 @@
-"""refresh (client side): requests each connection again at 1/3 of its remaining lifetime.
+"""refresh (client side): requests each connection again before any token on its path lapses.
 
-The lifetime is the earliest `expires` on the path, so every hop's token is renewed before
-any of them lapses (NSM: common/refresh/client.go). A failed refresh hands the connection
-to heal.
+As NSM's refresh client (common/refresh/client.go): the earliest `expires` on the path
+from here on, times 1/3 for a one-segment path, else 0.2 + 0.2 * index / len (earlier for
+longer paths; a client at index 0 refreshes at 1/5). A failed refresh hands the
+connection to heal, which retries every 200 ms: restoring the same path while the data
+plane lives, reselecting when it is dead.
 """
 
 from __future__ import annotations
@@ -17,15 +19,21 @@ from nsmd.manager.heal import Heal
 from nsmd.model import Connection, NetworkServiceRequest
 from nsmd.timers import TimerSet
 
-REFRESH_AT = 1 / 3
 log = logging.getLogger("nsmd.manager.refresh")
+
+
+def refresh_scale(conn: Connection) -> float:
+    path = conn.path
+    if len(path.path_segments) <= 1:
+        return 1 / 3
+    return 0.2 + 0.2 * path.index / len(path.path_segments)
 
 
 def refresh_delay(conn: Connection, now: float) -> float | None:
     stamps = [s.expires for s in conn.path.path_segments[conn.path.index:] if s.expires]
     if not stamps:
         return None
-    return max(0.0, (min(stamps) - now) * REFRESH_AT)
+    return max(0.0, (min(stamps) - now) * refresh_scale(conn))
 
 
 class Refresh(Element):

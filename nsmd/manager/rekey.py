@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from nsmd.caller import Caller
+from nsmd.clock import every
 from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import NotFound, NsmdError, PermissionDenied
 from nsmd.manager import mechanisms
@@ -43,11 +44,8 @@ class Rekeyer:
         self.rekey_after_s = rekey_after_s
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                await asyncio.wait_for(stopping.wait(), CHECK_INTERVAL_S)
-            except TimeoutError:
-                await self.check_once()
+        async for _ in every(self.manager.clock, CHECK_INTERVAL_S, stopping):
+            await self.check_once()
 
     async def check_once(self) -> int:
         done = 0

@@ -118,6 +118,9 @@ class NetworkServiceRequest:
     connection: Connection = field(default_factory=Connection)
     mechanism_preferences: list[Mechanism] = field(default_factory=list)
 
+    def clone(self) -> NetworkServiceRequest:
+        return copy_model(self)
+
 
 @dataclasses.dataclass(slots=True)
 class ConnectionEvent:
