@@ -41,7 +41,6 @@ from nsmd.peer.server import build_peer_app
 from nsmd.policy import Policy
 from nsmd.registry import Registry
 from nsmd.registry.remote import RemoteRegistry
-from nsmd.selection import candidates
 from nsmd.state import StateDB
 
 log = logging.getLogger("nsmd")
@@ -116,7 +115,8 @@ class Daemon:
         self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping)),
                        asyncio.ensure_future(self.rekeyer.run(self.stopping)),
                        asyncio.ensure_future(self.manager.functions.run(self.stopping)),
-                       asyncio.ensure_future(self.manager.supplies.run(self.stopping))]
+                       asyncio.ensure_future(self.manager.supplies.run(self.stopping)),
+                       asyncio.ensure_future(self.manager.netsvc.run(self.stopping))]
         self._runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         if cfg.listen:
             assert self.id is not None
@@ -165,22 +165,6 @@ class Daemon:
             raise NotFound(f"network service endpoint {name!r} is not registered")
         return to_manifest(nse, self.hosting.spec(name))["spec"] | {"name": name}
 
-    async def register_service(self, ns: NetworkService, owner: str | None = None,
-                               ) -> NetworkService:
-        """Registers `ns` for `owner` (a peer's SPIFFE ID; None: this daemon); vWires whose
-        endpoint its new matches no longer allow reselect."""
-        ns = await self.registry.register_service(ns, owner)
-        live = self.registry.endpoints_of(ns.name)
-        for conn in self.manager.server_begin.peek():
-            if conn.network_service != ns.name:
-                continue
-            allowed = {nse.name for nse in candidates(ns, live, conn.labels)}
-            if conn.network_service_endpoint_name not in allowed:
-                log.info("service %s changed: %s no longer matches %s, reselecting", ns.name,
-                         conn.network_service_endpoint_name, conn.id)
-                await self.manager.server_begin.close_by_id(conn.id)
-        return ns
-
     async def apply(self, resources: list[Resource], caller: Caller = DAEMON) -> list[dict]:
         for res in resources:  # all allowed, or nothing changes
             services = [res.name] if res.service is not None else (
@@ -191,7 +175,7 @@ class Daemon:
         for res in resources:
             if res.service is not None:
                 existed = res.name in self.registry.services
-                await self.register_service(res.service)
+                await self.registry.register_service(res.service)
             else:
                 assert res.endpoint is not None and res.spec is not None
                 existed = self.hosting.spec(res.name) is not None

@@ -62,7 +62,7 @@ async def register_service(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     ns = from_wire(NetworkService, await read_body(request))
     daemon.manager.policy.check("register", ns.name, local_caller(request.transport))
-    return reply(request, to_wire(await daemon.register_service(ns)))
+    return reply(request, to_wire(await daemon.registry.register_service(ns)))
 
 
 @routes.get("/v1/services/{name}")

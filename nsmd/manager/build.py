@@ -38,6 +38,7 @@ from nsmd.manager.ipam import Ipam
 from nsmd.manager.mechanisms import DEFAULT_TUNNEL_MTU, KERNEL
 from nsmd.manager.metrics import RequestMetrics
 from nsmd.manager.monitor import Monitor
+from nsmd.manager.netsvcmonitor import ServiceMonitor
 from nsmd.manager.passthrough import Passthrough
 from nsmd.manager.probe import DataplaneProbe, timings
 from nsmd.manager.refresh import Refresh
@@ -127,6 +128,7 @@ class Manager:
             self.server,
         )
         self.server_begin.on_dropped.append(self.heal.on_server_dropped)
+        self.netsvc = ServiceMonitor(registry, self.server_begin, self.passthrough.inner)
 
     def signer(self) -> Signer | None:
         identity = self.identity()

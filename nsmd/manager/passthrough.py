@@ -31,7 +31,8 @@ class Passthrough(Element):
         self.onward = onward            # this daemon's server chain, acting as itself
         self.supplies = supplies
         self._next: dict[str, str] = {}  # our segment id -> the endpoint chosen onward
-        self.inner: set[str] = set()     # ids of the onward connections (not listed apart)
+        # onward connection id -> ours (onward ones are listed as part of ours)
+        self.inner: dict[str, str] = {}
 
     def is_passthrough(self, endpoint: str) -> bool:
         spec = self.hosting.spec(endpoint)
@@ -54,7 +55,7 @@ class Passthrough(Element):
             conn.network_service_endpoint_name = self._next.get(ours, "")
         result = await self.onward().request(request)
         self._next[ours] = result.network_service_endpoint_name
-        self.inner.add(result.path.path_segments[result.path.index + 1].id)
+        self.inner[result.path.path_segments[result.path.index + 1].id] = ours
         result.network_service, result.labels = service, labels
         result.network_service_endpoint_name = endpoint
         return result
@@ -67,7 +68,7 @@ class Passthrough(Element):
         onward.network_service_endpoint_name = self._next.pop(ours, "")
         segments = onward.path.path_segments
         if onward.path.index + 1 < len(segments):
-            self.inner.discard(segments[onward.path.index + 1].id)
+            self.inner.pop(segments[onward.path.index + 1].id, None)
         await self.onward().close(onward)
 
     def _own_labels(self, endpoint: str, service: str) -> dict[str, str]:

@@ -50,7 +50,8 @@ async def register_service(request: web.Request) -> web.Response:
     ns = from_wire(NetworkService, await read_body(request))
     daemon, who = request.app[DAEMON], caller(request)
     daemon.manager.policy.check("register", ns.name, who)
-    return reply(request, to_wire(await daemon.register_service(ns, owner=who.spiffe_id)))
+    return reply(request, to_wire(await daemon.registry.register_service(
+        ns, owner=who.spiffe_id)))
 
 
 @routes.delete("/v1/services/{name}")

@@ -1,6 +1,8 @@
 import pytest
 
 from nsmd.model import Connection, NetworkServiceRequest, Path, PathSegment
+from nsmd.registry import Registry
+from nsmd.state import StateDB
 from nsmd.testing.fake_clock import FakeClock
 
 
@@ -16,3 +18,12 @@ def make_request():
                           path=Path(0, [PathSegment(name=name, id=conn_id, expires=expires)]))
         return NetworkServiceRequest(connection=conn)
     return make
+
+
+@pytest.fixture
+async def registry(tmp_path, clock):
+    db = StateDB(str(tmp_path))
+    reg = Registry(db, clock)
+    yield reg
+    reg.close()
+    db.close()

@@ -10,8 +10,6 @@ from nsmd.model import (
     NetworkServiceEndpoint,
     ServiceLabels,
 )
-from nsmd.registry import Registry
-from nsmd.state import StateDB
 
 
 class Record(Element):
@@ -27,15 +25,6 @@ class Record(Element):
         if name in self.broken:
             raise SelectionError(f"{name} is down")
         return await nxt.request(request)
-
-
-@pytest.fixture
-async def registry(tmp_path, clock):
-    db = StateDB(str(tmp_path))
-    reg = Registry(db, clock)
-    yield reg
-    reg.close()
-    db.close()
 
 
 async def add(registry, name, service="svc", **labels):
