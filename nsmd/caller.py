@@ -13,6 +13,7 @@ import contextvars
 import dataclasses
 import socket
 import struct
+import urllib.parse
 
 from cryptography import x509
 
@@ -26,6 +27,7 @@ class Caller:
     spiffe_id: str = ""                     # peer
     certificate: x509.Certificate | None = None  # peer: the leaf it presented in mTLS
     address: str = ""                       # peer: the IP its TLS connection came from
+    url: str = ""                           # peer: where it listens (said, on `address`)
     segment: str = ""                       # peer: its path segment's id in the request
     uid: int = -1                           # local
     gids: tuple[int, ...] = ()              # local: primary group first
@@ -66,8 +68,18 @@ CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("nsmd_cal
                                                                       default=None)
 
 
-def peer_caller(certificate: x509.Certificate, spiffe_id: str, address: str) -> Caller:
-    return Caller("peer", spiffe_id=spiffe_id, certificate=certificate, address=address)
+def peer_caller(certificate: x509.Certificate, spiffe_id: str, address: str,
+                said_url: str = "") -> Caller:
+    """A peer daemon as its TLS connection proved it; the URL it says it listens on is
+    kept only if it is https on the very address the connection came from."""
+    parsed = urllib.parse.urlsplit(said_url)
+    try:
+        url = said_url if parsed.scheme == "https" and parsed.hostname == address and \
+            parsed.port and not parsed.path.strip("/") else ""
+    except ValueError:  # a bad port
+        url = ""
+    return Caller("peer", spiffe_id=spiffe_id, certificate=certificate, address=address,
+                  url=url)
 
 
 def unix_caller(sock: socket.socket) -> Caller:

@@ -219,7 +219,7 @@ class Daemon:
                                        cfg.token_lifetime_s)
         await self.id.start()
         self.id.on_change.append(self._identity_changed)
-        self.peer = PeerClient(self.id.tls)
+        self.peer = PeerClient(self.id.tls, self.url if cfg.listen else "")
 
     def _identity_changed(self, ca_removed: bool) -> None:
         """New handshakes use the new SVID and bundle already; when a CA left the bundle,

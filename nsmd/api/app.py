@@ -47,6 +47,8 @@ async def status(request: web.Request) -> web.Response:
         "endpoints": len(daemon.registry.endpoints),
         "hosted_endpoints": daemon.hosting.names(),
         "connections": len(daemon.manager.connections()),
+        "heal": {"healing": len(daemon.manager.heal.healing()), **daemon.manager.heal.healed},
+        "leases": len(daemon.manager.ipam.leases),
         "dataplane": daemon.dataplane.totals(),
         "engines": daemon.dataplane.per_engine(),
     })

@@ -19,20 +19,30 @@ from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, State
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Owner:
+    """The peer daemon that created a connection (both empty: this daemon)."""
+    spiffe_id: str = ""
+    url: str = ""               # where it listens, if it said (drop notices go there)
+
+
+THIS_DAEMON = Owner()
+
+
 @dataclasses.dataclass(slots=True)
 class _Entry:
     conn: Connection            # as the chain last returned it (never handed out: clones are)
     preferences: list[Mechanism]  # of the last request, for replays
     nxt: Next
-    owner: str = ""             # SPIFFE ID of the peer that created it; "" = this daemon
+    owner: Owner = THIS_DAEMON
 
 
 class Begin(Element):
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         # Called with each connection closed from here rather than by its caller (timeout,
-        # endpoint removal), so the caller's side can heal.
-        self.on_dropped: list[Callable[[Connection], object]] = []
+        # endpoint removal) and its owner, so the caller's side can heal.
+        self.on_dropped: list[Callable[[Connection, Owner], object]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, int] = {}
 
@@ -52,7 +62,7 @@ class Begin(Element):
         """The SPIFFE ID of the peer that created the connection ("" for this daemon's own
         client side); None if there is no such connection."""
         entry = self._entries.get(conn_id)
-        return entry.owner if entry else None
+        return entry.owner.spiffe_id if entry else None
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         async with self._serialised(request.connection.id):
@@ -98,7 +108,7 @@ class Begin(Element):
             closed = await self._close_locked(conn_id)
         if entry is not None:
             for listener in self.on_dropped:
-                listener(entry.conn.clone())
+                listener(entry.conn.clone(), entry.owner)
         return closed
 
     # -- internals -------------------------------------------------------------------------
@@ -121,7 +131,9 @@ class Begin(Element):
         conn.state = State.UP
         # The creator stays the owner: authorize let only it refresh (CALLER, set by the
         # entry point, is the peer that created it, or unset for this daemon's own side).
-        owner = old.owner if old else getattr(CALLER.get(), "spiffe_id", "")
+        caller = CALLER.get()
+        owner = old.owner if old else Owner(getattr(caller, "spiffe_id", ""),
+                                            getattr(caller, "url", ""))
         self._entries[conn_id] = _Entry(conn.clone(), request.mechanism_preferences, nxt, owner)
         return conn
 

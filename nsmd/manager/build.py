@@ -31,6 +31,7 @@ from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Chain, Next
 from nsmd.manager.connect import Connect
 from nsmd.manager.discover import Discover
+from nsmd.manager.dropnotice import DropNotices
 from nsmd.manager.functions import Functions
 from nsmd.manager.heal import MAX_RETRY_S, RETRY_S, Heal
 from nsmd.manager.held import Held
@@ -128,6 +129,9 @@ class Manager:
             self.server,
         )
         self.server_begin.on_dropped.append(self.heal.on_server_dropped)
+        self.drop_notices = DropNotices(peer, dataplane, self.server_begin, self.client_begin,
+                                        self.heal)
+        self.server_begin.on_dropped.append(self.drop_notices.on_dropped)
         self.netsvc = ServiceMonitor(registry, self.server_begin, self.passthrough.inner)
 
     def signer(self) -> Signer | None:
@@ -146,6 +150,7 @@ class Manager:
         """Stops timers and healing; connections stay as they are for the next run."""
         self.refresh.stop()
         self.heal.stop()
+        self.drop_notices.stop()
         self.timeout.stop()
 
     # -- operations ------------------------------------------------------------------------
@@ -226,6 +231,10 @@ class Manager:
             await self.server.close(conn)
         finally:
             CALLER.reset(token)
+
+    async def peer_dropped(self, conn: Connection, caller: Caller) -> str:
+        """A peer daemon dropped its side of a connection we built towards it."""
+        return await self.drop_notices.received(conn, caller)
 
     def connections(self) -> list[Connection]:
         """Every vWire served here, as its outermost hop in this daemon sees it; held

@@ -42,17 +42,19 @@ class Heal(Element):
         self._healing: dict[str, asyncio.Task] = {}
         self.healed = {"restore": 0, "reselect": 0}
 
-    def start(self, conn_id: str) -> None:
-        """Starts healing `conn_id` unless it is already being healed."""
+    def start(self, conn_id: str, dead: str | None = None) -> None:
+        """Starts healing `conn_id` unless it is already being healed. `dead`: why its data
+        plane is known to be dead already (the first attempt reselects without asking)."""
         if conn_id in self._healing or self.begin.get(conn_id) is None:
             return
-        self._healing[conn_id] = asyncio.ensure_future(self._heal(conn_id))
+        self._healing[conn_id] = asyncio.ensure_future(self._heal(conn_id, dead))
 
-    def on_server_dropped(self, server_conn: Connection) -> None:
-        """The manager closed a connection on its own: heal the client side it belongs to."""
+    def on_server_dropped(self, server_conn: Connection, _owner: object = None) -> None:
+        """The manager closed a connection on its own: heal the client side it belongs to
+        (its data plane went with it)."""
         segments = server_conn.path.path_segments
         if segments:
-            self.start(segments[0].id)
+            self.start(segments[0].id, dead="the manager closed its path")
 
     def stop(self) -> None:
         for task in self._healing.values():
@@ -67,11 +69,11 @@ class Heal(Element):
             task.cancel()
         await nxt.close(conn)
 
-    async def _heal(self, conn_id: str) -> None:
+    async def _heal(self, conn_id: str, known_dead: str | None) -> None:
         pause = self.retry_s
         try:
             while (conn := self.begin.get(conn_id)) is not None:
-                dead = self.probe(conn)
+                dead, known_dead = known_dead or self.probe(conn), None
                 how = "restore" if dead is None else "reselect"
                 try:
                     healed = await self.begin.request_again(conn_id, reselect=dead is not None)

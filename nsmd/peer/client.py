@@ -24,6 +24,9 @@ from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError, V
 from nsmd.identity.tls import TlsContexts
 
 REQUEST_TIMEOUT_S = 15.0
+# Tells the called daemon where we listen, so it can notify us (drop notices); it is
+# believed only for the IP address our TLS connection comes from.
+URL_HEADER = "Nsmd-Url"
 
 
 class PeerError(SelectionError):
@@ -31,8 +34,9 @@ class PeerError(SelectionError):
 
 
 class PeerClient:
-    def __init__(self, tls: TlsContexts):
+    def __init__(self, tls: TlsContexts, own_url: str = ""):
         self.tls = tls
+        self.own_url = own_url   # https://IP:PORT of our listener ("" = none)
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -47,6 +51,8 @@ class PeerClient:
         trust domain)."""
         data = msgpack.packb(body) if body is not None else None
         headers = {"Accept": MSGPACK, "Content-Type": MSGPACK}
+        if self.own_url:
+            headers[URL_HEADER] = self.own_url
         try:
             async with self._http().request(method, url, data=data, headers=headers,
                                             ssl=self.tls.client(expect)) as resp:

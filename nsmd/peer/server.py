@@ -26,6 +26,7 @@ from nsmd.model import (
     from_wire,
     to_wire,
 )
+from nsmd.peer.client import URL_HEADER
 from nsmd.tunnel_keys import TunnelKeying
 
 routes = web.RouteTableDef()
@@ -36,7 +37,8 @@ def caller(request: web.Request) -> Caller:
     transport = request.transport
     cert = peer_certificate(transport.get_extra_info("ssl_object") if transport else None)
     peername = transport.get_extra_info("peername") if transport else None
-    return peer_caller(cert, str(spiffe_id_of(cert)), peername[0] if peername else "")
+    return peer_caller(cert, str(spiffe_id_of(cert)), peername[0] if peername else "",
+                       request.headers.get(URL_HEADER, ""))
 
 
 routes.get("/v1/services")(local_registry.find_services)
@@ -90,6 +92,13 @@ async def peer_close(request: web.Request) -> web.Response:
     conn = from_wire(Connection, await read_body(request))
     await request.app[DAEMON].manager.close_for_peer(conn, caller(request))
     return reply(request, {"closed": conn.id})
+
+
+@routes.post("/v1/peer/dropped")
+async def peer_dropped(request: web.Request) -> web.Response:
+    conn = from_wire(Connection, await read_body(request))
+    healed = await request.app[DAEMON].manager.peer_dropped(conn, caller(request))
+    return reply(request, {"connection": healed})
 
 
 @routes.post("/v1/peer/rekey")

@@ -41,7 +41,8 @@ class Namespaces:
 
     def cleanup(self) -> None:
         for name in reversed(self.made):
-            subprocess.run(["ip", "netns", "delete", name], check=False)
+            # (a test may have deleted it already: that is what some of them test)
+            subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
         self.made = []
 
 
@@ -175,6 +176,65 @@ def underlay(make_netns, nodes: list[str], subnet: str = "192.0.2") -> dict[str,
     return addresses
 
 
+class Impairer:
+    """The userspace netem (impair.py) routing a routed underlay; stopped by its PID."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def stop(self) -> str:
+        """Ends it; returns what it counted."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out or ""
+
+
+def routed_underlay(make_netns, nodes: list[str], loss: float, delay_ms: float,
+                    seconds: float = 300, subnet: str = "192.0.2",
+                    ) -> tuple[dict[str, str], Impairer]:
+    """Like underlay(), but the nodes hang off a router namespace that passes every packet
+    between them through the userspace netem with `loss` percent and `delay_ms`:
+    ({node namespace: its IP}, the impairer, which the caller must stop())."""
+    wan = make_netns("wan")
+    quiet_ipv6(wan)
+    for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0"):
+        sh("sysctl", "-qw", key, netns=wan)
+    sh("ip", "addr", "add", f"{subnet}.254/32", "dev", "lo", netns=wan)
+    addresses = {}
+    for i, tag in enumerate(nodes, start=1):
+        node = make_netns(tag)
+        quiet_ipv6(node)
+        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", f"w{i}", netns=node)
+        sh("ip", "link", "set", f"w{i}", "netns", wan, netns=node)
+        sh("ip", "addr", "add", f"{subnet}.{i}/24", "dev", "eth0", netns=node)
+        sh("ip", "link", "set", "eth0", "up", netns=node)
+        sh("ip", "link", "set", f"w{i}", "up", netns=wan)
+        sh("sysctl", "-qw", f"net.ipv4.conf.w{i}.proxy_arp=1", netns=wan)
+        sh("ip", "route", "add", f"{subnet}.{i}/32", "dev", f"w{i}", netns=wan)
+        # what comes in from a node goes to the impairer; what it writes back is routed
+        sh("ip", "rule", "add", "iif", f"w{i}", "lookup", "100", "pref", "100", netns=wan)
+        addresses[node] = f"{subnet}.{i}"
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", wan, sys.executable, "-m", "nsmd.testing.impair", "imp0",
+         "--loss", str(loss), "--delay-ms", str(delay_ms), "--seconds", str(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    impairer = Impairer(proc)
+    try:
+        wait_until(lambda: link_exists(wan, "imp0") and "UP" in sh(
+            "ip", "-o", "link", "show", "imp0", netns=wan).stdout, timeout=10)
+        sh("ip", "route", "add", "default", "dev", "imp0", "table", "100", netns=wan)
+    except BaseException:
+        impairer.stop()
+        raise
+    return addresses, impairer
+
+
 def quiet_ipv6(netns: str) -> None:
     """No IPv6 on an IPv4 test underlay: its neighbour discovery would only be noise."""
     for key in ("all", "default"):
@@ -190,6 +250,44 @@ def trust_domain(base: str, domain: str, ids: list[str]) -> dict[str, str]:
         init_ca(state, domain)
     return {sid: issue_svid(state, sid, os.path.join(base, "svid-" + sid.rsplit("/", 1)[-1]))
             for sid in ids}
+
+
+class Pinger:
+    """ping in the background, every `interval` s for at most `seconds`: which probes were
+    answered and when (wall clock, as time.time())."""
+
+    def __init__(self, netns: str, target: str, interval: float = 0.1, seconds: float = 60):
+        self.interval = interval
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "ping", "-D", "-n", "-i", str(interval), "-W", "1",
+             "-w", str(seconds), target], stdout=subprocess.PIPE, text=True)
+        self.replies: list[float] = []
+        self.sent = 0
+
+    def stop(self) -> Pinger:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        out = self.proc.communicate(timeout=10)[0]
+        for line in out.splitlines():
+            if "bytes from" in line and line.startswith("["):
+                self.replies.append(float(line[1:line.index("]")]))
+            elif "packets transmitted" in line:
+                self.sent = int(line.split()[0])
+        return self
+
+    @property
+    def lost(self) -> int:
+        return self.sent - len(self.replies)
+
+    def first_reply_after(self, when: float) -> float | None:
+        """Seconds from `when` to the first answered probe after it (None: none was)."""
+        later = [t for t in self.replies if t > when]
+        return min(later) - when if later else None
+
+    def longest_gap(self) -> float:
+        """The longest time without an answer, in seconds."""
+        gaps = [b - a for a, b in zip(self.replies, self.replies[1:], strict=False)]
+        return max(gaps, default=0.0)
 
 
 def tcp_transfer(server_ns: str, client_ns: str, target: str, size: int,

@@ -4,6 +4,11 @@ holding the registry."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import re
+
 from nsmd.testing.sandbox import (
     DaemonProc,
     endpoint_manifest,
@@ -18,10 +23,12 @@ DOMAIN = "test.nsmd"
 
 
 def build_hosts(netns, daemon, tmp_path, names: list[str], env: dict | None = None,
+                nodes: dict[str, str] | None = None,
                 ) -> tuple[list[DaemonProc], dict[str, str]]:
     """A daemon per node name (n1 holds the registry, the others use it): (daemons in
-    order, {node namespace: its underlay IP})."""
-    nodes = underlay(netns, names)
+    order, {node namespace: its underlay IP}). `nodes`: an underlay built already (in the
+    order of `names`), else one bridge."""
+    nodes = nodes or underlay(netns, names)
     ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/{n}" for n in names])
     first_ip = next(iter(nodes.values()))
     daemons = []
@@ -33,10 +40,11 @@ def build_hosts(netns, daemon, tmp_path, names: list[str], env: dict | None = No
 
 
 def build_two_hosts(netns, daemon, tmp_path, env: dict, service: str = "remote-svc",
-                    endpoint: str = "far-1", prefix: str = "100.64.50.0/24"):
+                    endpoint: str = "far-1", prefix: str = "100.64.50.0/24",
+                    nodes: dict[str, str] | None = None):
     """Two hosts, an endpoint of `service` hosted by n2 and seen from n1; returns
     (n1's daemon, n2's daemon, endpoint ns, client ns, {node ns: ip})."""
-    (near, far), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2"], env)
+    (near, far), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2"], env, nodes)
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
     far.cli("apply", "-f", "-", stdin=service_manifest(service) + "---" +
             endpoint_manifest(endpoint, service, nse_ns, prefix))
@@ -48,3 +56,37 @@ def connect(d, service: str, netns: str) -> tuple[dict, str]:
     """A vWire for `netns`: (the connection, the endpoint's address)."""
     conn = d.cli_json("connect", service, "--netns", netns)
     return conn, host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+
+
+def logged_at(d: DaemonProc, pattern: str, after: float) -> float | None:
+    """When (time.time()) the daemon first logged a line matching `pattern` after `after`."""
+    for line in d.log().splitlines():
+        stamp = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", line)
+        if stamp is None or not re.search(pattern, line):
+            continue
+        when = dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if when >= after:
+            return when
+    return None
+
+
+def assert_no_leaks(d: DaemonProc, wires: int, leases: int = 0) -> dict:
+    """The daemon holds exactly `wires` vWires and `leases` address leases, heals nothing
+    and its engines run no lane without a wire; returns its status."""
+    status = d.cli_json("status")
+    plane = status["dataplane"]
+    assert (plane["wires"], status["leases"], status["heal"]["healing"]) == (
+        wires, leases, 0), status
+    assert plane["lanes"] >= wires and (plane["lanes"] == 0) == (wires == 0), status
+    return status
+
+
+def report(scenario: str, **figures) -> None:
+    """A fault test's measurements: printed, and appended to $NSMD_FAULT_REPORT as a JSON
+    line when it is set (bench/faults.py collects them)."""
+    line = json.dumps({"scenario": scenario, **figures})
+    print(line)
+    path = os.environ.get("NSMD_FAULT_REPORT")
+    if path:
+        with open(path, "a") as out:
+            out.write(line + "\n")

@@ -156,6 +156,10 @@ def test_peer_requests_for_interfaces_relays_hijacks_and_bad_tokens_are_refused(
     try:
         before = bed.footprint()
         far = f"https://{IP2}:7000"
+        # a drop notice (heal now!) for the victim's vWire from anyone but the far host
+        notice = json.loads(json.dumps(victim))   # as the endpoint's host holds it
+        result = bed.attack("POST", f"https://{IP1}:7000/v1/peer/dropped", notice)
+        assert result["status"] == 404 and "keyed towards" in result["body"]["error"], result
         # an interface in the endpoint host's namespaces
         kernel = Mechanism(cls="LOCAL", type="KERNEL", parameters={"netns": bed.nse_ns,
                                                                    "name": "evil0"})

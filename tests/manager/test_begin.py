@@ -2,8 +2,9 @@ import asyncio
 
 import pytest
 
+from nsmd.caller import CALLER, Caller
 from nsmd.errors import NsmdError
-from nsmd.manager.begin import Begin
+from nsmd.manager.begin import Begin, Owner
 from nsmd.manager.chain import Chain, Element
 from nsmd.model import State
 from nsmd.testing.elements import Count, InjectError
@@ -68,12 +69,19 @@ async def test_a_failed_reselect_keeps_the_connection_down_for_another_try(make_
 async def test_replays_and_dropped_notifications(make_request):
     begin, count = Begin(), Count()
     dropped = []
-    begin.on_dropped.append(dropped.append)
+    begin.on_dropped.append(lambda conn, owner: dropped.append((conn.id, owner)))
     chain = Chain(begin, count)
     await chain.request(make_request("c1"))
+    peer = Caller("peer", spiffe_id="spiffe://test.nsmd/node/n2", url="https://192.0.2.2:7000")
+    token = CALLER.set(peer)
+    try:
+        await chain.request(make_request("c2"))
+    finally:
+        CALLER.reset(token)
     await begin.request_again("c1")
-    assert count.requests == 2
+    assert count.requests == 3
     assert await begin.request_again("gone") is None
-    assert await begin.close_by_id("c1")
-    assert [c.id for c in dropped] == ["c1"] and count.closes == 1
+    assert await begin.close_by_id("c1") and await begin.close_by_id("c2")
+    assert dropped == [("c1", Owner()), ("c2", Owner(peer.spiffe_id, peer.url))]
+    assert count.closes == 2
     assert not await begin.close_by_id("c1")

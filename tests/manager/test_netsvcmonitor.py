@@ -28,7 +28,7 @@ async def setup(registry, make_request, outer=None):
     begin, count = Begin(), Count()
     chain = Chain(begin, count)
     dropped = []
-    begin.on_dropped.append(lambda conn: dropped.append(conn.id))
+    begin.on_dropped.append(lambda conn, owner: dropped.append(conn.id))
 
     async def connect(conn_id, endpoint, peer=""):
         request = make_request(conn_id)

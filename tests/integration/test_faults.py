@@ -1,0 +1,232 @@
+"""Fault injection in namespaces: an endpoint dying under traffic, each daemon killed -9
+and restarted, a lossy and slow underlay, the registry's host down, the control plane
+blocked while the data plane lives.
+
+Each test measures what it went through (beds.report: printed, and collected by
+bench/faults.py) and ends with a leak check of every daemon involved. Traffic is a ping
+every 100 ms from the client's namespace; "outage" is the longest time without a reply.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from nsmd.testing.sandbox import (
+    Pinger,
+    endpoint_manifest,
+    ping,
+    routed_underlay,
+    service_manifest,
+    sh,
+    tcp_transfer,
+    wait_until,
+)
+from tests.integration.beds import (
+    assert_no_leaks,
+    build_hosts,
+    build_two_hosts,
+    connect,
+    logged_at,
+    report,
+)
+
+PREFIX = "100.64.50.0/24"
+
+
+def ip_context(conn: dict) -> tuple[list[str], list[str]]:
+    ipc = conn["context"]["ip_context"]
+    return ipc["src_ip_addrs"], ipc["dst_ip_addrs"]
+
+
+def the_connection(d) -> dict:
+    (conn,) = d.cli_json("get", "connections")
+    return conn
+
+
+def links(netns: str) -> list[str]:
+    return [line.split(":")[1].strip().split("@")[0] for line in sh(
+        "ip", "-o", "link", netns=netns).stdout.splitlines() if ": nsm" in line]
+
+
+def test_an_endpoint_killed_under_traffic_is_replaced(netns, daemon, tmp_path):
+    near, far, nse_ns, nsc_ns, _ = build_two_hosts(netns, daemon, tmp_path, {})
+    spare_ns = netns("nse2")  # same prefix: the client's addresses can come along
+    far.cli("apply", "-f", "-", stdin=endpoint_manifest("far-2", "remote-svc", spare_ns,
+                                                         PREFIX))
+    wait_until(lambda: len(near.cli_json("get", "endpoints")) == 2)
+    conn, target = connect(near, "remote-svc", nsc_ns)
+    first = conn["network_service_endpoint_name"]
+    victim = nse_ns if first == "far-1" else spare_ns
+    pinger = Pinger(nsc_ns, target)
+    time.sleep(1)
+    killed = time.time()
+    sh("ip", "netns", "delete", victim)
+    wait_until(lambda: (c := the_connection(near))["network_service_endpoint_name"] != first
+               and c["state"] == "UP", timeout=10)
+    time.sleep(1)
+    pinger.stop()
+    detected = logged_at(far, "namespace .* is gone; closing", killed)
+    healed = logged_at(near, "healed .* by reselect", killed)
+    assert detected is not None and healed is not None, near.log()
+    now = the_connection(near)
+    assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
+    assert pinger.first_reply_after(healed) is not None  # the same target answers again
+    report("endpoint killed under traffic", detect_s=round(detected - killed, 2),
+           heal_s=round(healed - detected, 2), outage_s=round(pinger.longest_gap(), 2),
+           pings_lost=pinger.lost)
+    assert detected - killed <= 3.0 and healed - detected <= 1.0
+    assert_no_leaks(near, wires=1)
+    assert_no_leaks(far, wires=1, leases=1)
+
+
+def _restart_killed(d, netns: str, target: str) -> tuple[float, float, Pinger]:
+    """Kills `d` with SIGKILL and starts it again while `netns` pings `target`: (when it
+    was killed, seconds from the restart to the first answered ping, the pinger)."""
+    pinger = Pinger(netns, target)
+    time.sleep(0.5)
+    killed = time.time()
+    d.stop(sig=signal.SIGKILL)
+    restarted = time.time()
+    d.start()
+    wait_until(lambda: ping(netns, target, 1).returncode == 0, timeout=30, interval=0.2)
+    time.sleep(0.3)
+    pinger.stop()
+    back = pinger.first_reply_after(restarted)
+    assert back is not None, d.log()
+    return killed, back, pinger
+
+
+def test_the_same_host_daemon_killed_and_restarted(netns, daemon):
+    d = daemon("solo")
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+          endpoint_manifest("nse-1", "svc", nse_ns, PREFIX))
+    conn, target = connect(d, "svc", nsc_ns)
+    before = links(nsc_ns), links(nse_ns)
+    _, back, pinger = _restart_killed(d, nsc_ns, target)
+    now = the_connection(d)
+    assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
+    assert (links(nsc_ns), links(nse_ns)) == before
+    report("same-host daemon kill -9", restart_to_traffic_s=round(back, 2),
+           pings_lost=pinger.lost)
+    assert_no_leaks(d, wires=1, leases=1)
+
+
+def test_the_client_host_daemon_killed_and_restarted(netns, daemon, tmp_path):
+    near, far, nse_ns, nsc_ns, _ = build_two_hosts(netns, daemon, tmp_path, {})
+    conn, target = connect(near, "remote-svc", nsc_ns)
+    before = links(nsc_ns), links(nse_ns)
+    _, back, pinger = _restart_killed(near, nsc_ns, target)
+    now = the_connection(near)
+    assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
+    assert (links(nsc_ns), links(nse_ns)) == before
+    assert "belongs to no connection" not in near.log()
+    report("client host daemon kill -9", restart_to_traffic_s=round(back, 2),
+           pings_lost=pinger.lost)
+    assert_no_leaks(near, wires=1)
+    assert_no_leaks(far, wires=1, leases=1)
+
+
+def test_the_endpoint_host_daemon_killed_and_restarted(netns, daemon, tmp_path):
+    near, far, nse_ns, nsc_ns, _ = build_two_hosts(netns, daemon, tmp_path, {})
+    conn, target = connect(near, "remote-svc", nsc_ns)
+    before = links(nsc_ns), links(nse_ns)
+    killed, back, pinger = _restart_killed(far, nsc_ns, target)
+    detected = logged_at(near, "host silent .*; healing", killed)
+    now = the_connection(near)
+    assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
+    assert (links(nsc_ns), links(nse_ns)) == before
+    report("endpoint host daemon kill -9", restart_to_traffic_s=round(back, 2),
+           detect_s=round(detected - killed, 2) if detected else None,
+           pings_lost=pinger.lost)
+    assert_no_leaks(near, wires=1)
+    assert_no_leaks(far, wires=1, leases=1)
+
+
+def test_a_vwire_carries_a_transfer_over_a_lossy_slow_underlay(netns, daemon, tmp_path):
+    nodes, impairer = routed_underlay(netns, ["n1", "n2"], loss=5, delay_ms=50)
+    try:
+        near, far, nse_ns, nsc_ns, _ = build_two_hosts(netns, daemon, tmp_path, {},
+                                                       nodes=nodes)
+        conn, target = connect(near, "remote-svc", nsc_ns)
+        started = time.monotonic()
+        assert tcp_transfer(nse_ns, nsc_ns, target, 1 << 20)
+        took = time.monotonic() - started
+    finally:
+        counted = impairer.stop()
+    now = the_connection(near)
+    assert now["id"] == conn["id"] and now["state"] == "UP"
+    assert "healing" not in near.log()  # loss and delay are not a dead data plane
+    report("5 % loss + 50 ms delay underlay", transfer_1mib_s=round(took, 2),
+           impairer=counted.strip())
+    assert_no_leaks(near, wires=1)
+    assert_no_leaks(far, wires=1, leases=1)
+
+
+def test_the_registry_host_down_and_back(netns, daemon, tmp_path):
+    (registry, far, near), _ = build_hosts(netns, daemon, tmp_path, ["n1", "n2", "n3"])
+    nse_ns, nsc_ns = netns("nse"), netns("nsc")
+    far.cli("apply", "-f", "-", stdin=service_manifest("remote-svc") + "---" +
+            endpoint_manifest("far-1", "remote-svc", nse_ns, PREFIX))
+    wait_until(lambda: any(e["name"] == "far-1" for e in near.cli_json("get", "endpoints")))
+    conn, target = connect(near, "remote-svc", nsc_ns)
+    pinger = Pinger(nsc_ns, target)
+    time.sleep(0.5)
+    down = time.time()
+    registry.stop(sig=9)
+    time.sleep(3)
+    other_ns = netns("nsc2")
+    during, _ = connect(near, "remote-svc", other_ns)   # served from the registry's mirror
+    registry.start()
+    wait_until(lambda: any(e["name"] == "far-1" for e in registry.cli_json("get",
+                                                                            "endpoints")))
+    back = time.time()
+    time.sleep(0.5)
+    pinger.stop()
+    assert pinger.lost == 0, pinger.replies
+    later_ns = netns("nsc3")
+    connect(near, "remote-svc", later_ns)
+    report("registry host down and back", registry_down_s=round(back - down, 2),
+           pings_lost=pinger.lost)
+    assert_no_leaks(near, wires=3)
+    assert_no_leaks(far, wires=3, leases=3)
+    assert during["state"] == "UP"
+
+
+def test_control_plane_blocked_while_the_data_plane_lives(netns, daemon, tmp_path):
+    # refresh every 2 s (10 s tokens); the far host refuses our peer calls for 4 s
+    near, far, nse_ns, nsc_ns, nodes = build_two_hosts(
+        netns, daemon, tmp_path, {"NSMD_TOKEN_LIFETIME_S": "10"})
+    far_node = [ns for ns in nodes if ns.endswith("-n2")][0]
+    conn, target = connect(near, "remote-svc", nsc_ns)
+    pinger = Pinger(nsc_ns, target)
+    time.sleep(0.5)
+    blocked = time.time()
+    _nft(far_node, "add table inet nsmdt",
+         "add chain inet nsmdt input { type filter hook input priority 0 ; }",
+         "add rule inet nsmdt input tcp dport 7000 reject with tcp reset")
+    try:
+        wait_until(lambda: logged_at(near, "restore failed", blocked) is not None, timeout=6)
+        time.sleep(4 - (time.time() - blocked))
+    finally:
+        _nft(far_node, "delete table inet nsmdt")
+    unblocked = time.time()
+    wait_until(lambda: logged_at(near, "by restore", unblocked) is not None, timeout=5)
+    restored = logged_at(near, "by restore", unblocked)
+    time.sleep(0.5)
+    pinger.stop()
+    now = the_connection(near)
+    assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
+    assert "reselect" not in near.log()
+    report("control plane blocked 4 s", pings_lost=pinger.lost,
+           restored_after_unblock_s=round(restored - unblocked, 2))
+    assert pinger.lost == 0 and pinger.sent >= 40
+    assert restored - unblocked <= 1.5
+    assert_no_leaks(near, wires=1)
+    assert_no_leaks(far, wires=1, leases=1)
+
+
+def _nft(netns: str, *commands: str) -> None:
+    for command in commands:
+        sh("nft", *command.split(), netns=netns)
