@@ -188,7 +188,13 @@ class Daemon:
                             "action": "configured" if existed else "created"})
             if res.spec is not None and not netns.exists(res.spec.netns):
                 results[-1]["waiting_for_netns"] = res.spec.netns
-            log.info("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
+            log.debug("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
+            await asyncio.sleep(0)  # a big manifest must not keep the API waiting
+        created = sum(r["action"] == "created" for r in results)
+        log.info("applied %s: %d created, %d configured", ", ".join(
+            f"{r['kind']} {r['name']}" for r in results[:3]) + (", ..." if len(results) > 3
+                                                                else ""),
+            created, len(results) - created)
         return results
 
     async def delete_endpoint(self, name: str, caller: Caller = DAEMON,

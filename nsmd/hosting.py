@@ -4,17 +4,22 @@ A hosted endpoint is registered with this daemon's URL and its node's `nodeName`
 (NSM's clientinfo), and re-registered at 2/3 of its expiry period (NSM: sdk
 registry/common/refresh), so it stays findable while the daemon lives and expires within
 one period after it dies. Specs are stored, so a restarted
-daemon re-registers what it hosted before.
+daemon re-registers what it hosted before. Endpoints are registered only while their
+namespace exists; namespaces are watched one by one, not endpoint by endpoint (many
+endpoints may share one), so a check costs the same for ten endpoints or 100,000.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 
 from nsmd import netns
 from nsmd.clock import Clock
 from nsmd.errors import DataplaneError, NsmdError
 from nsmd.model import NetworkServiceEndpoint, ServiceLabels, from_wire, to_wire
+from nsmd.model.codec import copy_model
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.registry import RegistryView
 from nsmd.state import StateDB
@@ -22,6 +27,7 @@ from nsmd.timers import TimerSet
 
 REREGISTER_AT = 2 / 3
 RETRY_S = 1.0
+YIELD_EVERY = 100  # bulk (un)registrations let the event loop serve the API this often
 log = logging.getLogger("nsmd.hosting")
 
 
@@ -46,6 +52,11 @@ class Hosting:
         self.url = url
         self.node = node
         self._hosted: dict[str, tuple[NetworkServiceEndpoint, EndpointSpec]] = {}
+        self._in_netns: dict[str, set[str]] = defaultdict(set)  # namespace -> endpoints
+        # namespace -> whether it existed at the last check, which acted on all its
+        # endpoints; apply() registers a new one by what it finds, and a change since
+        # that check is handled by the next one
+        self._netns_seen: dict[str, bool] = {}
         self.timers = TimerSet(clock, self._refresh)
 
     def spec(self, name: str) -> EndpointSpec | None:
@@ -62,15 +73,19 @@ class Hosting:
     def names(self) -> list[str]:
         return list(self._hosted)
 
+    def __len__(self) -> int:
+        return len(self._hosted)
+
     async def start(self) -> None:
         """Re-registers every endpoint hosted before a restart."""
         for name, doc in self.db.items("hosted"):
             nse = from_wire(NetworkServiceEndpoint, doc["endpoint"])
             nse.url = self.url  # the daemon may serve on another socket than before
             spec = from_wire(EndpointSpec, doc["spec"])
-            self._hosted[name] = (nse, spec)
+            self._host(name, nse, spec)
             if netns.exists(spec.netns):
                 await self._register(name)
+                await _pause(len(self._hosted))
 
     async def apply(self, nse: NetworkServiceEndpoint, spec: EndpointSpec,
                     ) -> NetworkServiceEndpoint:
@@ -80,7 +95,8 @@ class Hosting:
         if self.node:
             with_node_label(template, self.node)
         self.db.put("hosted", nse.name, {"endpoint": to_wire(template), "spec": to_wire(spec)})
-        self._hosted[nse.name] = (template, spec)
+        self._unhost(nse.name)
+        self._host(nse.name, template, spec)
         if not netns.exists(spec.netns):
             log.warning("endpoint %s: namespace %r does not exist yet; it is registered once "
                         "the namespace appears", nse.name, spec.netns)
@@ -89,7 +105,7 @@ class Hosting:
 
     def remove(self, name: str) -> bool:
         self.timers.disarm(name)
-        if self._hosted.pop(name, None) is None:
+        if not self._unhost(name):
             return False
         self.db.delete("hosted", name)
         return True
@@ -97,32 +113,61 @@ class Hosting:
     def reregister_all(self) -> None:
         """Registers every hosted endpoint again now (the registry came back empty-handed
         after a break: NSM's registry heal)."""
-        for name, (_, spec) in self._hosted.items():
-            if netns.exists(spec.netns):
-                self.timers.arm(name, self.clock.time())
+        now = self.clock.time()
+        for ns, names in self._in_netns.items():
+            if netns.exists(ns):
+                for name in names:
+                    self.timers.arm(name, now)
 
     async def check_namespaces(self) -> None:
         """Withdraws endpoints whose namespace vanished; brings them back when it returns.
 
         A registration that points at a dead workload would only make clients fail over.
         """
-        for name, (_, spec) in list(self._hosted.items()):
-            alive = netns.exists(spec.netns)
-            registered = name in self.registry.endpoints
-            if registered and not alive:
-                log.info("endpoint %s: namespace %r is gone, unregistering", name, spec.netns)
-                await self.registry.unregister_endpoint(name)
-                self.timers.disarm(name)
-            elif alive and not registered:
-                log.info("endpoint %s: namespace %r is back, registering", name, spec.netns)
-                await self._register(name)
+        done = 0
+        for ns, names in list(self._in_netns.items()):
+            alive = netns.exists(ns)
+            if self._netns_seen.get(ns) == alive:
+                continue
+            self._netns_seen[ns] = alive
+            changed = 0
+            for name in list(names):
+                registered = name in self.registry.endpoints
+                if registered and not alive:
+                    self.timers.disarm(name)
+                    await self.registry.unregister_endpoint(name)
+                    changed += 1
+                elif alive and not registered:
+                    await self._register(name)
+                    changed += 1
+                done += 1
+                await _pause(done)
+            if changed:
+                log.info("namespace %r %s: %d endpoint(s) %s", ns, "is back" if alive else
+                         "is gone", changed, "registered" if alive else "unregistered")
 
     def close(self) -> None:
         self.timers.stop()
 
+    def _host(self, name: str, nse: NetworkServiceEndpoint, spec: EndpointSpec) -> None:
+        self._hosted[name] = (nse, spec)
+        self._in_netns[spec.netns].add(name)
+
+    def _unhost(self, name: str) -> bool:
+        hosted = self._hosted.pop(name, None)
+        if hosted is None:
+            return False
+        names = self._in_netns.get(hosted[1].netns)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._in_netns[hosted[1].netns]
+                self._netns_seen.pop(hosted[1].netns, None)
+        return True
+
     async def _register(self, name: str) -> NetworkServiceEndpoint:
         template, _ = self._hosted[name]
-        nse = from_wire(NetworkServiceEndpoint, to_wire(template))
+        nse = copy_model(template)
         now = self.clock.time()
         registered = await self.registry.register_endpoint(nse)
         when = now + (registered.expiration_time - now) * REREGISTER_AT
@@ -137,3 +182,9 @@ class Hosting:
         except NsmdError as err:  # keep trying: a registration that lapses loses clients
             log.error("re-registering endpoint %s failed: %s; retrying in 1 s", name, err)
             self.timers.arm(name, self.clock.time() + RETRY_S)
+
+
+async def _pause(done: int) -> None:
+    """Every YIELD_EVERY steps of a bulk loop, lets the event loop run other work."""
+    if done % YIELD_EVERY == 0:
+        await asyncio.sleep(0)

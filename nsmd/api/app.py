@@ -45,7 +45,7 @@ async def status(request: web.Request) -> web.Response:
         "uptime_s": round(time.monotonic() - daemon.started_at, 3),
         "services": len(daemon.registry.services),
         "endpoints": len(daemon.registry.endpoints),
-        "hosted_endpoints": daemon.hosting.names(),
+        "hosted_endpoints": len(daemon.hosting),
         "connections": len(daemon.manager.connections()),
         "heal": {"healing": len(daemon.manager.heal.healing()), **daemon.manager.heal.healed},
         "leases": len(daemon.manager.ipam.leases),

@@ -5,6 +5,7 @@ Errors become JSON `{"error": ..., "field": ...}` with the status of the NsmdErr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -15,6 +16,7 @@ from aiohttp import web
 from nsmd.errors import NsmdError, ValidationError
 
 MSGPACK = "application/msgpack"
+BIG_BODY = 256 << 10   # bodies above this are decoded in a worker thread
 log = logging.getLogger("nsmd.api")
 
 
@@ -22,7 +24,13 @@ async def read_body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         return {}
-    if request.content_type == MSGPACK:
+    if len(raw) > BIG_BODY:  # decoded off the event loop, which keeps serving meanwhile
+        return await asyncio.to_thread(_decode_body, raw, request.content_type)
+    return _decode_body(raw, request.content_type)
+
+
+def _decode_body(raw: bytes, content_type: str) -> Any:
+    if content_type == MSGPACK:
         try:
             return msgpack.unpackb(raw, raw=False)
         except (ValueError, msgpack.ExtraData) as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from nsmd.api.codec import read_body, reply
@@ -14,6 +16,7 @@ from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wir
 from nsmd.registry import EndpointQuery, ServiceQuery
 
 routes = web.RouteTableDef()
+BIG_MANIFEST = 100  # documents; more are parsed in a worker thread
 
 
 def _watch_requested(request: web.Request) -> bool:
@@ -122,6 +125,8 @@ async def apply(request: web.Request) -> web.Response:
     docs = body.get("documents") if isinstance(body, dict) else None
     if not isinstance(docs, list) or not docs:
         raise ValidationError("documents", "a non-empty list of manifest documents", docs)
-    resources = parse_documents(docs)  # all validated before anything changes
+    # all validated before anything changes; a big manifest off the event loop
+    resources = await asyncio.to_thread(parse_documents, docs) if len(docs) > BIG_MANIFEST \
+        else parse_documents(docs)
     return reply(request, {"applied": await request.app[DAEMON].apply(
         resources, local_caller(request.transport))})

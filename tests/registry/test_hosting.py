@@ -74,3 +74,24 @@ async def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
         assert registry.endpoints["e"].url == "unix:///new.sock"
     finally:
         again.close()
+
+
+async def test_namespaces_are_checked_once_however_many_endpoints_they_hold(
+        env, tmp_path, monkeypatch):
+    clock, _, registry, hosting = env
+    monkeypatch.setattr("nsmd.netns.NETNS_RUN_DIR", str(tmp_path))
+    (tmp_path / "ns1").touch()
+    for i in range(250):
+        await hosting.apply(NetworkServiceEndpoint(name=f"e{i}", network_service_names=["s"]),
+                            EndpointSpec(netns="ns1"))
+    looked = []
+    real_exists = __import__("nsmd.netns", fromlist=["exists"]).exists
+    monkeypatch.setattr("nsmd.netns.exists", lambda ns: looked.append(ns) or real_exists(ns))
+    await hosting.check_namespaces()
+    assert looked == ["ns1"] and len(registry.endpoints) == 250
+    (tmp_path / "ns1").unlink()
+    # an endpoint applied after the namespace went, before the next check, changes nothing
+    await hosting.apply(NetworkServiceEndpoint(name="late", network_service_names=["s"]),
+                        EndpointSpec(netns="ns1"))
+    await hosting.check_namespaces()
+    assert registry.endpoints == {}

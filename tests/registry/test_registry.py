@@ -136,3 +136,32 @@ async def test_everything_survives_a_restart(db, clock, tmp_path):
     finally:
         reg2.close()
         db2.close()
+
+
+async def test_a_refresh_is_not_written_and_a_restart_grants_one_period(db, clock, tmp_path):
+    reg = Registry(db, clock)
+    await reg.register_endpoint(nse("e1", "a"))
+    written = db.get("endpoints", "e1")
+    clock.advance(40)
+    await reg.register_endpoint(nse("e1", "a"))        # only the expiry moves: not written
+    assert db.get("endpoints", "e1") == written
+    await reg.register_endpoint(nse("e1", "a", "b"))   # a real change is
+    assert db.get("endpoints", "e1")["network_service_names"] == ["a", "b"]
+    reg.close()
+    clock.advance(3600)                                  # the registry was down an hour
+    again = Registry(db, clock)
+    try:
+        assert again.endpoints["e1"].expiration_time == clock.now + 60
+        clock.advance(61)                                # ... and nobody re-registered it
+        assert again.endpoints == {}
+    finally:
+        again.close()
+
+
+async def test_a_mass_expiry_is_spread_over_loop_turns(registry, clock):
+    for i in range(1200):
+        await registry.register_endpoint(nse(f"e{i}", "a"))
+    clock.now += 61
+    assert len(registry.expire_due()) == 500   # one turn's share; the rest come next
+    clock.advance(0)
+    assert registry.endpoints == {}
