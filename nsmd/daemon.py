@@ -42,6 +42,7 @@ from nsmd.policy import Policy
 from nsmd.registry import Registry
 from nsmd.registry.remote import RemoteRegistry
 from nsmd.state import StateDB
+from nsmd.systemd import Notifier
 
 log = logging.getLogger("nsmd")
 LOCK_FILE = "nsmd.lock"
@@ -289,7 +290,8 @@ def _refuse_live_socket(path: str) -> None:
 
 
 async def run(config: Config) -> None:
-    """Runs a daemon until SIGTERM or SIGINT."""
+    """Runs a daemon until SIGTERM or SIGINT, telling systemd (Type=notify) when it is
+    ready, that it lives (its watchdog), and when it stops."""
     import signal
 
     daemon = Daemon(config)
@@ -297,8 +299,15 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    systemd = Notifier()
     await daemon.start()
+    systemd.ready(f"serving on {config.api_socket}" + (f" and {config.listen}"
+                                                         if config.listen else ""))
+    watchdog = asyncio.ensure_future(systemd.watchdog(
+        daemon.clock, stop, lambda: daemon.dataplane.running))
     try:
         await stop.wait()
     finally:
+        systemd.stopping()
+        await watchdog
         await daemon.stop()
