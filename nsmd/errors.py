@@ -7,7 +7,7 @@ class NsmdError(Exception):
     status = 500
 
     def to_json(self) -> dict:
-        return {"error": str(self)}
+        return {"error": one_line(str(self))}
 
 
 class ValidationError(NsmdError, ValueError):
@@ -16,13 +16,13 @@ class ValidationError(NsmdError, ValueError):
     status = 400
 
     def __init__(self, field: str, expected: str, got: object = None, *, detail: str = ""):
-        self.field = field
+        self.field = one_line(field)  # field names may come from the input itself
         self.expected = expected
         self.got = got
-        message = detail or f"{field or 'input'}: expected {expected}"
+        message = detail or f"{self.field or 'input'}: expected {expected}"
         if got is not None and not detail:
             message += f", got {_short(got)}"
-        super().__init__(message)
+        super().__init__(one_line(message))
 
     def to_json(self) -> dict:
         return {"error": str(self), "field": self.field}
@@ -47,7 +47,7 @@ class PermissionDenied(NsmdError):
         super().__init__(detail or f"denied by policy {policy}: {reason}")
 
     def to_json(self) -> dict:
-        return {"error": str(self), "policy": self.policy}
+        return {"error": one_line(str(self)), "policy": self.policy}
 
 
 class SelectionError(NsmdError):
@@ -60,6 +60,14 @@ class DataplaneError(NsmdError):
     """Setting up interfaces or wires failed (netns missing, device busy, ...)."""
 
     status = 500
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped: an error is one
+    line, whatever the input it quotes holds."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _short(value: object) -> str:

@@ -36,8 +36,9 @@ def load_yaml_documents(text: str, source: str = "input") -> list[dict]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise ValidationError(where, "valid YAML", detail=f"{where}: not valid YAML "
-                              f"({getattr(err, 'problem', None) or err})") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line
+        raise ValidationError(where, "valid YAML",
+                              detail=f"{where}: not valid YAML ({problem})") from None
     if not docs:
         raise ValidationError(source, "at least one manifest document",
                               detail=f"{source}: no manifest documents found")
