@@ -3,8 +3,9 @@
     sudo .venv/bin/python bench/run.py [--quick]
 
 Runs bench/datapath.py (veth, wireguard-go, the naive tunnel and nsmd in one run),
-bench/control_plane.py, bench/authorize.py (the cost of zero trust) and bench/functions.py
-(the cost of function stages and composed chains), then writes
+bench/control_plane.py, bench/authorize.py (the cost of zero trust), bench/functions.py
+(the cost of function stages and composed chains), bench/responsiveness.py (the API and
+SIGTERM under 100,000 endpoints) and bench/faults.py (detect and heal times), then writes
 bench/results/summary.json, prints each goal with its figure and verdict, and draws
 bench/results/summary.png
 (throughput per tunnel; setup latency and connect-storm time). Installs matplotlib if
@@ -27,6 +28,22 @@ def run(script: str, *args: str) -> dict:
     subprocess.run([sys.executable, os.path.join(HERE, script), *args], check=True)
     with open(os.path.join(RESULTS, script.replace(".py", ".json"))) as f:
         return json.load(f)
+
+
+def healing_goals(rs: dict, ft: dict) -> list[tuple[str, str, bool]]:
+    killed = ft["worst"]["endpoint killed under traffic"]
+    blocked = ft["worst"]["control plane blocked 4 s"]
+    api_max, shutdown = rs["goals"]["api_max_s"][0], rs["shutdown_s"]
+    return [
+        ("dead endpoint detected <= 3 s, healed <= 1 s after",
+         f"{killed['detect_s']} s, then {killed['heal_s']} s", killed["detect_s"] <= 3
+         and killed["heal_s"] <= 1),
+        ("control plane blocked: 0 pings lost", f"{blocked['pings_lost']} lost",
+         blocked["pings_lost"] == 0),
+        (f"API under {rs['endpoints']} endpoints answers <= 1 s", f"worst {api_max} s",
+         api_max <= 1),
+        ("SIGTERM to exit <= 2 s under that load", f"{shutdown} s", shutdown <= 2),
+    ]
 
 
 def goals(dp: dict, cp: dict, az: dict, fn: dict) -> list[tuple[str, str, bool]]:
@@ -124,9 +141,13 @@ def main() -> int:
     cp = run("control_plane.py", *(("--endpoints", "20000") if args.quick else ()))
     az = run("authorize.py", *(("--connects", "20") if args.quick else ()))
     fn = run("functions.py", *(("--seconds", "3") if args.quick else ()))
+    rs = run("responsiveness.py", *(("--endpoints", "20000", "--watch-s", "10")
+                                    if args.quick else ()))
+    ft = run("faults.py")
     results = {"datapath": dp, "control_plane": cp, "authorize": az, "functions": fn,
+               "responsiveness": rs, "faults": ft,
                "goals": [{"goal": g, "measured": m, "met": ok}
-                         for g, m, ok in goals(dp, cp, az, fn)]}
+                         for g, m, ok in goals(dp, cp, az, fn) + healing_goals(rs, ft)]}
     with open(os.path.join(RESULTS, "summary.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("\ngoal".ljust(52) + "measured".ljust(52) + "met")

@@ -15,23 +15,22 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
+from nsmd import defaults
 from nsmd.errors import ValidationError
 from nsmd.identity.ca import parse_spiffe_id
 
-DEFAULT_STATE_DIR = "/var/lib/nsmd"
 # Rekeys must come well before the engine refuses a keypair (fastpath REJECT_AFTER_S, 180 s).
 REKEY_LIMIT_S = 150.0
-DEFAULT_API_SOCKET = "/run/nsmd/nsmd.sock"
 ENV_PREFIX = "NSMD_"
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     name: str = dataclasses.field(default_factory=socket.gethostname)
-    state_dir: str = DEFAULT_STATE_DIR
-    api_socket: str = DEFAULT_API_SOCKET
+    state_dir: str = defaults.STATE_DIR
+    api_socket: str = defaults.API_SOCKET
     listen: str = ""            # HOST:PORT of the mTLS peer listener ("" = none)
-    tunnel_port: int = 51820    # first UDP port of the tunnels (one per engine, on the listen IP)
+    tunnel_port: int = defaults.TUNNEL_PORT  # first tunnel UDP port (one per engine)
     engines: int = 0            # packet engine threads; 0 = one per CPU
     local_queues: int = 1       # queues per same-host vWire device (flows over engines)
     registry: str = ""          # https://HOST:PORT of another daemon; "" = our own SQLite
@@ -41,13 +40,13 @@ class Config:
     policy: str = ""            # YAML authorization policies ("" = the built-in ones only)
     api_group: str = ""         # group allowed on the API socket (0660); "" = root only
     log_level: str = "info"
-    token_lifetime_s: float = 600.0
-    nse_expiry_s: float = 60.0
-    local_mtu: int = 1500
-    tunnel_mtu: int = 1420
-    keepalive_s: float = 1.0    # idle tunnels send this often
-    heal_detect_s: float = 3.0  # a dead data plane is found within this; healed 1 s later
-    rekey_after_s: float = 120.0
+    token_lifetime_s: float = defaults.TOKEN_LIFETIME_S
+    nse_expiry_s: float = defaults.NSE_EXPIRY_S
+    local_mtu: int = defaults.LOCAL_MTU
+    tunnel_mtu: int = defaults.TUNNEL_MTU
+    keepalive_s: float = defaults.KEEPALIVE_S  # idle tunnels send this often
+    heal_detect_s: float = defaults.HEAL_DETECT_S  # then healed within 1 s
+    rekey_after_s: float = defaults.REKEY_AFTER_S
 
     def validate(self) -> Config:
         if not self.name:
@@ -173,10 +172,12 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
     kind = type(f.default) if f.default is not dataclasses.MISSING else str
     try:
         if kind is int and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)  # 1500.5 is not an MTU, nor a truncated one
             return int(value)
         if kind is float and not isinstance(value, bool):
             return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise ValidationError(where, f"a number ({kind.__name__})", value) from None
     if kind is str and isinstance(value, str):
         return value

@@ -1,8 +1,10 @@
 """One nsmd: registry, manager, data plane and API wired together; start-up and shutdown.
 
-Start-up order matters for "nothing lost on restart": re-attach the vWire devices of the
-last run, re-register hosted endpoints, request held connections again along their old
-paths, and only then remove devices that no connection claimed.
+Wiring and lifecycle only: what the daemon does lives in the manager (nsmd/manager), the
+registry (nsmd/registry), the data plane and the API handlers. Start-up takes the state
+directory's lock, loads the identity, builds the parts, lets the manager recover what the
+last run left (Manager.recover), then serves. Shutdown stops serving and leaves every
+vWire up for the next run.
 """
 
 from __future__ import annotations
@@ -19,25 +21,17 @@ import time
 from aiohttp import web
 
 from nsmd import netns
-from nsmd.api.app import build_app, serve_peers, serve_unix
-from nsmd.caller import DAEMON, Caller
+from nsmd.api.app import build_app, drop_untrusted_peers, serve_peers, serve_unix
+from nsmd.api.peer import build_peer_app
 from nsmd.clock import Clock, SystemClock
 from nsmd.config import Config, listen_address
 from nsmd.dataplane import Dataplane
-from nsmd.errors import Conflict, NotFound, PermissionDenied
+from nsmd.errors import Conflict
 from nsmd.hosting import Hosting
 from nsmd.identity.identity import Identity
-from nsmd.identity.svid import verify_chain
-from nsmd.identity.tls import peer_certificate
 from nsmd.manager.build import Manager
-from nsmd.manager.liveness import Liveness
-from nsmd.manager.probe import timings
-from nsmd.manager.rekey import Rekeyer
-from nsmd.manifest import Resource, to_manifest
 from nsmd.metrics import Metrics
-from nsmd.model import NetworkService, NetworkServiceEndpoint
 from nsmd.peer.client import PeerClient
-from nsmd.peer.server import build_peer_app
 from nsmd.policy import Policy
 from nsmd.registry import Registry
 from nsmd.registry.remote import RemoteRegistry
@@ -90,7 +84,8 @@ class Daemon:
                                identity=lambda: self.id, policy=policy,
                                token_lifetime_s=cfg.token_lifetime_s, local_mtu=cfg.local_mtu,
                                tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s,
-                               heal_detect_s=cfg.heal_detect_s)
+                               heal_detect_s=cfg.heal_detect_s,
+                               rekey_after_s=cfg.rekey_after_s)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin.peek()),
                                      self.dataplane.totals)
         self.dataplane.start()
@@ -99,25 +94,8 @@ class Daemon:
         await self.registry.start()
         if isinstance(self.registry, RemoteRegistry):
             self.registry.on_resync.append(self.hosting.reregister_all)
-        await self.dataplane.restore()
-        await self.hosting.start()
-        restored, healing, lost = await self.manager.restore()
-        claimed = self.manager.wire_ids()
-        swept = await self.dataplane.sweep(claimed)
-        released = self.manager.ipam.sweep(claimed)
-        if released:
-            log.info("restart: released the addresses of %d connection(s) that did not "
-                     "come back", len(released))
-        if restored or healing or lost or swept:
-            log.info("restart: %d connection(s) restored, %d being healed, %d lost, %d stale "
-                     "vWire(s) removed", restored, healing, lost, len(swept))
-        self.liveness = Liveness(self.manager, self.hosting, timings(cfg.heal_detect_s)[0])
-        self.rekeyer = Rekeyer(self.manager, self.dataplane, self.metrics, cfg.rekey_after_s)
-        self._tasks = [asyncio.ensure_future(self.liveness.run(self.stopping)),
-                       asyncio.ensure_future(self.rekeyer.run(self.stopping)),
-                       asyncio.ensure_future(self.manager.functions.run(self.stopping)),
-                       asyncio.ensure_future(self.manager.supplies.run(self.stopping)),
-                       asyncio.ensure_future(self.manager.netsvc.run(self.stopping))]
+        await self.manager.recover()
+        self._tasks = [asyncio.ensure_future(self.manager.run(self.stopping))]
         self._runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         if cfg.listen:
             assert self.id is not None
@@ -152,72 +130,6 @@ class Daemon:
             self._lock_fd = -1
         log.info("nsmd %s stopped", self.config.name)
 
-    # -- operations the API calls ----------------------------------------------------------
-
-    def service(self, name: str) -> NetworkService:
-        ns = self.registry.services.get(name)
-        if ns is None:
-            raise NotFound(f"network service {name!r} is not registered")
-        return ns
-
-    def endpoint_view(self, name: str) -> dict:
-        nse = self.registry.endpoints.get(name)
-        if nse is None:
-            raise NotFound(f"network service endpoint {name!r} is not registered")
-        return to_manifest(nse, self.hosting.spec(name))["spec"] | {"name": name}
-
-    async def apply(self, resources: list[Resource], caller: Caller = DAEMON) -> list[dict]:
-        for res in resources:  # all allowed, or nothing changes
-            services = [res.name] if res.service is not None else (
-                res.endpoint.network_service_names if res.endpoint else [])
-            for service in services:
-                self.manager.policy.check("register", service, caller)
-        results = []
-        for res in resources:
-            if res.service is not None:
-                existed = res.name in self.registry.services
-                await self.registry.register_service(res.service)
-            else:
-                assert res.endpoint is not None and res.spec is not None
-                existed = self.hosting.spec(res.name) is not None
-                other = self.registry.endpoints.get(res.name)
-                if other is not None and not existed and other.url != self.url:
-                    raise Conflict(f"endpoint {res.name!r} is registered by another daemon "
-                                   f"({other.url})")
-                await self.hosting.apply(res.endpoint, res.spec)
-            results.append({"kind": res.kind, "name": res.name,
-                            "action": "configured" if existed else "created"})
-            if res.spec is not None and not netns.exists(res.spec.netns):
-                results[-1]["waiting_for_netns"] = res.spec.netns
-            log.debug("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
-            await asyncio.sleep(0)  # a big manifest must not keep the API waiting
-        created = sum(r["action"] == "created" for r in results)
-        log.info("applied %s: %d created, %d configured", ", ".join(
-            f"{r['kind']} {r['name']}" for r in results[:3]) + (", ..." if len(results) > 3
-                                                                else ""),
-            created, len(results) - created)
-        return results
-
-    async def delete_endpoint(self, name: str, caller: Caller = DAEMON,
-                              ) -> NetworkServiceEndpoint:
-        nse = self.registry.endpoints.get(name)
-        hosted = self.hosting.spec(name) is not None
-        if nse is None and not hosted:
-            raise NotFound(f"network service endpoint {name!r} is not registered")
-        for service in nse.network_service_names if nse else []:
-            self.manager.policy.check("register", service, caller)
-        own_id = self.id.spiffe_id if self.id else ""
-        if nse is not None and nse.path_ids and nse.path_ids[0] != own_id:
-            # checked before anything is closed: a refused delete changes nothing
-            raise PermissionDenied("registry_owner", f"network service endpoint {name!r} is "
-                                   f"owned by {nse.path_ids[0]}, not this daemon")
-        closed = await self.manager.close_endpoint_connections(name)
-        self.hosting.remove(name)
-        if nse is not None:
-            await self.registry.unregister_endpoint(name)
-        log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)
-        return nse or NetworkServiceEndpoint(name=name)
-
     # -- internals -------------------------------------------------------------------------
 
     async def _load_identity(self) -> None:
@@ -235,26 +147,8 @@ class Daemon:
             return
         assert self.id is not None and self.peer is not None
         self._tasks.append(asyncio.ensure_future(self.peer.close()))
-        server = self._peer_runner.server if self._peer_runner else None
-        for handler in server.connections if server else []:
-            transport = handler.transport
-            if transport is None:
-                continue  # closing already
-            try:
-                verify_chain([peer_certificate(transport.get_extra_info("ssl_object"))],
-                             self.id.svid.bundle)
-            except Exception:  # untrusted now, or not verifiable: fail closed
-                log.info("closing a peer connection its CA no longer vouches for")
-                handler.force_close()
-
-    def identity(self) -> dict | None:
-        if self.id is None:
-            return None
-        leaf = self.id.svid.chain[0]
-        return {"spiffe_id": self.id.spiffe_id, "serial": format(leaf.serial_number, "x"),
-                "not_after": leaf.not_valid_after_utc.isoformat(),
-                "bundle_cas": len(self.id.svid.bundle),
-                "source": self.config.spiffe_socket or self.config.identity_dir}
+        if self._peer_runner is not None:
+            drop_untrusted_peers(self._peer_runner, self.id.svid.bundle)
 
     def _take_lock(self) -> None:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)

@@ -28,6 +28,10 @@ def test_config_file_from_the_environment(tmp_path):
     ("", {"NSMD_REGISTRY": "http://x:1"}, "registry: expected https://"),
     ("", {"NSMD_LISTEN": "0.0.0.0:7000", "NSMD_IDENTITY_DIR": "/x"}, "listen: expected IPV4"),
     ("", {"NSMD_LISTEN": "192.0.2.1:7000"}, "identity-dir"),
+    ("local_mtu = inf\n", {}, "local_mtu: expected a number (int), got inf"),
+    ("local_mtu = 1500.5\n", {}, "local_mtu: expected a number (int), got 1500.5"),
+    ("", {"NSMD_HEAL_DETECT_S": "0.1"}, "heal-detect-s: expected 0.4 to 600 seconds"),
+    ("", {"NSMD_KEEPALIVE_S": "2"}, "keepalive-s: expected at most 3/8 of heal-detect-s"),
 ])
 def test_bad_values_name_their_option(tmp_path, content, env, message):
     toml = tmp_path / "c.toml"

@@ -1,11 +1,14 @@
-"""The aiohttp application and its unix-socket site (mode 0600, or 0660 with --api-group)."""
+"""The aiohttp applications: the API on its unix-socket site (mode 0600, or 0660 with
+--api-group) and the peers' on the mTLS listener."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 from aiohttp import web
+from cryptography import x509
 
 from nsmd import __version__
 from nsmd.api import connections, registry
@@ -13,11 +16,14 @@ from nsmd.api.codec import errors_middleware, reply
 from nsmd.api.keys import DAEMON
 from nsmd.api.openapi import openapi_document
 from nsmd.config import group_id
+from nsmd.identity.svid import verify_chain
+from nsmd.identity.tls import peer_certificate
 
 misc = web.RouteTableDef()
 SHUTDOWN_TIMEOUT_S = 2.0
 BACKLOG = 4096  # bursts of clients (1,000 concurrent connects) must not be refused
 MAX_BODY_BYTES = 256 << 20  # a manifest of many thousand endpoints fits (local API only)
+log = logging.getLogger("nsmd.api")
 
 
 @misc.get("/healthz")
@@ -40,7 +46,7 @@ async def status(request: web.Request) -> web.Response:
         "name": daemon.config.name,
         "version": __version__,
         "url": daemon.url,
-        "identity": daemon.identity(),
+        "identity": daemon.id.describe() if daemon.id else None,
         "state_dir": daemon.config.state_dir,
         "uptime_s": round(time.monotonic() - daemon.started_at, 3),
         "services": len(daemon.registry.services),
@@ -98,3 +104,22 @@ async def serve_peers(app: web.Application, listen: str, ssl_context) -> web.App
                       backlog=BACKLOG).start()
     return runner
 
+
+
+def drop_untrusted_peers(runner: web.AppRunner,
+                         bundle: tuple[x509.Certificate, ...]) -> int:
+    """Closes the peer connections whose certificate `bundle` no longer vouches for (a CA
+    left it); returns how many."""
+    server = runner.server
+    dropped = 0
+    for handler in server.connections if server else []:
+        transport = handler.transport
+        if transport is None:
+            continue  # closing already
+        try:
+            verify_chain([peer_certificate(transport.get_extra_info("ssl_object"))], bundle)
+        except Exception:  # untrusted now, or not verifiable: fail closed
+            log.info("closing a peer connection its CA no longer vouches for")
+            handler.force_close()
+            dropped += 1
+    return dropped

@@ -14,8 +14,8 @@ import msgpack
 from aiohttp import web
 
 from nsmd.errors import NsmdError, ValidationError
+from nsmd.model.codec import MSGPACK
 
-MSGPACK = "application/msgpack"
 BIG_BODY = 256 << 10   # bodies above this are decoded in a worker thread
 log = logging.getLogger("nsmd.api")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from nsmd import defaults
 from nsmd.api.codec import read_body, reply
 from nsmd.api.keys import DAEMON
 from nsmd.api.streams import stream_ndjson
@@ -16,8 +17,6 @@ from nsmd.model.registry import check_name
 
 routes = web.RouteTableDef()
 CONNECT_FIELDS = ("network_service", "labels", "netns", "ifname", "client", "timeout_s")
-# NSM's client retries its first request this long (NSM_REQUEST_TIMEOUT)
-CONNECT_TIMEOUT_S = 15.0
 MAX_CONNECT_TIMEOUT_S = 3600.0
 
 
@@ -47,7 +46,7 @@ async def connect(request: web.Request) -> web.Response:
     check_netns(netns, "netns")
     if ifname:
         check_ifname(ifname, "ifname")
-    timeout_s = body.get("timeout_s", CONNECT_TIMEOUT_S)
+    timeout_s = body.get("timeout_s", defaults.CONNECT_TIMEOUT_S)
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or \
             not 0 <= timeout_s <= MAX_CONNECT_TIMEOUT_S:
         raise ValidationError("timeout_s", f"seconds from 0 to {MAX_CONNECT_TIMEOUT_S:.0f}",

@@ -70,7 +70,8 @@ async def register_service(request: web.Request) -> web.Response:
 
 @routes.get("/v1/services/{name}")
 async def get_service(request: web.Request) -> web.Response:
-    return reply(request, to_wire(request.app[DAEMON].service(request.match_info["name"])))
+    manifests = request.app[DAEMON].manager.manifests
+    return reply(request, to_wire(manifests.service(request.match_info["name"])))
 
 
 @routes.delete("/v1/services/{name}")
@@ -109,12 +110,13 @@ async def register_endpoint(request: web.Request) -> web.Response:
 
 @routes.get("/v1/endpoints/{name}")
 async def get_endpoint(request: web.Request) -> web.Response:
-    return reply(request, request.app[DAEMON].endpoint_view(request.match_info["name"]))
+    manifests = request.app[DAEMON].manager.manifests
+    return reply(request, manifests.endpoint_view(request.match_info["name"]))
 
 
 @routes.delete("/v1/endpoints/{name}")
 async def delete_endpoint(request: web.Request) -> web.Response:
-    nse = await request.app[DAEMON].delete_endpoint(request.match_info["name"],
+    nse = await request.app[DAEMON].manager.manifests.delete_endpoint(request.match_info["name"],
                                                      local_caller(request.transport))
     return reply(request, to_wire(nse))
 
@@ -128,5 +130,5 @@ async def apply(request: web.Request) -> web.Response:
     # all validated before anything changes; a big manifest off the event loop
     resources = await asyncio.to_thread(parse_documents, docs) if len(docs) > BIG_MANIFEST \
         else parse_documents(docs)
-    return reply(request, {"applied": await request.app[DAEMON].apply(
+    return reply(request, {"applied": await request.app[DAEMON].manager.manifests.apply(
         resources, local_caller(request.transport))})

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from nsmd.config import DEFAULT_API_SOCKET
+from nsmd.defaults import API_SOCKET
 
 TIMEOUT_S = 60.0
 
@@ -19,7 +19,7 @@ class ClientError(Exception):
 
 
 def default_socket() -> str:
-    return os.environ.get("NSMD_API_SOCKET", DEFAULT_API_SOCKET)
+    return os.environ.get("NSMD_API_SOCKET", API_SOCKET)
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -9,7 +9,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from nsmd import __version__
+from nsmd import __version__, defaults
 from nsmd.cli import output
 from nsmd.cli.client import Client, ClientError
 from nsmd.errors import NsmdError
@@ -26,6 +26,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+TUNING = (
+    "Tuning, in the TOML file or NSMD_* variables only: "
+    f"token-lifetime-s ({defaults.TOKEN_LIFETIME_S:g}: path tokens; clients refresh at 1/5 to "
+    f"1/3 of it), nse-expiry-s ({defaults.NSE_EXPIRY_S:g}), local-mtu ({defaults.LOCAL_MTU}), "
+    f"tunnel-mtu ({defaults.TUNNEL_MTU}), keepalive-s ({defaults.KEEPALIVE_S:g}: idle "
+    f"tunnels), heal-detect-s ({defaults.HEAL_DETECT_S:g}: a dead data plane is found within "
+    f"this and healed within 1 s after), rekey-after-s ({defaults.REKEY_AFTER_S:g}).")
+
+
 def build_parser() -> Parser:
     p = Parser(prog="nsmd", description="Network Service Mesh for Linux hosts: the daemon and "
                "its client commands.")
@@ -36,17 +45,18 @@ def build_parser() -> Parser:
     run = sub.add_parser("run", help="run the daemon (manager + registry + fast path)",
                          description="Run the daemon. Every option can also come from the TOML "
                          "file (--config or NSMD_CONFIG) and from NSMD_<OPTION> variables, "
-                         "e.g. NSMD_STATE_DIR.")
+                         "e.g. NSMD_STATE_DIR.", epilog=TUNING)
     run.add_argument("--config", metavar="FILE", help="TOML file with any of the options below")
     run.add_argument("--name", help="node name in path segments (default: the hostname)")
     run.add_argument("--state-dir", metavar="DIR",
-                     help="registry, connections and keys (default /var/lib/nsmd)")
+                     help=f"registry, connections and keys (default {defaults.STATE_DIR})")
     run.add_argument("--api-socket", metavar="PATH",
-                     help="unix socket of the API (default /run/nsmd/nsmd.sock)")
+                     help=f"unix socket of the API (default {defaults.API_SOCKET})")
     run.add_argument("--listen", metavar="IP:PORT",
                      help="mTLS listener for peer daemons; tunnels use the same IP")
     run.add_argument("--tunnel-port", type=int, metavar="PORT",
-                     help="first UDP port of the tunnels, one per engine (default 51820)")
+                     help="first UDP port of the tunnels, one per engine (default "
+                     f"{defaults.TUNNEL_PORT})")
     run.add_argument("--engines", type=int, metavar="N",
                      help="packet engine threads (default: one per CPU)")
     run.add_argument("--local-queues", type=int, metavar="N",
@@ -104,7 +114,8 @@ def build_parser() -> Parser:
                          help="the client's path segment name (default nsc@NETNS)")
     connect.add_argument("--timeout", type=float, metavar="SECONDS",
                          help="keep trying this long while no endpoint can serve the "
-                              "request (default 15, as NSM's client; 0: try once)")
+                              f"request (default {defaults.CONNECT_TIMEOUT_S:g}, as NSM's "
+                              "client; 0: try once)")
     connect.add_argument("-o", "--output", choices=output.FORMATS, default="table")
 
     close = client_parser("close", "close a vWire")
@@ -269,7 +280,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nsmd.demo import run_demo
+    from nsmd.cli.demo import run_demo
 
     return run_demo(args.count)
 

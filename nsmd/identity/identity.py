@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from nsmd import defaults
 from nsmd.identity import tokens
 from nsmd.identity.files import FileIdentity
 from nsmd.identity.svid import Svid
@@ -30,18 +31,22 @@ class Source(Protocol):
 
 
 class Identity:
-    def __init__(self, source: Source, token_lifetime_s: float = tokens.DEFAULT_LIFETIME_S):
+    def __init__(self, source: Source, token_lifetime_s: float = defaults.TOKEN_LIFETIME_S):
         self.source = source
         self.token_lifetime_s = token_lifetime_s
         # Called with ca_removed after every change, once the new contexts are in place.
         self.on_change: list[Callable[[bool], object]] = []
+
+        self.where = ""   # the directory or Workload API it comes from (for status)
 
     @classmethod
     def from_config(cls, identity_dir: str, spiffe_socket: str,
                     token_lifetime_s: float) -> Identity:
         source: Source = (WorkloadIdentity(spiffe_socket) if spiffe_socket
                           else FileIdentity(identity_dir))
-        return cls(source, token_lifetime_s)
+        identity = cls(source, token_lifetime_s)
+        identity.where = spiffe_socket or identity_dir
+        return identity
 
     async def start(self) -> None:
         svid = await self.source.start()
@@ -64,6 +69,13 @@ class Identity:
     @property
     def trust_domain(self) -> str:
         return self.tls.trust_domain
+
+    def describe(self) -> dict:
+        """What `nsmd status` shows of it."""
+        leaf = self.svid.chain[0]
+        return {"spiffe_id": self.spiffe_id, "serial": format(leaf.serial_number, "x"),
+                "not_after": leaf.not_valid_after_utc.isoformat(),
+                "bundle_cas": len(self.svid.bundle), "source": self.where}
 
     def _rotated(self, svid: Svid) -> None:
         if svid.spiffe_id != self.tls.svid.spiffe_id:

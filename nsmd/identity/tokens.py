@@ -17,10 +17,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.api_jws import PyJWS
 
+from nsmd import defaults
 from nsmd.identity.svid import Svid
 
 ALGORITHM = "ES256"
-DEFAULT_LIFETIME_S = 600.0  # NSM_MAX_TOKEN_LIFETIME
 _JWS = PyJWS(algorithms=[ALGORITHM])  # JWS layer only: claims are checked here, not by PyJWT
 
 
@@ -89,7 +89,7 @@ def _claims(payload: bytes) -> Claims:
 class Signer:
     """Signs tokens with this daemon's current SVID (it rotates) for `lifetime_s`."""
 
-    def __init__(self, svid: Callable[[], Svid], lifetime_s: float = DEFAULT_LIFETIME_S):
+    def __init__(self, svid: Callable[[], Svid], lifetime_s: float = defaults.TOKEN_LIFETIME_S):
         self._svid = svid
         self.lifetime_s = lifetime_s
 

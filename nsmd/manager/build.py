@@ -14,11 +14,13 @@ authorize at the head of the server chain.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
 
+from nsmd import defaults
 from nsmd.caller import CALLER, DAEMON, Caller
 from nsmd.clock import Clock, sleep
 from nsmd.dataplane import Dataplane
@@ -36,18 +38,21 @@ from nsmd.manager.functions import Functions
 from nsmd.manager.heal import MAX_RETRY_S, RETRY_S, Heal
 from nsmd.manager.held import Held
 from nsmd.manager.ipam import Ipam
-from nsmd.manager.mechanisms import DEFAULT_TUNNEL_MTU, KERNEL
+from nsmd.manager.liveness import Liveness
+from nsmd.manager.manifests import Manifests
+from nsmd.manager.mechanisms import KERNEL
 from nsmd.manager.metrics import RequestMetrics
 from nsmd.manager.monitor import Monitor
 from nsmd.manager.netsvcmonitor import ServiceMonitor
 from nsmd.manager.passthrough import Passthrough
 from nsmd.manager.probe import DataplaneProbe, timings
 from nsmd.manager.refresh import Refresh
+from nsmd.manager.rekey import Rekeyer
 from nsmd.manager.remote import RemoteConnect
 from nsmd.manager.timeout import Timeout
 from nsmd.manager.updatepath import UpdatePath
-from nsmd.manager.updatetoken import DEFAULT_TOKEN_LIFETIME_S, UpdateToken
-from nsmd.manager.wire import DEFAULT_LOCAL_MTU, VWire
+from nsmd.manager.updatetoken import UpdateToken
+from nsmd.manager.wire import VWire
 from nsmd.metrics import Metrics
 from nsmd.model import (
     Connection,
@@ -72,10 +77,11 @@ class Manager:
                  peer: Callable[[], PeerClient | None] = lambda: None,
                  identity: Callable[[], Identity | None] = lambda: None,
                  policy: Policy | None = None,
-                 token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
-                 local_mtu: int = DEFAULT_LOCAL_MTU,
-                 tunnel_mtu: int = DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0,
-                 heal_detect_s: float = 3.0):
+                 token_lifetime_s: float = defaults.TOKEN_LIFETIME_S,
+                 local_mtu: int = defaults.LOCAL_MTU,
+                 tunnel_mtu: int = defaults.TUNNEL_MTU, keepalive_s: float = defaults.KEEPALIVE_S,
+                 heal_detect_s: float = defaults.HEAL_DETECT_S,
+                 rekey_after_s: float = defaults.REKEY_AFTER_S):
         self.name = name
         self.clock = clock
         self.registry = registry
@@ -133,6 +139,11 @@ class Manager:
                                         self.heal)
         self.server_begin.on_dropped.append(self.drop_notices.on_dropped)
         self.netsvc = ServiceMonitor(registry, self.server_begin, self.passthrough.inner)
+        self.manifests = Manifests(registry, hosting, self.policy,
+                                   self.close_endpoint_connections, self.own_id)
+        self.hosting = hosting
+        self.liveness = Liveness(self, hosting, timings(heal_detect_s)[0])
+        self.rekeyer = Rekeyer(self, dataplane, metrics, rekey_after_s)
 
     def signer(self) -> Signer | None:
         identity = self.identity()
@@ -145,6 +156,31 @@ class Manager:
     def trust_domains(self) -> frozenset[str]:
         identity = self.identity()
         return frozenset({identity.trust_domain}) if identity else frozenset()
+
+    async def recover(self) -> None:
+        """Start-up after a restart, in the order that loses nothing: re-attach the vWire
+        devices of the last run, re-register hosted endpoints, request held connections
+        again along their old paths, and only then remove devices and release addresses
+        that no connection claimed."""
+        await self.dataplane.restore()
+        await self.hosting.start()
+        restored, healing, lost = await self.restore()
+        claimed = self.wire_ids()
+        swept = await self.dataplane.sweep(claimed)
+        released = self.ipam.sweep(claimed)
+        if released:
+            log.info("restart: released the addresses of %d connection(s) that did not "
+                     "come back", len(released))
+        if restored or healing or lost or swept:
+            log.info("restart: %d connection(s) restored, %d being healed, %d lost, %d stale "
+                     "vWire(s) removed", restored, healing, lost, len(swept))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The manager's periodic and watching work, until `stopping` is set: liveness,
+        rekeys, function flushes, retiring supplied endpoints, service changes."""
+        await asyncio.gather(self.liveness.run(stopping), self.rekeyer.run(stopping),
+                             self.functions.run(stopping), self.supplies.run(stopping),
+                             self.netsvc.run(stopping))
 
     def shutdown(self) -> None:
         """Stops timers and healing; connections stay as they are for the next run."""

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 from nsmd import netns
 from nsmd.clock import every
 from nsmd.errors import NsmdError
 from nsmd.hosting import Hosting
-from nsmd.manager.build import Manager
 from nsmd.model import Connection
+
+if TYPE_CHECKING:  # the manager builds this; a runtime import would be circular
+    from nsmd.manager.build import Manager
 
 log = logging.getLogger("nsmd.manager.liveness")
 

@@ -19,7 +19,6 @@ from nsmd.tunnel_keys import decode_public
 
 KERNEL = "KERNEL"
 TUNNEL = "NSMD_UDP"
-DEFAULT_TUNNEL_MTU = 1420  # 1500 - IPv6 (40) - UDP (8) - our header and tag (32)
 
 
 def find(request: NetworkServiceRequest, mech_type: str) -> Mechanism | None:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
+from nsmd import defaults
 from nsmd.caller import Caller
 from nsmd.clock import every
 from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import NotFound, NsmdError, PermissionDenied
 from nsmd.manager import mechanisms
-from nsmd.manager.build import Manager
 from nsmd.metrics import Metrics
 from nsmd.model import Connection
 from nsmd.tunnel_keys import ANSWER_KEYS, OFFER_KEYS, Binding, TunnelKeying
 
-REKEY_AFTER_S = 120.0               # WireGuard's RekeyAfterTime
+if TYPE_CHECKING:  # the manager builds this; a runtime import would be circular
+    from nsmd.manager.build import Manager
+
 REKEY_AFTER_MESSAGES = 2**60        # WireGuard's RekeyAfterMessages
 CHECK_INTERVAL_S = 0.5
 log = logging.getLogger("nsmd.manager.rekey")
@@ -36,7 +39,7 @@ def due(stats: dict, rekey_after_s: float) -> bool:
 
 class Rekeyer:
     def __init__(self, manager: Manager, dataplane: Dataplane, metrics: Metrics,
-                 rekey_after_s: float = REKEY_AFTER_S):
+                 rekey_after_s: float = defaults.REKEY_AFTER_S):
         self.manager = manager
         self.dataplane = dataplane
         self.keying = TunnelKeying(dataplane)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from nsmd import defaults
 from nsmd.caller import CALLER, tunnel_peer
 from nsmd.clock import Clock
 from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import DataplaneError, NsmdError, SelectionError
 from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
-from nsmd.manager.updatetoken import DEFAULT_TOKEN_LIFETIME_S, sign_segment
+from nsmd.manager.updatetoken import sign_segment
 from nsmd.manager.wire import ethernet
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, to_wire
 from nsmd.peer.client import PeerClient
@@ -51,8 +52,8 @@ class RemoteConnect:
     def __init__(self, registry: RegistryView, dataplane: Dataplane,
                  peer: Callable[[], PeerClient | None], clock: Clock,
                  signer: Callable[[], Signer | None], keepalive_s: float,
-                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU,
-                 token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S):
+                 tunnel_mtu: int = defaults.TUNNEL_MTU,
+                 token_lifetime_s: float = defaults.TOKEN_LIFETIME_S):
         self.registry = registry
         self.dataplane = dataplane
         self.keying = TunnelKeying(dataplane)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nsmd import defaults
 from nsmd.clock import Clock
-from nsmd.identity.tokens import DEFAULT_LIFETIME_S, Signer
+from nsmd.identity.tokens import Signer
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, NetworkServiceRequest, PathSegment
-
-DEFAULT_TOKEN_LIFETIME_S = DEFAULT_LIFETIME_S
 
 
 def sign_segment(segment: PathSegment, signer: Signer | None, aud: str, now: float,
@@ -29,7 +28,7 @@ def sign_segment(segment: PathSegment, signer: Signer | None, aud: str, now: flo
 
 
 class UpdateToken(Element):
-    def __init__(self, clock: Clock, lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
+    def __init__(self, clock: Clock, lifetime_s: float = defaults.TOKEN_LIFETIME_S,
                  signer: Callable[[], Signer | None] = lambda: None):
         self.clock = clock
         self.lifetime_s = lifetime_s

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nsmd import defaults
 from nsmd.caller import CALLER, tunnel_peer
 from nsmd.dataplane import Dataplane
 from nsmd.errors import DataplaneError
@@ -33,12 +34,11 @@ ETH_HEADER_BYTES = 14
 def ethernet(conn: Connection) -> bool:
     """An ETHERNET (L2) vWire: TAP devices at both ends, frames in the tunnel."""
     return conn.payload == "ETHERNET"
-DEFAULT_LOCAL_MTU = 1500
 
 
 class VWire(Element):
-    def __init__(self, dataplane: Dataplane, hosting: Hosting, local_mtu: int = DEFAULT_LOCAL_MTU,
-                 tunnel_mtu: int = mechanisms.DEFAULT_TUNNEL_MTU, keepalive_s: float = 1.0,
+    def __init__(self, dataplane: Dataplane, hosting: Hosting, local_mtu: int = defaults.LOCAL_MTU,
+                 tunnel_mtu: int = defaults.TUNNEL_MTU, keepalive_s: float = defaults.KEEPALIVE_S,
                  own_id: Callable[[], str] = lambda: ""):
         self.dataplane = dataplane
         self.keying = TunnelKeying(dataplane)

@@ -17,6 +17,8 @@ from typing import Any
 
 from nsmd.errors import ValidationError
 
+MSGPACK = "application/msgpack"  # the content type of msgpack bodies (daemons use it)
+
 
 def field(*, wire: str | None = None, time: bool = False, choices: tuple[str, ...] = (),
           default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING):

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from nsmd.api.codec import MSGPACK
 from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError, ValidationError
 from nsmd.identity.tls import TlsContexts
+from nsmd.model.codec import MSGPACK
 
 REQUEST_TIMEOUT_S = 15.0
 # Tells the called daemon where we listen, so it can notify us (drop notices); it is

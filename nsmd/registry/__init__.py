@@ -1,9 +1,9 @@
 """The registry: network services and endpoints, with expiry and watch."""
 
 from nsmd.registry.query import EndpointQuery, ServiceQuery
-from nsmd.registry.registry import DEFAULT_NSE_EXPIRY_S, Registry
+from nsmd.registry.registry import Registry
 from nsmd.registry.view import RegistryView
 from nsmd.registry.watch import Overflowed, Watch, WatchEvent
 
-__all__ = ["DEFAULT_NSE_EXPIRY_S", "EndpointQuery", "Overflowed", "Registry", "RegistryView",
+__all__ = ["EndpointQuery", "Overflowed", "Registry", "RegistryView",
            "ServiceQuery", "Watch", "WatchEvent"]

@@ -15,19 +15,19 @@ import dataclasses
 import heapq
 import logging
 
+from nsmd import defaults
 from nsmd.clock import Clock, Timer
 from nsmd.errors import NotFound, ValidationError
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
 from nsmd.registry.view import RegistryView, check_owner
 from nsmd.state import StateDB
 
-DEFAULT_NSE_EXPIRY_S = 60.0  # NSM's defaultExpiration
 EXPIRE_BATCH = 500  # expiries handled per event-loop turn (the API answers in between)
 log = logging.getLogger("nsmd.registry")
 
 
 class Registry(RegistryView):
-    def __init__(self, db: StateDB, clock: Clock, nse_expiry_s: float = DEFAULT_NSE_EXPIRY_S,
+    def __init__(self, db: StateDB, clock: Clock, nse_expiry_s: float = defaults.NSE_EXPIRY_S,
                  self_id: str = ""):
         super().__init__()
         self.db = db

@@ -82,11 +82,11 @@ async def test_daemons_peer_with_workload_api_identities_across_rotation(workloa
         await _eventually(lambda: "e1" in a.registry.endpoints)
         assert a.registry.endpoints["e1"].path_ids == ["spiffe://wl.test/node/b"]
 
-        old_serial = a.identity()["serial"]
+        old_serial = a.id.describe()["serial"]
         api_a.rotate()
-        await _eventually(lambda: a.identity()["serial"] != old_serial)
+        await _eventually(lambda: a.id.describe()["serial"] != old_serial)
         # a new handshake gets the new certificate ...
-        assert await _served_serial(port_a, b) == int(a.identity()["serial"], 16)
+        assert await _served_serial(port_a, b) == int(a.id.describe()["serial"], 16)
         # ... and peering goes on: the mirror follows, writes work
         await b.registry.register_endpoint(NetworkServiceEndpoint(
             name="e2", network_service_names=["s"], url=b.url))

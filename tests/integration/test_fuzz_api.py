@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from nsmd.testing.sandbox import endpoint_manifest, service_manifest
 from tests.fuzzing import mutated, values
 
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,  # the same cases in CI
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])
 SERVICE = {"apiVersion": "networkservicemesh.io/v1", "kind": "NetworkService",

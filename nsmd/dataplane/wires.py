@@ -1,0 +1,78 @@
+"""What the data plane knows of each vWire on this host: its sides, lanes and devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+
+@dataclasses.dataclass(slots=True)
+class Side:
+    netns: str      # "" = the daemon's own namespace
+    ifname: str     # the device's actual name
+    addresses: list[str]
+
+
+@dataclasses.dataclass(slots=True)
+class Lane:
+    engine: int     # index of the engine (thread, tunnel socket)
+    handle: int     # the engine's handle of this wire
+
+
+@dataclasses.dataclass(slots=True)
+class Wire:
+    conn_id: str
+    kind: str                       # "local", "tunnel" or "relay"
+    client: Side | None             # the sides on this host; a tunnel wire has one
+    endpoint: Side | None
+    mtu: int
+    peer: tuple[str, int] | None = None
+    lanes: list[Lane] = dataclasses.field(default_factory=list)
+    devices: list[list[int]] = dataclasses.field(default_factory=list)  # fds per device
+    created: float = dataclasses.field(default_factory=time.monotonic)
+    offload: bool = False           # vnet headers + TSO on the devices
+    l2: bool = False                # ETHERNET: TAP devices, Ethernet frames
+    keyed: bool = False             # keys installed by this run of the daemon
+    agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
+    stages: dict[int, list] = dataclasses.field(default_factory=dict)  # path position -> parts
+    remote: tuple[str, str] | None = None  # the far daemon (URL, SPIFFE ID) we keyed towards
+    side: int = 0                   # a relay half: 0 towards the client, 1 towards the endpoint
+    partner: str = ""               # a relay half: the key of the other half
+
+    @property
+    def engine(self) -> int:
+        return self.lanes[0].engine
+
+    @property
+    def handle(self) -> int:
+        return self.lanes[0].handle
+
+    @property
+    def client_side(self) -> Side:
+        assert self.client is not None, "not a wire with the client on this host"
+        return self.client
+
+    @property
+    def endpoint_side(self) -> Side:
+        assert self.endpoint is not None, "not a wire with the endpoint on this host"
+        return self.endpoint
+
+    @property
+    def local_side(self) -> Side:
+        side = self.client or self.endpoint
+        assert side is not None
+        return side
+
+    def record(self) -> dict:
+        """What is stored to re-attach its devices after a restart."""
+        return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer, "offload": self.offload,
+                "queues": len(self.lanes) or 1, "tap": self.l2,
+                "client": dataclasses.asdict(self.client) if self.client else None,
+                "endpoint": dataclasses.asdict(self.endpoint) if self.endpoint else None}
+
+    @classmethod
+    def from_record(cls, conn_id: str, doc: dict) -> Wire:
+        sides = [Side(**doc[k]) if doc.get(k) else None for k in ("client", "endpoint")]
+        return cls(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
+                   peer=tuple(doc["peer"]) if doc.get("peer") else None,
+                   offload=doc.get("offload", False), l2=doc.get("tap", False))

@@ -1,0 +1,99 @@
+"""What the API's registry side asks of the manager: manifests applied, endpoints deleted,
+services and endpoints looked up.
+
+Every service a manifest names is checked against the policy ("register") before
+anything is written: all of it is allowed, or nothing changes. An endpoint's record may
+be replaced only by the daemon hosting it; deleting an endpoint closes its vWires first
+(their clients heal elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from nsmd import netns
+from nsmd.caller import DAEMON, Caller
+from nsmd.errors import Conflict, NotFound, PermissionDenied
+from nsmd.hosting import Hosting
+from nsmd.manifest import Resource, to_manifest
+from nsmd.model import NetworkService, NetworkServiceEndpoint
+from nsmd.policy import Policy
+from nsmd.registry import RegistryView
+
+log = logging.getLogger("nsmd.manager.manifests")
+
+
+class Manifests:
+    def __init__(self, registry: RegistryView, hosting: Hosting, policy: Policy,
+                 close_endpoint_connections: Callable[[str], Awaitable[int]],
+                 own_id: Callable[[], str]):
+        self.registry = registry
+        self.hosting = hosting
+        self.policy = policy
+        self.close_endpoint_connections = close_endpoint_connections
+        self.own_id = own_id
+
+    def service(self, name: str) -> NetworkService:
+        ns = self.registry.services.get(name)
+        if ns is None:
+            raise NotFound(f"network service {name!r} is not registered")
+        return ns
+
+    def endpoint_view(self, name: str) -> dict:
+        """The endpoint's record, with the `nsmd` block of its spec if hosted here."""
+        nse = self.registry.endpoints.get(name)
+        if nse is None:
+            raise NotFound(f"network service endpoint {name!r} is not registered")
+        return to_manifest(nse, self.hosting.spec(name))["spec"] | {"name": name}
+
+    async def apply(self, resources: list[Resource], caller: Caller = DAEMON) -> list[dict]:
+        for res in resources:  # all allowed, or nothing changes
+            services = [res.name] if res.service is not None else (
+                res.endpoint.network_service_names if res.endpoint else [])
+            for service in services:
+                self.policy.check("register", service, caller)
+        results = []
+        for res in resources:
+            if res.service is not None:
+                existed = res.name in self.registry.services
+                await self.registry.register_service(res.service)
+            else:
+                assert res.endpoint is not None and res.spec is not None
+                existed = self.hosting.spec(res.name) is not None
+                other = self.registry.endpoints.get(res.name)
+                if other is not None and not existed and other.url != self.hosting.url:
+                    raise Conflict(f"endpoint {res.name!r} is registered by another daemon "
+                                   f"({other.url})")
+                await self.hosting.apply(res.endpoint, res.spec)
+            results.append({"kind": res.kind, "name": res.name,
+                            "action": "configured" if existed else "created"})
+            if res.spec is not None and not netns.exists(res.spec.netns):
+                results[-1]["waiting_for_netns"] = res.spec.netns
+            log.debug("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
+            await asyncio.sleep(0)  # a big manifest must not keep the API waiting
+        created = sum(r["action"] == "created" for r in results)
+        named = ", ".join(f"{r['kind']} {r['name']}" for r in results[:3])
+        log.info("applied %s%s: %d created, %d configured", named,
+                 ", ..." if len(results) > 3 else "", created, len(results) - created)
+        return results
+
+    async def delete_endpoint(self, name: str, caller: Caller = DAEMON,
+                              ) -> NetworkServiceEndpoint:
+        nse = self.registry.endpoints.get(name)
+        hosted = self.hosting.spec(name) is not None
+        if nse is None and not hosted:
+            raise NotFound(f"network service endpoint {name!r} is not registered")
+        for service in nse.network_service_names if nse else []:
+            self.policy.check("register", service, caller)
+        if nse is not None and nse.path_ids and nse.path_ids[0] != self.own_id():
+            # checked before anything is closed: a refused delete changes nothing
+            raise PermissionDenied("registry_owner", f"network service endpoint {name!r} is "
+                                   f"owned by {nse.path_ids[0]}, not this daemon")
+        closed = await self.close_endpoint_connections(name)
+        self.hosting.remove(name)
+        if nse is not None:
+            await self.registry.unregister_endpoint(name)
+        log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)
+        return nse or NetworkServiceEndpoint(name=name)
