@@ -101,6 +101,7 @@ class Daemon:
             assert self.id is not None
             self._peer_runner = await serve_peers(build_peer_app(self), cfg.listen,
                                                   self.id.tls.listener)
+            self.manager.announce_restart()
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
                  len(self.registry.endpoints))

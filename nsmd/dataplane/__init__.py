@@ -144,6 +144,11 @@ class Dataplane:
         wire.mtu = cfg.mtu
         self.devices.record(wire)
 
+    def set_owner(self, wire: Wire, spiffe_id: str, url: str, segment: str) -> None:
+        if url and wire.owner != {"spiffe_id": spiffe_id, "url": url, "segment": segment}:
+            wire.owner = {"spiffe_id": spiffe_id, "url": url, "segment": segment}
+            self.devices.record(wire)
+
     def next_local_index(self, wire: Wire) -> int:
         return self.engines.of(wire).next_local_index(wire.handle)
 

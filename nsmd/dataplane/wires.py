@@ -38,6 +38,9 @@ class Wire:
     remote: tuple[str, str] | None = None  # the far daemon (URL, SPIFFE ID) we keyed towards
     side: int = 0                   # a relay half: 0 towards the client, 1 towards the endpoint
     partner: str = ""               # a relay half: the key of the other half
+    # the peer daemon that asked for this (endpoint side) wire: its SPIFFE ID, URL and path
+    # segment id, kept so that a restart which cannot take the wire back tells it at once
+    owner: dict[str, str] | None = None
 
     @property
     def engine(self) -> int:
@@ -66,7 +69,7 @@ class Wire:
     def record(self) -> dict:
         """What is stored to re-attach its devices after a restart."""
         return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer, "offload": self.offload,
-                "queues": len(self.lanes) or 1, "tap": self.l2,
+                "queues": len(self.lanes) or 1, "tap": self.l2, "owner": self.owner,
                 "client": dataclasses.asdict(self.client) if self.client else None,
                 "endpoint": dataclasses.asdict(self.endpoint) if self.endpoint else None}
 
@@ -75,4 +78,5 @@ class Wire:
         sides = [Side(**doc[k]) if doc.get(k) else None for k in ("client", "endpoint")]
         return cls(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
                    peer=tuple(doc["peer"]) if doc.get("peer") else None,
-                   offload=doc.get("offload", False), l2=doc.get("tap", False))
+                   offload=doc.get("offload", False), l2=doc.get("tap", False),
+                   owner=doc.get("owner"))

@@ -90,6 +90,7 @@ class Manager:
         self.identity = identity
         self.policy = policy or Policy.allow_all()
         self.server_begin = Begin()
+        self.discover = Discover(registry, clock)
         self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
@@ -114,7 +115,7 @@ class Manager:
             RequestMetrics(metrics),
             self.timeout,
             self.monitor,
-            Discover(registry, clock),
+            self.discover,
             Connect(hosting, endpoint,
                     RemoteConnect(registry, dataplane, peer, clock, self.signer, keepalive_s,
                                   tunnel_mtu, token_lifetime_s)),
@@ -122,7 +123,8 @@ class Manager:
         self._as_daemon = Chain(ActAsDaemon(), self.server)  # a passthrough's onward requests
         self.client_begin = Begin()
         self.probe = DataplaneProbe(dataplane, timings(heal_detect_s)[1])
-        self.heal = Heal(clock, self.client_begin, self.probe)
+        self.heal = Heal(clock, self.client_begin, self.probe, on_reselect=lambda conn:
+                         self.discover.suspect(conn.network_service_endpoint_name))
         self.refresh = Refresh(clock, self.client_begin, self.heal)
         self.held = Held(db)
         self.client = Chain(
@@ -142,6 +144,7 @@ class Manager:
         self.manifests = Manifests(registry, hosting, self.policy,
                                    self.close_endpoint_connections, self.own_id)
         self.hosting = hosting
+        self._restart_notices: list[tuple[str, dict[str, str]]] = []
         self.liveness = Liveness(self, hosting, timings(heal_detect_s)[0])
         self.rekeyer = Rekeyer(self, dataplane, metrics, rekey_after_s)
 
@@ -166,7 +169,9 @@ class Manager:
         await self.hosting.start()
         restored, healing, lost = await self.restore()
         claimed = self.wire_ids()
+        owners = {cid: w.owner for cid, w in self.dataplane.wires.items() if w.owner}
         swept = await self.dataplane.sweep(claimed)
+        self._restart_notices = [(cid, owners[cid]) for cid in swept if cid in owners]
         released = self.ipam.sweep(claimed)
         if released:
             log.info("restart: released the addresses of %d connection(s) that did not "
@@ -174,6 +179,13 @@ class Manager:
         if restored or healing or lost or swept:
             log.info("restart: %d connection(s) restored, %d being healed, %d lost, %d stale "
                      "vWire(s) removed", restored, healing, lost, len(swept))
+
+    def announce_restart(self) -> None:
+        """Once peers can reach us again: tells each peer whose wire did not survive the
+        restart, so its client reselects now rather than after the silence."""
+        for conn_id, owner in self._restart_notices:
+            self.drop_notices.restarted(conn_id, owner)
+        self._restart_notices = []
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The manager's periodic and watching work, until `stopping` is set: liveness,

@@ -4,7 +4,9 @@ The candidates are what the service's matches allow for the client's labels
 (nsmd.selection). One counter per service, shared by all clients, picks where to start;
 a candidate that fails is skipped and the next one tried, each at most once per request
 (NSM: common/discover + roundrobin). A request that names its endpoint (a refresh or a
-restore) goes to exactly that endpoint.
+restore) goes to exactly that endpoint. An endpoint whose host could not be reached, or
+that a client just left because its data plane died, is a suspect for SUSPECT_S: tried
+after the others (its registration outlives its host by up to a minute).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from nsmd.clock import Clock
 from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError, ValidationError
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, NetworkServiceEndpoint, NetworkServiceRequest
+from nsmd.peer.client import PeerError
 from nsmd.registry import RegistryView
 from nsmd.selection import candidates
 
+SUSPECT_S = 10.0
 log = logging.getLogger("nsmd.manager.discover")
 
 
@@ -28,6 +32,13 @@ class Discover(Element):
         self.registry = registry
         self.clock = clock
         self._next_index: dict[str, int] = defaultdict(int)
+        self._suspect_until: dict[str, float] = {}
+
+    def suspect(self, endpoint: str, seconds: float = SUSPECT_S) -> None:
+        """Tries `endpoint` after the others for a while."""
+        now = self.clock.time()
+        self._suspect_until = {n: t for n, t in self._suspect_until.items() if t > now}
+        self._suspect_until[endpoint] = now + seconds
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
@@ -56,13 +67,7 @@ class Discover(Element):
                 f"no endpoint of network service {service.name!r} matches the client's labels "
                 f"{conn.labels or '{}'} ({len(live)} endpoint(s) registered for it)")
         failures: list[NsmdError] = []
-        tried: set[str] = set()
-        for _ in range(len(found)):
-            nse = found[self._next_index[service.name] % len(found)]
-            self._next_index[service.name] += 1
-            if nse.name in tried:
-                continue
-            tried.add(nse.name)
+        for nse in self._order(service.name, found):
             attempt = dataclasses.replace(request, connection=conn.clone())
             attempt.connection.network_service_endpoint_name = nse.name
             try:
@@ -70,11 +75,25 @@ class Discover(Element):
             except NsmdError as err:
                 log.warning("endpoint %s failed for %s: %s; trying the next candidate",
                             nse.name, service.name, err)
+                if isinstance(err, PeerError):
+                    self.suspect(nse.name)
                 failures.append(err)
         if all(isinstance(err, PermissionDenied) for err in failures):
             raise failures[0]  # refused everywhere: say so (403), naming the policy
         raise SelectionError(f"every candidate endpoint of {service.name!r} failed: "
                              + "; ".join(str(err) for err in failures))
+
+    def _order(self, service: str, found: list[NetworkServiceEndpoint],
+               ) -> list[NetworkServiceEndpoint]:
+        """Each candidate once, round robin from the service's counter, suspects last."""
+        start = self._next_index[service]
+        self._next_index[service] += 1
+        order: dict[str, NetworkServiceEndpoint] = {}
+        for i in range(len(found)):
+            nse = found[(start + i) % len(found)]
+            order.setdefault(nse.name, nse)
+        now = self.clock.time()
+        return sorted(order.values(), key=lambda nse: self._suspect_until.get(nse.name, 0) > now)
 
     def _live(self, name: str) -> NetworkServiceEndpoint | None:
         nse = self.registry.endpoints.get(name)

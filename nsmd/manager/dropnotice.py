@@ -4,11 +4,13 @@ NSM carries this as a DELETE event up the monitor streams. Here, when this daemo
 connection a peer daemon created (its endpoint died, its timeout fired, its service's
 matches changed), it posts the connection to the peer's /v1/peer/dropped, at the URL the
 peer gave when it asked (kept only if on the address its TLS connection came from) and
-only to the SPIFFE ID that created it. Without the notice the peer would find out when
-the tunnel falls silent; with it, it heals at once. The receiving side believes a notice
-only from the daemon its own wire for that connection is keyed to (who could end the
-connection anyway) and then reselects, or, when it merely relays the connection, drops its
-own part so that the notice travels on towards the client.
+only to the SPIFFE ID that created it; after a restart, it does so for each
+endpoint-side wire it could not take back, to the peer the wire's record names. Without
+the notice the peer would find out when the tunnel falls silent; with it, it heals at
+once. The receiving side believes a notice only from the daemon its own wire for that
+connection is keyed to (who could end the connection anyway) and then reselects, or, when
+it merely relays the connection, drops its own part so that the notice travels on
+towards the client.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nsmd.dataplane import Dataplane
 from nsmd.errors import NotFound, NsmdError, ValidationError
 from nsmd.manager.begin import Begin, Owner
 from nsmd.manager.heal import Heal
-from nsmd.model import Connection, to_wire
+from nsmd.model import Connection, Path, PathSegment, to_wire
 from nsmd.peer.client import PeerClient
 
 log = logging.getLogger("nsmd.manager.dropnotice")
@@ -54,6 +56,17 @@ class DropNotices:
         except NsmdError as err:
             log.info("could not tell %s that connection %s was dropped (%s); its liveness "
                      "will notice", owner.spiffe_id, conn.id, err)
+
+    def restarted(self, ours: str, owner: dict[str, str]) -> None:
+        """This daemon restarted and could not take back the wire of connection `ours`
+        (its record names the peer that asked for it): tells that peer now, rather than
+        leaving it to notice the silence."""
+        client = self.peer()
+        if client is None:
+            return
+        conn = Connection(id=ours, path=Path(index=1, path_segments=[
+            PathSegment(id=owner["segment"]), PathSegment(id=ours)]))
+        self._track(self._send(client, conn, Owner(owner["spiffe_id"], owner["url"])))
 
     def _track(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

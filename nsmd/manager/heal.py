@@ -33,10 +33,12 @@ Probe = Callable[[Connection], "str | None"]
 
 class Heal(Element):
     def __init__(self, clock: Clock, begin: Begin, probe: Probe = lambda conn: None,
-                 retry_s: float = RETRY_S, max_retry_s: float = MAX_RETRY_S):
+                 retry_s: float = RETRY_S, max_retry_s: float = MAX_RETRY_S,
+                 on_reselect: Callable[[Connection], object] = lambda conn: None):
         self.clock = clock
         self.begin = begin
         self.probe = probe      # why the data plane is dead, or None while it lives
+        self.on_reselect = on_reselect  # told of the connection about to leave its endpoint
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
         self._healing: dict[str, asyncio.Task] = {}
@@ -75,6 +77,8 @@ class Heal(Element):
             while (conn := self.begin.get(conn_id)) is not None:
                 dead, known_dead = known_dead or self.probe(conn), None
                 how = "restore" if dead is None else "reselect"
+                if dead is not None:
+                    self.on_reselect(conn)
                 try:
                     healed = await self.begin.request_again(conn_id, reselect=dead is not None)
                 except NsmdError as err:

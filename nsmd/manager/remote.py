@@ -32,6 +32,7 @@ from nsmd.registry import RegistryView
 from nsmd.tundev import InterfaceConfig
 from nsmd.tunnel_keys import ANSWER_KEYS, OFFER_KEYS, Binding, Ephemeral, TunnelKeying
 
+CLOSE_TIMEOUT_S = 0.5
 log = logging.getLogger("nsmd.manager.remote")
 
 
@@ -189,7 +190,8 @@ class RemoteConnect:
         return answer
 
     async def close(self, conn: Connection) -> None:
-        """Closes the far side (best effort: it times out anyway) and removes ours."""
+        """Closes the far side (best effort, briefly: it times out there anyway, and a
+        reselect away from a vanished host must not wait) and removes ours."""
         wire = self.dataplane.get(conn.id)
         try:
             client = self.peer()
@@ -197,7 +199,7 @@ class RemoteConnect:
                 url, expect = wire.remote
                 try:
                     await client.call("POST", f"{url}/v1/peer/close", to_wire(conn),
-                                      expect=expect)
+                                      expect=expect, timeout_s=CLOSE_TIMEOUT_S)
                 except NsmdError as err:
                     log.warning("closing %s at %s failed: %s (it will time out there)",
                                 conn.id, url, err)

@@ -128,6 +128,7 @@ class VWire(Element):
             wire = await self.dataplane.create_tunnel(conn.id, "endpoint", spec.netns, cfg,
                                                       False, self.keepalive_s)
             created = True
+        self.dataplane.set_owner(wire, caller.spiffe_id, caller.url, caller.segment)
         if not wire.keyed or any(wire.agreed.get(k) != offer[k] for k in OFFER_KEYS):
             # A new offer: the first, or the client's daemon restarted and lost our keys.
             self.keying.respond(wire, offer, Binding(caller.spiffe_id, self.own_id(),

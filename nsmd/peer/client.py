@@ -24,6 +24,9 @@ from nsmd.identity.tls import TlsContexts
 from nsmd.model.codec import MSGPACK
 
 REQUEST_TIMEOUT_S = 15.0
+# A daemon's TCP handshake takes a millisecond; a host that does not answer in 2 s (one
+# SYN retransmit) is away, and the next candidate should be tried.
+CONNECT_TIMEOUT_S = 2.0
 # Tells the called daemon where we listen, so it can notify us (drop notices); it is
 # believed only for the IP address our TLS connection comes from.
 URL_HEADER = "Nsmd-Url"
@@ -43,19 +46,24 @@ class PeerClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S,
+                                              sock_connect=CONNECT_TIMEOUT_S))
         return self._session
 
-    async def call(self, method: str, url: str, body: Any = None, expect: str = "") -> Any:
+    async def call(self, method: str, url: str, body: Any = None, expect: str = "",
+                   timeout_s: float | None = None) -> Any:
         """One request to the daemon at `url`, which must be `expect` ("" = any ID of our
-        trust domain)."""
+        trust domain); `timeout_s` bounds it more tightly than REQUEST_TIMEOUT_S."""
         data = msgpack.packb(body) if body is not None else None
         headers = {"Accept": MSGPACK, "Content-Type": MSGPACK}
         if self.own_url:
             headers[URL_HEADER] = self.own_url
         try:
+            timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(
+                timeout_s, CONNECT_TIMEOUT_S)) if timeout_s else None
             async with self._http().request(method, url, data=data, headers=headers,
-                                            ssl=self.tls.client(expect)) as resp:
+                                            ssl=self.tls.client(expect),
+                                            timeout=timeout) as resp:
                 raw = await resp.read()
                 payload = _decode(raw, resp.content_type)
                 if resp.status >= 400:

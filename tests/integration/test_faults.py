@@ -1,6 +1,6 @@
-"""Fault injection in namespaces: an endpoint dying under traffic, each daemon killed -9
-and restarted, a lossy and slow underlay, the registry's host down, the control plane
-blocked while the data plane lives.
+"""Fault injection in namespaces: an endpoint dying under traffic, an endpoint's host cut
+off, each daemon killed -9 and restarted, a lossy and slow underlay, the registry's host
+down, the control plane blocked while the data plane lives.
 
 Each test measures what it went through (beds.report: printed, and collected by
 bench/faults.py) and ends with a leak check of every daemon involved. Traffic is a ping
@@ -80,6 +80,45 @@ def test_an_endpoint_killed_under_traffic_is_replaced(netns, daemon, tmp_path):
     assert_no_leaks(far, wires=1, leases=1)
 
 
+def test_an_endpoint_host_cut_off_loses_its_clients_to_another(netns, daemon, tmp_path):
+    (near, second, third), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2", "n3"])
+    node_of = {d: ns for d, ns in zip((near, second, third), nodes, strict=True)}
+    near.cli("apply", "-f", "-", stdin=service_manifest("remote-svc"))
+    for d, tag in ((second, "2"), (third, "3")):  # same prefix: addresses can come along
+        d.cli("apply", "-f", "-", stdin=endpoint_manifest(f"far-{tag}", "remote-svc",
+                                                           netns(f"nse{tag}"), PREFIX))
+    wait_until(lambda: len(near.cli_json("get", "endpoints")) == 2)
+    conn, target = connect(near, "remote-svc", netns("nsc"))
+    cut, other = (second, third) if conn["network_service_endpoint_name"] == "far-2" \
+        else (third, second)
+    pinger = Pinger(conn["mechanism"]["parameters"]["netns"], target)
+    time.sleep(1)
+    cut_at = time.time()
+    sh("ip", "link", "set", "eth0", "down", netns=node_of[cut])  # its host is gone
+    try:
+        wait_until(lambda: the_connection(near)["network_service_endpoint_name"] !=
+                   conn["network_service_endpoint_name"] and
+                   the_connection(near)["state"] == "UP", timeout=10)
+        time.sleep(1)
+        pinger.stop()
+        detected = logged_at(near, "host silent for .*; healing", cut_at)
+        healed = logged_at(near, "healed .* by reselect", cut_at)
+        assert detected is not None and healed is not None, near.log()
+        now = the_connection(near)
+        assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
+        report("endpoint host cut off", detect_s=round(detected - cut_at, 2),
+               heal_s=round(healed - detected, 2), outage_s=round(pinger.longest_gap(), 2),
+               pings_lost=pinger.lost)
+        assert detected - cut_at <= 3.0 and healed - detected <= 1.0
+    finally:
+        sh("ip", "link", "set", "eth0", "up", netns=node_of[cut])
+    assert_no_leaks(near, wires=1)
+    assert_no_leaks(other, wires=1, leases=1)
+    # the cut host hears its client fall silent and lets go of its side
+    wait_until(lambda: cut.cli_json("status")["leases"] == 0, timeout=10)
+    assert_no_leaks(cut, wires=0)
+
+
 def _restart_killed(d, netns: str, target: str) -> tuple[float, float, Pinger]:
     """Kills `d` with SIGKILL and starts it again while `netns` pings `target`: (when it
     was killed, seconds from the restart to the first answered ping, the pinger)."""
@@ -133,12 +172,14 @@ def test_the_endpoint_host_daemon_killed_and_restarted(netns, daemon, tmp_path):
     conn, target = connect(near, "remote-svc", nsc_ns)
     before = links(nsc_ns), links(nse_ns)
     killed, back, pinger = _restart_killed(far, nsc_ns, target)
-    detected = logged_at(near, "host silent .*; healing", killed)
+    # the restarted far host could not take back its side, and told the near host
+    detected = logged_at(near, "dropped its side; healing", killed)
+    assert detected is not None, near.log()
     now = the_connection(near)
     assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
     assert (links(nsc_ns), links(nse_ns)) == before
     report("endpoint host daemon kill -9", restart_to_traffic_s=round(back, 2),
-           detect_s=round(detected - killed, 2) if detected else None,
+           detect_s=round(detected - killed, 2),
            pings_lost=pinger.lost)
     assert_no_leaks(near, wires=1)
     assert_no_leaks(far, wires=1, leases=1)

@@ -102,3 +102,35 @@ async def test_a_named_endpoint_is_used_as_is_and_must_be_alive(registry, clock,
         await chain.request(req)
     with pytest.raises(SelectionError, match="0 endpoint"):
         await chain.request(make_request())
+
+
+async def test_unreachable_and_left_endpoints_are_tried_last_for_a_while(registry, clock,
+                                                                        make_request):
+    from nsmd.peer.client import PeerError
+
+    await registry.register_service(NetworkService(name="svc"))
+    for n in ("a", "b", "c"):
+        await add(registry, n)
+
+    class Unreachable(Record):
+        async def request(self, request, nxt):
+            name = request.connection.network_service_endpoint_name
+            self.attempts.append(name)
+            if name in self.broken:
+                raise PeerError(f"peer of {name} unreachable")
+            return await nxt.request(request)
+
+    record = Unreachable(broken={"a"})
+    discover = Discover(registry, clock)
+    chain = Chain(discover, record)
+    await chain.request(make_request("c0"))          # a fails (its host is away), b serves
+    record.broken.clear()
+    for i in range(3):
+        await chain.request(make_request(f"c{i + 1}"))
+    assert record.attempts == ["a", "b", "b", "c", "b"]  # a not first while suspect
+    clock.advance(11)                                 # a is no suspect any more ...
+    await chain.request(make_request("c8"))
+    assert record.attempts[-1] == "b"
+    discover.suspect("c")                             # ... c is: a client just left it
+    await chain.request(make_request("c9"))           # round robin would start at c
+    assert record.attempts[-1] == "a"
