@@ -77,14 +77,15 @@ class Hosting:
         return len(self._hosted)
 
     async def start(self) -> None:
-        """Re-registers every endpoint hosted before a restart."""
+        """Re-registers every endpoint hosted before a restart; one the registry cannot
+        take yet is retried every second, the daemon starts regardless."""
         for name, doc in self.db.items("hosted"):
             nse = from_wire(NetworkServiceEndpoint, doc["endpoint"])
             nse.url = self.url  # the daemon may serve on another socket than before
             spec = from_wire(EndpointSpec, doc["spec"])
             self._host(name, nse, spec)
             if netns.exists(spec.netns):
-                await self._register(name)
+                await self._refresh(name)  # the registry may be down: keeps retrying
                 await _pause(len(self._hosted))
 
     async def apply(self, nse: NetworkServiceEndpoint, spec: EndpointSpec,

@@ -8,12 +8,15 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from nsmd.testing.sandbox import (
     DaemonProc,
     endpoint_manifest,
     host,
     service_manifest,
+    sh,
     trust_domain,
     underlay,
     wait_until,
@@ -37,6 +40,21 @@ def build_hosts(netns, daemon, tmp_path, names: list[str], env: dict | None = No
         daemons.append(daemon(name, ns, ("--listen", f"{ip}:7000", *registry, "--identity-dir",
                                          ids[f"spiffe://{DOMAIN}/node/{name}"]), env))
     return daemons, nodes
+
+
+@contextmanager
+def peer_port_blocked(node_ns: str, source: str | None = None) -> Iterator[None]:
+    """New TCP connections to port 7000 in `node_ns` (from `source` only, if given) are
+    reset by an nftables rule in that namespace until the block ends."""
+    match = f"ip saddr {source} " if source else ""
+    for command in ("add table inet nsmdt",
+                    "add chain inet nsmdt input { type filter hook input priority 0 ; }",
+                    f"add rule inet nsmdt input {match}tcp dport 7000 reject with tcp reset"):
+        sh("nft", *command.split(), netns=node_ns)
+    try:
+        yield
+    finally:
+        sh("nft", "delete", "table", "inet", "nsmdt", netns=node_ns)
 
 
 def build_two_hosts(netns, daemon, tmp_path, env: dict, service: str = "remote-svc",

@@ -9,7 +9,11 @@ every 100 ms from the client's namespace; "outage" is the longest time without a
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
 
 from nsmd.testing.sandbox import (
@@ -28,6 +32,7 @@ from tests.integration.beds import (
     build_two_hosts,
     connect,
     logged_at,
+    peer_port_blocked,
     report,
 )
 
@@ -241,25 +246,28 @@ def test_control_plane_blocked_while_the_data_plane_lives(netns, daemon, tmp_pat
         netns, daemon, tmp_path, {"NSMD_TOKEN_LIFETIME_S": "10"})
     far_node = [ns for ns in nodes if ns.endswith("-n2")][0]
     conn, target = connect(near, "remote-svc", nsc_ns)
+    monitor = subprocess.Popen([sys.executable, "-m", "nsmd", "monitor", "-o", "json"],
+                               env=dict(os.environ, NSMD_API_SOCKET=near.socket),
+                               stdout=subprocess.PIPE, text=True)
     pinger = Pinger(nsc_ns, target)
     time.sleep(0.5)
     blocked = time.time()
-    _nft(far_node, "add table inet nsmdt",
-         "add chain inet nsmdt input { type filter hook input priority 0 ; }",
-         "add rule inet nsmdt input tcp dport 7000 reject with tcp reset")
-    try:
+    with peer_port_blocked(far_node):
         wait_until(lambda: logged_at(near, "restore failed", blocked) is not None, timeout=6)
         time.sleep(4 - (time.time() - blocked))
-    finally:
-        _nft(far_node, "delete table inet nsmdt")
     unblocked = time.time()
     wait_until(lambda: logged_at(near, "by restore", unblocked) is not None, timeout=5)
     restored = logged_at(near, "by restore", unblocked)
     time.sleep(0.5)
     pinger.stop()
+    monitor.terminate()
+    events = [json.loads(line)["type"] for line in monitor.communicate(timeout=10)[0]
+              .splitlines() if line.strip()]
     now = the_connection(near)
     assert now["id"] == conn["id"] and ip_context(now) == ip_context(conn)
     assert "reselect" not in near.log()
+    assert events[0] == "INITIAL_STATE_TRANSFER" and "UPDATE" in events  # refreshes
+    assert "DELETE" not in events, events
     report("control plane blocked 4 s", pings_lost=pinger.lost,
            restored_after_unblock_s=round(restored - unblocked, 2))
     assert pinger.lost == 0 and pinger.sent >= 40
@@ -267,7 +275,3 @@ def test_control_plane_blocked_while_the_data_plane_lives(netns, daemon, tmp_pat
     assert_no_leaks(near, wires=1)
     assert_no_leaks(far, wires=1, leases=1)
 
-
-def _nft(netns: str, *commands: str) -> None:
-    for command in commands:
-        sh("nft", *command.split(), netns=netns)

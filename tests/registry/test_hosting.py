@@ -3,6 +3,7 @@ import pytest
 from nsmd.hosting import Hosting
 from nsmd.model import NetworkServiceEndpoint
 from nsmd.model.endpoint_spec import EndpointSpec
+from nsmd.peer.client import PeerError
 from nsmd.registry import Registry
 from nsmd.state import StateDB
 from nsmd.testing.fake_clock import FakeClock
@@ -71,6 +72,33 @@ async def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
     await again.start()
     try:
         assert again.spec("e").ifname == "eth7"
+        assert registry.endpoints["e"].url == "unix:///new.sock"
+    finally:
+        again.close()
+
+
+async def test_a_restart_with_the_registry_down_starts_and_keeps_registering(env, monkeypatch):
+    clock, db, registry, hosting = env
+    await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+                        EndpointSpec())
+    hosting.close()
+    await registry.unregister_endpoint("e")
+    real = registry.register_endpoint
+    down = True
+
+    async def register(nse):
+        if down:
+            raise PeerError("registry unreachable")
+        return await real(nse)
+
+    monkeypatch.setattr(registry, "register_endpoint", register)
+    again = Hosting(db, registry, clock, "unix:///new.sock")
+    await again.start()  # does not raise: the daemon comes up without its registry
+    try:
+        await clock.run(5)
+        assert "e" not in registry.endpoints
+        down = False
+        await clock.run(1.1)  # retried every second
         assert registry.endpoints["e"].url == "unix:///new.sock"
     finally:
         again.close()
