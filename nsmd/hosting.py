@@ -17,16 +17,18 @@ from collections import defaultdict
 
 from nsmd import netns
 from nsmd.clock import Clock
-from nsmd.errors import DataplaneError, NsmdError
+from nsmd.errors import Conflict, DataplaneError, NsmdError
 from nsmd.model import NetworkServiceEndpoint, ServiceLabels, from_wire, to_wire
 from nsmd.model.codec import copy_model
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.registry import RegistryView
 from nsmd.state import StateDB
 from nsmd.timers import TimerSet
+from nsmd.vl3 import router, subnets
 
 REREGISTER_AT = 2 / 3
 RETRY_S = 1.0
+MAX_SUBNET_TRIES = 64  # a vL3 endpoint's claims before it gives up for this round
 YIELD_EVERY = 100  # bulk (un)registrations let the event loop serve the API this often
 log = logging.getLogger("nsmd.hosting")
 
@@ -70,6 +72,13 @@ class Hosting:
             raise DataplaneError(f"endpoint {name!r} is not hosted by this daemon")
         return spec
 
+    def vl3_subnet(self, name: str) -> str:
+        """The subnet a hosted vL3 endpoint holds ("" before its first registration)."""
+        hosted = self._hosted.get(name)
+        if hosted is None or not hosted[0].network_service_names:
+            return ""
+        return subnets.subnet_of(hosted[0], hosted[0].network_service_names[0])
+
     def names(self) -> list[str]:
         return list(self._hosted)
 
@@ -83,6 +92,8 @@ class Hosting:
             nse = from_wire(NetworkServiceEndpoint, doc["endpoint"])
             nse.url = self.url  # the daemon may serve on another socket than before
             spec = from_wire(EndpointSpec, doc["spec"])
+            if spec.vl3 is not None:
+                await router.prepare(spec.netns)
             self._host(name, nse, spec)
             if netns.exists(spec.netns):
                 await self._refresh(name)  # the registry may be down: keeps retrying
@@ -95,6 +106,12 @@ class Hosting:
         template.expiration_time = 0.0
         if self.node:
             with_node_label(template, self.node)
+        if spec.vl3 is not None:
+            spec.netns = spec.netns or router.default_netns(nse.name)
+            await router.prepare(spec.netns)
+            held = self.vl3_subnet(nse.name)
+            if subnets.fits(held, spec.vl3.prefix, spec.vl3.subnet_prefix_len):
+                _label_subnet(template, held)  # a re-apply keeps the subnet and addresses
         self.db.put("hosted", nse.name, {"endpoint": to_wire(template), "spec": to_wire(spec)})
         self._unhost(nse.name)
         self._host(nse.name, template, spec)
@@ -167,13 +184,45 @@ class Hosting:
         return True
 
     async def _register(self, name: str) -> NetworkServiceEndpoint:
-        template, _ = self._hosted[name]
-        nse = copy_model(template)
+        template, spec = self._hosted[name]
         now = self.clock.time()
-        registered = await self.registry.register_endpoint(nse)
+        if spec.vl3 is not None:
+            registered = await self._claim_subnet(name, template, spec)
+        else:
+            registered = await self.registry.register_endpoint(copy_model(template))
         when = now + (registered.expiration_time - now) * REREGISTER_AT
         self.timers.arm(name, when)
         return registered
+
+    async def _claim_subnet(self, name: str, template: NetworkServiceEndpoint,
+                            spec: EndpointSpec) -> NetworkServiceEndpoint:
+        """Registers a vL3 endpoint with the subnet it held (or the first free one): the
+        registry refuses a subnet another endpoint holds, so it tries the next."""
+        assert spec.vl3 is not None
+        service = template.network_service_names[0]
+        held = subnets.subnet_of(template, service)
+        taken = [subnets.subnet_of(nse, service) for nse in self.registry.endpoints_of(service)
+                 if nse.name != name]
+        tries = subnets.candidates(spec.vl3.prefix, spec.vl3.subnet_prefix_len,
+                                   [t for t in taken if t], held)
+        for _, subnet in zip(range(MAX_SUBNET_TRIES), tries, strict=False):
+            _label_subnet(template, subnet)
+            try:
+                registered = await self.registry.register_endpoint(copy_model(template))
+            except Conflict as err:
+                log.info("endpoint %s: %s; trying another subnet", name, err)
+                continue
+            if subnet != held:
+                if held:
+                    log.warning("vL3 endpoint %s moved from subnet %s to %s (another endpoint "
+                                "took it while this one was away)", name, held, subnet)
+                self.db.put("hosted", name, {"endpoint": to_wire(template),
+                                             "spec": to_wire(spec)})
+                log.info("vL3 endpoint %s holds subnet %s of %s", name, subnet, spec.vl3.prefix)
+            return registered
+        _label_subnet(template, held)
+        raise Conflict(f"vL3 endpoint {name}: no free /{spec.vl3.subnet_prefix_len} subnet "
+                       f"of {spec.vl3.prefix} (every one tried is held by another endpoint)")
 
     async def _refresh(self, name: str) -> None:
         if name not in self._hosted:
@@ -183,6 +232,15 @@ class Hosting:
         except NsmdError as err:  # keep trying: a registration that lapses loses clients
             log.error("re-registering endpoint %s failed: %s; retrying in 1 s", name, err)
             self.timers.arm(name, self.clock.time() + RETRY_S)
+
+
+def _label_subnet(nse: NetworkServiceEndpoint, subnet: str) -> None:
+    for service in nse.network_service_names:
+        labels = nse.network_service_labels.setdefault(service, ServiceLabels()).labels
+        if subnet:
+            labels[subnets.SUBNET_LABEL] = subnet
+        else:
+            labels.pop(subnets.SUBNET_LABEL, None)
 
 
 async def _pause(done: int) -> None:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-TABLES = ("services", "endpoints", "hosted", "held", "wires", "ipam", "supplied")
+TABLES = ("services", "endpoints", "hosted", "held", "wires", "ipam", "supplied", "vl3")
 DB_FILE = "nsmd.db"
 
 

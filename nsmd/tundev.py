@@ -133,7 +133,7 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
     ipv6 = any(ipaddress.ip_interface(a).version == 6 for a in cfg.addresses + cfg.routes)
     if not ipv6:
         # An IPv4-only vWire: no link-local address, no MLD/RS chatter into the tunnel.
-        _write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
+        write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
     try:
         ipr = thread_netlink()
         index = ipr.link_lookup(ifname=name)[0]
@@ -178,7 +178,7 @@ def close_thread_netlink() -> None:
         _local.ipr = None
 
 
-def _write_sysctl(path: str, value: str) -> None:
+def write_sysctl(path: str, value: str) -> None:
     try:
         with open(path, "w") as f:
             f.write(value)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from nsmd.caller import CALLER
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, State
+from nsmd.vl3.subnets import PEER_LABEL
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,7 +98,8 @@ class Begin(Element):
             if reselect:
                 conn = request.connection
                 conn.state = State.RESELECT_REQUESTED
-                conn.network_service_endpoint_name = ""
+                if PEER_LABEL not in conn.labels:  # a vL3 mesh vWire stays with its peer
+                    conn.network_service_endpoint_name = ""
                 conn.mechanism = None
             return await self._request_locked(request, entry.nxt)
 

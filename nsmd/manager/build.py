@@ -52,6 +52,8 @@ from nsmd.manager.remote import RemoteConnect
 from nsmd.manager.timeout import Timeout
 from nsmd.manager.updatepath import UpdatePath
 from nsmd.manager.updatetoken import UpdateToken
+from nsmd.manager.vl3ipam import Vl3Ipam
+from nsmd.manager.vl3mesh import Mesh
 from nsmd.manager.wire import VWire
 from nsmd.metrics import Metrics
 from nsmd.model import (
@@ -94,6 +96,7 @@ class Manager:
         self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
+        self.vl3_ipam = Vl3Ipam(hosting, registry, db, self.own_id)
         self.functions = Functions(hosting, dataplane, clock)
         self.supplies = Supplies(hosting, db, clock, name, self.server_begin.peek)
         self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon,
@@ -101,6 +104,7 @@ class Manager:
         endpoint = Chain(
             UpdatePath(lambda conn: conn.network_service_endpoint_name),
             UpdateToken(clock, token_lifetime_s, self.signer),
+            self.vl3_ipam,
             self.ipam,
             self.functions,
             self.passthrough,
@@ -147,6 +151,8 @@ class Manager:
         self._restart_notices: list[tuple[str, dict[str, str]]] = []
         self.liveness = Liveness(self, hosting, timings(heal_detect_s)[0])
         self.rekeyer = Rekeyer(self, dataplane, metrics, rekey_after_s)
+        self.mesh = Mesh(hosting, registry, clock, self.client_begin.connections, self.connect,
+                         self.close)
 
     def signer(self) -> Signer | None:
         identity = self.identity()
@@ -172,7 +178,7 @@ class Manager:
         owners = {cid: w.owner for cid, w in self.dataplane.wires.items() if w.owner}
         swept = await self.dataplane.sweep(claimed)
         self._restart_notices = [(cid, owners[cid]) for cid in swept if cid in owners]
-        released = self.ipam.sweep(claimed)
+        released = self.ipam.sweep(claimed) + self.vl3_ipam.sweep(claimed)
         if released:
             log.info("restart: released the addresses of %d connection(s) that did not "
                      "come back", len(released))
@@ -192,7 +198,7 @@ class Manager:
         rekeys, function flushes, retiring supplied endpoints, service changes."""
         await asyncio.gather(self.liveness.run(stopping), self.rekeyer.run(stopping),
                              self.functions.run(stopping), self.supplies.run(stopping),
-                             self.netsvc.run(stopping))
+                             self.netsvc.run(stopping), self.mesh.run(stopping))
 
     def shutdown(self) -> None:
         """Stops timers and healing; connections stay as they are for the next run."""
@@ -205,10 +211,11 @@ class Manager:
 
     async def connect(self, service: str, labels: dict[str, str], netns: str = "",
                       ifname: str = "", client_name: str = "", caller: Caller = DAEMON,
-                      timeout_s: float = 0.0) -> Connection:
+                      timeout_s: float = 0.0, endpoint: str = "") -> Connection:
         """Requests a vWire for a local client and keeps it refreshed until closed. While
         no endpoint can serve it (SelectionError) the request is retried, as NSM's client
-        does, until `timeout_s` has passed."""
+        does, until `timeout_s` has passed. `endpoint`: that endpoint only (a vL3 mesh
+        vWire)."""
         self.policy.check("request", service, caller)
         if caller.kind == "local" and not caller.is_root and (not netns or "/" in netns):
             where = repr(netns) if netns else "the daemon's own"
@@ -218,6 +225,7 @@ class Manager:
         labels = {NODE_LABEL: self.name, **labels}  # NSM's clientinfo (the client may say)
         conn = Connection(
             id=conn_id, network_service=service, labels=labels,
+            network_service_endpoint_name=endpoint,
             path=Path(index=0, path_segments=[PathSegment(
                 name=client_name or f"nsc@{netns or self.name}", id=conn_id)]))
         # Addresses this namespace already has through other vWires must not come back.
@@ -306,7 +314,9 @@ class Manager:
         raise NotFound(f"no connection with id {conn_id!r}")
 
     async def close_endpoint_connections(self, endpoint: str) -> int:
-        """Closes every connection to `endpoint` (it is being deleted); clients heal."""
+        """Closes every connection to `endpoint` (it is being deleted), clients heal, and
+        the vL3 mesh vWires it asked for."""
+        await self.mesh.leave(endpoint)
         doomed = [c.id for c in self.server_begin.peek()
                   if c.network_service_endpoint_name == endpoint]
         for conn_id in doomed:

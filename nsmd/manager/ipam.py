@@ -4,7 +4,8 @@ The endpoint gets dst_ip_addrs, the client src_ip_addrs, each with a route to th
 (NSM: ipam/point2pointipam). A refresh keeps the addresses the connection already owns;
 a request that carries addresses (a restore) gets them back if they are free; excluded
 prefixes from the request and the endpoint spec are never handed out. Passthrough
-endpoints (composition) hand out nothing: the chain's final endpoint does.
+endpoints (composition) hand out nothing: the chain's final endpoint does. vL3 endpoints
+address their clients out of their subnet instead (nsmd/vl3/addresses.py).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class Ipam(Element):
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
         spec = self.hosting.require(conn.network_service_endpoint_name)
-        if spec.builds_no_device:
-            return await nxt.request(request)  # the endpoint the request goes on to addresses
+        if spec.builds_no_device or spec.vl3 is not None:
+            # the endpoint the request goes on to addresses it; vL3: vl3/addresses.py
+            return await nxt.request(request)
         ipc = conn.context.ip_context
         lease = self.leases.get(conn.id)
         fresh = lease is None or lease.endpoint != conn.network_service_endpoint_name \

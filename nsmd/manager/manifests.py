@@ -21,6 +21,7 @@ from nsmd.manifest import Resource, to_manifest
 from nsmd.model import NetworkService, NetworkServiceEndpoint
 from nsmd.policy import Policy
 from nsmd.registry import RegistryView
+from nsmd.vl3 import router
 
 log = logging.getLogger("nsmd.manager.manifests")
 
@@ -91,8 +92,11 @@ class Manifests:
             # checked before anything is closed: a refused delete changes nothing
             raise PermissionDenied("registry_owner", f"network service endpoint {name!r} is "
                                    f"owned by {nse.path_ids[0]}, not this daemon")
+        spec = self.hosting.spec(name)
         closed = await self.close_endpoint_connections(name)
         self.hosting.remove(name)
+        if spec is not None and spec.vl3 is not None:
+            await router.remove(spec.netns, name)
         if nse is not None:
             await self.registry.unregister_endpoint(name)
         log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)

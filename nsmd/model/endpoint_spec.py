@@ -82,6 +82,23 @@ class SupplierSpec:
 
 
 @dataclasses.dataclass
+class Vl3Spec:
+    """This endpoint is one of a vL3 service's: it takes a subnet of `prefix` that no other
+    endpoint of the service holds, addresses its clients from it and routes the rest of
+    the prefix to the other endpoints."""
+    prefix: str = ""
+    subnet_prefix_len: int = 24
+
+    def validate(self, where: str) -> None:
+        net = check_prefix(self.prefix, f"{where}prefix")
+        longest = net.max_prefixlen - 2  # room for the router and one client
+        if not net.prefixlen < self.subnet_prefix_len <= longest:
+            raise ValidationError(f"{where}subnet_prefix_len", f"a length between "
+                                  f"{net.prefixlen + 1} and {longest} (inside {self.prefix})",
+                                  self.subnet_prefix_len)
+
+
+@dataclasses.dataclass
 class EndpointSpec:
     netns: str = ""          # "" = the daemon's own network namespace
     ifname: str = DEFAULT_ENDPOINT_IFNAME
@@ -90,6 +107,7 @@ class EndpointSpec:
     functions: list[FunctionSpec] = field(default_factory=list)
     next: NextSpec | None = None
     supplier: SupplierSpec | None = None
+    vl3: Vl3Spec | None = None
 
     def validate(self, where: str = "nsmd.") -> EndpointSpec:
         check_netns(self.netns, f"{where}netns")
@@ -109,6 +127,11 @@ class EndpointSpec:
             if not 1 <= self.supplier.idle_s <= 86400:
                 raise ValidationError(f"{where}supplier.idle_s", "1 to 86400 seconds",
                                       self.supplier.idle_s)
+        if self.vl3 is not None:
+            if self.next is not None or self.supplier is not None:
+                raise ValidationError(f"{where}vl3", "a vL3 endpoint, or a passthrough (next) "
+                                      "or supplier, not both")
+            self.vl3.validate(f"{where}vl3.")
         return self
 
     @property

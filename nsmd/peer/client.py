@@ -19,7 +19,14 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError, ValidationError
+from nsmd.errors import (
+    Conflict,
+    NotFound,
+    NsmdError,
+    PermissionDenied,
+    SelectionError,
+    ValidationError,
+)
 from nsmd.identity.tls import TlsContexts
 from nsmd.model.codec import MSGPACK
 
@@ -117,4 +124,6 @@ def _error(url: str, status: int, payload: Any) -> NsmdError:
         return PermissionDenied(str(policy or "unknown"), str(message), detail=text)
     if status == 404:
         return NotFound(text)
+    if status == 409:
+        return Conflict(text)
     return PeerError(text)

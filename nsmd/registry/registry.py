@@ -21,6 +21,7 @@ from nsmd.errors import NotFound, ValidationError
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
 from nsmd.registry.view import RegistryView, check_owner
 from nsmd.state import StateDB
+from nsmd.vl3 import subnets
 
 EXPIRE_BATCH = 500  # expiries handled per event-loop turn (the API answers in between)
 log = logging.getLogger("nsmd.registry")
@@ -71,6 +72,8 @@ class Registry(RegistryView):
         old = self.endpoints.get(nse.name)
         nse.path_ids = check_owner(old.path_ids if old else None, owner,
                                    f"network service endpoint {nse.name!r}", self.self_id)
+        for service in nse.network_service_names:
+            subnets.check_unique(nse, self.endpoints_of(service), service)
         now = self.clock.time()
         expires = now + self.nse_expiry_s
         if nse.expiration_time:

@@ -1,0 +1,164 @@
+"""vl3ipam (endpoint side, before ipam): addresses, routes and names on a vL3 endpoint.
+
+A client gets an address of the endpoint's subnet, the endpoint's router address as its
+peer, a route to the whole vL3 prefix and the router as its DNS server; its name
+(`--client-name`, default its namespace) is served by the endpoint's resolver. A mesh
+request (label vl3Peer: the asking endpoint) gets no address of ours: each side keeps its
+router address and routes the other's subnet. Only the SPIFFE ID that registered the
+asking endpoint may make its mesh vWires, and only for the subnet the registry gave it.
+Leases are stored, so refresh, heal and restarts give a client its address back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections import defaultdict
+from collections.abc import Callable
+
+from nsmd.caller import CALLER, tunnel_peer
+from nsmd.errors import DataplaneError, PermissionDenied
+from nsmd.hosting import Hosting
+from nsmd.ipam import Pool
+from nsmd.manager.chain import Element, Next
+from nsmd.model import Connection, DNSConfig, NetworkServiceRequest, Route
+from nsmd.registry import RegistryView
+from nsmd.state import StateDB
+from nsmd.vl3 import subnets
+
+_NOT_IN_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+@dataclasses.dataclass(slots=True)
+class Vl3Lease:
+    endpoint: str
+    subnet: str
+    address: str
+    name: str
+
+
+def dns_name(conn: Connection) -> str:
+    """The client's DNS label: its --client-name, or its namespace's name (the default
+    path segment name is nsc@NAMESPACE), made a valid label."""
+    segments = conn.path.path_segments
+    name = segments[0].name if segments else ""
+    name = name.removeprefix("nsc@").rsplit("/", 1)[-1].lower()
+    return _NOT_IN_NAME.sub("-", name).strip("-")[:63]
+
+
+class Vl3Ipam(Element):
+    def __init__(self, hosting: Hosting, registry: RegistryView, db: StateDB,
+                 own_id: Callable[[], str]):
+        self.hosting = hosting
+        self.registry = registry
+        self.db = db
+        self.own_id = own_id
+        self.leases: dict[str, Vl3Lease] = {}
+        self._pools: dict[tuple[str, str], Pool] = {}
+        # endpoint -> DNS name -> addresses, for its resolver
+        self.names: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for conn_id, doc in db.items("vl3"):
+            lease = Vl3Lease(**doc)
+            self.leases[conn_id] = lease
+            self._pool(lease.endpoint, lease.subnet).reserve(lease.address)
+            self.names[lease.endpoint][lease.name].add(lease.address)
+
+    async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
+        conn = request.connection
+        endpoint = conn.network_service_endpoint_name
+        spec = self.hosting.require(endpoint)
+        if spec.vl3 is None:
+            return await nxt.request(request)
+        subnet = self.hosting.vl3_subnet(endpoint)
+        if not subnet:
+            raise DataplaneError(f"vL3 endpoint {endpoint!r} holds no subnet yet")
+        router = subnets.router_address(subnet)
+        bits = ipaddress.ip_address(router).max_prefixlen
+        ipc = conn.context.ip_context
+        peer = conn.labels.get(subnets.PEER_LABEL, "")
+        if peer:
+            theirs = self._peer_subnet(peer, conn.network_service, spec.vl3.prefix)
+            their_router = subnets.router_address(theirs)
+            ipc.src_ip_addrs = [f"{their_router}/{bits}"]
+            ipc.dst_ip_addrs = [f"{router}/{bits}"]
+            ipc.src_routes = [Route(prefix=f"{router}/{bits}"), Route(prefix=subnet)]
+            ipc.dst_routes = [Route(prefix=f"{their_router}/{bits}"), Route(prefix=theirs)]
+            return await nxt.request(request)
+        lease = self.leases.get(conn.id)
+        fresh = lease is None or lease.endpoint != endpoint or lease.subnet != subnet
+        if fresh:
+            if lease is not None:
+                self._release(conn.id)
+            pool = self._pool(endpoint, subnet)
+            asked = [a.split("/")[0] for a in ipc.src_ip_addrs]
+            kept = next((a for a in asked if pool.is_free(a)), None)  # restore, reselect
+            if kept is not None:
+                pool.reserve(kept)
+            lease = Vl3Lease(endpoint, subnet, kept or pool.allocate(ipc.excluded_prefixes),
+                             dns_name(conn))
+            self.leases[conn.id] = lease
+            self.names[endpoint][lease.name].add(lease.address)
+        assert lease is not None
+        ipc.src_ip_addrs = [f"{lease.address}/{bits}"]
+        ipc.dst_ip_addrs = [f"{router}/{bits}"]
+        ipc.src_routes = [Route(prefix=spec.vl3.prefix)]
+        ipc.dst_routes = [Route(prefix=f"{lease.address}/{bits}")]
+        conn.context.dns_context.configs = [DNSConfig(
+            dns_server_ips=[router], search_domains=[conn.network_service])]
+        try:
+            result = await nxt.request(request)
+        except BaseException:
+            if fresh:
+                self._release(conn.id)
+            raise
+        if fresh:
+            self.db.put("vl3", conn.id, dataclasses.asdict(lease))
+        return result
+
+    async def close(self, conn: Connection, nxt: Next) -> None:
+        try:
+            await nxt.close(conn)
+        finally:
+            self._release(conn.id)
+
+    def sweep(self, keep: set[str]) -> list[str]:
+        stale = [conn_id for conn_id in self.leases if conn_id not in keep]
+        for conn_id in stale:
+            self._release(conn_id)
+        return stale
+
+    def _peer_subnet(self, peer: str, service: str, prefix: str) -> str:
+        nse = self.registry.endpoints.get(peer)
+        theirs = subnets.subnet_of(nse, service) if nse is not None else ""
+        if not theirs or not subnets.fits(theirs, prefix, subnets.length(theirs)):
+            raise PermissionDenied("vl3_peer", f"{peer!r} is no registered vL3 endpoint of "
+                                   f"{service!r} holding a subnet of {prefix}")
+        caller = tunnel_peer(CALLER.get())
+        asking = caller.spiffe_id if caller is not None else self.own_id()
+        assert nse is not None
+        registrant = nse.path_ids[0] if nse.path_ids else ""
+        if registrant != asking:
+            raise PermissionDenied("vl3_peer", f"endpoint {peer!r} was registered by "
+                                   f"{registrant or 'the registry daemon'}, not {asking}")
+        return theirs
+
+    def _release(self, conn_id: str) -> None:
+        lease = self.leases.pop(conn_id, None)
+        if lease is None:
+            return
+        pool = self._pools.get((lease.endpoint, lease.subnet))
+        if pool is not None:
+            pool.release(lease.address)
+        names = self.names[lease.endpoint]
+        names[lease.name].discard(lease.address)
+        if not names[lease.name]:
+            del names[lease.name]
+        self.db.delete("vl3", conn_id)
+
+    def _pool(self, endpoint: str, subnet: str) -> Pool:
+        key = (endpoint, subnet)
+        if key not in self._pools:
+            pool = self._pools[key] = Pool(subnet)
+            pool.reserve(subnets.router_address(subnet))
+        return self._pools[key]

@@ -1,0 +1,107 @@
+"""The vWires between a vL3 service's endpoints: every pair joined once.
+
+Of two endpoints, the one whose name sorts first asks the other for a mesh vWire (a held
+connection from its router namespace, pinned to that endpoint, labelled vl3Peer with its
+own name), so each pair has exactly one and either side can tell it from the names
+alone. Checked every CHECK_S against the registry view: a vWire to each endpoint that
+registered a subnet, none to one that left. The vWires are held connections, so they are
+refreshed, healed (restored; never moved to another endpoint) and survive restarts like
+any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from nsmd.clock import Clock, every
+from nsmd.errors import NsmdError
+from nsmd.hosting import Hosting
+from nsmd.model import Connection
+from nsmd.registry import RegistryView
+from nsmd.vl3 import subnets
+
+CHECK_S = 0.5
+MESH_IFNAME = "vl3p%d"
+log = logging.getLogger("nsmd.vl3")
+
+Connect = Callable[..., Awaitable[Connection]]
+Close = Callable[[str], Awaitable[None]]
+
+
+class Mesh:
+    def __init__(self, hosting: Hosting, registry: RegistryView, clock: Clock,
+                 held: Callable[[], list[Connection]], connect: Connect, close: Close):
+        self.hosting = hosting
+        self.registry = registry
+        self.clock = clock
+        self.held = held          # the connections this daemon holds (its client side)
+        self.connect = connect
+        self.close = close
+        self._pending: set[tuple[str, str]] = set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        async for _ in every(self.clock, CHECK_S, stopping):
+            try:
+                await self.check_once()
+            except Exception:  # the next round tries again
+                log.exception("checking the vL3 mesh failed")
+
+    def wanted(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(our endpoint, peer) -> (service, our router namespace) for every mesh vWire
+        this daemon should hold."""
+        now = self.clock.time()
+        wanted = {}
+        for name in self.hosting.names():
+            spec = self.hosting.spec(name)
+            if spec is None or spec.vl3 is None or not self.hosting.vl3_subnet(name):
+                continue
+            mine = self.registry.endpoints.get(name)
+            if mine is None:
+                continue  # not registered (yet, or its namespace is gone)
+            service = mine.network_service_names[0]
+            for peer in self.registry.endpoints_of(service):
+                if peer.name > name and peer.expiration_time > now and \
+                        subnets.subnet_of(peer, service):
+                    wanted[(name, peer.name)] = (service, spec.netns)
+        return wanted
+
+    def existing(self) -> dict[tuple[str, str], str]:
+        """(our endpoint, peer) -> connection id of the mesh vWires held now."""
+        return {(conn.labels[subnets.PEER_LABEL], conn.network_service_endpoint_name): conn.id
+                for conn in self.held() if subnets.PEER_LABEL in conn.labels}
+
+    async def check_once(self) -> None:
+        wanted, existing = self.wanted(), self.existing()
+        for pair, conn_id in existing.items():
+            if pair not in wanted:
+                log.info("vL3 mesh: %s leaves %s", pair[0], pair[1])
+                await self._quietly(self.close(conn_id))
+        missing = [pair for pair in wanted if pair not in existing and pair not in self._pending]
+        await asyncio.gather(*(self._join(pair, *wanted[pair]) for pair in missing))
+
+    async def leave(self, endpoint: str) -> int:
+        """Closes the mesh vWires `endpoint` asked for (it is being deleted)."""
+        doomed = [cid for (mine, _), cid in self.existing().items() if mine == endpoint]
+        for conn_id in doomed:
+            await self._quietly(self.close(conn_id))
+        return len(doomed)
+
+    async def _join(self, pair: tuple[str, str], service: str, router_ns: str) -> None:
+        self._pending.add(pair)
+        try:
+            conn = await self.connect(service, {subnets.PEER_LABEL: pair[0]}, router_ns,
+                                      MESH_IFNAME, f"vl3@{pair[0]}", endpoint=pair[1])
+            log.info("vL3 mesh: %s joined %s (%s)", pair[0], pair[1], conn.id)
+        except NsmdError as err:
+            log.warning("vL3 mesh: %s cannot join %s yet: %s", pair[0], pair[1], err)
+        finally:
+            self._pending.discard(pair)
+
+    @staticmethod
+    async def _quietly(closing: Awaitable[None]) -> None:
+        try:
+            await closing
+        except NsmdError as err:
+            log.warning("vL3 mesh: closing failed: %s", err)
