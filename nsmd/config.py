@@ -47,6 +47,7 @@ class Config:
     keepalive_s: float = defaults.KEEPALIVE_S  # idle tunnels send this often
     heal_detect_s: float = defaults.HEAL_DETECT_S  # then healed within 1 s
     rekey_after_s: float = defaults.REKEY_AFTER_S
+    dns_upstream: str = ""      # IP[:PORT],... for names outside vL3 zones ("" = resolv.conf)
 
     def validate(self) -> Config:
         if not self.name:
@@ -83,6 +84,7 @@ class Config:
                                   self.rekey_after_s)
         if self.listen:
             listen_address(self.listen)
+        dns_servers(self.dns_upstream)
         if self.registry and not self.registry.startswith("https://"):
             raise ValidationError("registry", "https://HOST:PORT of another nsmd",
                                   self.registry)
@@ -113,6 +115,29 @@ def group_id(name: str) -> int:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
     except KeyError:
         raise ValidationError("api-group", "an existing group name or gid", name) from None
+
+
+def dns_servers(value: str) -> list[tuple[str, int]]:
+    """`--dns-upstream`: "IP", "IPv4:PORT" or "[IPv6]:PORT", comma-separated."""
+    servers = []
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
+            continue
+        host, port = item, "53"
+        if item.startswith("[") and "]:" in item:
+            host, port = item[1:].split("]:", 1)
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            ipaddress.ip_address(host)
+            number = int(port)
+        except ValueError:
+            number = 0
+        if not 0 < number < 65536:
+            raise ValidationError("dns-upstream", "IP, IPv4:PORT or [IPv6]:PORT, "
+                                  "comma-separated", item)
+        servers.append((host, number))
+    return servers
 
 
 def listen_address(value: str) -> tuple[str, int]:

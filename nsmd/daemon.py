@@ -24,7 +24,7 @@ from nsmd import netns
 from nsmd.api.app import build_app, drop_untrusted_peers, serve_peers, serve_unix
 from nsmd.api.peer import build_peer_app
 from nsmd.clock import Clock, SystemClock
-from nsmd.config import Config, listen_address
+from nsmd.config import Config, dns_servers, listen_address
 from nsmd.dataplane import Dataplane
 from nsmd.errors import Conflict
 from nsmd.hosting import Hosting
@@ -37,6 +37,7 @@ from nsmd.registry import Registry
 from nsmd.registry.remote import RemoteRegistry
 from nsmd.state import StateDB
 from nsmd.systemd import Notifier
+from nsmd.vl3.dns import upstream_servers
 
 log = logging.getLogger("nsmd")
 LOCK_FILE = "nsmd.lock"
@@ -85,7 +86,8 @@ class Daemon:
                                token_lifetime_s=cfg.token_lifetime_s, local_mtu=cfg.local_mtu,
                                tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s,
                                heal_detect_s=cfg.heal_detect_s,
-                               rekey_after_s=cfg.rekey_after_s)
+                               rekey_after_s=cfg.rekey_after_s,
+                               dns_upstream=upstream_servers(dns_servers(cfg.dns_upstream)))
         self.metrics.add_live_source(lambda: len(self.manager.server_begin.peek()),
                                      self.dataplane.totals)
         self.dataplane.start()

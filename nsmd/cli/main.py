@@ -79,6 +79,9 @@ def build_parser() -> Parser:
     run.add_argument("--api-group", metavar="GROUP",
                      help="group allowed to use the API socket (mode 0660; default: root "
                      "only, 0600)")
+    run.add_argument("--dns-upstream", metavar="IP[:PORT],...",
+                     help="where vL3 resolvers send lookups outside their zones (default: "
+                     "the nameservers of /etc/resolv.conf)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
@@ -173,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
                                          "tunnel_port", "engines", "local_queues", "registry",
                                          "registry_id", "identity_dir", "spiffe_socket",
-                                         "policy", "api_group", "log_level")}
+                                         "policy", "api_group", "dns_upstream", "log_level")}
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,7 +6,7 @@ server: what any caller of this daemon reaches (its own client side, peer daemon
                                -> passthrough (onward: act as daemon -> server) or wire]
                            or [remote: tunnel to the endpoint's daemon]
 client: the connections this daemon holds for `nsmd connect` users
-    heal -> begin -> updatetoken -> held -> refresh -> act as daemon -> server
+    heal -> begin -> updatetoken -> held -> resolvconf -> refresh -> act as daemon -> server
 
 Local users are checked against the policy where they enter (connect, close); peers by
 authorize at the head of the server chain.
@@ -49,9 +49,11 @@ from nsmd.manager.probe import DataplaneProbe, timings
 from nsmd.manager.refresh import Refresh
 from nsmd.manager.rekey import Rekeyer
 from nsmd.manager.remote import RemoteConnect
+from nsmd.manager.resolvconf import ResolvConf
 from nsmd.manager.timeout import Timeout
 from nsmd.manager.updatepath import UpdatePath
 from nsmd.manager.updatetoken import UpdateToken
+from nsmd.manager.vl3dns import Vl3Resolvers
 from nsmd.manager.vl3ipam import Vl3Ipam
 from nsmd.manager.vl3mesh import Mesh
 from nsmd.manager.wire import VWire
@@ -83,7 +85,8 @@ class Manager:
                  local_mtu: int = defaults.LOCAL_MTU,
                  tunnel_mtu: int = defaults.TUNNEL_MTU, keepalive_s: float = defaults.KEEPALIVE_S,
                  heal_detect_s: float = defaults.HEAL_DETECT_S,
-                 rekey_after_s: float = defaults.REKEY_AFTER_S):
+                 rekey_after_s: float = defaults.REKEY_AFTER_S,
+                 dns_upstream: list[tuple[str, int]] | None = None):
         self.name = name
         self.clock = clock
         self.registry = registry
@@ -136,6 +139,7 @@ class Manager:
             self.client_begin,
             UpdateToken(clock, token_lifetime_s, self.signer),
             self.held,
+            ResolvConf(),
             self.refresh,
             ActAsDaemon(),
             self.server,
@@ -153,6 +157,8 @@ class Manager:
         self.rekeyer = Rekeyer(self, dataplane, metrics, rekey_after_s)
         self.mesh = Mesh(hosting, registry, clock, self.client_begin.connections, self.connect,
                          self.close)
+        self.resolvers = Vl3Resolvers(hosting, registry, clock, self.vl3_ipam.addresses_of,
+                                      dns_upstream or [])
 
     def signer(self) -> Signer | None:
         identity = self.identity()
@@ -198,7 +204,8 @@ class Manager:
         rekeys, function flushes, retiring supplied endpoints, service changes."""
         await asyncio.gather(self.liveness.run(stopping), self.rekeyer.run(stopping),
                              self.functions.run(stopping), self.supplies.run(stopping),
-                             self.netsvc.run(stopping), self.mesh.run(stopping))
+                             self.netsvc.run(stopping), self.mesh.run(stopping),
+                             self.resolvers.run(stopping))
 
     def shutdown(self) -> None:
         """Stops timers and healing; connections stay as they are for the next run."""

@@ -122,6 +122,11 @@ class Vl3Ipam(Element):
         finally:
             self._release(conn.id)
 
+    def addresses_of(self, endpoint: str, name: str) -> set[str]:
+        """The addresses of `endpoint`'s clients called `name` (its resolver's answers)."""
+        found = self.names.get(endpoint)
+        return set(found.get(name, ())) if found else set()
+
     def sweep(self, keep: set[str]) -> list[str]:
         stale = [conn_id for conn_id in self.leases if conn_id not in keep]
         for conn_id in stale:

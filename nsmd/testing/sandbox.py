@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -43,6 +44,7 @@ class Namespaces:
         for name in reversed(self.made):
             # (a test may have deleted it already: that is what some of them test)
             subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)  # a vL3 vWire's DNS
         self.made = []
 
 

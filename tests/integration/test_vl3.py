@@ -6,8 +6,11 @@ the other's."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 
-from nsmd.testing.sandbox import host, ping, wait_until
+from nsmd.testing.sandbox import host, ping, sh, wait_until
 from tests.integration.beds import build_hosts
 
 PREFIX = "100.64.0.0/16"
@@ -50,8 +53,9 @@ def mesh_vwires(daemons) -> set[str]:
             for c in d.cli_json("get", "connections") if c["labels"].get("vl3Peer")}
 
 
-def build_vl3(netns, daemon, tmp_path, names=("n1", "n2", "n3")):
-    daemons, _ = build_hosts(netns, daemon, tmp_path, list(names), {"NSMD_KEEPALIVE_S": "0.5"})
+def build_vl3(netns, daemon, tmp_path, names=("n1", "n2", "n3"), env: dict | None = None):
+    daemons, _ = build_hosts(netns, daemon, tmp_path, list(names),
+                             {"NSMD_KEEPALIVE_S": "0.5", **(env or {})})
     daemons[0].cli("apply", "-f", "-", stdin=VL3_SERVICE)
     for d in daemons:
         d.cli("apply", "-f", "-", stdin=vl3_endpoint(f"vl3-{d.name}", netns(f"r-{d.name}")))
@@ -80,3 +84,40 @@ def test_clients_on_different_hosts_reach_each_other_over_vl3(netns, daemon, tmp
         for dst in clients.values():
             if src is not dst:
                 assert ping(src[0], dst[1], 2).returncode == 0, (src[1], dst[1])
+
+
+def lookup(ns: str, name: str) -> list[str]:
+    """Addresses the namespace's resolver gives for `name` (glibc, as any program does)."""
+    done = sh("getent", "ahostsv4", name, netns=ns, check=False)
+    return sorted({line.split()[0] for line in done.stdout.splitlines()})
+
+
+def test_vl3_clients_find_each_other_by_name_and_other_names_still_resolve(
+        netns, daemon, tmp_path):
+    # the "host's resolver" of n1: a fixed answer on n1's own loopback
+    daemons = build_vl3(netns, daemon, tmp_path, env={"NSMD_DNS_UPSTREAM": "127.0.0.1:5353"})
+    node_n1 = [ns for ns in netns.__self__.made if ns.endswith("-n1")][0]
+    upstream = subprocess.Popen(
+        ["ip", "netns", "exec", node_n1, sys.executable, "-m", "dnslib.fixedresolver",
+         "--address", "127.0.0.1", "--port", "5353", "--response", ". 60 IN A 198.51.100.7",
+         "--log=-request,-reply,-truncated,-error,-recv,-send,-data"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        web_ns, other_ns = netns("c-web"), netns("c-other")
+        web = daemons[0].cli_json("connect", "vl3", "--netns", web_ns, "--client-name", "web")
+        other = daemons[2].cli_json("connect", "vl3", "--netns", other_ns)
+        resolv = f"/etc/netns/{web_ns}/resolv.conf"
+        assert os.path.exists(resolv)
+        wait_until(lambda: lookup(other_ns, "web.vl3") == [address(web)], timeout=10)
+        assert lookup(other_ns, "web") == [address(web)]  # the service is the search domain
+        assert lookup(web_ns, f"{other_ns}.vl3") == [address(other)]  # default: netns name
+        assert lookup(web_ns, "nobody.vl3") == []
+        # names outside the zone go to the host's resolver
+        wait_until(lambda: lookup(web_ns, "www.example.test") == ["198.51.100.7"], timeout=5)
+        assert ping(other_ns, "web.vl3", 1).returncode == 0
+        daemons[0].cli("close", web["id"])
+        assert not os.path.exists(resolv)
+        wait_until(lambda: lookup(other_ns, "web.vl3") == [], timeout=10)
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=5)

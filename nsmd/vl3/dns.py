@@ -1,0 +1,186 @@
+"""The resolver a vL3 endpoint serves to its clients (NSM's vl3dns).
+
+It listens on the endpoint's router address, port 53, inside its router namespace, and
+answers A/AAAA queries for `NAME.SERVICE.` from the names of its own clients; a name it
+does not know in the zone is asked of the other endpoints' resolvers over the mesh
+(queries from peers carry RD=0 and are answered from local names only, so nothing
+loops), and everything outside the zone goes to the host's resolvers. dnslib does the
+wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import socket
+from collections.abc import Callable
+
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.dns import DNSError
+
+from nsmd import netns
+
+PORT = 53
+TTL_S = 5
+PEER_TIMEOUT_S = 0.5
+UPSTREAM_TIMEOUT_S = 2.0
+IP_FREEBIND = 15  # bind to the router address before any device carries it
+log = logging.getLogger("nsmd.vl3.dns")
+
+Names = Callable[[str], set[str]]  # DNS label -> addresses of the clients that have it
+
+
+def upstream_servers(configured: list[tuple[str, int]],
+                     resolv_conf: str = "/etc/resolv.conf") -> list[tuple[str, int]]:
+    """The servers configured, or else the nameservers of the host's resolv.conf."""
+    if configured:
+        return configured
+    servers = []
+    with contextlib.suppress(OSError), open(resolv_conf) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                servers.append((fields[1].split("%")[0], PORT))
+    return servers
+
+
+class _Exchange(asyncio.DatagramProtocol):
+    """A UDP socket that sends queries and matches answers to them by id."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[int, asyncio.Future[DNSRecord]] = {}
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        try:
+            answer = DNSRecord.parse(data)
+        except DNSError:
+            return
+        waiter = self.waiting.pop(answer.header.id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)
+
+    async def ask(self, query: DNSRecord, server: tuple[str, int], timeout: float,
+                  ) -> DNSRecord | None:
+        assert self.transport is not None
+        query = DNSRecord.parse(query.pack())
+        query.header.id = random.randrange(1 << 16)
+        while query.header.id in self.waiting:
+            query.header.id = random.randrange(1 << 16)
+        waiter = self.waiting[query.header.id] = asyncio.get_running_loop().create_future()
+        self.transport.sendto(query.pack(), server)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self.waiting.pop(query.header.id, None)
+
+
+class Resolver(asyncio.DatagramProtocol):
+    """One vL3 endpoint's resolver for zone `service`."""
+
+    def __init__(self, service: str, names: Names, peers: Callable[[], list[str]],
+                 upstream: list[tuple[str, int]]):
+        self.zone = service.lower().rstrip(".") + "."
+        self.names = names
+        self.peers = peers            # the other endpoints' router addresses
+        self.upstream = upstream
+        self.transport: asyncio.DatagramTransport | None = None
+        self._mesh: _Exchange | None = None   # asks peers, from the router namespace
+        self._out: _Exchange | None = None    # asks upstream, from the daemon's namespace
+        self.answered = self.forwarded = self.malformed = 0
+
+    async def start(self, router_ns: str, address: str) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        listener = await netns.run_in(router_ns, _bound, family, address, PORT)
+        asker = await netns.run_in(router_ns, _bound, family, address, 0)
+        await loop.create_datagram_endpoint(lambda: self, sock=listener)
+        _, self._mesh = await loop.create_datagram_endpoint(_Exchange, sock=asker)
+        _, self._out = await loop.create_datagram_endpoint(_Exchange, local_addr=(
+            "::" if any(":" in h for h, _ in self.upstream) else "0.0.0.0", 0))
+
+    def close(self) -> None:
+        for part in (self, self._mesh, self._out):
+            if part is not None and part.transport is not None:
+                part.transport.close()
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        try:
+            query = DNSRecord.parse(data)
+        except DNSError:
+            self.malformed += 1  # dropped and counted, like a malformed packet
+            return
+        asyncio.ensure_future(self._answer(query, addr))
+
+    async def _answer(self, query: DNSRecord, addr) -> None:
+        reply = await self.resolve(query)
+        if self.transport is not None and reply is not None:
+            self.transport.sendto(reply.pack(), addr)
+
+    async def resolve(self, query: DNSRecord) -> DNSRecord | None:
+        qname = str(query.q.qname).lower()
+        if not (qname == self.zone or qname.endswith("." + self.zone)):
+            return await self._forward(query)
+        reply = query.reply()
+        label = qname[: -len(self.zone)].rstrip(".")
+        addresses = self.names(label) if label and "." not in label else set()
+        if not addresses and query.header.rd:
+            addresses = await self._ask_peers(query)
+        wanted = QTYPE[query.q.qtype]
+        for address in sorted(addresses):
+            version = ipaddress.ip_address(address).version
+            if wanted in ("A", "ANY") and version == 4:
+                reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(address), ttl=TTL_S))
+            elif wanted in ("AAAA", "ANY") and version == 6:
+                reply.add_answer(RR(query.q.qname, QTYPE.AAAA, rdata=AAAA(address), ttl=TTL_S))
+        if not addresses:
+            reply.header.rcode = RCODE.NXDOMAIN
+        self.answered += 1
+        return reply
+
+    async def _ask_peers(self, query: DNSRecord) -> set[str]:
+        if self._mesh is None:
+            return set()
+        local = DNSRecord.parse(query.pack())
+        local.header.rd = 0  # answer from your own clients only
+        answers = await asyncio.gather(*(self._mesh.ask(local, (peer, PORT), PEER_TIMEOUT_S)
+                                         for peer in self.peers()))
+        return {str(rr.rdata) for answer in answers if answer is not None
+                for rr in answer.rr if rr.rtype in (QTYPE.A, QTYPE.AAAA)}
+
+    async def _forward(self, query: DNSRecord) -> DNSRecord | None:
+        for server in self.upstream:
+            if self._out is None:
+                break
+            answer = await self._out.ask(query, server, UPSTREAM_TIMEOUT_S)
+            if answer is not None:
+                answer.header.id = query.header.id
+                self.forwarded += 1
+                return answer
+        reply = query.reply()
+        reply.header.rcode = RCODE.SERVFAIL
+        return reply
+
+
+def _bound(family: int, address: str, port: int) -> socket.socket:
+    """A UDP socket bound in the calling thread's namespace (run through netns.run_in)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
