@@ -87,7 +87,8 @@ class Resolver(asyncio.DatagramProtocol):
     """One vL3 endpoint's resolver for zone `service`."""
 
     def __init__(self, service: str, names: Names, peers: Callable[[], list[str]],
-                 upstream: list[tuple[str, int]]):
+                 upstream: list[tuple[str, int]], port: int = PORT):
+        self.port = port              # ours and the peers'
         self.zone = service.lower().rstrip(".") + "."
         self.names = names
         self.peers = peers            # the other endpoints' router addresses
@@ -100,7 +101,7 @@ class Resolver(asyncio.DatagramProtocol):
     async def start(self, router_ns: str, address: str) -> None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        listener = await netns.run_in(router_ns, _bound, family, address, PORT)
+        listener = await netns.run_in(router_ns, _bound, family, address, self.port)
         asker = await netns.run_in(router_ns, _bound, family, address, 0)
         await loop.create_datagram_endpoint(lambda: self, sock=listener)
         _, self._mesh = await loop.create_datagram_endpoint(_Exchange, sock=asker)
@@ -154,7 +155,7 @@ class Resolver(asyncio.DatagramProtocol):
             return set()
         local = DNSRecord.parse(query.pack())
         local.header.rd = 0  # answer from your own clients only
-        answers = await asyncio.gather(*(self._mesh.ask(local, (peer, PORT), PEER_TIMEOUT_S)
+        answers = await asyncio.gather(*(self._mesh.ask(local, (peer, self.port), PEER_TIMEOUT_S)
                                          for peer in self.peers()))
         return {str(rr.rdata) for answer in answers if answer is not None
                 for rr in answer.rr if rr.rtype in (QTYPE.A, QTYPE.AAAA)}
