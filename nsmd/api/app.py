@@ -54,7 +54,7 @@ async def status(request: web.Request) -> web.Response:
         "hosted_endpoints": len(daemon.hosting),
         "connections": len(daemon.manager.connections()),
         "heal": {"healing": len(daemon.manager.heal.healing()), **daemon.manager.heal.healed},
-        "leases": len(daemon.manager.ipam.leases),
+        "leases": len(daemon.manager.ipam.leases) + len(daemon.manager.vl3_ipam.leases),
         "dataplane": daemon.dataplane.totals(),
         "engines": daemon.dataplane.per_engine(),
     })

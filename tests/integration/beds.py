@@ -26,11 +26,11 @@ DOMAIN = "test.nsmd"
 
 
 def build_hosts(netns, daemon, tmp_path, names: list[str], env: dict | None = None,
-                nodes: dict[str, str] | None = None,
+                nodes: dict[str, str] | None = None, args: dict[str, tuple] | None = None,
                 ) -> tuple[list[DaemonProc], dict[str, str]]:
     """A daemon per node name (n1 holds the registry, the others use it): (daemons in
     order, {node namespace: its underlay IP}). `nodes`: an underlay built already (in the
-    order of `names`), else one bridge."""
+    order of `names`), else one bridge. `args`: more options for some daemons, by name."""
     nodes = nodes or underlay(netns, names)
     ids = trust_domain(str(tmp_path), DOMAIN, [f"spiffe://{DOMAIN}/node/{n}" for n in names])
     first_ip = next(iter(nodes.values()))
@@ -38,7 +38,8 @@ def build_hosts(netns, daemon, tmp_path, names: list[str], env: dict | None = No
     for i, (name, (ns, ip)) in enumerate(zip(names, nodes.items(), strict=True)):
         registry = ("--registry", f"https://{first_ip}:7000") if i else ()
         daemons.append(daemon(name, ns, ("--listen", f"{ip}:7000", *registry, "--identity-dir",
-                                         ids[f"spiffe://{DOMAIN}/node/{name}"]), env))
+                                         ids[f"spiffe://{DOMAIN}/node/{name}"],
+                                         *(args or {}).get(name, ())), env))
     return daemons, nodes
 
 
@@ -108,3 +109,64 @@ def report(scenario: str, **figures) -> None:
     if path:
         with open(path, "a") as out:
             out.write(line + "\n")
+
+
+# -- vL3 ------------------------------------------------------------------------------
+
+VL3_PREFIX = "100.64.0.0/16"
+VL3_SERVICE = """
+apiVersion: networkservicemesh.io/v1
+kind: NetworkService
+metadata: {name: vl3}
+spec:
+  payload: IP
+  matches:
+    - source_selector: {}
+      routes:
+        - destination_selector: {nodeName: "{{.nodeName}}"}
+"""
+
+
+def vl3_endpoint(name: str, router_ns: str, prefix: str = VL3_PREFIX, length: int = 24) -> str:
+    return f"""
+apiVersion: networkservicemesh.io/v1
+kind: NetworkServiceEndpoint
+metadata: {{name: {name}}}
+spec:
+  network_service_names: [vl3]
+  nsmd: {{netns: {router_ns}, vl3: {{prefix: {prefix}, subnet_prefix_len: {length}}}}}
+"""
+
+
+def subnets_of(d) -> dict[str, str]:
+    return {e["name"]: e["network_service_labels"]["vl3"]["labels"].get("vl3Subnet", "")
+            for e in d.cli_json("get", "endpoints")}
+
+
+def address(conn: dict) -> str:
+    return host(conn["context"]["ip_context"]["src_ip_addrs"][0])
+
+
+def mesh_vwires(daemons) -> set[str]:
+    """The mesh vWires (by the asking endpoint's segment id) all daemons see."""
+    return {c["path"]["path_segments"][0]["id"] for d in daemons
+            for c in d.cli_json("get", "connections") if c["labels"].get("vl3Peer")}
+
+
+def build_vl3(netns, daemon, tmp_path, names=("n1", "n2", "n3"), env: dict | None = None,
+              policies: dict[str, str] | None = None):
+    daemons, _ = build_hosts(netns, daemon, tmp_path, list(names),
+                             {"NSMD_KEEPALIVE_S": "0.5", **(env or {})},
+                             args={n: ("--policy", p) for n, p in (policies or {}).items()})
+    daemons[0].cli("apply", "-f", "-", stdin=VL3_SERVICE)
+    for d in daemons:
+        d.cli("apply", "-f", "-", stdin=vl3_endpoint(f"vl3-{d.name}", netns(f"r-{d.name}")))
+    wait_until(lambda: all(len([s for s in subnets_of(d).values() if s]) == len(daemons)
+                           for d in daemons))
+    return daemons
+
+
+def lookup(ns: str, name: str) -> list[str]:
+    """Addresses the namespace's resolver gives for `name` (glibc, as any program does)."""
+    done = sh("getent", "ahostsv4", name, netns=ns, check=False)
+    return sorted({line.split()[0] for line in done.stdout.splitlines()})

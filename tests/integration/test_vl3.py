@@ -10,65 +10,22 @@ import os
 import subprocess
 import sys
 
-from nsmd.testing.sandbox import host, ping, sh, wait_until
-from tests.integration.beds import build_hosts
-
-PREFIX = "100.64.0.0/16"
-VL3_SERVICE = """
-apiVersion: networkservicemesh.io/v1
-kind: NetworkService
-metadata: {name: vl3}
-spec:
-  payload: IP
-  matches:
-    - source_selector: {}
-      routes:
-        - destination_selector: {nodeName: "{{.nodeName}}"}
-"""
-
-
-def vl3_endpoint(name: str, router_ns: str, prefix: str = PREFIX, length: int = 24) -> str:
-    return f"""
-apiVersion: networkservicemesh.io/v1
-kind: NetworkServiceEndpoint
-metadata: {{name: {name}}}
-spec:
-  network_service_names: [vl3]
-  nsmd: {{netns: {router_ns}, vl3: {{prefix: {prefix}, subnet_prefix_len: {length}}}}}
-"""
-
-
-def subnets_of(d) -> dict[str, str]:
-    return {e["name"]: e["network_service_labels"]["vl3"]["labels"].get("vl3Subnet", "")
-            for e in d.cli_json("get", "endpoints")}
-
-
-def address(conn: dict) -> str:
-    return host(conn["context"]["ip_context"]["src_ip_addrs"][0])
-
-
-def mesh_vwires(daemons) -> set[str]:
-    """The mesh vWires (by the asking endpoint's segment id) all daemons see."""
-    return {c["path"]["path_segments"][0]["id"] for d in daemons
-            for c in d.cli_json("get", "connections") if c["labels"].get("vl3Peer")}
-
-
-def build_vl3(netns, daemon, tmp_path, names=("n1", "n2", "n3"), env: dict | None = None):
-    daemons, _ = build_hosts(netns, daemon, tmp_path, list(names),
-                             {"NSMD_KEEPALIVE_S": "0.5", **(env or {})})
-    daemons[0].cli("apply", "-f", "-", stdin=VL3_SERVICE)
-    for d in daemons:
-        d.cli("apply", "-f", "-", stdin=vl3_endpoint(f"vl3-{d.name}", netns(f"r-{d.name}")))
-    wait_until(lambda: all(len([s for s in subnets_of(d).values() if s]) == len(daemons)
-                           for d in daemons))
-    return daemons
+from nsmd.testing.sandbox import ping, wait_until
+from tests.integration.beds import (
+    VL3_PREFIX,
+    address,
+    build_vl3,
+    lookup,
+    mesh_vwires,
+    subnets_of,
+)
 
 
 def test_clients_on_different_hosts_reach_each_other_over_vl3(netns, daemon, tmp_path):
     daemons = build_vl3(netns, daemon, tmp_path)
     held = subnets_of(daemons[0])
     nets = [ipaddress.ip_network(s) for s in held.values()]
-    assert all(n.subnet_of(ipaddress.ip_network(PREFIX)) and n.prefixlen == 24 for n in nets)
+    assert all(n.subnet_of(ipaddress.ip_network(VL3_PREFIX)) and n.prefixlen == 24 for n in nets)
     assert len(set(nets)) == 3  # each endpoint its own subnet
     clients = {}
     for d in daemons:
@@ -76,7 +33,7 @@ def test_clients_on_different_hosts_reach_each_other_over_vl3(netns, daemon, tmp
         conn = d.cli_json("connect", "vl3", "--netns", ns)
         assert conn["network_service_endpoint_name"] == f"vl3-{d.name}"
         assert ipaddress.ip_address(address(conn)) in ipaddress.ip_network(held[f"vl3-{d.name}"])
-        assert [r["prefix"] for r in conn["context"]["ip_context"]["src_routes"]] == [PREFIX]
+        assert [r["prefix"] for r in conn["context"]["ip_context"]["src_routes"]] == [VL3_PREFIX]
         clients[d.name] = (ns, address(conn), conn)
     # the mesh: one vWire per pair of endpoints, held by the one whose name sorts first
     wait_until(lambda: len(mesh_vwires(daemons)) == 3)
@@ -84,12 +41,6 @@ def test_clients_on_different_hosts_reach_each_other_over_vl3(netns, daemon, tmp
         for dst in clients.values():
             if src is not dst:
                 assert ping(src[0], dst[1], 2).returncode == 0, (src[1], dst[1])
-
-
-def lookup(ns: str, name: str) -> list[str]:
-    """Addresses the namespace's resolver gives for `name` (glibc, as any program does)."""
-    done = sh("getent", "ahostsv4", name, netns=ns, check=False)
-    return sorted({line.split()[0] for line in done.stdout.splitlines()})
 
 
 def test_vl3_clients_find_each_other_by_name_and_other_names_still_resolve(
