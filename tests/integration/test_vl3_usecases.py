@@ -10,8 +10,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from nsmd.testing.sandbox import endpoint_manifest, host, ping, sh, wait_until
 from tests.integration.beds import (
     DOMAIN,
@@ -35,9 +33,8 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None,
-                    reason="redis-server is installed by scripts/setup")
 def test_a_database_replicates_across_hosts_by_name(netns, daemon, tmp_path):
+    assert shutil.which("redis-server"), "redis-server is missing: run scripts/setup"
     d1, d2, _ = build_vl3(netns, daemon, tmp_path)
     primary_ns, replica_ns = netns("db1"), netns("db2")
     primary = d1.cli_json("connect", "vl3", "--netns", primary_ns, "--client-name", "db-primary")
