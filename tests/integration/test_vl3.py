@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from tests.integration.beds import (
     lookup,
     mesh_vwires,
     subnets_of,
+    vl3_endpoint,
 )
 
 
@@ -72,3 +74,32 @@ def test_vl3_clients_find_each_other_by_name_and_other_names_still_resolve(
     finally:
         upstream.terminate()
         upstream.wait(timeout=5)
+
+
+def test_endpoints_leave_and_join_the_mesh_and_addresses_survive_a_restart(
+        netns, daemon, tmp_path):
+    d1, d2, d3 = build_vl3(netns, daemon, tmp_path, names=("n1", "n2", "n3"))
+    c1, c2 = netns("c-1"), netns("c-2")
+    first = d1.cli_json("connect", "vl3", "--netns", c1)
+    second = d2.cli_json("connect", "vl3", "--netns", c2)
+    wait_until(lambda: len(mesh_vwires([d1, d2, d3])) == 3)
+    # an endpoint without a namespace of its own routes in one the daemon makes
+    extra = f"{netns.__self__.prefix}-e4"
+    router_ns = f"nsmd-vl3-{extra}"
+    try:
+        d3.cli("apply", "-f", "-", stdin=vl3_endpoint(extra, "").replace("netns: , ", ""))
+        assert os.path.exists(f"/var/run/netns/{router_ns}")
+        wait_until(lambda: len(mesh_vwires([d1, d2, d3])) == 6)  # 4 endpoints: 6 pairs
+        d3.cli("delete", "endpoint", extra)
+        wait_until(lambda: len(mesh_vwires([d1, d2, d3])) == 3)
+        assert not os.path.exists(f"/var/run/netns/{router_ns}")
+    finally:
+        subprocess.run(["ip", "netns", "delete", router_ns], capture_output=True, check=False)
+    # the client host's daemon dies and comes back: same address, reachable again
+    d2.stop(sig=signal.SIGKILL)
+    d2.start()
+    wait_until(lambda: ping(c1, address(second), 1).returncode == 0, timeout=15, interval=0.3)
+    (again,) = [c for c in d2.cli_json("get", "connections") if c["id"] == second["id"]]
+    assert address(again) == address(second)
+    assert ping(c2, address(first), 1).returncode == 0
+    assert len(mesh_vwires([d1, d2, d3])) == 3  # the mesh came back whole, no duplicates
