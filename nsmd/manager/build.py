@@ -155,7 +155,7 @@ class Manager:
         self._restart_notices: list[tuple[str, dict[str, str]]] = []
         self.liveness = Liveness(self, hosting, timings(heal_detect_s)[0])
         self.rekeyer = Rekeyer(self, dataplane, metrics, rekey_after_s)
-        self.mesh = Mesh(hosting, registry, clock, self.client_begin.connections, self.connect,
+        self.mesh = Mesh(hosting, registry, clock, self.client_begin.peek, self.connect,
                          self.close)
         self.resolvers = Vl3Resolvers(hosting, registry, clock, self.vl3_ipam.addresses_of,
                                       dns_upstream or [])
