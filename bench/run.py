@@ -5,7 +5,8 @@
 Runs bench/datapath.py (veth, wireguard-go, the naive tunnel and nsmd in one run),
 bench/control_plane.py, bench/authorize.py (the cost of zero trust), bench/functions.py
 (the cost of function stages and composed chains), bench/responsiveness.py (the API and
-SIGTERM under 100,000 endpoints) and bench/faults.py (detect and heal times), then writes
+SIGTERM under 100,000 endpoints), bench/faults.py (detect and heal times) and
+bench/vl3.py (vL3 against a direct vWire, mesh joins, DNS), then writes
 bench/results/summary.json, prints each goal with its figure and verdict, and draws
 bench/results/summary.png
 (throughput per tunnel; setup latency and connect-storm time). Installs matplotlib if
@@ -43,6 +44,23 @@ def healing_goals(rs: dict, ft: dict) -> list[tuple[str, str, bool]]:
         (f"API under {rs['endpoints']} endpoints answers <= 1 s", f"worst {api_max} s",
          api_max <= 1),
         ("SIGTERM to exit <= 2 s under that load", f"{shutdown} s", shutdown <= 2),
+    ]
+
+
+def vl3_goals(v: dict) -> list[tuple[str, str, bool]]:
+    few, many = v["join_few_clients"], v["join_many_clients"]
+    return [
+        ("vL3 client->client TCP >= 80 % of a direct vWire",
+         f"{v['ratios']['tcp1_vl3_over_direct']:.0%} ({v['vl3']['tcp1']['gbps']} Gbit/s, RTT "
+         f"{v['ratios']['rtt_p50_vl3_over_direct']}x: three vWires)",
+         v["ratios"]["tcp1_vl3_over_direct"] >= 0.8),
+        ("new vL3 endpoint in the mesh <= 1 s, O(endpoints)",
+         f"{few['join_s']} s; {many['join_s']} s with {v['clients_on_n1']} clients, "
+         f"{max(many['routes_added_per_existing_endpoint'])} routes per endpoint",
+         many["join_s"] <= 1 and max(many["routes_added_per_existing_endpoint"]) <= 2),
+        ("vL3 DNS lookup p99 <= 5 ms (own, other host, outside)",
+         ", ".join(f"{d['p99_ms']} ms" for d in v["dns"].values()),
+         all(d["p99_ms"] <= 5 for d in v["dns"].values())),
     ]
 
 
@@ -144,10 +162,12 @@ def main() -> int:
     rs = run("responsiveness.py", *(("--endpoints", "20000", "--watch-s", "10")
                                     if args.quick else ()))
     ft = run("faults.py")
+    v3 = run("vl3.py", *(("--seconds", "3", "--clients", "50") if args.quick else ()))
     results = {"datapath": dp, "control_plane": cp, "authorize": az, "functions": fn,
-               "responsiveness": rs, "faults": ft,
+               "responsiveness": rs, "faults": ft, "vl3": v3,
                "goals": [{"goal": g, "measured": m, "met": ok}
-                         for g, m, ok in goals(dp, cp, az, fn) + healing_goals(rs, ft)]}
+                         for g, m, ok in goals(dp, cp, az, fn) + healing_goals(rs, ft)
+                         + vl3_goals(v3)]}
     with open(os.path.join(RESULTS, "summary.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("\ngoal".ljust(52) + "measured".ljust(52) + "met")

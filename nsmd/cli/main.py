@@ -114,7 +114,8 @@ def build_parser() -> Parser:
     connect.add_argument("--ifname", default="", metavar="IF",
                          help="client interface name (default: nsm0, nsm1, ...)")
     connect.add_argument("--client-name", default="", metavar="NAME",
-                         help="the client's path segment name (default nsc@NETNS)")
+                         help="the client's path segment name (default nsc@NETNS); on a "
+                         "vL3 service its DNS name is NAME.SERVICE (default NETNS.SERVICE)")
     connect.add_argument("--timeout", type=float, metavar="SECONDS",
                          help="keep trying this long while no endpoint can serve the "
                               f"request (default {defaults.CONNECT_TIMEOUT_S:g}, as NSM's "
