@@ -33,8 +33,12 @@ class Config:
     tunnel_port: int = defaults.TUNNEL_PORT  # first tunnel UDP port (one per engine)
     engines: int = 0            # packet engine threads; 0 = one per CPU
     local_queues: int = 1       # queues per same-host vWire device (flows over engines)
-    registry: str = ""          # https://HOST:PORT of another daemon; "" = our own SQLite
+    registry: str = ""          # https://HOST:PORT of another daemon, etcd://HOST:PORT[,...]
+                                # of an etcd cluster; "" = our own SQLite
     registry_id: str = ""       # the SPIFFE ID that daemon must present ("" = any of ours)
+    registry_ca: str = ""       # etcd over mutual TLS: its CA, our certificate and key
+    registry_cert: str = ""
+    registry_key: str = ""
     identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer) ...
     spiffe_socket: str = ""     # ... or a SPIFFE Workload API: unix:///path
     policy: str = ""            # YAML authorization policies ("" = the built-in ones only)
@@ -85,19 +89,31 @@ class Config:
         if self.listen:
             listen_address(self.listen)
         dns_servers(self.dns_upstream)
-        if self.registry and not self.registry.startswith("https://"):
-            raise ValidationError("registry", "https://HOST:PORT of another nsmd",
-                                  self.registry)
+        if self.registry.startswith("etcd://"):
+            etcd_members(self.registry)
+        elif self.registry and not self.registry.startswith("https://"):
+            raise ValidationError("registry", "https://HOST:PORT of another nsmd, or "
+                                  "etcd://HOST:PORT[,HOST:PORT...]", self.registry)
         if self.registry_id:
-            if not self.registry:
-                raise ValidationError("registry-id", "used together with --registry")
+            if not self.registry.startswith("https://"):
+                raise ValidationError("registry-id", "used together with --registry https://")
             parse_spiffe_id(self.registry_id, "registry-id")
+        tls = [self.registry_ca, self.registry_cert, self.registry_key]
+        if any(tls):
+            if not self.registry.startswith("etcd://") or not all(tls):
+                raise ValidationError("registry-ca", "--registry-ca, --registry-cert and "
+                                      "--registry-key together, with --registry etcd://...")
+            for option, path in zip(("registry-ca", "registry-cert", "registry-key"), tls,
+                                    strict=True):
+                if not os.path.isfile(path):
+                    raise ValidationError(option, "a readable PEM file", path)
         if self.api_group:
             group_id(self.api_group)
         if self.spiffe_socket and not self.spiffe_socket.startswith("unix:///"):
             raise ValidationError("spiffe-socket", "unix:///PATH of a SPIFFE Workload API",
                                   self.spiffe_socket)
-        if (self.listen or self.registry) and not (self.identity_dir or self.spiffe_socket):
+        peers = self.listen or self.registry.startswith("https://")
+        if peers and not (self.identity_dir or self.spiffe_socket):
             raise ValidationError("identity-dir", "a directory with svid.pem, svid.key and "
                                   "bundle.pem, or --spiffe-socket (peering needs an "
                                   "identity; see `nsmd ca`)")
@@ -115,6 +131,18 @@ def group_id(name: str) -> int:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
     except KeyError:
         raise ValidationError("api-group", "an existing group name or gid", name) from None
+
+
+def etcd_members(url: str) -> list[tuple[str, int]]:
+    """etcd://HOST:PORT[,HOST:PORT...] -> [(host, port)]."""
+    members = []
+    for item in url.removeprefix("etcd://").rstrip("/").split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not url.startswith("etcd://") or not host or not port.isdigit() or \
+                not 0 < int(port) < 65536:
+            raise ValidationError("registry", "etcd://HOST:PORT[,HOST:PORT...]", url)
+        members.append((host.strip("[]"), int(port)))
+    return members
 
 
 def dns_servers(value: str) -> list[tuple[str, int]]:

@@ -34,6 +34,7 @@ from nsmd.metrics import Metrics
 from nsmd.peer.client import PeerClient
 from nsmd.policy import Policy
 from nsmd.registry import Registry
+from nsmd.registry.etcd import EtcdRegistry, EtcdTls
 from nsmd.registry.remote import RemoteRegistry
 from nsmd.state import StateDB
 from nsmd.systemd import Notifier
@@ -65,18 +66,10 @@ class Daemon:
         policy = Policy.load(cfg.policy) if cfg.policy else Policy.allow_all()
         self.db = StateDB(cfg.state_dir)
         self.metrics = Metrics()
-        if cfg.listen or cfg.registry:
+        if cfg.listen or cfg.registry.startswith("https://"):
             await self._load_identity()
         own_id = self.id.spiffe_id if self.id else ""
-        if cfg.registry and self.peer:
-            if not cfg.registry_id:
-                log.warning("--registry-id not given: any daemon of trust domain %s is "
-                            "accepted as the registry at %s", self.id and self.id.trust_domain,
-                            cfg.registry)
-            self.registry: Registry | RemoteRegistry = RemoteRegistry(
-                self.peer, cfg.registry, cfg.registry_id)
-        else:
-            self.registry = Registry(self.db, self.clock, cfg.nse_expiry_s, own_id)
+        self.registry = self._registry(own_id)
         self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url, cfg.name)
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
@@ -94,7 +87,7 @@ class Daemon:
         if cfg.listen:
             self.dataplane.open_udp(listen_address(cfg.listen)[0], cfg.tunnel_port)
         await self.registry.start()
-        if isinstance(self.registry, RemoteRegistry):
+        if isinstance(self.registry, RemoteRegistry | EtcdRegistry):
             self.registry.on_resync.append(self.hosting.reregister_all)
         await self.manager.recover()
         self._tasks = [asyncio.ensure_future(self.manager.run(self.stopping))]
@@ -107,6 +100,21 @@ class Daemon:
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
                  len(self.registry.endpoints))
+
+    def _registry(self, own_id: str) -> Registry | RemoteRegistry | EtcdRegistry:
+        """Our own SQLite registry, another daemon's, or an etcd cluster's."""
+        cfg = self.config
+        if cfg.registry.startswith("etcd://"):
+            tls = EtcdTls(cfg.registry_ca, cfg.registry_cert, cfg.registry_key) \
+                if cfg.registry_ca else None
+            return EtcdRegistry(cfg.registry, self.clock, cfg.nse_expiry_s, own_id, tls)
+        if cfg.registry and self.peer:
+            if not cfg.registry_id:
+                log.warning("--registry-id not given: any daemon of trust domain %s is "
+                            "accepted as the registry at %s", self.id and self.id.trust_domain,
+                            cfg.registry)
+            return RemoteRegistry(self.peer, cfg.registry, cfg.registry_id)
+        return Registry(self.db, self.clock, cfg.nse_expiry_s, own_id)
 
     async def stop(self) -> None:
         """Stops serving; vWires and held connections stay for the next run."""

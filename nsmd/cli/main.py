@@ -63,7 +63,14 @@ def build_parser() -> Parser:
                      help="queues per same-host vWire device, spreading its flows over "
                      "engines (default 1: cheaper setup)")
     run.add_argument("--registry", metavar="URL",
-                     help="https://IP:PORT: use another daemon's registry instead of our own")
+                     help="https://IP:PORT: use another daemon's registry instead of our own; "
+                     "etcd://HOST:PORT[,HOST:PORT...]: keep it in an etcd cluster shared with "
+                     "other daemons")
+    run.add_argument("--registry-ca", metavar="PEM",
+                     help="etcd over mutual TLS: the CA of the etcd servers (with "
+                     "--registry-cert and --registry-key; plaintext otherwise, with a warning)")
+    run.add_argument("--registry-cert", metavar="PEM", help="our client certificate for etcd")
+    run.add_argument("--registry-key", metavar="PEM", help="its private key")
     run.add_argument("--registry-id", metavar="SPIFFE_ID",
                      help="the SPIFFE ID the --registry daemon must present (default: any "
                      "ID of our trust domain, with a warning)")
@@ -176,7 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
                                          "tunnel_port", "engines", "local_queues", "registry",
-                                         "registry_id", "identity_dir", "spiffe_socket",
+                                         "registry_id", "registry_ca", "registry_cert",
+                                         "registry_key", "identity_dir", "spiffe_socket",
                                          "policy", "api_group", "dns_upstream", "log_level")}
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),

@@ -335,3 +335,74 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> None:
     if not eventually(predicate, timeout, interval):
         raise AssertionError("condition not met in time")
 
+
+
+class EtcdServer:
+    """An etcd of the test's own (Debian's etcd-server), on `ip` (loopback or inside a test
+    namespace), with its data in `data_dir` so a restart keeps it. Stopped by its PID."""
+
+    def __init__(self, data_dir: str, ip: str = "127.0.0.1", netns: str = "",
+                 client_port: int = 0, peer_port: int = 0):
+        self.data_dir, self.ip, self.netns = data_dir, ip, netns
+        self.client_port = client_port or _free_port(ip, netns)
+        self.peer_port = peer_port or _free_port(ip, netns, exclude=self.client_port)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.ip}:{self.client_port}"
+
+    def start(self) -> EtcdServer:
+        client, peer = f"http://{self.ip}:{self.client_port}", f"http://{self.ip}:{self.peer_port}"
+        cmd = ["etcd", "--name", "t", "--data-dir", self.data_dir,
+               "--listen-client-urls", client, "--advertise-client-urls", client,
+               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+               "--initial-cluster", f"t={peer}", "--log-level", "error",
+               "--logger", "zap"]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.log = open(self.data_dir + ".log", "a")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._healthy, timeout=20, interval=0.1)
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"etcd exited: {open(self.data_dir + '.log').read()[-2000:]}")
+        done = subprocess.run(
+            ([*(["ip", "netns", "exec", self.netns] if self.netns else [])] +
+             ["etcdctl", "--endpoints", f"{self.ip}:{self.client_port}", "endpoint",
+              "health"]), capture_output=True, text=True, env=dict(os.environ,
+                                                                   ETCDCTL_API="3"))
+        return done.returncode == 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+    def compact(self) -> None:
+        """Compacts history to the current revision (so older watches cannot resume)."""
+        env = dict(os.environ, ETCDCTL_API="3")
+        ep = ["--endpoints", f"{self.ip}:{self.client_port}"]
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        status = subprocess.run([*prefix, "etcdctl", *ep, "endpoint", "status", "-w", "json"],
+                                capture_output=True, text=True, env=env, check=True)
+        revision = json.loads(status.stdout)[0]["Status"]["header"]["revision"]
+        subprocess.run([*prefix, "etcdctl", *ep, "compaction", str(revision)],
+                       capture_output=True, env=env, check=True)
+
+
+def _free_port(ip: str, netns: str, exclude: int = 0) -> int:
+    """A TCP port free on `ip` (in the host's namespace: asked of the kernel; inside a
+    test's own namespace everything is free)."""
+    if netns:
+        return 2379 if exclude != 2379 else 2380
+    import socket as _socket
+    while True:
+        with _socket.socket() as s:
+            s.bind((ip, 0))
+            port = s.getsockname()[1]
+        if port != exclude:
+            return port

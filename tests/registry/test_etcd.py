@@ -1,0 +1,155 @@
+"""The etcd registry against a real etcd (Debian's etcd-server) on loopback: ownership in
+transactions, one lease per daemon, watches resumed after an etcd restart, compaction,
+vL3 subnet claims. The three-daemon bed is in tests/integration/test_etcd.py."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from nsmd.clock import SystemClock
+from nsmd.config import etcd_members as parse_url
+from nsmd.errors import Conflict, NotFound, PermissionDenied
+from nsmd.model import NetworkService, NetworkServiceEndpoint, ServiceLabels
+from nsmd.registry.etcd import EtcdRegistry
+from nsmd.testing.sandbox import EtcdServer
+from nsmd.vl3 import subnets
+
+pytestmark = pytest.mark.netns  # needs root and etcd; must run in CI
+
+A, B = "spiffe://td/node/a", "spiffe://td/node/b"
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    assert shutil.which("etcd"), "etcd is missing: run scripts/setup"
+    server = EtcdServer(str(tmp_path / "etcd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def daemons(etcd):
+    made = []
+
+    async def make(self_id: str, ttl: float = 60.0) -> EtcdRegistry:
+        reg = EtcdRegistry(etcd.url, SystemClock(), ttl, self_id)
+        await reg.start()
+        made.append(reg)
+        return reg
+
+    yield make
+    for reg in made:
+        reg.close()
+    await asyncio.sleep(0.05)
+
+
+async def until(predicate, timeout=10.0):
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def nse(name, service="svc", subnet=""):
+    labels = {subnets.SUBNET_LABEL: subnet} if subnet else {}
+    return NetworkServiceEndpoint(name=name, network_service_names=[service],
+                                  network_service_labels={service: ServiceLabels(labels)})
+
+
+def test_urls():
+    assert parse_url("etcd://192.0.2.1:2379,192.0.2.2:2379") == [("192.0.2.1", 2379),
+                                                                 ("192.0.2.2", 2379)]
+    with pytest.raises(Exception, match="etcd://HOST:PORT"):
+        parse_url("etcd://host")
+
+
+async def test_every_daemon_sees_every_write_and_names_keep_their_owner(daemons):
+    a, b = await daemons(A), await daemons(B)
+    await a.register_service(NetworkService(name="svc"))
+    await a.register_endpoint(nse("e1"))
+    await until(lambda: "e1" in b.endpoints and "svc" in b.services)
+    assert b.endpoints["e1"].path_ids == [A]
+    with pytest.raises(PermissionDenied, match="owned by spiffe://td/node/a"):
+        await b.register_endpoint(nse("e1", "other"))
+    with pytest.raises(PermissionDenied):
+        await b.unregister_service("svc")
+    with pytest.raises(PermissionDenied):  # a peer writing through b as itself: still A's
+        await b.register_endpoint(nse("e1"), owner=B)
+    assert b.endpoints["e1"].network_service_names == ["svc"]  # refused: nothing changed
+    await a.unregister_endpoint("e1")
+    await until(lambda: "e1" not in b.endpoints)
+    with pytest.raises(NotFound):
+        await a.unregister_endpoint("e1")
+
+
+async def test_keeping_an_endpoint_alive_costs_no_write(daemons, etcd):
+    a = await daemons(A)
+    first = await a.register_endpoint(nse("e1"))
+    revision = (await a._get(b"/nsmd/endpoints/e1")).mod_revision
+    for _ in range(5):
+        again = await a.register_endpoint(nse("e1"))
+    assert (await a._get(b"/nsmd/endpoints/e1")).mod_revision == revision
+    assert again.expiration_time >= first.expiration_time
+
+
+async def test_a_dead_daemons_endpoints_expire_with_its_lease(daemons):
+    a, b = await daemons(A, ttl=2), await daemons(B)
+    await a.register_endpoint(nse("e1"))
+    await until(lambda: "e1" in b.endpoints)
+    await asyncio.sleep(3)
+    assert "e1" in b.endpoints  # kept alive by a's keepalives, without writes
+    a.close()  # a dies: no more keepalives
+    await until(lambda: "e1" not in b.endpoints, timeout=8)
+
+
+async def test_watches_resume_after_an_etcd_restart(daemons, etcd):
+    a, b = await daemons(A), await daemons(B)
+    await a.register_endpoint(nse("e1"))
+    await until(lambda: "e1" in b.endpoints)
+    etcd.stop()
+    with pytest.raises(Exception, match="registry etcd://"):
+        await a.register_endpoint(nse("e2"))
+    etcd.start()
+    await until(lambda: a.lease != 0)
+    for _ in range(40):  # the channel reconnects on its own
+        try:
+            await a.register_endpoint(nse("e2"))
+            break
+        except Exception:
+            await asyncio.sleep(0.25)
+    await until(lambda: "e2" in b.endpoints)  # b's watch resumed
+    assert "e1" in b.endpoints  # nothing lost
+
+
+async def test_a_compacted_history_reloads_the_mirror(daemons, etcd):
+    a, b = await daemons(A), await daemons(B)
+    b.close()  # b stops following ...
+    for i in range(3):
+        await a.register_endpoint(nse(f"e{i}"))
+    await a.unregister_endpoint("e0")
+    etcd.compact()  # ... and the history it would resume from is gone
+    c = await daemons(B)
+    c.revision = 1  # as if it had stopped at revision 1
+    await c._load_snapshot()
+    assert sorted(c.endpoints) == ["e1", "e2"]
+
+
+async def test_vl3_subnets_are_claimed_once(daemons):
+    a, b = await daemons(A), await daemons(B)
+    results = await asyncio.gather(a.register_endpoint(nse("x", "vl3", "100.64.0.0/24")),
+                                   b.register_endpoint(nse("y", "vl3", "100.64.0.0/24")),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, Conflict) for r in results) == 1, results
+    loser, lost, winner, won = (b, "y", a, "x") if isinstance(results[1], Conflict) else \
+        (a, "x", b, "y")
+    await loser.register_endpoint(nse(lost, "vl3", "100.64.1.0/24"))
+    await until(lambda: won in loser.endpoints)
+    with pytest.raises(Conflict, match=f"held by endpoint '{won}'"):
+        await loser.register_endpoint(nse(lost, "vl3", "100.64.0.0/24"))
+    await winner.unregister_endpoint(won)  # its claim goes with it
+    await until(lambda: won not in loser.endpoints)
+    await loser.register_endpoint(nse("z", "vl3", "100.64.0.0/24"))
