@@ -102,7 +102,8 @@ def _claim_key(service: str, subnet: str) -> bytes:
 
 class EtcdRegistry(RegistryView):
     def __init__(self, url: str, clock: Clock, nse_expiry_s: float = defaults.NSE_EXPIRY_S,
-                 self_id: str = "", tls: EtcdTls | None = None):
+                 self_id: str = "", tls: EtcdTls | None = None,
+                 start_timeout_s: float = START_TIMEOUT_S):
         super().__init__()
         self.members = etcd_members(url)
         self.url = url
@@ -110,6 +111,7 @@ class EtcdRegistry(RegistryView):
         self.ttl = max(2, int(nse_expiry_s))
         self.self_id = self_id
         self.tls = tls
+        self.start_timeout_s = start_timeout_s
         self.on_resync: list[Callable[[], object]] = []
         self.lease = 0
         self.revision = 0          # the last revision the mirror reflects
@@ -141,7 +143,7 @@ class EtcdRegistry(RegistryView):
                        asyncio.ensure_future(self._keep_lease())]
         try:
             await asyncio.wait_for(asyncio.gather(self._synced.wait(), self._leased.wait()),
-                                   START_TIMEOUT_S)
+                                   self.start_timeout_s)
         except TimeoutError:
             log.error("registry %s not reachable yet; discovery sees no endpoints until it is",
                       self.url)

@@ -342,8 +342,10 @@ class EtcdServer:
     namespace), with its data in `data_dir` so a restart keeps it. Stopped by its PID."""
 
     def __init__(self, data_dir: str, ip: str = "127.0.0.1", netns: str = "",
-                 client_port: int = 0, peer_port: int = 0):
+                 client_port: int = 0, peer_port: int = 0,
+                 tls: tuple[str, str, str] | None = None):
         self.data_dir, self.ip, self.netns = data_dir, ip, netns
+        self.tls = tls  # (CA, server certificate, key): clients must present a certificate
         self.client_port = client_port or _free_port(ip, netns)
         self.peer_port = peer_port or _free_port(ip, netns, exclude=self.client_port)
         self.proc: subprocess.Popen | None = None
@@ -353,12 +355,17 @@ class EtcdServer:
         return f"etcd://{self.ip}:{self.client_port}"
 
     def start(self) -> EtcdServer:
-        client, peer = f"http://{self.ip}:{self.client_port}", f"http://{self.ip}:{self.peer_port}"
+        scheme = "https" if self.tls else "http"
+        client = f"{scheme}://{self.ip}:{self.client_port}"
+        peer = f"http://{self.ip}:{self.peer_port}"
         cmd = ["etcd", "--name", "t", "--data-dir", self.data_dir,
                "--listen-client-urls", client, "--advertise-client-urls", client,
                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                "--initial-cluster", f"t={peer}", "--log-level", "error",
                "--logger", "zap"]
+        if self.tls:
+            cmd += ["--trusted-ca-file", self.tls[0], "--cert-file", self.tls[1],
+                    "--key-file", self.tls[2], "--client-cert-auth"]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.log = open(self.data_dir + ".log", "a")
@@ -371,10 +378,16 @@ class EtcdServer:
             raise AssertionError(f"etcd exited: {open(self.data_dir + '.log').read()[-2000:]}")
         done = subprocess.run(
             ([*(["ip", "netns", "exec", self.netns] if self.netns else [])] +
-             ["etcdctl", "--endpoints", f"{self.ip}:{self.client_port}", "endpoint",
-              "health"]), capture_output=True, text=True, env=dict(os.environ,
-                                                                   ETCDCTL_API="3"))
+             ["etcdctl", "--endpoints", f"{self.ip}:{self.client_port}", *self._auth(),
+              "endpoint", "health"]), capture_output=True, text=True,
+            env=dict(os.environ, ETCDCTL_API="3"))
         return done.returncode == 0
+
+    def _auth(self) -> list[str]:
+        """etcdctl's TLS options (the server's certificate serves as a client one too)."""
+        if not self.tls:
+            return []
+        return ["--cacert", self.tls[0], "--cert", self.tls[1], "--key", self.tls[2]]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -385,7 +398,7 @@ class EtcdServer:
     def compact(self) -> None:
         """Compacts history to the current revision (so older watches cannot resume)."""
         env = dict(os.environ, ETCDCTL_API="3")
-        ep = ["--endpoints", f"{self.ip}:{self.client_port}"]
+        ep = ["--endpoints", f"{self.ip}:{self.client_port}", *self._auth()]
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         status = subprocess.run([*prefix, "etcdctl", *ep, "endpoint", "status", "-w", "json"],
                                 capture_output=True, text=True, env=env, check=True)

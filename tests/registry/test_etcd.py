@@ -13,7 +13,7 @@ from nsmd.clock import SystemClock
 from nsmd.config import etcd_members as parse_url
 from nsmd.errors import Conflict, NotFound, PermissionDenied
 from nsmd.model import NetworkService, NetworkServiceEndpoint, ServiceLabels
-from nsmd.registry.etcd import EtcdRegistry
+from nsmd.registry.etcd import EtcdRegistry, EtcdTls, RegistryUnavailable
 from nsmd.testing.sandbox import EtcdServer
 from nsmd.vl3 import subnets
 
@@ -153,3 +153,71 @@ async def test_vl3_subnets_are_claimed_once(daemons):
     await winner.unregister_endpoint(won)  # its claim goes with it
     await until(lambda: won not in loser.endpoints)
     await loser.register_endpoint(nse("z", "vl3", "100.64.0.0/24"))
+
+
+def _tls_files(base) -> dict[str, str]:
+    """A CA, an etcd server certificate for 127.0.0.1 and a client certificate."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test etcd CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now)
+          .not_valid_after(now + dt.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    files = {"ca": str(base / "ca.pem")}
+    (base / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for serial, who in ((2, "server"), (3, "client")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, who)]))
+                .issuer_name(ca_name).public_key(key.public_key()).serial_number(serial)
+                .not_valid_before(now).not_valid_after(now + dt.timedelta(hours=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                    critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        (base / f"{who}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (base / f"{who}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        files[who] = str(base / f"{who}.pem")
+        files[f"{who}_key"] = str(base / f"{who}.key")
+    return files
+
+
+async def test_mutual_tls_to_etcd(tmp_path):
+    files = _tls_files(tmp_path)
+    server = EtcdServer(str(tmp_path / "etcd"),
+                        tls=(files["ca"], files["server"], files["server_key"])).start()
+    try:
+        reg = EtcdRegistry(server.url, SystemClock(), 60, A,
+                           EtcdTls(files["ca"], files["client"], files["client_key"]))
+        await reg.start()
+        try:
+            await reg.register_endpoint(nse("e1"))
+            assert "e1" in reg.endpoints
+        finally:
+            reg.close()
+        # without a certificate: refused, and said so
+        plain = EtcdRegistry(server.url, SystemClock(), 60, A, start_timeout_s=1)
+        await plain.start()
+        try:
+            assert not plain.lease and not plain.endpoints
+            with pytest.raises(RegistryUnavailable, match="registry etcd://"):
+                await plain.register_endpoint(nse("e2"))
+        finally:
+            plain.close()
+    finally:
+        server.stop()
+
