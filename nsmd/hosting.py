@@ -1,9 +1,11 @@
 """Endpoints this daemon hosts: their `nsmd:` specs, and registrations kept fresh.
 
 A hosted endpoint is registered with this daemon's URL and its node's `nodeName` label
-(NSM's clientinfo), and re-registered at 2/3 of its expiry period (NSM: sdk
-registry/common/refresh), so it stays findable while the daemon lives and expires within
-one period after it dies. Specs are stored, so a restarted
+(NSM's clientinfo), to be kept alive while the daemon lives and to expire within one
+period after it dies. The daemon's own registry and an etcd lease keep it alive with no
+refresh at all (100,000 endpoints cost nothing while they stay as they are); another
+daemon's registry gets it again at 2/3 of its expiry period (NSM: sdk
+registry/common/refresh). Specs are stored, so a restarted
 daemon re-registers what it hosted before. Endpoints are registered only while their
 namespace exists; namespaces are watched one by one, not endpoint by endpoint (many
 endpoints may share one), so a check costs the same for ten endpoints or 100,000.
@@ -22,6 +24,7 @@ from nsmd.model import NetworkServiceEndpoint, ServiceLabels, from_wire, to_wire
 from nsmd.model.codec import copy_model
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.registry import RegistryView
+from nsmd.registry.view import KEPT_ALIVE
 from nsmd.state import StateDB
 from nsmd.timers import TimerSet
 from nsmd.vl3 import router, subnets
@@ -189,9 +192,9 @@ class Hosting:
         if spec.vl3 is not None:
             registered = await self._claim_subnet(name, template, spec)
         else:
-            registered = await self.registry.register_endpoint(copy_model(template))
-        when = now + (registered.expiration_time - now) * REREGISTER_AT
-        self.timers.arm(name, when)
+            registered = await self.registry.register_endpoint(copy_model(template), keep=True)
+        if registered.expiration_time < KEPT_ALIVE:  # a remote registry: refresh it
+            self.timers.arm(name, now + (registered.expiration_time - now) * REREGISTER_AT)
         return registered
 
     async def _claim_subnet(self, name: str, template: NetworkServiceEndpoint,
@@ -208,7 +211,8 @@ class Hosting:
         for _, subnet in zip(range(MAX_SUBNET_TRIES), tries, strict=False):
             _label_subnet(template, subnet)
             try:
-                registered = await self.registry.register_endpoint(copy_model(template))
+                registered = await self.registry.register_endpoint(copy_model(template),
+                                                                   keep=True)
             except Conflict as err:
                 log.info("endpoint %s: %s; trying another subnet", name, err)
                 continue

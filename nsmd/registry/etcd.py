@@ -33,14 +33,13 @@ from nsmd.clock import Clock
 from nsmd.config import etcd_members
 from nsmd.errors import Conflict, NotFound, NsmdError, ValidationError
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
-from nsmd.registry.view import RegistryView, check_owner
+from nsmd.registry.view import KEPT_ALIVE, RegistryView, check_owner
 from nsmd.vl3 import subnets
 
 PREFIX = b"/nsmd/"
 SERVICES = PREFIX + b"services/"
 ENDPOINTS = PREFIX + b"endpoints/"
 CLAIMS = PREFIX + b"vl3/"
-LEASED = 253402300799.0  # 9999-12-31: a mirrored endpoint lives as long as its key does
 TXN_TRIES = 8
 CALL_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 10.0
@@ -192,9 +191,10 @@ class EtcdRegistry(RegistryView):
         raise Conflict(f"network service {name!r} kept changing under us; try again")
 
     async def register_endpoint(self, nse: NetworkServiceEndpoint, owner: str | None = None,
-                                ) -> NetworkServiceEndpoint:
-        """Creates or updates `nse` on this daemon's lease. A re-registration that changes
-        nothing is not written: the lease keeps the record alive."""
+                                keep: bool = False) -> NetworkServiceEndpoint:
+        """Creates or updates `nse` on this daemon's lease, which keeps it alive: `keep`
+        (hosted endpoints) gets KEPT_ALIVE back and needs no refresh. A re-registration
+        that changes nothing is not written."""
         nse.validate()
         now = self.clock.time()
         if nse.expiration_time and nse.expiration_time <= now:
@@ -212,8 +212,9 @@ class EtcdRegistry(RegistryView):
             nse.initial_registration_time = (old.initial_registration_time if old else
                                              nse.initial_registration_time or now)
             value = _encode(dataclasses.replace(nse, expiration_time=0.0))
+            expires = KEPT_ALIVE if keep else now + self.ttl
             if current is not None and current.value == value and current.lease == self.lease:
-                nse.expiration_time = now + self.ttl
+                nse.expiration_time = expires
                 return nse  # unchanged: the lease keeps it
             compares = [_compare_unchanged(key, current.mod_revision) if current else
                         _compare_absent(key)]
@@ -222,7 +223,7 @@ class EtcdRegistry(RegistryView):
             if await self._txn(compares, ops):
                 self._mine[nse.name] = value
                 self._mirror_endpoint(nse)
-                nse.expiration_time = now + self.ttl
+                nse.expiration_time = expires
                 return nse
             # lost a race: read again (a subnet taken meanwhile is a Conflict then)
         raise Conflict(f"endpoint {nse.name!r} kept changing under us; try again")
@@ -413,7 +414,7 @@ class EtcdRegistry(RegistryView):
                         err)
 
     def _mirror_endpoint(self, nse: NetworkServiceEndpoint) -> None:
-        mirrored = dataclasses.replace(nse, expiration_time=LEASED)
+        mirrored = dataclasses.replace(nse, expiration_time=KEPT_ALIVE)
         if self.endpoints.get(nse.name) != mirrored:
             self._put_endpoint(mirrored)
 

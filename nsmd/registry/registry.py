@@ -19,7 +19,7 @@ from nsmd import defaults
 from nsmd.clock import Clock, Timer
 from nsmd.errors import NotFound, ValidationError
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
-from nsmd.registry.view import RegistryView, check_owner
+from nsmd.registry.view import KEPT_ALIVE, RegistryView, check_owner
 from nsmd.state import StateDB
 from nsmd.vl3 import subnets
 
@@ -66,8 +66,11 @@ class Registry(RegistryView):
     # -- endpoints -------------------------------------------------------------------------
 
     async def register_endpoint(self, nse: NetworkServiceEndpoint, owner: str | None = None,
-                                ) -> NetworkServiceEndpoint:
-        """Upserts `nse`; its expiration_time becomes min(requested, now + expiry period)."""
+                                keep: bool = False) -> NetworkServiceEndpoint:
+        """Upserts `nse`; its expiration_time becomes min(requested, now + expiry period),
+        or KEPT_ALIVE for this daemon's own hosted endpoints (`keep`): they live while the
+        daemon does, with no refresh (a restarted registry gives them one period to be
+        registered again)."""
         nse.validate()
         old = self.endpoints.get(nse.name)
         nse.path_ids = check_owner(old.path_ids if old else None, owner,
@@ -81,13 +84,18 @@ class Registry(RegistryView):
                 raise ValidationError("expiration_time", "a time in the future",
                                       nse.expiration_time)
             expires = min(expires, nse.expiration_time)
+        if keep and owner is None:
+            expires = KEPT_ALIVE
         nse.expiration_time = expires
         nse.initial_registration_time = (
             old.initial_registration_time if old else nse.initial_registration_time or now)
         if old is None or dataclasses.replace(old, expiration_time=expires) != nse:
             self.db.put("endpoints", nse.name, to_wire(nse))
+        elif old.expiration_time == expires:
+            return nse  # kept alive already: nothing changes
         self._put_endpoint(nse)
-        self._schedule_expiry(nse)
+        if expires < KEPT_ALIVE:
+            self._schedule_expiry(nse)
         return nse
 
     async def unregister_endpoint(self, name: str, owner: str | None = None,
@@ -152,7 +160,9 @@ class Registry(RegistryView):
         grace = self.clock.time() + self.nse_expiry_s  # stored expiries are not kept fresh
         for _, doc in self.db.items("endpoints"):
             nse = from_wire(NetworkServiceEndpoint, doc)
-            nse.expiration_time = max(nse.expiration_time, grace)
+            # kept-alive records get one period too, like any other, to be kept again
+            nse.expiration_time = grace if nse.expiration_time >= KEPT_ALIVE else \
+                max(nse.expiration_time, grace)
             self._put_endpoint(nse)
             self._schedule_expiry(nse)
         log.info("registry loaded: %d services, %d endpoints", len(self.services),

@@ -67,7 +67,7 @@ class RemoteRegistry(RegistryView):
         return gone
 
     async def register_endpoint(self, nse: NetworkServiceEndpoint, owner: str | None = None,
-                                ) -> NetworkServiceEndpoint:
+                                keep: bool = False) -> NetworkServiceEndpoint:
         nse.validate()
         done = from_wire(NetworkServiceEndpoint, await self.peer.call(
             "POST", f"{self.base}/v1/endpoints", to_wire(nse), expect=self.expect))

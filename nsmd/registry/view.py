@@ -13,6 +13,9 @@ from nsmd.model import NetworkService, NetworkServiceEndpoint
 from nsmd.registry.query import EndpointQuery, ServiceQuery
 from nsmd.registry.watch import Watch, Watchers
 
+# The expiration_time of a record its registrant keeps alive for as long as it runs
+# (9999-12-31): a daemon's hosted endpoints in its own registry, or on its etcd lease.
+KEPT_ALIVE = 253402300799.0
 ANY_SERVICE = ServiceQuery()
 ANY_ENDPOINT = EndpointQuery()
 
@@ -72,7 +75,11 @@ class RegistryView:
         raise NotImplementedError
 
     async def register_endpoint(self, nse: NetworkServiceEndpoint, owner: str | None = None,
-                                ) -> NetworkServiceEndpoint:
+                                keep: bool = False) -> NetworkServiceEndpoint:
+        """Registers `nse`. keep: this daemon keeps the record alive while it runs (its
+        hosted endpoints); the registry says so with expiration_time KEPT_ALIVE, and the
+        caller need not re-register. A registry that cannot keep it returns the usual
+        expiry, to be refreshed at 2/3."""
         raise NotImplementedError
 
     async def unregister_endpoint(self, name: str, owner: str | None = None,

@@ -5,6 +5,7 @@ from nsmd.model import NetworkServiceEndpoint
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.peer.client import PeerError
 from nsmd.registry import Registry
+from nsmd.registry.view import KEPT_ALIVE
 from nsmd.state import StateDB
 from nsmd.testing.fake_clock import FakeClock
 
@@ -21,11 +22,34 @@ async def env(tmp_path):
     db.close()
 
 
-async def test_hosted_endpoints_are_re_registered_at_two_thirds(env):
-    clock, _, registry, hosting = env
+async def test_the_own_registry_keeps_hosted_endpoints_alive_without_refreshes(env):
+    clock, db, registry, hosting = env
     nse = await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
-                        EndpointSpec())
+                              EndpointSpec())
     assert nse.url == "unix:///run/n.sock"
+    assert nse.expiration_time == KEPT_ALIVE
+    writes = []
+    real_put = db.put
+    db.put = lambda table, key, doc: (writes.append(key), real_put(table, key, doc))
+    await clock.run(3600)  # an hour: no timer, no write, still registered
+    assert "e" in registry.endpoints and writes == [] and hosting.timers.armed() == {}
+
+
+def forgetful(registry) -> None:
+    """Makes `registry` refuse to keep records alive, like another daemon's registry."""
+    real = registry.register_endpoint
+
+    async def register(nse, owner=None, keep=False):
+        return await real(nse, owner)
+
+    registry.register_endpoint = register
+
+
+async def test_a_registry_that_cannot_keep_them_gets_them_again_at_two_thirds(env):
+    clock, _, registry, hosting = env
+    forgetful(registry)
+    nse = await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
+                              EndpointSpec())
     first_expiry = nse.expiration_time
     await clock.run(39.9)
     assert registry.endpoints["e"].expiration_time == first_expiry
@@ -53,6 +77,7 @@ async def test_endpoints_register_only_while_their_namespace_exists(env, tmp_pat
 
 async def test_removed_endpoints_are_no_longer_refreshed(env):
     clock, _, registry, hosting = env
+    forgetful(registry)
     await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
                         EndpointSpec())
     assert hosting.remove("e")
@@ -66,7 +91,9 @@ async def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
     await hosting.apply(NetworkServiceEndpoint(name="e", network_service_names=["s"]),
                   EndpointSpec(ifname="eth7"))
     hosting.close()  # the daemon stops ...
-    clock.advance(3600)  # ... for an hour: the record expires
+    registry.close()
+    registry = Registry(db, clock)  # ... and starts again an hour later
+    clock.advance(3600)  # (its registry gave the record one period: it expired)
     assert "e" not in registry.endpoints
     again = Hosting(db, registry, clock, "unix:///new.sock")
     await again.start()
@@ -75,6 +102,7 @@ async def test_hosted_specs_come_back_after_a_restart(env, tmp_path):
         assert registry.endpoints["e"].url == "unix:///new.sock"
     finally:
         again.close()
+        registry.close()
 
 
 async def test_a_restart_with_the_registry_down_starts_and_keeps_registering(env, monkeypatch):
@@ -86,7 +114,7 @@ async def test_a_restart_with_the_registry_down_starts_and_keeps_registering(env
     real = registry.register_endpoint
     down = True
 
-    async def register(nse):
+    async def register(nse, owner=None, keep=False):
         if down:
             raise PeerError("registry unreachable")
         return await real(nse)

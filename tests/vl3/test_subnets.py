@@ -135,6 +135,6 @@ class _Stale:
     def endpoints_of(self, service):
         return []
 
-    async def register_endpoint(self, nse):
+    async def register_endpoint(self, nse, owner=None, keep=False):
         await asyncio.sleep(0)
-        return await self._registry.register_endpoint(nse)
+        return await self._registry.register_endpoint(nse, owner, keep)
