@@ -58,6 +58,7 @@ class Hosting:
         self.node = node
         self._hosted: dict[str, tuple[NetworkServiceEndpoint, EndpointSpec]] = {}
         self._in_netns: dict[str, set[str]] = defaultdict(set)  # namespace -> endpoints
+        self._vl3: set[str] = set()  # the vL3 endpoints among them (checked twice a second)
         # namespace -> whether it existed at the last check, which acted on all its
         # endpoints; apply() registers a new one by what it finds, and a change since
         # that check is handled by the next one
@@ -84,6 +85,9 @@ class Hosting:
 
     def names(self) -> list[str]:
         return list(self._hosted)
+
+    def vl3_names(self) -> list[str]:
+        return sorted(self._vl3)
 
     def __len__(self) -> int:
         return len(self._hosted)
@@ -173,11 +177,14 @@ class Hosting:
     def _host(self, name: str, nse: NetworkServiceEndpoint, spec: EndpointSpec) -> None:
         self._hosted[name] = (nse, spec)
         self._in_netns[spec.netns].add(name)
+        if spec.vl3 is not None:
+            self._vl3.add(name)
 
     def _unhost(self, name: str) -> bool:
         hosted = self._hosted.pop(name, None)
         if hosted is None:
             return False
+        self._vl3.discard(name)
         names = self._in_netns.get(hosted[1].netns)
         if names is not None:
             names.discard(name)

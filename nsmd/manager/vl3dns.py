@@ -39,7 +39,7 @@ class Vl3Resolvers:
 
     async def sync(self) -> None:
         wanted = {}
-        for name in self.hosting.names():
+        for name in self.hosting.vl3_names():
             spec, subnet = self.hosting.spec(name), self.hosting.vl3_subnet(name)
             if spec is not None and spec.vl3 is not None and subnet:
                 wanted[name] = (spec.netns, subnets.router_address(subnet))

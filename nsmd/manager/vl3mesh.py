@@ -87,7 +87,7 @@ class Mesh:
         this daemon should hold."""
         now = self.clock.time()
         wanted = {}
-        for name in self.hosting.names():
+        for name in self.hosting.vl3_names():
             spec = self.hosting.spec(name)
             if spec is None or spec.vl3 is None or not self.hosting.vl3_subnet(name):
                 continue

@@ -173,7 +173,9 @@ class EtcdRegistry(RegistryView):
             guard = _compare_unchanged(key, current.mod_revision) if current else \
                 _compare_absent(key)
             if await self._txn([guard], [_put(key, _encode(ns))]):
-                self._put_service(ns)
+                mirrored = from_wire(NetworkService, json.loads(_encode(ns)))
+                if self.services.get(ns.name) != mirrored:
+                    self._put_service(mirrored)
                 return ns
         raise Conflict(f"network service {ns.name!r} kept changing under us; try again")
 
@@ -222,7 +224,7 @@ class EtcdRegistry(RegistryView):
             await self._claims(nse, old, compares, ops)
             if await self._txn(compares, ops):
                 self._mine[nse.name] = value
-                self._mirror_endpoint(nse)
+                self._mirror_endpoint(_decode_endpoint(value))  # as the watch will see it
                 nse.expiration_time = expires
                 return nse
             # lost a race: read again (a subnet taken meanwhile is a Conflict then)
