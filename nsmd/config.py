@@ -18,6 +18,7 @@ from typing import Any
 from nsmd import defaults
 from nsmd.errors import ValidationError
 from nsmd.identity.ca import parse_spiffe_id
+from nsmd.identity.federation import parse_federate
 
 # Rekeys must come well before the engine refuses a keypair (fastpath REJECT_AFTER_S, 180 s).
 REKEY_LIMIT_S = 150.0
@@ -36,6 +37,7 @@ class Config:
     registry: str = ""          # https://HOST:PORT of another daemon, etcd://HOST:PORT[,...]
                                 # of an etcd cluster; "" = our own SQLite
     registry_id: str = ""       # the SPIFFE ID that daemon must present ("" = any of ours)
+    federate: str = ""          # TD=BUNDLE.pem,... other trust domains whose IDs pass mTLS
     registry_ca: str = ""       # etcd over mutual TLS: its CA, our certificate and key
     registry_cert: str = ""
     registry_key: str = ""
@@ -89,6 +91,10 @@ class Config:
         if self.listen:
             listen_address(self.listen)
         dns_servers(self.dns_upstream)
+        for td, path in parse_federate(self.federate):
+            if not os.path.isfile(path):
+                raise ValidationError("federate", "TRUST_DOMAIN=BUNDLE.pem with a readable "
+                                      "file", f"{td}={path}")
         if self.registry.startswith("etcd://"):
             etcd_members(self.registry)
         elif self.registry and not self.registry.startswith("https://"):

@@ -146,7 +146,7 @@ class Daemon:
     async def _load_identity(self) -> None:
         cfg = self.config
         self.id = Identity.from_config(cfg.identity_dir, cfg.spiffe_socket,
-                                       cfg.token_lifetime_s)
+                                       cfg.token_lifetime_s, cfg.federate)
         await self.id.start()
         self.id.on_change.append(self._identity_changed)
         self.peer = PeerClient(self.id.tls, self.url if cfg.listen else "")

@@ -86,6 +86,9 @@ def build_parser() -> Parser:
     run.add_argument("--api-group", metavar="GROUP",
                      help="group allowed to use the API socket (mode 0660; default: root "
                      "only, 0600)")
+    run.add_argument("--federate", action="append", metavar="TRUST_DOMAIN=BUNDLE.pem",
+                     help="trust peers of another trust domain with that domain's CA bundle "
+                     "(repeatable); what they may do is up to --policy")
     run.add_argument("--dns-upstream", metavar="IP[:PORT],...",
                      help="where vL3 resolvers send lookups outside their zones (default: "
                      "the nameservers of /etc/resolv.conf)")
@@ -186,6 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                          "registry_id", "registry_ca", "registry_cert",
                                          "registry_key", "identity_dir", "spiffe_socket",
                                          "policy", "api_group", "dns_upstream", "log_level")}
+    if args.federate:
+        cli["federate"] = ",".join(args.federate)
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from nsmd import defaults
 from nsmd.identity import tokens
+from nsmd.identity.federation import Bundles, load_bundles
 from nsmd.identity.files import FileIdentity
 from nsmd.identity.svid import Svid
 from nsmd.identity.tls import TlsContexts
@@ -31,8 +32,10 @@ class Source(Protocol):
 
 
 class Identity:
-    def __init__(self, source: Source, token_lifetime_s: float = defaults.TOKEN_LIFETIME_S):
+    def __init__(self, source: Source, token_lifetime_s: float = defaults.TOKEN_LIFETIME_S,
+                 federated: Bundles | None = None):
         self.source = source
+        self.federated = federated or {}  # other trust domains' bundles (--federate)
         self.token_lifetime_s = token_lifetime_s
         # Called with ca_removed after every change, once the new contexts are in place.
         self.on_change: list[Callable[[bool], object]] = []
@@ -41,16 +44,16 @@ class Identity:
 
     @classmethod
     def from_config(cls, identity_dir: str, spiffe_socket: str,
-                    token_lifetime_s: float) -> Identity:
+                    token_lifetime_s: float, federate: str = "") -> Identity:
         source: Source = (WorkloadIdentity(spiffe_socket) if spiffe_socket
                           else FileIdentity(identity_dir))
-        identity = cls(source, token_lifetime_s)
+        identity = cls(source, token_lifetime_s, load_bundles(federate))
         identity.where = spiffe_socket or identity_dir
         return identity
 
     async def start(self) -> None:
         svid = await self.source.start()
-        self.tls = TlsContexts(svid)
+        self.tls = TlsContexts(svid, self.federated)
         self.signer = tokens.Signer(lambda: self.tls.svid, self.token_lifetime_s)
         self.source.on_update.append(self._rotated)
         log.info("identity %s (valid until %s)", svid.spiffe_id, svid.not_after)
@@ -69,6 +72,11 @@ class Identity:
     @property
     def trust_domain(self) -> str:
         return self.tls.trust_domain
+
+    @property
+    def trust_domains(self) -> frozenset[str]:
+        """Ours and the federated ones: whose IDs may appear in a path's tokens."""
+        return frozenset({self.tls.trust_domain, *self.tls.federated})
 
     def describe(self) -> dict:
         """What `nsmd status` shows of it."""

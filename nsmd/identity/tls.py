@@ -19,22 +19,36 @@ import ssl
 from collections.abc import Iterator
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from spiffe import SpiffeId
 
+from nsmd.identity.federation import Bundles, issued_by_bundle
 from nsmd.identity.svid import IdentityError, Svid, spiffe_id_of
 
 
 class PeerPolicy:
-    """Who may talk to us: any ID in our trust domain, or only the listed ones."""
+    """Who may talk to us: any ID in our trust domain (or a federated one), or only the
+    listed ones. With federation, a peer's certificate must come from a CA of its own
+    trust domain's bundle."""
 
-    def __init__(self, trust_domain: str, allowed: frozenset[str] = frozenset()):
+    def __init__(self, trust_domain: str, allowed: frozenset[str] = frozenset(),
+                 federated: Bundles | None = None,
+                 own_bundle: tuple[x509.Certificate, ...] = ()):
         self.trust_domain = trust_domain
         self.allowed = allowed
+        self.federated = federated or {}
+        self.own_bundle = own_bundle
 
-    def check(self, peer: SpiffeId) -> None:
-        if peer.trust_domain.name != self.trust_domain:
-            raise IdentityError(f"peer {peer} is not in trust domain {self.trust_domain}")
+    def check(self, peer: SpiffeId, leaf: x509.Certificate | None = None) -> None:
+        domain = peer.trust_domain.name
+        if domain != self.trust_domain and domain not in self.federated:
+            raise IdentityError(f"peer {peer} is not in trust domain {self.trust_domain}"
+                                + (" or a federated one" if self.federated else ""))
+        if self.federated and leaf is not None:
+            bundle = self.own_bundle if domain == self.trust_domain else self.federated[domain]
+            if not issued_by_bundle(leaf, bundle):
+                raise IdentityError(f"peer {peer}'s certificate is not from a CA of trust "
+                                    f"domain {domain}")
         if self.allowed and str(peer) not in self.allowed:
             raise IdentityError(f"peer {peer} is not among the allowed peers")
 
@@ -47,7 +61,8 @@ def _sslobject_class(policy: PeerPolicy) -> type[ssl.SSLObject]:
             try:
                 if der is None:
                     raise IdentityError("peer sent no certificate")
-                policy.check(spiffe_id_of(x509.load_der_x509_certificate(der)))
+                leaf = x509.load_der_x509_certificate(der)
+                policy.check(spiffe_id_of(leaf), leaf)
             except IdentityError as err:
                 raise ssl.SSLError(ssl.SSL_ERROR_SSL, f"SPIFFE policy: {err}") from None
 
@@ -71,22 +86,25 @@ class TlsContexts:
     """Our SVID as TLS contexts: the listener's, and one per peer ID we expect to reach
     (the handshake fails unless the peer is exactly that ID); rebuilt on update()."""
 
-    def __init__(self, svid: Svid):
+    def __init__(self, svid: Svid, federated: Bundles | None = None):
         self.svid = svid
         self.trust_domain = svid.spiffe_id.trust_domain.name
-        self._server = make_context(svid, PeerPolicy(self.trust_domain), server=True)
+        self.federated = {td: b for td, b in (federated or {}).items()
+                          if td != self.trust_domain}
+        self._server = self._context(server=True)
         self._clients: dict[str, ssl.SSLContext] = {}
-        self.listener = make_context(svid, PeerPolicy(self.trust_domain), server=True)
+        self.listener = self._context(server=True)
         self.listener.sni_callback = self._current_server
 
     def client(self, expect: str = "") -> ssl.SSLContext:
-        """A client context for calls to `expect` ("" = any ID of our trust domain). The
-        same object until the next update(), so pooled connections are reused; after it,
-        calls use new connections made with the new SVID and bundle."""
+        """A client context for calls to `expect` ("" = any ID of our trust domain or a
+        federated one). The same object until the next update(), so pooled connections
+        are reused; after it, calls use new connections made with the new SVID and
+        bundle."""
         ctx = self._clients.get(expect)
         if ctx is None:
             allowed = frozenset({expect}) if expect else frozenset()
-            ctx = make_context(self.svid, PeerPolicy(self.trust_domain, allowed), server=False)
+            ctx = self._context(server=False, allowed=allowed)
             self._clients[expect] = ctx
         return ctx
 
@@ -95,9 +113,17 @@ class TlsContexts:
         removed = {c.fingerprint(hashes.SHA256()) for c in self.svid.bundle} - {
             c.fingerprint(hashes.SHA256()) for c in svid.bundle}
         self.svid = svid
-        self._server = make_context(svid, PeerPolicy(self.trust_domain), server=True)
+        self._server = self._context(server=True)
         self._clients = {}
         return bool(removed)
+
+    def _context(self, server: bool, allowed: frozenset[str] = frozenset()) -> ssl.SSLContext:
+        policy = PeerPolicy(self.trust_domain, allowed, self.federated, self.svid.bundle)
+        ctx = make_context(self.svid, policy, server)
+        for bundle in self.federated.values():
+            ctx.load_verify_locations(cadata="".join(
+                c.public_bytes(serialization.Encoding.PEM).decode() for c in bundle))
+        return ctx
 
     def _current_server(self, ssl_object: ssl.SSLObject, _name: str | None,
                         _front: ssl.SSLContext) -> None:

@@ -170,7 +170,7 @@ class Manager:
 
     def trust_domains(self) -> frozenset[str]:
         identity = self.identity()
-        return frozenset({identity.trust_domain}) if identity else frozenset()
+        return identity.trust_domains if identity else frozenset()
 
     async def recover(self) -> None:
         """Start-up after a restart, in the order that loses nothing: re-attach the vWire
