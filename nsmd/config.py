@@ -19,10 +19,13 @@ from nsmd import defaults
 from nsmd.errors import ValidationError
 from nsmd.identity.ca import parse_spiffe_id
 from nsmd.identity.federation import parse_federate
+from nsmd.model.registry import check_name
 
 # Rekeys must come well before the engine refuses a keypair (fastpath REJECT_AFTER_S, 180 s).
 REKEY_LIMIT_S = 150.0
 ENV_PREFIX = "NSMD_"
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,9 @@ class Config:
     registry: str = ""          # https://HOST:PORT of another daemon, etcd://HOST:PORT[,...]
                                 # of an etcd cluster; "" = our own SQLite
     registry_id: str = ""       # the SPIFFE ID that daemon must present ("" = any of ours)
+    domain: str = ""            # this daemon's domain for NAME@DOMAIN ("" = its trust domain)
+    domains: str = ""           # TOML file: "DOMAIN" = "https://HOST:PORT" of its registry
+    registry_only: bool = False  # a floating registry: registry and API, no data plane
     federate: str = ""          # TD=BUNDLE.pem,... other trust domains whose IDs pass mTLS
     registry_ca: str = ""       # etcd over mutual TLS: its CA, our certificate and key
     registry_cert: str = ""
@@ -91,6 +97,12 @@ class Config:
         if self.listen:
             listen_address(self.listen)
         dns_servers(self.dns_upstream)
+        if self.domain:
+            check_name(self.domain, "domain")
+            if "@" in self.domain:
+                raise ValidationError("domain", "a domain name without '@'", self.domain)
+        if self.domains and not os.path.isfile(self.domains):
+            raise ValidationError("domains", "a readable TOML file", self.domains)
         for td, path in parse_federate(self.federate):
             if not os.path.isfile(path):
                 raise ValidationError("federate", "TRUST_DOMAIN=BUNDLE.pem with a readable "
@@ -240,6 +252,8 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
         raise ValidationError(where, f"a number ({kind.__name__})", value) from None
     if kind is str and isinstance(value, str):
         return value
+    if kind is bool and isinstance(value, str) and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
     if isinstance(value, kind):
         return value
     raise ValidationError(where, f"a {kind.__name__}", value)

@@ -26,6 +26,7 @@ from nsmd.api.peer import build_peer_app
 from nsmd.clock import Clock, SystemClock
 from nsmd.config import Config, dns_servers, listen_address
 from nsmd.dataplane import Dataplane
+from nsmd.domains import Domains, load_table
 from nsmd.errors import Conflict
 from nsmd.hosting import Hosting
 from nsmd.identity.identity import Identity
@@ -35,6 +36,7 @@ from nsmd.peer.client import PeerClient
 from nsmd.policy import Policy
 from nsmd.registry import Registry
 from nsmd.registry.etcd import EtcdRegistry, EtcdTls
+from nsmd.registry.foreign import ForeignRegistries
 from nsmd.registry.remote import RemoteRegistry
 from nsmd.state import StateDB
 from nsmd.systemd import Notifier
@@ -70,8 +72,13 @@ class Daemon:
             await self._load_identity()
         own_id = self.id.spiffe_id if self.id else ""
         self.registry = self._registry(own_id)
+        upstream = upstream_servers(dns_servers(cfg.dns_upstream))
+        own_domain = cfg.domain or (self.id.trust_domain if self.id else "")
+        self.foreign = ForeignRegistries(self.registry, self.peer, Domains(
+            own_domain, load_table(cfg.domains), upstream))
         self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url, cfg.name)
+        self.hosting.foreign = self.foreign
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
                                dataplane=self.dataplane, db=self.db, clock=self.clock,
                                metrics=self.metrics, peer=lambda: self.peer,
@@ -80,12 +87,14 @@ class Daemon:
                                tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s,
                                heal_detect_s=cfg.heal_detect_s,
                                rekey_after_s=cfg.rekey_after_s,
-                               dns_upstream=upstream_servers(dns_servers(cfg.dns_upstream)))
+                               dns_upstream=upstream, foreign=self.foreign,
+                               registry_only=cfg.registry_only)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin.peek()),
                                      self.dataplane.totals)
-        self.dataplane.start()
-        if cfg.listen:
-            self.dataplane.open_udp(listen_address(cfg.listen)[0], cfg.tunnel_port)
+        if not cfg.registry_only:  # a floating registry runs no data plane
+            self.dataplane.start()
+            if cfg.listen:
+                self.dataplane.open_udp(listen_address(cfg.listen)[0], cfg.tunnel_port)
         await self.registry.start()
         if isinstance(self.registry, RemoteRegistry | EtcdRegistry):
             self.registry.on_resync.append(self.hosting.reregister_all)
@@ -131,6 +140,7 @@ class Daemon:
             self.id.close()
         if hasattr(self, "manager"):
             self.manager.shutdown()
+            self.foreign.close()
             self.hosting.close()
             self.registry.close()
             await self.dataplane.shutdown()

@@ -19,11 +19,13 @@ from collections import defaultdict
 
 from nsmd import netns
 from nsmd.clock import Clock
+from nsmd.domains import split
 from nsmd.errors import Conflict, DataplaneError, NsmdError
 from nsmd.model import NetworkServiceEndpoint, ServiceLabels, from_wire, to_wire
 from nsmd.model.codec import copy_model
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.registry import RegistryView
+from nsmd.registry.foreign import ForeignRegistries, localize_endpoint
 from nsmd.registry.view import KEPT_ALIVE
 from nsmd.state import StateDB
 from nsmd.timers import TimerSet
@@ -64,6 +66,8 @@ class Hosting:
         # that check is handled by the next one
         self._netns_seen: dict[str, bool] = {}
         self.timers = TimerSet(clock, self._refresh)
+        # other domains' registries, for endpoints hosted as NAME@DOMAIN (set by the daemon)
+        self.foreign: ForeignRegistries | None = None
 
     def spec(self, name: str) -> EndpointSpec | None:
         hosted = self._hosted.get(name)
@@ -159,8 +163,7 @@ class Hosting:
             for name in list(names):
                 registered = name in self.registry.endpoints
                 if registered and not alive:
-                    self.timers.disarm(name)
-                    await self.registry.unregister_endpoint(name)
+                    await self.unregister(name)
                     changed += 1
                 elif alive and not registered:
                     await self._register(name)
@@ -170,6 +173,16 @@ class Hosting:
             if changed:
                 log.info("namespace %r %s: %d endpoint(s) %s", ns, "is back" if alive else
                          "is gone", changed, "registered" if alive else "unregistered")
+
+    async def unregister(self, name: str) -> NetworkServiceEndpoint:
+        """Withdraws a hosted endpoint's registration (from its domain's registry)."""
+        self.timers.disarm(name)
+        domain = self.foreign.domains.foreign(name) if self.foreign else ""
+        if domain:
+            assert self.foreign is not None
+            mirror = await self.foreign.ensure(domain)
+            return await mirror.unregister_endpoint(split(name)[0])
+        return await self.registry.unregister_endpoint(name)
 
     def close(self) -> None:
         self.timers.stop()
@@ -196,7 +209,13 @@ class Hosting:
     async def _register(self, name: str) -> NetworkServiceEndpoint:
         template, spec = self._hosted[name]
         now = self.clock.time()
-        if spec.vl3 is not None:
+        domain = self.foreign.domains.foreign(name) if self.foreign else ""
+        if domain:  # NAME@DOMAIN: registered in that domain's registry, pointing here
+            assert self.foreign is not None
+            mirror = await self.foreign.ensure(domain)
+            registered = await mirror.register_endpoint(localize_endpoint(copy_model(template),
+                                                                          domain))
+        elif spec.vl3 is not None:
             registered = await self._claim_subnet(name, template, spec)
         else:
             registered = await self.registry.register_endpoint(copy_model(template), keep=True)

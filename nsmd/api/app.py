@@ -29,7 +29,7 @@ log = logging.getLogger("nsmd.api")
 @misc.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    ok = daemon.dataplane.running
+    ok = daemon.dataplane.running or daemon.config.registry_only  # a floating one has none
     return web.json_response({"ok": ok}, status=200 if ok else 503)
 
 

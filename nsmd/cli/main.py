@@ -86,6 +86,15 @@ def build_parser() -> Parser:
     run.add_argument("--api-group", metavar="GROUP",
                      help="group allowed to use the API socket (mode 0660; default: root "
                      "only, 0600)")
+    run.add_argument("--domain", metavar="NAME",
+                     help="this daemon's domain in NAME@DOMAIN names (default: its trust "
+                     "domain)")
+    run.add_argument("--domains", metavar="FILE",
+                     help="TOML: \"DOMAIN\" = \"https://HOST:PORT\" of each other domain's "
+                     "registry (otherwise DNS SRV _nsmd-registry._tcp.DOMAIN)")
+    run.add_argument("--registry-only", action="store_true", default=None,
+                     help="hold services and endpoints (a floating registry) and make no "
+                     "vWires")
     run.add_argument("--federate", action="append", metavar="TRUST_DOMAIN=BUNDLE.pem",
                      help="trust peers of another trust domain with that domain's CA bundle "
                      "(repeatable); what they may do is up to --policy")
@@ -188,7 +197,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                          "tunnel_port", "engines", "local_queues", "registry",
                                          "registry_id", "registry_ca", "registry_cert",
                                          "registry_key", "identity_dir", "spiffe_socket",
-                                         "policy", "api_group", "dns_upstream", "log_level")}
+                                         "policy", "api_group", "dns_upstream", "log_level",
+                                         "domain", "domains", "registry_only")}
     if args.federate:
         cli["federate"] = ",".join(args.federate)
     cfg = config.load(cli, args.config)

@@ -24,7 +24,7 @@ from nsmd import defaults
 from nsmd.caller import CALLER, DAEMON, Caller
 from nsmd.clock import Clock, sleep
 from nsmd.dataplane import Dataplane
-from nsmd.errors import NotFound, NsmdError, PermissionDenied, SelectionError
+from nsmd.errors import DataplaneError, NotFound, NsmdError, PermissionDenied, SelectionError
 from nsmd.hosting import NODE_LABEL, Hosting
 from nsmd.identity.identity import Identity
 from nsmd.identity.tokens import Signer
@@ -69,6 +69,7 @@ from nsmd.model import (
 from nsmd.peer.client import PeerClient
 from nsmd.policy import Policy
 from nsmd.registry import RegistryView
+from nsmd.registry.foreign import ForeignRegistries
 from nsmd.state import StateDB
 from nsmd.supplies import Supplies
 
@@ -86,7 +87,8 @@ class Manager:
                  tunnel_mtu: int = defaults.TUNNEL_MTU, keepalive_s: float = defaults.KEEPALIVE_S,
                  heal_detect_s: float = defaults.HEAL_DETECT_S,
                  rekey_after_s: float = defaults.REKEY_AFTER_S,
-                 dns_upstream: list[tuple[str, int]] | None = None):
+                 dns_upstream: list[tuple[str, int]] | None = None,
+                 foreign: ForeignRegistries | None = None, registry_only: bool = False):
         self.name = name
         self.clock = clock
         self.registry = registry
@@ -95,7 +97,9 @@ class Manager:
         self.identity = identity
         self.policy = policy or Policy.allow_all()
         self.server_begin = Begin()
-        self.discover = Discover(registry, clock)
+        self.foreign = foreign
+        self.registry_only = registry_only  # a floating registry: no vWires here
+        self.discover = Discover(registry, clock, foreign)
         self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
@@ -223,6 +227,9 @@ class Manager:
         no endpoint can serve it (SelectionError) the request is retried, as NSM's client
         does, until `timeout_s` has passed. `endpoint`: that endpoint only (a vL3 mesh
         vWire)."""
+        if self.registry_only:
+            raise DataplaneError("this daemon runs --registry-only: it holds services and "
+                                 "endpoints but makes no vWires")
         self.policy.check("request", service, caller)
         if caller.kind == "local" and not caller.is_root and (not netns or "/" in netns):
             where = repr(netns) if netns else "the daemon's own"
@@ -280,20 +287,35 @@ class Manager:
             raise NotFound(f"no connection with id {conn_id!r}")
 
     async def serve_peer(self, request: NetworkServiceRequest, caller: Caller) -> Connection:
-        """A Request from another daemon (the client's host) for an endpoint we host."""
+        """A Request from another daemon (the client's host) for an endpoint we host.
+        Names of our own domain arrive qualified from other domains (`svc@ours`): served
+        as local names, answered as they were asked."""
         token = CALLER.set(dataclasses.replace(caller, segment=request.connection.id))
+        asked = self._localize(request.connection)
         try:
-            return await self.server.request(request)
+            answer = await self.server.request(request)
         finally:
             CALLER.reset(token)
+        answer.network_service, answer.network_service_endpoint_name = asked
+        return answer
 
     async def close_for_peer(self, conn: Connection, caller: Caller) -> None:
         """A Close from another daemon: only for connections it created (authorize)."""
         token = CALLER.set(caller)
+        self._localize(conn)
         try:
             await self.server.close(conn)
         finally:
             CALLER.reset(token)
+
+    def _localize(self, conn: Connection) -> tuple[str, str]:
+        """Drops our own domain from the connection's names; returns them as they were."""
+        asked = conn.network_service, conn.network_service_endpoint_name
+        if self.foreign is not None:
+            conn.network_service = self.foreign.domains.localize(conn.network_service)
+            conn.network_service_endpoint_name = self.foreign.domains.localize(
+                conn.network_service_endpoint_name)
+        return asked
 
     async def peer_dropped(self, conn: Connection, caller: Caller) -> str:
         """A peer daemon dropped its side of a connection we built towards it."""

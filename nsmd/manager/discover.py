@@ -21,6 +21,7 @@ from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, NetworkServiceEndpoint, NetworkServiceRequest
 from nsmd.peer.client import PeerError
 from nsmd.registry import RegistryView
+from nsmd.registry.foreign import ForeignRegistries
 from nsmd.selection import candidates
 
 SUSPECT_S = 10.0
@@ -28,9 +29,11 @@ log = logging.getLogger("nsmd.manager.discover")
 
 
 class Discover(Element):
-    def __init__(self, registry: RegistryView, clock: Clock):
+    def __init__(self, registry: RegistryView, clock: Clock,
+                 foreign: ForeignRegistries | None = None):
         self.registry = registry
         self.clock = clock
+        self.foreign = foreign  # SERVICE@DOMAIN: that domain's registry, mirrored
         self._next_index: dict[str, int] = defaultdict(int)
         self._suspect_until: dict[str, float] = {}
 
@@ -44,6 +47,10 @@ class Discover(Element):
         conn = request.connection
         if not conn.network_service:
             raise ValidationError("network_service", "the name of a network service")
+        if self.foreign is not None:
+            for name in (conn.network_service, conn.network_service_endpoint_name):
+                if domain := self.foreign.domains.foreign(name):
+                    await self.foreign.ensure(domain)
         service = self.registry.services.get(conn.network_service)
         if service is None:
             raise NotFound(f"network service {conn.network_service!r} is not registered")

@@ -94,10 +94,12 @@ class Manifests:
                                    f"owned by {nse.path_ids[0]}, not this daemon")
         spec = self.hosting.spec(name)
         closed = await self.close_endpoint_connections(name)
+        if hosted and nse is not None:
+            await self.hosting.unregister(name)
+        elif nse is not None:
+            await self.registry.unregister_endpoint(name)
         self.hosting.remove(name)
         if spec is not None and spec.vl3 is not None:
             await router.remove(spec.netns, name)
-        if nse is not None:
-            await self.registry.unregister_endpoint(name)
         log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)
         return nse or NetworkServiceEndpoint(name=name)

@@ -26,6 +26,8 @@ log = logging.getLogger("nsmd.registry.remote")
 
 
 class RemoteRegistry(RegistryView):
+    start_timeout_s = START_TIMEOUT_S
+
     def __init__(self, peer: PeerClient, base_url: str, expect: str = ""):
         super().__init__()
         self.peer = peer
@@ -34,6 +36,7 @@ class RemoteRegistry(RegistryView):
         self.on_resync: list[Callable[[], object]] = []
         self._tasks: list[asyncio.Task] = []
         self._synced = {"services": asyncio.Event(), "endpoints": asyncio.Event()}
+        self.last_error = ""  # why the last watch failed (for callers that must say so)
 
     async def start(self) -> None:
         """Starts mirroring; returns once both snapshots are in (or fails after a while)."""
@@ -41,10 +44,14 @@ class RemoteRegistry(RegistryView):
                        asyncio.ensure_future(self._follow("endpoints"))]
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._synced.values())),
-                                   START_TIMEOUT_S)
+                                   self.start_timeout_s)
         except TimeoutError:
             log.error("registry %s not reachable yet; discovery sees no endpoints until it is",
                       self.base)
+
+    @property
+    def synced(self) -> bool:
+        return all(e.is_set() for e in self._synced.values())
 
     def close(self) -> None:
         for task in self._tasks:
@@ -108,6 +115,7 @@ class RemoteRegistry(RegistryView):
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # any failure: log, back off, resync
+                self.last_error = str(err)
                 log.warning("registry %s: %s watch failed (%s); retrying in %.1f s",
                             self.base, kind, err, pause)
             await asyncio.sleep(pause)
