@@ -169,7 +169,9 @@ class Daemon:
         assert self.id is not None and self.peer is not None
         self._tasks.append(asyncio.ensure_future(self.peer.close()))
         if self._peer_runner is not None:
-            drop_untrusted_peers(self._peer_runner, self.id.svid.bundle)
+            # federated domains' CAs stay trusted: only our own bundle changed
+            drop_untrusted_peers(self._peer_runner, self.id.svid.bundle + tuple(
+                c for bundle in self.id.federated.values() for c in bundle))
 
     def _take_lock(self) -> None:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
