@@ -171,7 +171,7 @@ class Daemon:
         if self._peer_runner is not None:
             # federated domains' CAs stay trusted: only our own bundle changed
             drop_untrusted_peers(self._peer_runner, self.id.svid.bundle + tuple(
-                c for bundle in self.id.federated.values() for c in bundle))
+                c for bundle in self.id.tls.federated.values() for c in bundle))
 
     def _take_lock(self) -> None:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)

@@ -31,6 +31,10 @@ class Svid:
     chain: tuple[x509.Certificate, ...]     # leaf first
     key: ec.EllipticCurvePrivateKey
     bundle: tuple[x509.Certificate, ...]    # trusted roots of our trust domain
+    # other trust domains' roots the source federates with (a Workload API's federated
+    # bundles); --federate files add to them
+    federated: dict[str, tuple[x509.Certificate, ...]] = dataclasses.field(
+        default_factory=dict)
 
     @property
     def not_after(self) -> dt.datetime:

@@ -89,11 +89,13 @@ class TlsContexts:
     def __init__(self, svid: Svid, federated: Bundles | None = None):
         self.svid = svid
         self.trust_domain = svid.spiffe_id.trust_domain.name
-        self.federated = {td: b for td, b in (federated or {}).items()
-                          if td != self.trust_domain}
+        self.configured = dict(federated or {})  # --federate files
+        self._listener_policy: PeerPolicy | None = None
         self._server = self._context(server=True)
         self._clients: dict[str, ssl.SSLContext] = {}
-        self.listener = self._context(server=True)
+        # The front context's SSLObject class stays the one asyncio made its connections
+        # with, so its policy must be the current one, not the one of its creation.
+        self.listener = make_context(svid, _CurrentPolicy(self), server=True)
         self.listener.sni_callback = self._current_server
 
     def client(self, expect: str = "") -> ssl.SSLContext:
@@ -108,19 +110,39 @@ class TlsContexts:
             self._clients[expect] = ctx
         return ctx
 
+    @property
+    def federated(self) -> Bundles:
+        """Other trust domains' roots: the SVID source's federated bundles and the
+        --federate files (whose CAs are added to the source's for the same domain)."""
+        merged = dict(self.svid.federated)
+        for td, bundle in self.configured.items():
+            merged[td] = merged.get(td, ()) + bundle
+        merged.pop(self.trust_domain, None)
+        return merged
+
     def update(self, svid: Svid) -> bool:
         """Switches to `svid` and its bundle; True if a CA was removed from the bundle."""
         removed = {c.fingerprint(hashes.SHA256()) for c in self.svid.bundle} - {
             c.fingerprint(hashes.SHA256()) for c in svid.bundle}
         self.svid = svid
+        self._listener_policy = None
         self._server = self._context(server=True)
         self._clients = {}
         return bool(removed)
 
+    def policy(self) -> PeerPolicy:
+        """The listener's policy for the current SVID and bundles (built once per change)."""
+        if self._listener_policy is None or self._listener_policy.own_bundle is not \
+                self.svid.bundle:
+            self._listener_policy = PeerPolicy(self.trust_domain, frozenset(), self.federated,
+                                               self.svid.bundle)
+        return self._listener_policy
+
     def _context(self, server: bool, allowed: frozenset[str] = frozenset()) -> ssl.SSLContext:
-        policy = PeerPolicy(self.trust_domain, allowed, self.federated, self.svid.bundle)
+        federated = self.federated
+        policy = PeerPolicy(self.trust_domain, allowed, federated, self.svid.bundle)
         ctx = make_context(self.svid, policy, server)
-        for bundle in self.federated.values():
+        for bundle in federated.values():
             ctx.load_verify_locations(cadata="".join(
                 c.public_bytes(serialization.Encoding.PEM).decode() for c in bundle))
         return ctx
@@ -128,6 +150,16 @@ class TlsContexts:
     def _current_server(self, ssl_object: ssl.SSLObject, _name: str | None,
                         _front: ssl.SSLContext) -> None:
         ssl_object.context = self._server
+
+
+class _CurrentPolicy(PeerPolicy):
+    """The listener's policy: whatever the current SVID and bundles say."""
+
+    def __init__(self, contexts: TlsContexts):
+        self.contexts = contexts
+
+    def check(self, peer: SpiffeId, leaf: x509.Certificate | None = None) -> None:
+        self.contexts.policy().check(peer, leaf)
 
 
 def make_context(svid: Svid, policy: PeerPolicy, server: bool) -> ssl.SSLContext:

@@ -2,13 +2,14 @@
 
 py-spiffe's X509Source streams updates on its own threads; each update is handed to the
 event loop, verified here (py-spiffe does not check who signed an SVID) and given to the
-listeners, which rebuild the TLS contexts. A bundle change alone (a CA added or removed)
-is an update too.
+listeners, which rebuild the TLS contexts. A bundle change alone (a CA added or removed,
+in our trust domain or a federated one) is an update too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -54,7 +55,11 @@ class WorkloadIdentity:
         bundle = context.x509_bundle_set.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
         if bundle is None:
             raise IdentityError(f"the Workload API sent no bundle for {svid.spiffe_id}")
-        return make_svid(svid.cert_chain, svid.private_key, list(bundle.x509_authorities))
+        own = svid.spiffe_id.trust_domain.name
+        federated = {b.trust_domain.name: tuple(b.x509_authorities)
+                     for b in context.x509_bundle_set.bundles if b.trust_domain.name != own}
+        return dataclasses.replace(make_svid(svid.cert_chain, svid.private_key,
+                                             list(bundle.x509_authorities)), federated=federated)
 
     def _updated(self) -> None:  # on a py-spiffe thread
         if self._loop is not None:
@@ -67,7 +72,7 @@ class WorkloadIdentity:
             log.error("ignoring an SVID update from the Workload API: %s", err)
             return
         if self.svid is not None and svid.chain[0] == self.svid.chain[0] \
-                and svid.bundle == self.svid.bundle:
+                and svid.bundle == self.svid.bundle and svid.federated == self.svid.federated:
             return
         self.svid = svid
         log.info("SVID rotated: %s, valid until %s", svid.spiffe_id, svid.not_after)

@@ -33,7 +33,8 @@ class _Servicer(workload_pb2_grpc.SpiffeWorkloadAPIServicer):
 
     def FetchX509Bundles(self, request, context):  # noqa: N802
         yield workload_pb2.X509BundlesResponse(bundles={
-            self.server.trust_domain: self.server.response.svids[0].bundle})
+            self.server.trust_domain: self.server.response.svids[0].bundle,
+            **self.server.response.federated_bundles})
 
 
 class WorkloadApiServer:
@@ -48,6 +49,7 @@ class WorkloadApiServer:
         self.work_dir = work_dir
         self.lifetime = lifetime
         self.version = 0
+        self.federated: dict[str, list] = {}  # trust domain -> its CA certificates
         self.changed = threading.Condition()
         self.response = self._issue()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -64,6 +66,11 @@ class WorkloadApiServer:
 
     def stop(self) -> None:
         self._server.stop(grace=0.5)
+
+    def federate(self, trust_domain: str, cas: list) -> None:
+        """Adds another trust domain's bundle to the pushed SVID responses."""
+        self.federated[trust_domain] = cas
+        self.rotate()
 
     def rotate(self) -> None:
         response = self._issue()
@@ -82,4 +89,6 @@ class WorkloadApiServer:
             x509_svid=b"".join(c.public_bytes(der) for c in svid.chain),
             x509_svid_key=svid.key.private_bytes(der, serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption()),
-            bundle=b"".join(c.public_bytes(der) for c in svid.bundle))])
+            bundle=b"".join(c.public_bytes(der) for c in svid.bundle))],
+            federated_bundles={td: b"".join(c.public_bytes(der) for c in cas)
+                               for td, cas in self.federated.items()})

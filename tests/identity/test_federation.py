@@ -70,3 +70,32 @@ def test_federate_option_errors_name_it(tmp_path):
             parse_federate(bad)
     with pytest.raises(ValidationError, match="federate: a.test=/missing"):
         load_bundles("a.test=/missing")
+
+
+async def test_federated_bundles_from_a_workload_api(domains, tmp_path):
+    """A Workload API that federates a.test with b.test: b's peers pass once the bundle
+    arrives (with the next update), without any --federate file."""
+    import asyncio
+
+    from nsmd.identity.identity import Identity
+    from nsmd.identity.workload import WorkloadIdentity
+    from nsmd.testing.workload_api import WorkloadApiServer
+
+    cas, svids, bundles = domains
+    api = WorkloadApiServer(cas["a.test"], "spiffe://a.test/node/wl",
+                            str(tmp_path / "wl.sock"), str(tmp_path)).start()
+    identity = Identity(WorkloadIdentity(api.url))
+    try:
+        await identity.start()
+        b = TlsContexts(svids["b.test"], load_bundles(f"a.test={bundles['a.test']}"))
+        assert await _handshake(identity.tls.listener, b.client()) is None  # not yet
+        api.federate("b.test", list(svids["b.test"].bundle))
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if "b.test" in identity.trust_domains:
+                break
+        assert identity.trust_domains == {"a.test", "b.test"}
+        assert await _handshake(identity.tls.listener, b.client()) == "spiffe://b.test/node/1"
+    finally:
+        identity.close()
+        api.stop()
