@@ -118,12 +118,15 @@ class Config:
             parse_spiffe_id(self.registry_id, "registry-id")
         tls = [self.registry_ca, self.registry_cert, self.registry_key]
         if any(tls):
-            if not self.registry.startswith("etcd://") or not all(tls):
-                raise ValidationError("registry-ca", "--registry-ca, --registry-cert and "
-                                      "--registry-key together, with --registry etcd://...")
+            svid = bool(self.registry_ca and not self.registry_cert and not self.registry_key
+                        and (self.identity_dir or self.spiffe_socket))
+            if not self.registry.startswith("etcd://") or not (all(tls) or svid):
+                raise ValidationError("registry-ca", "--registry-ca with --registry-cert and "
+                                      "--registry-key, or with an identity (our SVID as the "
+                                      "client certificate), and --registry etcd://...")
             for option, path in zip(("registry-ca", "registry-cert", "registry-key"), tls,
                                     strict=True):
-                if not os.path.isfile(path):
+                if path and not os.path.isfile(path):
                     raise ValidationError(option, "a readable PEM file", path)
         if self.api_group:
             group_id(self.api_group)

@@ -68,7 +68,8 @@ class Daemon:
         policy = Policy.load(cfg.policy) if cfg.policy else Policy.allow_all()
         self.db = StateDB(cfg.state_dir)
         self.metrics = Metrics()
-        if cfg.listen or cfg.registry.startswith("https://"):
+        if cfg.listen or cfg.registry.startswith("https://") or \
+                (cfg.registry_ca and not cfg.registry_cert):  # etcd with our SVID
             await self._load_identity()
         own_id = self.id.spiffe_id if self.id else ""
         self.registry = self._registry(own_id)
@@ -114,8 +115,12 @@ class Daemon:
         """Our own SQLite registry, another daemon's, or an etcd cluster's."""
         cfg = self.config
         if cfg.registry.startswith("etcd://"):
-            tls = EtcdTls(cfg.registry_ca, cfg.registry_cert, cfg.registry_key) \
-                if cfg.registry_ca else None
+            tls = None
+            if cfg.registry_cert:
+                tls = EtcdTls.files(cfg.registry_ca, cfg.registry_cert, cfg.registry_key)
+            elif cfg.registry_ca and self.id is not None:
+                svid_pem = self.id.svid_pem
+                tls = EtcdTls(cfg.registry_ca, svid_pem, from_svid=True)
             return EtcdRegistry(cfg.registry, self.clock, cfg.nse_expiry_s, own_id, tls)
         if cfg.registry and self.peer:
             if not cfg.registry_id:
@@ -163,7 +168,11 @@ class Daemon:
 
     def _identity_changed(self, ca_removed: bool) -> None:
         """New handshakes use the new SVID and bundle already; when a CA left the bundle,
-        connections it authenticated are closed too (peers reconnect under the new one)."""
+        connections it authenticated are closed too (peers reconnect under the new one).
+        etcd, if it knows us by our SVID, gets a channel with the new one."""
+        registry = getattr(self, "registry", None)
+        if isinstance(registry, EtcdRegistry) and registry.tls and registry.tls.from_svid:
+            registry.reconnect()
         if not ca_removed:
             return
         assert self.id is not None and self.peer is not None

@@ -64,3 +64,23 @@ def test_registry_id_and_api_group_are_checked():
     with pytest.raises(ValidationError, match="api-group"):
         Config(api_group="no-such-group-here").validate()
     assert Config(api_group="0").validate().api_group == "0"
+
+
+def test_registry_tls_and_federation_options(tmp_path):
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    etcd = {"registry": "etcd://127.0.0.1:2379", "registry_ca": str(pem)}
+    with pytest.raises(ValidationError, match="registry-ca"):
+        Config(**etcd).validate()  # no certificate and no identity to present
+    Config(**etcd, identity_dir=str(tmp_path)).validate()  # our SVID then
+    Config(**etcd, registry_cert=str(pem), registry_key=str(pem)).validate()
+    with pytest.raises(ValidationError, match="registry-ca"):
+        Config(registry_ca=str(pem), registry_cert=str(pem), registry_key=str(pem)).validate()
+    with pytest.raises(ValidationError, match="registry"):
+        Config(registry="etcd://nohost").validate()
+    with pytest.raises(ValidationError, match="federate"):
+        Config(federate=f"b.test={tmp_path}/missing.pem").validate()
+    Config(federate=f"b.test={pem}").validate()
+    assert load({}, environ={"NSMD_REGISTRY_ONLY": "yes"}).registry_only is True
+    with pytest.raises(ValidationError, match="NSMD_REGISTRY_ONLY"):
+        load({}, environ={"NSMD_REGISTRY_ONLY": "maybe"})

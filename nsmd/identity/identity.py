@@ -73,6 +73,10 @@ class Identity:
     def trust_domain(self) -> str:
         return self.tls.trust_domain
 
+    def svid_pem(self) -> tuple[bytes, bytes]:
+        """The current SVID as PEM: (certificate chain, key)."""
+        return self.svid.chain_pem(), self.svid.key_pem()
+
     @property
     def trust_domains(self) -> frozenset[str]:
         """Ours and the federated ones: whose IDs may appear in a path's tokens."""

@@ -54,9 +54,19 @@ class RegistryUnavailable(NsmdError):
 
 @dataclasses.dataclass(frozen=True)
 class EtcdTls:
+    """Mutual TLS to etcd: the CA of its server certificates (a file), and our client
+    certificate chain and key as PEM, read when a channel is made: from files, or the
+    daemon's current SVID (etcd then trusts our trust domain's CA for clients)."""
     ca: str
-    cert: str
-    key: str
+    client: Callable[[], tuple[bytes, bytes]]   # -> (certificate chain, key)
+    from_svid: bool = False
+
+    @classmethod
+    def files(cls, ca: str, cert: str, key: str) -> EtcdTls:
+        def read() -> tuple[bytes, bytes]:
+            with open(cert, "rb") as c, open(key, "rb") as k:
+                return c.read(), k.read()
+        return cls(ca, read)
 
 
 def grpc_target(members: list[tuple[str, int]]) -> str:
@@ -131,13 +141,7 @@ class EtcdRegistry(RegistryView):
         if self.tls is None:
             log.warning("registry %s: plaintext etcd (no --registry-ca/-cert/-key): fine on "
                         "loopback or a private test network, not across hosts", self.url)
-            self._channel = grpc.aio.insecure_channel(grpc_target(self.members))
-        else:
-            self._channel = grpc.aio.secure_channel(grpc_target(self.members),
-                                                    self._credentials())
-        self._kv = rpc.KVStub(self._channel)
-        self._leases = rpc.LeaseStub(self._channel)
-        self._watch = rpc.WatchStub(self._channel)
+        self._connect()
         self._tasks = [asyncio.ensure_future(self._follow()),
                        asyncio.ensure_future(self._keep_lease())]
         try:
@@ -153,11 +157,26 @@ class EtcdRegistry(RegistryView):
         if self._channel is not None:
             asyncio.ensure_future(self._channel.close())
 
-    def _credentials(self) -> grpc.ChannelCredentials:
-        assert self.tls is not None
-        with open(self.tls.ca, "rb") as ca, open(self.tls.cert, "rb") as cert, \
-                open(self.tls.key, "rb") as key:
-            return grpc.ssl_channel_credentials(ca.read(), key.read(), cert.read())
+    def reconnect(self) -> None:
+        """A new channel (our SVID rotated): calls and streams in flight fail over to it."""
+        old = self._channel
+        self._connect()
+        if old is not None:
+            asyncio.ensure_future(old.close())
+
+    def _connect(self) -> None:
+        target = grpc_target(self.members)
+        if self.tls is None:
+            self._channel = grpc.aio.insecure_channel(target)
+        else:
+            with open(self.tls.ca, "rb") as ca:
+                roots = ca.read()
+            chain, key = self.tls.client()
+            self._channel = grpc.aio.secure_channel(
+                target, grpc.ssl_channel_credentials(roots, key, chain))
+        self._kv = rpc.KVStub(self._channel)
+        self._leases = rpc.LeaseStub(self._channel)
+        self._watch = rpc.WatchStub(self._channel)
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -343,9 +343,11 @@ class EtcdServer:
 
     def __init__(self, data_dir: str, ip: str = "127.0.0.1", netns: str = "",
                  client_port: int = 0, peer_port: int = 0,
-                 tls: tuple[str, str, str] | None = None):
+                 tls: tuple[str, str, str] | None = None,
+                 ctl: tuple[str, str, str] | None = None):
         self.data_dir, self.ip, self.netns = data_dir, ip, netns
-        self.tls = tls  # (CA, server certificate, key): clients must present a certificate
+        self.tls = tls  # (clients' CA, server certificate, key): clients must present one
+        self.ctl = ctl or tls  # etcdctl's (server CA, certificate, key)
         self.client_port = client_port or _free_port(ip, netns)
         self.peer_port = peer_port or _free_port(ip, netns, exclude=self.client_port)
         self.proc: subprocess.Popen | None = None
@@ -385,9 +387,9 @@ class EtcdServer:
 
     def _auth(self) -> list[str]:
         """etcdctl's TLS options (the server's certificate serves as a client one too)."""
-        if not self.tls:
+        if not self.ctl:
             return []
-        return ["--cacert", self.tls[0], "--cert", self.tls[1], "--key", self.tls[2]]
+        return ["--cacert", self.ctl[0], "--cert", self.ctl[1], "--key", self.ctl[2]]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

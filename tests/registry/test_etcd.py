@@ -5,6 +5,7 @@ vL3 subnet claims. The three-daemon bed is in tests/integration/test_etcd.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 
 import pytest
@@ -202,7 +203,7 @@ async def test_mutual_tls_to_etcd(tmp_path):
                         tls=(files["ca"], files["server"], files["server_key"])).start()
     try:
         reg = EtcdRegistry(server.url, SystemClock(), 60, A,
-                           EtcdTls(files["ca"], files["client"], files["client_key"]))
+                           EtcdTls.files(files["ca"], files["client"], files["client_key"]))
         await reg.start()
         try:
             await reg.register_endpoint(nse("e1"))
@@ -221,3 +222,33 @@ async def test_mutual_tls_to_etcd(tmp_path):
     finally:
         server.stop()
 
+
+
+async def test_etcd_knows_the_daemon_by_its_svid(tmp_path):
+    """etcd trusts our trust domain's CA for clients; the daemon presents its SVID and
+    checks etcd's server certificate against --registry-ca; a new SVID, a new channel."""
+    from nsmd.identity.ca import init_ca, issue_svid
+    from nsmd.identity.svid import load_svid_dir
+
+    files = _tls_files(tmp_path)
+    init_ca(str(tmp_path / "td"), "td")
+    svid_dir = issue_svid(str(tmp_path / "td"), A, str(tmp_path / "svid"))
+    svid = load_svid_dir(svid_dir)
+    bundle = os.path.join(svid_dir, "bundle.pem")
+    server = EtcdServer(str(tmp_path / "etcd"),
+                        tls=(bundle, files["server"], files["server_key"]),
+                        ctl=(files["ca"], os.path.join(svid_dir, "svid.pem"),
+                             os.path.join(svid_dir, "svid.key"))).start()
+    current = [svid]
+    reg = EtcdRegistry(server.url, SystemClock(), 60, A, EtcdTls(
+        files["ca"], lambda: (current[0].chain_pem(), current[0].key_pem()), from_svid=True))
+    try:
+        await reg.start()
+        await reg.register_endpoint(nse("e1"))
+        current[0] = load_svid_dir(issue_svid(str(tmp_path / "td"), A, str(tmp_path / "new")))
+        reg.reconnect()
+        await reg.register_endpoint(nse("e2"))
+        assert {"e1", "e2"} <= set(reg.endpoints)
+    finally:
+        reg.close()
+        server.stop()
