@@ -27,6 +27,7 @@ from benchlib import save
 from datapath import Bed, iperf, need_tools, rtt
 
 from nsmd.testing.sandbox import (
+    VL3_SERVICE,
     DaemonProc,
     endpoint_manifest,
     host,
@@ -34,22 +35,10 @@ from nsmd.testing.sandbox import (
     sh,
     trust_domain,
     underlay,
+    vl3_endpoint_manifest,
 )
 
 DOMAIN = "bench.nsmd"
-PREFIX = "100.64.0.0/16"
-VL3 = """
-apiVersion: networkservicemesh.io/v1
-kind: NetworkService
-metadata: {name: vl3}
-spec:
-  payload: IP
-  matches:
-    - source_selector: {}
-      routes:
-        - destination_selector: {nodeName: "{{.nodeName}}"}
-"""
-
 # Run in a client namespace: p50/p99 in ms of `count` lookups of a name at a resolver.
 LOOKUPS = """
 import json, sys, time
@@ -64,17 +53,6 @@ for _ in range(count):
 times.sort()
 print(json.dumps({"p50_ms": round(times[len(times) // 2], 2),
                   "p99_ms": round(times[int(len(times) * 0.99) - 1], 2)}))
-"""
-
-
-def vl3_endpoint(name: str, router_ns: str) -> str:
-    return f"""
-apiVersion: networkservicemesh.io/v1
-kind: NetworkServiceEndpoint
-metadata: {{name: {name}}}
-spec:
-  network_service_names: [vl3]
-  nsmd: {{netns: {router_ns}, vl3: {{prefix: {PREFIX}, subnet_prefix_len: 24}}}}
 """
 
 
@@ -119,7 +97,7 @@ def join_time(bed: Bed, daemons: list[DaemonProc], host_daemon: DaemonProc, name
     router = bed.netns(f"r-{name}")
     t0 = time.time()
     host_daemon.client.call("POST", "/v1/apply",
-                            {"documents": [yaml.safe_load(vl3_endpoint(name, router))]})
+                            {"documents": [yaml.safe_load(vl3_endpoint_manifest(name, router))]})
     wait(lambda: len(joined_at(daemons, name)) == peers, interval=0.05)
     return {"join_s": round(max(joined_at(daemons, name)) - t0, 3),
             "mesh_vwires_added": peers,
@@ -156,12 +134,12 @@ def main() -> int:
             daemons.append(d.start())
         d1, d2 = daemons
         direct_nse = bed.netns("direct-nse")
-        d1.cli("apply", "-f", "-", stdin=VL3)
+        d1.cli("apply", "-f", "-", stdin=VL3_SERVICE)
         d2.cli("apply", "-f", "-", stdin=service_manifest("direct") + "---" +
                endpoint_manifest("direct-1", "direct", direct_nse, "169.254.80.0/24"))
         routers = [bed.netns("r-vl3-n1"), bed.netns("r-vl3-n2")]
         for d, router in zip(daemons, routers, strict=True):
-            d.cli("apply", "-f", "-", stdin=vl3_endpoint(f"vl3-{d.name}", router))
+            d.cli("apply", "-f", "-", stdin=vl3_endpoint_manifest(f"vl3-{d.name}", router))
         wait(lambda: mesh_count(daemons) == 1)
         c1, c2 = bed.netns("c1"), bed.netns("c2")
         first = d1.cli_json("connect", "vl3", "--netns", c1, "--client-name", "one")

@@ -14,7 +14,8 @@ import dataclasses
 
 from nsmd.hosting import Hosting
 from nsmd.ipam import Pool
-from nsmd.manager.chain import Element, Next
+from nsmd.manager.chain import Next
+from nsmd.manager.leases import LeasingElement
 from nsmd.model import Connection, IPContext, NetworkServiceRequest, Route
 from nsmd.state import StateDB
 
@@ -27,11 +28,12 @@ class Lease:
     src: str
 
 
-class Ipam(Element):
+class Ipam(LeasingElement):
+    table = "ipam"
+
     def __init__(self, hosting: Hosting, db: StateDB):
+        super().__init__(db)
         self.hosting = hosting
-        self.db = db
-        self.leases: dict[str, Lease] = {}
         self._pools: dict[tuple[str, str], Pool] = {}
         for conn_id, doc in db.items("ipam"):
             lease = Lease(**doc)
@@ -64,29 +66,7 @@ class Ipam(Element):
         ipc.src_ip_addrs = [f"{lease.src}/{bits}"]
         ipc.dst_routes = [Route(prefix=f"{lease.src}/{bits}")]
         ipc.src_routes = [Route(prefix=f"{lease.dst}/{bits}")]
-        try:
-            result = await nxt.request(request)
-        except BaseException:
-            if fresh:
-                self._release(conn.id)
-            raise
-        if fresh:
-            self.db.put("ipam", conn.id, dataclasses.asdict(lease))
-        return result
-
-    async def close(self, conn: Connection, nxt: Next) -> None:
-        try:
-            await nxt.close(conn)
-        finally:
-            self._release(conn.id)
-
-    def sweep(self, keep: set[str]) -> list[str]:
-        """Releases leases no live connection holds (their connections did not come back
-        after a restart); returns the connection ids released."""
-        stale = [conn_id for conn_id in self.leases if conn_id not in keep]
-        for conn_id in stale:
-            self._release(conn_id)
-        return stale
+        return await self.request_with(request, nxt, lease, fresh)
 
     def _recover(self, pool: Pool, ipc: IPContext, excluded: list[str]) -> tuple[str, str] | None:
         if len(ipc.dst_ip_addrs) != 1 or len(ipc.src_ip_addrs) != 1:

@@ -21,7 +21,8 @@ from nsmd.caller import CALLER, tunnel_peer
 from nsmd.errors import DataplaneError, PermissionDenied
 from nsmd.hosting import Hosting
 from nsmd.ipam import Pool
-from nsmd.manager.chain import Element, Next
+from nsmd.manager.chain import Next
+from nsmd.manager.leases import LeasingElement
 from nsmd.model import Connection, DNSConfig, NetworkServiceRequest, Route
 from nsmd.registry import RegistryView
 from nsmd.state import StateDB
@@ -47,14 +48,15 @@ def dns_name(conn: Connection) -> str:
     return _NOT_IN_NAME.sub("-", name).strip("-")[:63]
 
 
-class Vl3Ipam(Element):
+class Vl3Ipam(LeasingElement):
+    table = "vl3"
+
     def __init__(self, hosting: Hosting, registry: RegistryView, db: StateDB,
                  own_id: Callable[[], str]):
+        super().__init__(db)
         self.hosting = hosting
         self.registry = registry
-        self.db = db
         self.own_id = own_id
-        self.leases: dict[str, Vl3Lease] = {}
         self._pools: dict[tuple[str, str], Pool] = {}
         # endpoint -> DNS name -> addresses, for its resolver
         self.names: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -106,32 +108,12 @@ class Vl3Ipam(Element):
         ipc.dst_routes = [Route(prefix=f"{lease.address}/{bits}")]
         conn.context.dns_context.configs = [DNSConfig(
             dns_server_ips=[router], search_domains=[conn.network_service])]
-        try:
-            result = await nxt.request(request)
-        except BaseException:
-            if fresh:
-                self._release(conn.id)
-            raise
-        if fresh:
-            self.db.put("vl3", conn.id, dataclasses.asdict(lease))
-        return result
-
-    async def close(self, conn: Connection, nxt: Next) -> None:
-        try:
-            await nxt.close(conn)
-        finally:
-            self._release(conn.id)
+        return await self.request_with(request, nxt, lease, fresh)
 
     def addresses_of(self, endpoint: str, name: str) -> set[str]:
         """The addresses of `endpoint`'s clients called `name` (its resolver's answers)."""
         found = self.names.get(endpoint)
         return set(found.get(name, ())) if found else set()
-
-    def sweep(self, keep: set[str]) -> list[str]:
-        stale = [conn_id for conn_id in self.leases if conn_id not in keep]
-        for conn_id in stale:
-            self._release(conn_id)
-        return stale
 
     def _peer_subnet(self, peer: str, service: str, prefix: str) -> str:
         nse = self.registry.endpoints.get(peer)

@@ -143,6 +143,35 @@ spec: {{payload: {payload}}}
 """
 
 
+VL3_PREFIX = "100.64.0.0/16"
+# A vL3 service whose clients use their own node's endpoint (NSM's clientinfo labels).
+VL3_SERVICE = """
+apiVersion: networkservicemesh.io/v1
+kind: NetworkService
+metadata: {name: vl3}
+spec:
+  payload: IP
+  matches:
+    - source_selector: {}
+      routes:
+        - destination_selector: {nodeName: "{{.nodeName}}"}
+"""
+
+
+def vl3_endpoint_manifest(name: str, router_ns: str, prefix: str = VL3_PREFIX,
+                          length: int = 24) -> str:
+    """A vL3 endpoint of service vl3 routing in `router_ns` ("": one the daemon makes)."""
+    netns = f"netns: {router_ns}, " if router_ns else ""
+    return f"""
+apiVersion: networkservicemesh.io/v1
+kind: NetworkServiceEndpoint
+metadata: {{name: {name}}}
+spec:
+  network_service_names: [vl3]
+  nsmd: {{{netns}vl3: {{prefix: {prefix}, subnet_prefix_len: {length}}}}}
+"""
+
+
 def ping(netns: str, address: str, count: int = 3) -> subprocess.CompletedProcess:
     return sh("ping", "-c", str(count), "-i", "0.2", "-W", "2", address, netns=netns,
               check=False)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from nsmd.testing.sandbox import (
+    VL3_SERVICE,
     DaemonProc,
     endpoint_manifest,
     host,
@@ -19,6 +20,7 @@ from nsmd.testing.sandbox import (
     sh,
     trust_domain,
     underlay,
+    vl3_endpoint_manifest,
     wait_until,
 )
 
@@ -113,29 +115,7 @@ def report(scenario: str, **figures) -> None:
 
 # -- vL3 ------------------------------------------------------------------------------
 
-VL3_PREFIX = "100.64.0.0/16"
-VL3_SERVICE = """
-apiVersion: networkservicemesh.io/v1
-kind: NetworkService
-metadata: {name: vl3}
-spec:
-  payload: IP
-  matches:
-    - source_selector: {}
-      routes:
-        - destination_selector: {nodeName: "{{.nodeName}}"}
-"""
-
-
-def vl3_endpoint(name: str, router_ns: str, prefix: str = VL3_PREFIX, length: int = 24) -> str:
-    return f"""
-apiVersion: networkservicemesh.io/v1
-kind: NetworkServiceEndpoint
-metadata: {{name: {name}}}
-spec:
-  network_service_names: [vl3]
-  nsmd: {{netns: {router_ns}, vl3: {{prefix: {prefix}, subnet_prefix_len: {length}}}}}
-"""
+vl3_endpoint = vl3_endpoint_manifest
 
 
 def subnets_of(d) -> dict[str, str]:
