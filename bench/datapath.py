@@ -1,7 +1,10 @@
 """Data path: nsmd's vWires against the anchors, all measured in one run.
 
 Two host namespaces joined by a veth (underlay 192.0.2.1 <-> 192.0.2.2). In the same
-invocation: plain veth (the limit), wireguard-go (Debian's, the anchor), the hand-written
+invocation: plain veth (the limit), classic wireguard-go (Debian 12's), modern
+wireguard-go (Debian 13's 0.0.20231211 with TUN offloads, vectorized I/O and UDP
+GSO/GRO: the anchor that counts; fetched by ../shared/bench/modern-wireguard-go.sh
+without installing anything, or --modern PATH), the hand-written
 asyncio tunnel (../shared/bench/naive_tunnel.py, if present), nsmd across hosts (one
 daemon per host, client and endpoint in their own namespaces) and nsmd on one host. Each
 with iperf3 TCP (1 and 4 streams), 64-byte UDP rate, ping RTT and the tunnel processes'
@@ -155,14 +158,33 @@ class Bed:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def run_wireguard_go(bed: Bed, a: str, b: str, args) -> dict:
+MODERN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                             "shared", "bench", "modern-wireguard-go.sh")
+
+
+def modern_wireguard_go(path: str) -> str | None:
+    """The modern wireguard-go binary: `path`, or fetched by the anchors' script."""
+    if path:
+        return path if os.access(path, os.X_OK) else None
+    if not os.path.exists(MODERN_SCRIPT):
+        return None
+    done = subprocess.run(["bash", MODERN_SCRIPT], capture_output=True, text=True)
+    found = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout else ""
+    if not found or not os.access(found, os.X_OK):
+        print(f"--- modern wireguard-go not fetched: {done.stderr.strip()[-300:]}", flush=True)
+        return None
+    return found
+
+
+def run_wireguard_go(bed: Bed, a: str, b: str, args, binary: str = "wireguard-go",
+                     label: str = "wireguard-go") -> dict:
     keys = {}
     for side in "ab":
         private = sh("wg", "genkey").stdout.strip()
         keys[side] = (private, subprocess.run(["wg", "pubkey"], input=private, text=True,
                                               capture_output=True, check=True).stdout.strip())
     ifname = {s: f"{bed.prefix[-6:]}wg{s}" for s in "ab"}
-    procs = {s: bed.start(ns, "wireguard-go", "-f", ifname[s],
+    procs = {s: bed.start(ns, binary, "-f", ifname[s],
                           env={"WG_PROCESS_FOREGROUND": "1"}) for s, ns in (("a", a), ("b", b))}
     for s in "ab":
         sock = f"/var/run/wireguard/{ifname[s]}.sock"
@@ -179,7 +201,7 @@ def run_wireguard_go(bed: Bed, a: str, b: str, args) -> dict:
         sh("ip", "addr", "add", f"{mine}/24", "dev", ifname[s], netns=ns)
         sh("ip", "link", "set", ifname[s], "mtu", "1420", "up", netns=ns)
     try:
-        return measure("wireguard-go", a, b, OB, [p.pid for p in procs.values()], args)
+        return measure(label, a, b, OB, [p.pid for p in procs.values()], args)
     finally:
         for proc in procs.values():
             bed.stop(proc)
@@ -275,7 +297,8 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
 
 def print_table(results: dict) -> None:
     columns = [(k, label) for k, label in (
-        ("veth", "veth"), ("wireguard_go", "wg-go"), ("naive", "naive"),
+        ("veth", "veth"), ("wireguard_go", "wg-go"), ("wireguard_go_modern", "wg-go-new"),
+        ("naive", "naive"),
         ("nsmd_cross_host", "nsmd-x"), ("nsmd_same_host", "nsmd-local")) if results.get(k)]
     print(f"\n{'':<22}" + "".join(f"{label:>12}" for _, label in columns))
     rows = (("TCP 1 stream Gbit/s", lambda r: r["tcp1"]["gbps"]),
@@ -298,6 +321,9 @@ def main() -> int:
     ap.add_argument("--pings", type=int, default=200)
     ap.add_argument("--connects", type=int, default=50, help="sequential cross-host setups")
     ap.add_argument("--naive", default=NAIVE_DEFAULT, help="path of naive_tunnel.py")
+    ap.add_argument("--modern", default="", metavar="PATH",
+                    help="modern wireguard-go binary (default: fetched by "
+                    "../shared/bench/modern-wireguard-go.sh)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/datapath.py needs root", file=sys.stderr)
@@ -316,6 +342,9 @@ def main() -> int:
             sh("ip", "link", "set", "eth0", "up", netns=ns)
         results["veth"] = measure("veth", a, b, UB, [], args)
         results["wireguard_go"] = run_wireguard_go(bed, a, b, args)
+        modern = modern_wireguard_go(args.modern)
+        results["wireguard_go_modern"] = run_wireguard_go(
+            bed, a, b, args, modern, "modern wireguard-go") if modern else None
         results["naive"] = run_naive(bed, a, b, args)
         nsmd = run_nsmd(bed, a, b, args)
         results["nsmd_cross_host"] = nsmd["cross_host"]
@@ -331,6 +360,18 @@ def main() -> int:
         "rtt_p50_cross_host_over_wggo": round(n["rtt"]["p50_us"] / w["rtt"]["p50_us"], 2),
         "tcp1_same_host_over_veth": round(local["tcp1"]["gbps"] / v["tcp1"]["gbps"], 3),
     }
+    m = results["wireguard_go_modern"]
+    if m:  # the anchor that counts
+        results["ratios"].update({
+            "tcp1_cross_host_over_modern": round(n["tcp1"]["gbps"] / m["tcp1"]["gbps"], 2),
+            "tcp4_cross_host_over_modern": round(n["tcp4"]["gbps"] / m["tcp4"]["gbps"], 2),
+            "udp64_cross_host_over_modern": round(n["udp64_pps"] / m["udp64_pps"], 2),
+            "rtt_p50_cross_host_over_modern": round(n["rtt"]["p50_us"] / m["rtt"]["p50_us"],
+                                                    2),
+            "cpu_per_gb_modern_over_nsmd": round(m["tcp1"]["cpu_s_per_gb"] /
+                                                 n["tcp1"]["cpu_s_per_gb"], 2)
+            if m["tcp1"]["cpu_s_per_gb"] and n["tcp1"]["cpu_s_per_gb"] else None,
+        })
     print_table(results)
     save("datapath", results)
     return 0
