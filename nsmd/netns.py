@@ -16,6 +16,7 @@ import ctypes
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +71,7 @@ def _loopback_up() -> None:
     from nsmd import tundev
 
     ipr = tundev.thread_netlink()
-    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
 
 
 def enter(netns: str) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import ipaddress
 import os
+import socket
 import threading
 
 import pytun
@@ -86,7 +87,10 @@ def attach(name: str, offload: bool = False, queues: int = 1, tap: bool = False)
     # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
     # /sys would show the namespace sysfs was mounted in).
     ipr = thread_netlink()
-    links = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
+    try:
+        links = ipr.get_links(socket.if_nametoindex(name))
+    except OSError:  # no such device
+        links = []
     if not links or links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "tun":
         raise DataplaneError(f"interface {name} is gone")
     fds: list[int] = []
@@ -136,18 +140,18 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
         write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
     try:
         ipr = thread_netlink()
-        index = ipr.link_lookup(ifname=name)[0]
-        ipr.link("set", index=index, mtu=cfg.mtu)
-        if cfg.mac:
-            ipr.link("set", index=index, address=cfg.mac)
+        # by ioctl in this thread's namespace: pyroute2's link_lookup dumps every link,
+        # which made each setup cost O(devices in the namespace)
+        index = socket.if_nametoindex(name)
+        ipr.link("set", index=index, mtu=cfg.mtu, state="up",
+                 **({"address": cfg.mac} if cfg.mac else {}))
         for cidr in cfg.addresses:
             iface = ipaddress.ip_interface(cidr)
             ipr.addr("replace", index=index, address=str(iface.ip),
                      prefixlen=iface.network.prefixlen)
-        ipr.link("set", index=index, state="up")
         for prefix in cfg.routes:
             ipr.route("replace", dst=str(ipaddress.ip_network(prefix, strict=False)), oif=index)
-    except (NetlinkError, IndexError) as err:
+    except (NetlinkError, OSError) as err:
         raise DataplaneError(f"cannot configure {name}: {err}") from None
 
 
