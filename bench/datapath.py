@@ -155,6 +155,8 @@ class Bed:
             self.stop(proc)
         for name in reversed(self.made):
             subprocess.run(["ip", "netns", "delete", name], check=False)
+            # a vL3 vWire's DNS outlives a stopped daemon (the vWire does): ours to remove
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
 
 
