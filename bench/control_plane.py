@@ -1,6 +1,7 @@
 """Control-plane numbers, measured against a real daemon over its API in one run.
 
-- vWire setup latency p50/p99, same host (sequential connects);
+- vWire setup latency p50/p99, same host (sequential connects), beside the kernel's own
+  cost of making the two devices the same way, measured in the same run;
 - N concurrent connects (default 1000) on one daemon: total time;
 - daemon memory per idle vWire (RSS growth over --idle vWires made one after another);
 - a registry of 100,000 endpoints: registration rate (manifests applied in batches),
@@ -47,6 +48,28 @@ async def close_all(sock: str, ids: list[str]) -> None:
             async with http.delete(f"http://nsmd/v1/connections/{cid}") as r:
                 await r.read()
         await asyncio.gather(*(one(c) for c in ids))
+
+
+async def kernel_device_pairs_ms(nsc: str, nse: str, count: int) -> dict[str, float]:
+    """The kernel's own share of a same-host setup, measured alike: both TUN devices of a
+    vWire made, addressed, routed and brought up in their namespaces, the same way the
+    daemon does (nsmd.tundev on a per-namespace thread), then removed; p50/p99 in ms."""
+    from nsmd import netns, tundev
+
+    times = []
+    for i in range(count):
+        client = tundev.InterfaceConfig("kb%d", [f"100.127.{i % 250}.2/32"],
+                                        [f"100.127.{i % 250}.1/32"], 1500, offload=True)
+        endpoint = tundev.InterfaceConfig("kb%d", [f"100.127.{i % 250}.1/32"],
+                                          [f"100.127.{i % 250}.2/32"], 1500, offload=True)
+        t0 = time.perf_counter()
+        made = await asyncio.gather(netns.run_in(nsc, tundev.create, client, False),
+                                    netns.run_in(nse, tundev.create, endpoint, False))
+        times.append((time.perf_counter() - t0) * 1000)
+        for fds, _ in made:
+            tundev.remove(fds)
+    netns.stop_all()
+    return p50_p99(times)
 
 
 def registry_scale(d: DaemonProc, total: int, batch: int) -> dict:
@@ -96,9 +119,12 @@ def main() -> int:
     ap.add_argument("--endpoints", type=int, default=100_000)
     args = ap.parse_args()
     results: dict = {"machine": {"cpus": os.cpu_count()}}
-    with one_host("bench", "100.64.0.0/10") as (d, _, nsc):
+    with one_host("bench", "100.64.0.0/10") as (d, nse, nsc):
         results["setup_same_host_ms"] = setup_latency_ms(d, "bench", nsc, args.sequential)
-        print(f"setup same host: {results['setup_same_host_ms']}", flush=True)
+        results["kernel_device_pair_ms"] = asyncio.run(
+            kernel_device_pairs_ms(nsc, nse, args.sequential))
+        print(f"setup same host: {results['setup_same_host_ms']} (the devices alone: "
+              f"{results['kernel_device_pair_ms']})", flush=True)
 
         # memory: idle vWires made one after another (no burst to inflate the heap)
         rss_before = rss_kib(d.proc.pid)

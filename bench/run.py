@@ -114,8 +114,10 @@ def goals(dp: dict, cp: dict, az: dict, fn: dict) -> list[tuple[str, str, bool]]
         ("same-host vWire >= 30% of veth",
          f"{local['tcp1']['gbps']} vs {v['tcp1']['gbps']} Gbit/s = "
          f"{ratio['tcp1_same_host_over_veth']:.0%}", ratio["tcp1_same_host_over_veth"] >= 0.3),
-        ("setup p50 < 10 ms same host", f"{cp['setup_same_host_ms']['p50']} ms",
-         cp["setup_same_host_ms"]["p50"] < 10),
+        ("setup p50 < 10 ms same host",
+         f"{cp['setup_same_host_ms']['p50']} ms, p99 {cp['setup_same_host_ms']['p99']} ms "
+         f"(the devices alone: {cp['kernel_device_pair_ms']['p50']} / "
+         f"{cp['kernel_device_pair_ms']['p99']} ms)", cp["setup_same_host_ms"]["p50"] < 10),
         ("setup p50 < 30 ms cross-host", f"{x['setup_ms']['p50']} ms",
          x["setup_ms"]["p50"] < 30),
         (f"{cp['concurrent_connects']['count']} concurrent connects < 10 s",
