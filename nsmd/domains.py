@@ -9,15 +9,13 @@ format.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import random
 import tomllib
 
 from dnslib import QTYPE, DNSRecord
 from dnslib.dns import DNSError
 
+from nsmd.dnsclient import ask_first
 from nsmd.errors import NotFound, ValidationError
 
 SRV_PREFIX = "_nsmd-registry._tcp."
@@ -45,15 +43,6 @@ def load_table(path: str) -> dict[str, str]:
         if not isinstance(url, str) or not url.startswith("https://"):
             raise ValidationError(f"domains: {path}: {domain}", "https://HOST:PORT", url)
     return dict(raw)
-
-
-class _FirstDatagram(asyncio.DatagramProtocol):
-    def __init__(self, answer: asyncio.Future[bytes]):
-        self.answer = answer
-
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        if not self.answer.done():
-            self.answer.set_result(data)
 
 
 class Domains:
@@ -102,22 +91,10 @@ class Domains:
         return addresses[0], port
 
     async def _ask(self, name: str, qtype: str) -> DNSRecord:
-        query = DNSRecord.question(name, qtype)
-        query.header.id = random.randrange(1 << 16)
-        loop = asyncio.get_running_loop()
-        last: Exception = OSError("no DNS server to ask")
-        for server in self.dns_servers:
-            answer: asyncio.Future[bytes] = loop.create_future()
-            transport, _ = await loop.create_datagram_endpoint(
-                functools.partial(_FirstDatagram, answer), remote_addr=server)
-            try:
-                transport.sendto(query.pack())
-                reply = DNSRecord.parse(await asyncio.wait_for(answer, DNS_TIMEOUT_S))
-                if reply.header.id == query.header.id:
-                    return reply
-                last = OSError("a reply to another query")
-            except (TimeoutError, DNSError) as err:
-                last = err
-            finally:
-                transport.close()
-        raise last
+        if not self.dns_servers:
+            raise OSError("no DNS server to ask")
+        answer = await ask_first(DNSRecord.question(name, qtype), self.dns_servers,
+                                 DNS_TIMEOUT_S)
+        if answer is None:
+            raise TimeoutError(f"no DNS server answered for {name}")
+        return answer

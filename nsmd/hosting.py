@@ -26,6 +26,7 @@ from nsmd.model.codec import copy_model
 from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.registry import RegistryView
 from nsmd.registry.foreign import ForeignRegistries, localize_endpoint
+from nsmd.registry.remote import RemoteRegistry
 from nsmd.registry.view import KEPT_ALIVE
 from nsmd.state import StateDB
 from nsmd.timers import TimerSet
@@ -177,12 +178,16 @@ class Hosting:
     async def unregister(self, name: str) -> NetworkServiceEndpoint:
         """Withdraws a hosted endpoint's registration (from its domain's registry)."""
         self.timers.disarm(name)
-        domain = self.foreign.domains.foreign(name) if self.foreign else ""
-        if domain:
-            assert self.foreign is not None
-            mirror = await self.foreign.ensure(domain)
-            return await mirror.unregister_endpoint(split(name)[0])
+        if foreign := await self._foreign_registry(name):
+            return await foreign[0].unregister_endpoint(split(name)[0])
         return await self.registry.unregister_endpoint(name)
+
+    async def _foreign_registry(self, name: str) -> tuple[RemoteRegistry, str] | None:
+        """(the registry of NAME@DOMAIN's domain, DOMAIN) when it is another domain's."""
+        domain = self.foreign.domains.foreign(name) if self.foreign else ""
+        if not domain or self.foreign is None:
+            return None
+        return await self.foreign.ensure(domain), domain
 
     def close(self) -> None:
         self.timers.stop()
@@ -209,10 +214,8 @@ class Hosting:
     async def _register(self, name: str) -> NetworkServiceEndpoint:
         template, spec = self._hosted[name]
         now = self.clock.time()
-        domain = self.foreign.domains.foreign(name) if self.foreign else ""
-        if domain:  # NAME@DOMAIN: registered in that domain's registry, pointing here
-            assert self.foreign is not None
-            mirror = await self.foreign.ensure(domain)
+        if foreign := await self._foreign_registry(name):  # NAME@DOMAIN: there, pointing here
+            mirror, domain = foreign
             registered = await mirror.register_endpoint(localize_endpoint(copy_model(template),
                                                                           domain))
         elif spec.vl3 is not None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import random
 import socket
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.dns import DNSError
 
 from nsmd import netns
+from nsmd.dnsclient import DnsExchange
 
 PORT = 53
 TTL_S = 5
@@ -47,42 +47,6 @@ def upstream_servers(configured: list[tuple[str, int]],
     return servers
 
 
-class _Exchange(asyncio.DatagramProtocol):
-    """A UDP socket that sends queries and matches answers to them by id."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[int, asyncio.Future[DNSRecord]] = {}
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        try:
-            answer = DNSRecord.parse(data)
-        except DNSError:
-            return
-        waiter = self.waiting.pop(answer.header.id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(answer)
-
-    async def ask(self, query: DNSRecord, server: tuple[str, int], timeout: float,
-                  ) -> DNSRecord | None:
-        assert self.transport is not None
-        query = DNSRecord.parse(query.pack())
-        query.header.id = random.randrange(1 << 16)
-        while query.header.id in self.waiting:
-            query.header.id = random.randrange(1 << 16)
-        waiter = self.waiting[query.header.id] = asyncio.get_running_loop().create_future()
-        self.transport.sendto(query.pack(), server)
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return None
-        finally:
-            self.waiting.pop(query.header.id, None)
-
-
 class Resolver(asyncio.DatagramProtocol):
     """One vL3 endpoint's resolver for zone `service`."""
 
@@ -94,8 +58,8 @@ class Resolver(asyncio.DatagramProtocol):
         self.peers = peers            # the other endpoints' router addresses
         self.upstream = upstream
         self.transport: asyncio.DatagramTransport | None = None
-        self._mesh: _Exchange | None = None   # asks peers, from the router namespace
-        self._out: _Exchange | None = None    # asks upstream, from the daemon's namespace
+        self._mesh: DnsExchange | None = None   # asks peers, from the router namespace
+        self._out: DnsExchange | None = None    # asks upstream, from the daemon's namespace
         self.answered = self.forwarded = self.malformed = 0
 
     async def start(self, router_ns: str, address: str) -> None:
@@ -104,8 +68,8 @@ class Resolver(asyncio.DatagramProtocol):
         listener = await netns.run_in(router_ns, _bound, family, address, self.port)
         asker = await netns.run_in(router_ns, _bound, family, address, 0)
         await loop.create_datagram_endpoint(lambda: self, sock=listener)
-        _, self._mesh = await loop.create_datagram_endpoint(_Exchange, sock=asker)
-        _, self._out = await loop.create_datagram_endpoint(_Exchange, local_addr=(
+        _, self._mesh = await loop.create_datagram_endpoint(DnsExchange, sock=asker)
+        _, self._out = await loop.create_datagram_endpoint(DnsExchange, local_addr=(
             "::" if any(":" in h for h, _ in self.upstream) else "0.0.0.0", 0))
 
     def close(self) -> None:

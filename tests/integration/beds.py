@@ -115,9 +115,6 @@ def report(scenario: str, **figures) -> None:
 
 # -- vL3 ------------------------------------------------------------------------------
 
-vl3_endpoint = vl3_endpoint_manifest
-
-
 def subnets_of(d) -> dict[str, str]:
     return {e["name"]: e["network_service_labels"]["vl3"]["labels"].get("vl3Subnet", "")
             for e in d.cli_json("get", "endpoints")}
@@ -140,7 +137,8 @@ def build_vl3(netns, daemon, tmp_path, names=("n1", "n2", "n3"), env: dict | Non
                              args={n: ("--policy", p) for n, p in (policies or {}).items()})
     daemons[0].cli("apply", "-f", "-", stdin=VL3_SERVICE)
     for d in daemons:
-        d.cli("apply", "-f", "-", stdin=vl3_endpoint(f"vl3-{d.name}", netns(f"r-{d.name}")))
+        d.cli("apply", "-f", "-",
+              stdin=vl3_endpoint_manifest(f"vl3-{d.name}", netns(f"r-{d.name}")))
     wait_until(lambda: all(len([s for s in subnets_of(d).values() if s]) == len(daemons)
                            for d in daemons))
     return daemons

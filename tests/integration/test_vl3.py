@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 
-from nsmd.testing.sandbox import VL3_PREFIX, ping, wait_until
+from nsmd.testing.sandbox import VL3_PREFIX, ping, vl3_endpoint_manifest, wait_until
 from tests.integration.beds import (
     address,
     build_vl3,
     lookup,
     mesh_vwires,
     subnets_of,
-    vl3_endpoint,
 )
 
 
@@ -86,7 +85,7 @@ def test_endpoints_leave_and_join_the_mesh_and_addresses_survive_a_restart(
     extra = f"{netns.__self__.prefix}-e4"
     router_ns = f"nsmd-vl3-{extra}"
     try:
-        d3.cli("apply", "-f", "-", stdin=vl3_endpoint(extra, ""))
+        d3.cli("apply", "-f", "-", stdin=vl3_endpoint_manifest(extra, ""))
         assert os.path.exists(f"/var/run/netns/{router_ns}")
         wait_until(lambda: len(mesh_vwires([d1, d2, d3])) == 6)  # 4 endpoints: 6 pairs
         d3.cli("delete", "endpoint", extra)
