@@ -83,6 +83,7 @@ def iperf(client_ns, server_ns, target, seconds, streams, pids) -> dict:
     received = end["sum_received"]
     gbytes = received["bytes"] / 1e9
     return {"gbps": round(received["bits_per_second"] / 1e9, 3),
+            "seconds": round(received["seconds"], 2),
             "retransmits": end["sum_sent"].get("retransmits", 0),
             "cpu_s_per_gb": round(cpu / gbytes, 2) if pids and gbytes else None}
 
@@ -107,6 +108,44 @@ def rtt(netns, target, count) -> dict:
     times = sorted(float(t.split("=")[1]) * 1000 for t in out.split() if t.startswith("time="))
     pick = lambda pct: round(times[min(len(times) - 1, int(pct / 100 * len(times)))], 1)  # noqa
     return {"p50_us": pick(50), "p99_us": pick(99), "avg_us": round(statistics.fmean(times), 1)}
+
+
+SYSCALLS = ("read", "write", "sendmsg", "sendmmsg", "recvmmsg", "epoll_wait")
+
+
+def profile(out_dir: str, pids: dict[str, int], load) -> None:
+    """perf call-graph profiles of `pids` while `load()` runs, each with a flat report, and
+    their system calls per MB moved."""
+    os.makedirs(out_dir, exist_ok=True)
+    recorders = {name: subprocess.Popen(
+        ["perf", "record", "-q", "-g", "-F", "999", "-p", str(pid), "-o",
+         os.path.join(out_dir, f"{name}.data")], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL) for name, pid in pids.items()}
+    events = ",".join(f"syscalls:sys_enter_{call}" for call in SYSCALLS)
+    counters = {name: subprocess.Popen(
+        ["perf", "stat", "-x", ",", "-e", events, "-p", str(pid), "-o",
+         os.path.join(out_dir, f"{name}.stat")], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL) for name, pid in pids.items()}
+    try:
+        time.sleep(0.5)
+        result = load()
+        print(f"    profiled run: {result}", flush=True)
+    finally:
+        for proc in [*recorders.values(), *counters.values()]:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+    megabytes = result["gbps"] * 1e3 / 8 * result.get("seconds", 1)
+    for name in pids:
+        data = os.path.join(out_dir, f"{name}.data")
+        with open(os.path.join(out_dir, f"{name}.txt"), "w") as report:
+            subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                            "--percent-limit", "0.5", "-g", "none"], stdout=report,
+                           stderr=subprocess.DEVNULL, check=False)
+        with open(os.path.join(out_dir, f"{name}.stat")) as f:
+            counts = {line.split(",")[2].split("sys_enter_")[1]: int(line.split(",")[0])
+                      for line in f if "sys_enter_" in line and line[0].isdigit()}
+        per_mb = {call: round(n / megabytes, 1) for call, n in counts.items() if n}
+        print(f"    perf: {data} ({name}.txt); syscalls per MB: {per_mb}", flush=True)
 
 
 def measure(name, client_ns, server_ns, target, pids, args) -> dict:
@@ -279,6 +318,9 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
         setup_ms = setup_latency_ms(near, "bench", nsc, args.connects)
         conn = near.cli_json("connect", "bench", "--netns", nsc)
         target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+        if args.perf:
+            profile(args.perf, {"near": near.proc.pid, "far": far.proc.pid},
+                    lambda: iperf(nsc, nse, target, args.seconds, 1, []))
         result = measure("nsmd cross-host", nsc, nse, target, [near.proc.pid, far.proc.pid],
                          args)
         result["setup_ms"] = setup_ms
@@ -326,7 +368,15 @@ def main() -> int:
     ap.add_argument("--modern", default="", metavar="PATH",
                     help="modern wireguard-go binary (default: fetched by "
                     "../shared/bench/modern-wireguard-go.sh)")
+    ap.add_argument("--only", default="", metavar="NAMES",
+                    help="comma-separated subset of veth,classic,modern,naive,nsmd (default: "
+                    "all; the ratios need nsmd and the anchors they name)")
+    ap.add_argument("--perf", default="", metavar="DIR",
+                    help="also profile both nsmd daemons with perf (call graphs) during one "
+                    "more single-stream TCP run: DIR/near.data, DIR/far.data and their reports")
     args = ap.parse_args()
+    wanted = set(args.only.split(",")) if args.only else \
+        {"veth", "classic", "modern", "naive", "nsmd"}
     if os.geteuid() != 0:
         print("bench/datapath.py needs root", file=sys.stderr)
         return 1
@@ -342,17 +392,24 @@ def main() -> int:
         for ns, ip in ((a, UA), (b, UB)):
             sh("ip", "addr", "add", f"{ip}/24", "dev", "eth0", netns=ns)
             sh("ip", "link", "set", "eth0", "up", netns=ns)
-        results["veth"] = measure("veth", a, b, UB, [], args)
-        results["wireguard_go"] = run_wireguard_go(bed, a, b, args)
-        modern = modern_wireguard_go(args.modern)
+        if "veth" in wanted:
+            results["veth"] = measure("veth", a, b, UB, [], args)
+        if "classic" in wanted:
+            results["wireguard_go"] = run_wireguard_go(bed, a, b, args)
+        modern = modern_wireguard_go(args.modern) if "modern" in wanted else None
         results["wireguard_go_modern"] = run_wireguard_go(
             bed, a, b, args, modern, "modern wireguard-go") if modern else None
-        results["naive"] = run_naive(bed, a, b, args)
-        nsmd = run_nsmd(bed, a, b, args)
-        results["nsmd_cross_host"] = nsmd["cross_host"]
-        results["nsmd_same_host"] = nsmd["same_host"]
+        if "naive" in wanted:
+            results["naive"] = run_naive(bed, a, b, args)
+        if "nsmd" in wanted:
+            nsmd = run_nsmd(bed, a, b, args)
+            results["nsmd_cross_host"] = nsmd["cross_host"]
+            results["nsmd_same_host"] = nsmd["same_host"]
     finally:
         bed.close()
+    if wanted != {"veth", "classic", "modern", "naive", "nsmd"}:
+        print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1))
+        return 0  # a partial run: no ratios, nothing saved over the full run's results
     n, w, v = results["nsmd_cross_host"], results["wireguard_go"], results["veth"]
     local = results["nsmd_same_host"]
     results["ratios"] = {

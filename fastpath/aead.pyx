@@ -2,8 +2,8 @@
 
 from libc.stdint cimport uint8_t, uint64_t
 
-from .aead cimport TAG_BYTES, open_in_place, seal
-from .includes.openssl cimport EVP_CIPHER_CTX, EVP_CIPHER_CTX_free, EVP_CIPHER_CTX_new
+from .aead cimport TAG_BYTES, aead_ctx_new, open_in_place, seal
+from .includes.openssl cimport EVP_CIPHER_CTX, EVP_CIPHER_CTX_free
 
 
 class AeadError(ValueError):
@@ -18,8 +18,10 @@ def seal_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
     buf = bytearray(plaintext.shape[0] + TAG_BYTES)
     buf[:plaintext.shape[0]] = plaintext
     cdef uint8_t[::1] out = buf
-    cdef EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new()
+    cdef EVP_CIPHER_CTX *ctx = aead_ctx_new()
     cdef int rc
+    if ctx == NULL:
+        raise MemoryError()
     try:
         rc = seal(ctx, &key[0], counter, &aad[0] if aad.shape[0] else NULL, aad.shape[0],
                   &out[0], plaintext.shape[0])
@@ -39,8 +41,10 @@ def open_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
     if len(buf) < TAG_BYTES:
         raise AeadError("shorter than a tag")
     cdef uint8_t[::1] data = buf
-    cdef EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new()
+    cdef EVP_CIPHER_CTX *ctx = aead_ctx_new()
     cdef int n
+    if ctx == NULL:
+        raise MemoryError()
     try:
         n = open_in_place(ctx, &key[0], counter, &aad[0] if aad.shape[0] else NULL,
                           aad.shape[0], &data[0], data.shape[0])

@@ -32,14 +32,35 @@ cdef inline uint16_t le16(const uint8_t *p) noexcept nogil:
 
 
 cdef inline uint64_t csum_add(uint64_t acc, const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    """RFC 1071 sum of big-endian 16-bit words (an odd last byte is padded with zero)."""
+    """Adds to `acc` the RFC 1071 sum of p[0:n] as big-endian 16-bit words (an odd last byte
+    padded with zero). Eight bytes per step in native order, folded and put in network
+    order at the end: a one's-complement sum commutes with swapping the bytes of every
+    word (RFC 1071 §2). Byte by byte, this was a fifth of a tunnel's sending CPU."""
+    cdef uint64_t total = 0, word
+    cdef uint32_t half
+    cdef uint16_t pair, probe = 1
     cdef Py_ssize_t i = 0
-    while i + 1 < n:
-        acc += (<uint64_t>p[i] << 8) | p[i + 1]
+    while i + 8 <= n:
+        memcpy(&word, p + i, 8)
+        total += <uint32_t>word + (word >> 32)
+        i += 8
+    if i + 4 <= n:
+        memcpy(&half, p + i, 4)
+        total += half
+        i += 4
+    if i + 2 <= n:
+        memcpy(&pair, p + i, 2)
+        total += pair
         i += 2
     if i < n:
-        acc += <uint64_t>p[i] << 8
-    return acc
+        pair = 0
+        memcpy(&pair, p + i, 1)    # the byte at the word's first address: its high half
+        total += pair
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    if (<uint8_t *>&probe)[0] == 1:  # little-endian: the words were read byte-swapped
+        total = ((total & 0xFF) << 8) | (total >> 8)
+    return acc + total
 
 
 cdef inline uint16_t csum_fold(uint64_t acc) noexcept nogil:

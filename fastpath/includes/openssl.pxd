@@ -7,6 +7,8 @@ cdef extern from "<openssl/evp.h>" nogil:
         pass
     ctypedef struct ENGINE:
         pass
+    ctypedef struct OSSL_LIB_CTX:
+        pass
 
     enum:
         EVP_CTRL_AEAD_GET_TAG
@@ -15,6 +17,9 @@ cdef extern from "<openssl/evp.h>" nogil:
     EVP_CIPHER_CTX *EVP_CIPHER_CTX_new()
     void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx)
     const EVP_CIPHER *EVP_chacha20_poly1305()
+    EVP_CIPHER *EVP_CIPHER_fetch(OSSL_LIB_CTX *ctx, const char *algorithm,
+                                 const char *properties)
+    void EVP_CIPHER_free(EVP_CIPHER *cipher)
     int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl,
                            const unsigned char *key, const unsigned char *iv)
     int EVP_EncryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,

@@ -35,16 +35,30 @@ def test_segments_match_the_reference_and_verify(size, mss, ipv6, options, flags
     assert b"".join(p[(40 if ipv6 else 20) + 20 + options:] for p in fast) == payload
 
 
-def test_a_partial_checksum_is_completed():
-    packet = bytearray(tcp_packet(b"hello world", ipv6=False))
-    # what the kernel hands over with NEEDS_CSUM: the pseudo-header sum in the field
+def with_partial_checksum(payload: bytes) -> bytes:
+    """What the kernel hands over with NEEDS_CSUM: the pseudo-header sum in the field."""
+    packet = bytearray(tcp_packet(payload, ipv6=False))
     pseudo = packet[12:20] + b"\0\x06" + (len(packet) - 20).to_bytes(2, "big")
     partial = ~reference.internet_checksum(bytes(pseudo)) & 0xFFFF
     packet[36:38] = partial.to_bytes(2, "big")
-    (done,) = segment(vnet(0, 0, flags=1, csum_start=20, csum_offset=16) + bytes(packet))
+    return bytes(packet)
+
+
+def test_a_partial_checksum_is_completed():
+    packet = with_partial_checksum(b"hello world")
+    (done,) = segment(vnet(0, 0, flags=1, csum_start=20, csum_offset=16) + packet)
     assert reference.tcp_checksum_ok(done)
-    (untouched,) = segment(vnet(0, 0, flags=0) + bytes(packet))
-    assert untouched == bytes(packet)
+    (untouched,) = segment(vnet(0, 0, flags=0) + packet)
+    assert untouched == packet
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=3000) | st.integers(0, 3000).map(lambda n: b"\xff" * n))
+def test_checksums_of_any_bytes_match_the_reference(payload):
+    # word-at-a-time summing: every length mod 8, and runs of 0xFF that carry on every add
+    (done,) = segment(vnet(0, 0, flags=1, csum_start=20, csum_offset=16)
+                      + with_partial_checksum(payload))
+    assert reference.tcp_checksum_ok(done)
 
 
 @pytest.mark.parametrize("frame", [
