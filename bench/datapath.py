@@ -115,7 +115,7 @@ SYSCALLS = ("read", "write", "sendmsg", "sendmmsg", "recvmmsg", "epoll_wait")
 
 def profile(out_dir: str, pids: dict[str, int], load) -> None:
     """perf call-graph profiles of `pids` while `load()` runs, each with a flat report, and
-    their system calls per MB moved."""
+    their system calls per unit of work (`load()` returns {"units": n, "unit": name, ...})."""
     os.makedirs(out_dir, exist_ok=True)
     recorders = {name: subprocess.Popen(
         ["perf", "record", "-q", "-g", "-F", "999", "-p", str(pid), "-o",
@@ -134,7 +134,6 @@ def profile(out_dir: str, pids: dict[str, int], load) -> None:
         for proc in [*recorders.values(), *counters.values()]:
             proc.send_signal(signal.SIGINT)
             proc.wait(30)
-    megabytes = result["gbps"] * 1e3 / 8 * result.get("seconds", 1)
     for name in pids:
         data = os.path.join(out_dir, f"{name}.data")
         with open(os.path.join(out_dir, f"{name}.txt"), "w") as report:
@@ -144,8 +143,9 @@ def profile(out_dir: str, pids: dict[str, int], load) -> None:
         with open(os.path.join(out_dir, f"{name}.stat")) as f:
             counts = {line.split(",")[2].split("sys_enter_")[1]: int(line.split(",")[0])
                       for line in f if "sys_enter_" in line and line[0].isdigit()}
-        per_mb = {call: round(n / megabytes, 1) for call, n in counts.items() if n}
-        print(f"    perf: {data} ({name}.txt); syscalls per MB: {per_mb}", flush=True)
+        per_unit = {call: round(n / result["units"], 2) for call, n in counts.items() if n}
+        print(f"    perf: {data} ({name}.txt); syscalls per {result['unit']}: {per_unit}",
+              flush=True)
 
 
 def measure(name, client_ns, server_ns, target, pids, args) -> dict:
@@ -319,8 +319,18 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
         conn = near.cli_json("connect", "bench", "--netns", nsc)
         target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
         if args.perf:
-            profile(args.perf, {"near": near.proc.pid, "far": far.proc.pid},
-                    lambda: iperf(nsc, nse, target, args.seconds, 1, []))
+            pids = {"near": near.proc.pid, "far": far.proc.pid}
+
+            def tcp():
+                run = iperf(nsc, nse, target, args.seconds, 1, [])
+                return {**run, "units": run["gbps"] * 1e3 / 8 * run["seconds"], "unit": "MB"}
+
+            def udp64():
+                pps = udp_pps(nsc, nse, target, args.seconds)
+                return {"pps": pps, "units": pps * args.seconds, "unit": "packet"}
+
+            profile(os.path.join(args.perf, "tcp"), pids, tcp)
+            profile(os.path.join(args.perf, "udp64"), pids, udp64)
         result = measure("nsmd cross-host", nsc, nse, target, [near.proc.pid, far.proc.pid],
                          args)
         result["setup_ms"] = setup_ms

@@ -256,6 +256,31 @@ def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
         b.close()
 
 
+def test_bursts_of_small_packets_go_out_as_one_gso_send_and_arrive_in_order():
+    a, b = Side(), Side(gro=True)
+    try:
+        a.connect(b.port)
+        b.connect(a.port)
+        key_up(a, b)
+        sent, received = 0, []
+        for _burst in range(50):  # a burst the engine reads in one wake-up: one GSO send
+            for _ in range(8):    # (the fake TUN, a unix datagram queue, holds 10)
+                a.app.send(ipv4(struct.pack("<I", sent)))
+                sent += 1
+            while len(received) < sent:
+                received.append(struct.unpack("<I", b.app.recv(2000)[20:24])[0])
+            if a.engine.totals()["udp_gso_sends"] and b.engine.totals()["udp_gro_receives"]:
+                break
+        assert a.engine.totals()["udp_gso_sends"] >= 1
+        assert b.engine.totals()["udp_gro_receives"] >= 1  # one message at the receiver
+        assert received == list(range(sent))               # every packet, in order
+        assert a.stats()["a_to_b"]["tx_packets"] == sent
+        assert sum(b.stats()["b_to_a"]["drops"].values()) == 0
+    finally:
+        a.close()
+        b.close()
+
+
 def test_idle_tunnels_send_keepalives():
     a, b = Side(), Side()
     try:
