@@ -5,7 +5,6 @@ Pure bookkeeping, no I/O: the ipam element persists who owns what.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -79,7 +78,12 @@ class _Avoid:
         self.hosts: set[tuple[int, int]] = set()
         self.ranges: list[Network] = []
         for prefix in prefixes:
-            net = _parse(prefix)
+            host, _, length = prefix.partition("/")
+            if not length or length == ("128" if ":" in host else "32"):
+                ip = ipaddress.ip_address(host)   # a single host: no network object kept
+                self.hosts.add((ip.version, int(ip)))
+                continue
+            net = ipaddress.ip_network(prefix, strict=False)
             if net.num_addresses == 1:
                 self.hosts.add((net.version, int(net.network_address)))
             else:
@@ -88,11 +92,6 @@ class _Avoid:
     def __contains__(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return (ip.version, int(ip)) in self.hosts or any(
             ip.version == net.version and ip in net for net in self.ranges)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse(prefix: str) -> Network:
-    return ipaddress.ip_network(prefix, strict=False)
 
 
 def _networks(prefixes: Iterable[str]) -> _Avoid:

@@ -136,7 +136,11 @@ class Begin(Element):
         caller = CALLER.get()
         owner = old.owner if old else Owner(getattr(caller, "spiffe_id", ""),
                                             getattr(caller, "url", ""))
-        self._entries[conn_id] = _Entry(conn.clone(), request.mechanism_preferences, nxt, owner)
+        kept = conn.clone()
+        # worked out afresh for each request (excluded.py); kept, they grow with the square
+        # of a namespace's vWires
+        kept.context.ip_context.excluded_prefixes = []
+        self._entries[conn_id] = _Entry(kept, request.mechanism_preferences, nxt, owner)
         return conn
 
     async def _close_locked(self, conn_id: str) -> bool:

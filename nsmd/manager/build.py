@@ -34,6 +34,7 @@ from nsmd.manager.chain import Chain, Next
 from nsmd.manager.connect import Connect
 from nsmd.manager.discover import Discover
 from nsmd.manager.dropnotice import DropNotices
+from nsmd.manager.excluded import ExcludedPrefixes
 from nsmd.manager.functions import Functions
 from nsmd.manager.heal import MAX_RETRY_S, RETRY_S, Heal
 from nsmd.manager.held import Held
@@ -143,6 +144,7 @@ class Manager:
             self.client_begin,
             UpdateToken(clock, token_lifetime_s, self.signer),
             self.held,
+            ExcludedPrefixes(self._addresses_in),  # after held: neither keeps them
             ResolvConf(),
             self.refresh,
             ActAsDaemon(),
@@ -242,8 +244,6 @@ class Manager:
             network_service_endpoint_name=endpoint,
             path=Path(index=0, path_segments=[PathSegment(
                 name=client_name or f"nsc@{netns or self.name}", id=conn_id)]))
-        # Addresses this namespace already has through other vWires must not come back.
-        conn.context.ip_context.excluded_prefixes = self._addresses_in(netns)
         params = {"netns": netns}
         if ifname:
             params["name"] = ifname
@@ -403,9 +403,11 @@ class Manager:
             segment.metrics.update(self.functions.stats(segment.id))
         return conn
 
-    def _addresses_in(self, netns: str) -> list[str]:
+    def _addresses_in(self, netns: str, but: str) -> list[str]:
+        """The client addresses of the vWires into `netns`, but connection `but`'s."""
         return [addr for c in self.client_begin.peek()
-                if c.mechanism is not None and c.mechanism.parameters.get("netns") == netns
+                if c.id != but and c.mechanism is not None
+                and c.mechanism.parameters.get("netns") == netns
                 for addr in c.context.ip_context.src_ip_addrs]
 
 
