@@ -7,14 +7,14 @@ Pipeline, per wake-up of the worker, with the GIL never taken:
   tunnel, out  (tunnel_out.pxd) TUN fd --read(2) x BATCH--> classify --> (vnet header:
                a 64 KiB TCP super-packet cut into MSS segments, offload.pxd) --> header +
                seal in place (keypair CURRENT, counter++) --> UDP GSO sendmsg per
-               super-packet, sendmmsg batches otherwise --> UDP socket
+               super-packet or run of equal-sized datagrams, sendmmsg otherwise --> UDP socket
   tunnel, in   (tunnel_in.pxd) UDP socket --recvmmsg, UDP GRO--> header checks -->
                receiver index -> wire and keypair (within its life) --> replay pre-check
                --> open in place --> replay mark (a packet under NEXT promotes it) -->
                counted --> classify --> runs of one TCP flow merged (gro.pxd) --write(2)-->
                TUN fd
   relay wire   (tunnel_in.pyx) a hop between two other hosts: opened from one tunnel -->
-               [stages] --> sealed in place for the other --> sendmmsg batches
+               [stages] --> sealed in place for the other --> sent as above
   every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s (tunnel_out)
 
 This module owns the worker loop, the wire table and the Python API; the tunnel's two

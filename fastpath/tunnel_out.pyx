@@ -2,8 +2,8 @@
 
     TUN read x BATCH --> classify --> [stages] --> (vnet header: checksum completion, or
     a super-packet cut into MSS segments, offload.pyx) --> header + ChaCha20-Poly1305 seal
-    in place (keypair CURRENT, counter++) --> one UDP GSO sendmsg per super-packet,
-    sendmmsg batches otherwise
+    in place (keypair CURRENT, counter++) --> one UDP GSO sendmsg per super-packet or
+    run of equal-sized datagrams to one peer, sendmmsg otherwise
 
 and the keepalives of idle tunnels (both of a relay wire). See engine.pyx for the whole
 pipeline.

@@ -35,7 +35,7 @@ class ExcludedPrefixes(Element):
 
 def _client_netns(request: NetworkServiceRequest) -> str | None:
     """The namespace the client's interface goes into ("" the daemon's own), or None."""
-    for mech in request.mechanism_preferences:
-        return mech.parameters.get("netns", "")
-    mech = request.connection.mechanism
-    return mech.parameters.get("netns", "") if mech is not None else None
+    for preferred in request.mechanism_preferences:
+        return preferred.parameters.get("netns", "")
+    chosen = request.connection.mechanism
+    return chosen.parameters.get("netns", "") if chosen is not None else None
