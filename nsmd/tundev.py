@@ -157,9 +157,8 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
 
 _local = threading.local()
 # pyroute2's IPRoute keeps ~130 bytes per request it served (its internal queues), so a
-# long-lived socket grows without bound: reopen it after this many uses (reopening costs
-# well under a millisecond; at 256 uses the kept requests were ~1 KiB per idle vWire).
-NETLINK_REUSE = 32
+# long-lived socket grows without bound: reopen it after this many uses.
+NETLINK_REUSE = 256
 
 
 def thread_netlink() -> IPRoute:
