@@ -11,8 +11,8 @@ Pipeline, per wake-up of the worker, with the GIL never taken:
   tunnel, in   (tunnel_in.pxd) UDP socket --recvmmsg, UDP GRO--> header checks -->
                receiver index -> wire and keypair (within its life) --> replay pre-check
                --> open in place --> replay mark (a packet under NEXT promotes it) -->
-               counted --> classify --> runs of one TCP flow merged (gro.pxd) --write(2)-->
-               TUN fd
+               counted --> classify --> runs of one TCP flow (GSO) or UDP flow (USO)
+               merged (gro.pxd) --write(2)--> TUN fd
   relay wire   (tunnel_in.pyx) a hop between two other hosts: opened from one tunnel -->
                [stages] --> sealed in place for the other --> sent as above
   every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s (tunnel_out)
@@ -754,6 +754,7 @@ cdef class Engine:
         result["udp_drops"] = {UDP_DROP_NAMES[r]: self.st.udp_drops[r] for r in range(UDP_REASONS)}
         result["udp_gso_sends"] = self.st.gso_sends
         result["udp_gro_receives"] = self.st.gro_receives
+        result["tun_uso_writes"] = self.st.uso_writes
         return result
 
 

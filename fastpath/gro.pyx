@@ -39,13 +39,36 @@ cdef int tcp_header(const uint8_t *p, int n, int *v6, int *ip_len,
     return n - ip_len[0] - tcp_len[0]
 
 
+cdef int udp_header(const uint8_t *p, int n, int *v6, int *ip_len) noexcept nogil:
+    """Payload length of a UDP datagram we may coalesce, or -1."""
+    cdef int version = p[0] >> 4
+    if version == 4:
+        if n < 28 or p[9] != 17 or (p[6] & 0x3F) or p[7] or (p[0] & 0x0F) != 5:
+            return -1               # no fragments, no IPv4 options
+        v6[0] = 0
+        ip_len[0] = 20
+        if (<int>p[2] << 8 | p[3]) != n:
+            return -1
+    elif version == 6:
+        if n < 48 or p[6] != 17 or (<int>p[4] << 8 | p[5]) != n - 40:
+            return -1
+        v6[0] = 1
+        ip_len[0] = 40
+    else:
+        return -1
+    if (<int>p[ip_len[0] + 4] << 8 | p[ip_len[0] + 5]) != n - ip_len[0]:
+        return -1                   # the UDP length must be the datagram's
+    return n - ip_len[0] - 8
+
+
 cdef int flow_run(Flow *f, uint8_t **packets, const int *lengths, int first,
-                  int end) noexcept nogil:
+                  int end, bint udp_ok) noexcept nogil:
     """The end of the run of packets[first:end] that merges into one super-packet (the
     engine's receive path and the tests both use this loop): first + 1 if packets[first]
-    stands alone. A packet of length 0 (dropped by a stage) ends a run."""
+    stands alone. A packet of length 0 (dropped by a stage) ends a run. UDP runs only if
+    `udp_ok` (the TUN device takes USO writes)."""
     cdef int j = first + 1
-    if not flow_start(f, packets[first], lengths[first]):
+    if not flow_start(f, packets[first], lengths[first], udp_ok):
         return j
     while j < end and j - first < GRO_MAX_SEGMENTS and lengths[j] > 0 and \
             flow_accepts(f, packets[j], lengths[j]):
@@ -53,26 +76,37 @@ cdef int flow_run(Flow *f, uint8_t **packets, const int *lengths, int first,
     return j
 
 
-cdef bint flow_start(Flow *f, const uint8_t *p, int n) noexcept nogil:
-    cdef int payload = tcp_header(p, n, &f.v6, &f.ip_len, &f.tcp_len)
+cdef bint flow_start(Flow *f, const uint8_t *p, int n, bint udp_ok) noexcept nogil:
+    cdef int payload
+    f.udp = udp_ok and n > 0 and ((p[0] >> 4 == 4 and n > 9 and p[9] == 17)
+                                  or (p[0] >> 4 == 6 and n > 6 and p[6] == 17))
+    if f.udp:
+        payload = udp_header(p, n, &f.v6, &f.ip_len)
+        f.tcp_len = 8
+        f.closed = False
+    else:
+        payload = tcp_header(p, n, &f.v6, &f.ip_len, &f.tcp_len)
     if payload <= 0:
         return False
     f.head = p
     f.mss = payload
     f.last_payload = payload
     f.payload = payload
-    f.next_seq = be32(p + f.ip_len + 4) + <uint32_t>payload
     f.count = 1
+    if f.udp:
+        return True
+    f.next_seq = be32(p + f.ip_len + 4) + <uint32_t>payload
     f.closed = bool(p[f.ip_len + 13] & TCP_FIN_PSH)
     return True
 
 
 cdef bint flow_accepts(Flow *f, const uint8_t *q, int n) noexcept nogil:
     """Whether segment q extends the run (and if so, records it)."""
-    cdef int v6, ip_len, tcp_len
+    cdef int v6, ip_len, tcp_len = 8
     if f.closed or f.last_payload != f.mss:
         return False
-    cdef int payload = tcp_header(q, n, &v6, &ip_len, &tcp_len)
+    cdef int payload = udp_header(q, n, &v6, &ip_len) if f.udp else \
+        tcp_header(q, n, &v6, &ip_len, &tcp_len)
     if payload <= 0 or payload > f.mss or v6 != f.v6 or ip_len != f.ip_len \
             or tcp_len != f.tcp_len or f.ip_len + f.tcp_len + f.payload + payload > GRO_MAX_BYTES:
         return False
@@ -85,6 +119,13 @@ cdef bint flow_accepts(Flow *f, const uint8_t *q, int n) noexcept nogil:
         return False
     cdef const uint8_t *ht = h + ip_len
     cdef const uint8_t *qt = q + ip_len
+    if f.udp:
+        if memcmp(ht, qt, 4):       # the same ports
+            return False
+        f.last_payload = payload
+        f.payload += payload
+        f.count += 1
+        return True
     if memcmp(ht, qt, 4) or memcmp(ht + 8, qt + 8, 5) or memcmp(ht + 14, qt + 14, 2) or \
             (ht[13] & ~TCP_FIN_PSH & 0xFF) != (qt[13] & ~TCP_FIN_PSH & 0xFF) or \
             memcmp(ht + 20, qt + 20, tcp_len - 20) or be32(qt + 4) != f.next_seq:
@@ -114,7 +155,10 @@ cdef int flow_build(Flow *f, uint8_t *out, uint8_t **segments,
         pos += lengths[i] - hl
     total = pos
     cdef uint8_t *tcp = pkt + f.ip_len
-    tcp[13] |= segments[f.count - 1][f.ip_len + 13] & TCP_FIN_PSH
+    if not f.udp:
+        tcp[13] |= segments[f.count - 1][f.ip_len + 13] & TCP_FIN_PSH
+    else:
+        put_be16(tcp + 4, <uint16_t>(total - f.ip_len))   # UDP length: the whole
     cdef uint64_t acc
     if f.v6:
         put_be16(pkt + 4, <uint16_t>(total - 40))
@@ -125,24 +169,24 @@ cdef int flow_build(Flow *f, uint8_t *out, uint8_t **segments,
         pkt[11] = 0
         put_be16(pkt + 10, csum_fold(csum_add(0, pkt, f.ip_len)))
         acc = csum_add(0, pkt + 12, 8)
-    acc += 6 + total - f.ip_len
-    put_be16(tcp + 16, <uint16_t>~csum_fold(acc))      # the folded pseudo-header sum
+    acc += (17 if f.udp else 6) + total - f.ip_len
+    put_be16(tcp + (6 if f.udp else 16), <uint16_t>~csum_fold(acc))  # pseudo-header sum
     out[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
-    out[1] = 4 if f.v6 else 1                          # GSO_TCPV6 / GSO_TCPV4
+    out[1] = VNET_GSO_UDP_L4 if f.udp else 4 if f.v6 else 1  # USO / GSO_TCPV6 / GSO_TCPV4
     out[2] = <uint8_t>hl
     out[3] = <uint8_t>(hl >> 8)
     out[4] = <uint8_t>f.mss
     out[5] = <uint8_t>(f.mss >> 8)
     out[6] = <uint8_t>f.ip_len
     out[7] = <uint8_t>(f.ip_len >> 8)
-    out[8] = 16
+    out[8] = 6 if f.udp else 16                        # csum_offset in the L4 header
     out[9] = 0
     return total + 10
 
 
-def coalesce(packets):
+def coalesce(packets, bint udp=False):
     """The frames (virtio_net_hdr + packet) the engine writes for these packets, received
-    in one batch for one wire."""
+    in one batch for one wire (`udp`: its TUN device takes USO writes)."""
     cdef Flow flow
     cdef int count = len(packets), i = 0, j, size
     keep = [bytes(p) for p in packets]
@@ -161,7 +205,7 @@ def coalesce(packets):
             lengths[i] = len(keep[i])
         i = 0
         while i < count:
-            j = flow_run(&flow, data, lengths, i, count)
+            j = flow_run(&flow, data, lengths, i, count, udp)
             if j - i == 1:
                 frames.append(bytes(VNET_HDR_BYTES) + keep[i])
             else:

@@ -64,15 +64,24 @@ def internet_checksum(data: bytes) -> int:
 
 def tcp_checksum_ok(packet: bytes) -> bool:
     """True if an IPv4/IPv6 TCP packet's TCP checksum (and IPv4 header checksum) verify."""
+    return l4_checksum_ok(packet, 6)
+
+
+def udp_checksum_ok(packet: bytes) -> bool:
+    """The same for a UDP datagram (whose length may be a whole super-datagram's)."""
+    return l4_checksum_ok(packet, 17)
+
+
+def l4_checksum_ok(packet: bytes, proto: int) -> bool:
     if packet[0] >> 4 == 4:
         ihl = (packet[0] & 0x0F) * 4
         if internet_checksum(packet[:ihl]) != 0:
             return False
         segment = packet[ihl:int.from_bytes(packet[2:4], "big")]
-        pseudo = packet[12:20] + b"\0\x06" + len(segment).to_bytes(2, "big")
+        pseudo = packet[12:20] + bytes([0, proto]) + len(segment).to_bytes(2, "big")
     else:
         segment = packet[40:40 + int.from_bytes(packet[4:6], "big")]
-        pseudo = packet[8:40] + len(segment).to_bytes(4, "big") + b"\0\0\0\x06"
+        pseudo = packet[8:40] + len(segment).to_bytes(4, "big") + bytes([0, 0, 0, proto])
     return internet_checksum(pseudo + segment) == 0
 
 
@@ -105,5 +114,36 @@ def segment(packet: bytes, mss: int, ipv6: bool) -> list[bytes]:
             pseudo = bytes(h[12:20]) + b"\0\x06" + (tcp_len + len(chunk)).to_bytes(2, "big")
         tcp = bytes(h[ip_len:]) + chunk
         h[ip_len + 16:ip_len + 18] = internet_checksum(pseudo + tcp).to_bytes(2, "big")
+        out.append(bytes(h) + chunk)
+    return out
+
+
+def udp_segment(frame: bytes) -> list[bytes]:
+    """What the kernel makes of a UDP GSO (USO) write to a TUN device: virtio_net_hdr
+    (NEEDS_CSUM, gso_type 5, gso_size) + one super-datagram, cut into datagrams of
+    gso_size payload bytes, each with its own lengths and full checksums (IPv4 ids
+    counting up from the super-datagram's)."""
+    gso_size = int.from_bytes(frame[4:6], "little")
+    packet = frame[10:]
+    ipv6 = packet[0] >> 4 == 6
+    ip_len = 40 if ipv6 else (packet[0] & 0x0F) * 4
+    header, payload = packet[:ip_len + 8], packet[ip_len + 8:]
+    out = []
+    for i, start in enumerate(range(0, len(payload), gso_size)):
+        chunk = payload[start:start + gso_size]
+        h = bytearray(header)
+        h[ip_len + 4:ip_len + 6] = (8 + len(chunk)).to_bytes(2, "big")
+        h[ip_len + 6:ip_len + 8] = b"\0\0"
+        if ipv6:
+            h[4:6] = (8 + len(chunk)).to_bytes(2, "big")
+            pseudo = bytes(h[8:40]) + (8 + len(chunk)).to_bytes(4, "big") + b"\0\0\0\x11"
+        else:
+            h[2:4] = (ip_len + 8 + len(chunk)).to_bytes(2, "big")
+            h[4:6] = ((int.from_bytes(header[4:6], "big") + i) & 0xFFFF).to_bytes(2, "big")
+            h[10:12] = b"\0\0"
+            h[10:12] = internet_checksum(bytes(h[:ip_len])).to_bytes(2, "big")
+            pseudo = bytes(h[12:20]) + b"\0\x11" + (8 + len(chunk)).to_bytes(2, "big")
+        check = internet_checksum(pseudo + bytes(h[ip_len:]) + chunk) or 0xFFFF
+        h[ip_len + 6:ip_len + 8] = check.to_bytes(2, "big")
         out.append(bytes(h) + chunk)
     return out

@@ -3,14 +3,14 @@
     recvmmsg (32 x 64 KiB; with UDP GRO a message holds many datagrams of one size) -->
     header checks --> receiver index -> wire and keypair (within its life) --> replay
     pre-check --> open in place --> replay mark (a packet under NEXT promotes it) -->
-    counted --> classify --> [stages, per wire] --> runs of one TCP flow merged (gro.pyx)
-    --> one write per run to the TUN device; or, on a relay wire, sealed again in place
-    for its other tunnel and sent on in sendmmsg batches
+    counted --> classify --> [stages, per wire] --> runs of one TCP or UDP flow merged
+    (gro.pyx) --> one write per run to the TUN device; or, on a relay wire, sealed again
+    in place for its other tunnel and sent on
 
 See engine.pyx for the whole pipeline.
 """
 
-from libc.errno cimport errno
+from libc.errno cimport EINVAL, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 from posix.unistd cimport write
@@ -192,9 +192,9 @@ cdef int send_relayed(EngineState *st, int count) noexcept nogil:
 
 cdef void write_pending(EngineState *st, Wire **wires, uint8_t *sides, uint8_t **packets,
                         int *plains, int count) noexcept nogil:
-    """Writes a receive batch's packets in order, merging runs of one TCP flow (gro.pyx);
+    """Writes a receive batch's packets in order, merging runs of one TCP or UDP flow (gro.pyx);
     relays what relay wires received."""
-    cdef int i = 0, j, end, size, relayed = 0
+    cdef int i = 0, j, k, end, size, relayed = 0
     cdef Flow flow
     cdef Wire *w
     while i < count:
@@ -213,16 +213,22 @@ cdef void write_pending(EngineState *st, Wire **wires, uint8_t *sides, uint8_t *
         end = i + 1
         while end < count and wires[end] == w:
             end += 1
-        j = flow_run(&flow, packets, plains, i, end)
+        j = flow_run(&flow, packets, plains, i, end, not st.uso_off)
         if j - i == 1:
             write_one(w, packets[i], plains[i])
         else:
             size = flow_build(&flow, st.buf, &packets[i], &plains[i])
-            if w.dead[0] or write(w.fd[0], st.buf, size) != size:
-                w.dirs[1].drops[DROP_TX_ERROR] += j - i
-            else:
+            if not w.dead[0] and write(w.fd[0], st.buf, size) == size:
                 w.dirs[1].tx_packets += j - i
                 w.dirs[1].tx_bytes += size - VNET_HDR_BYTES
+                if flow.udp:
+                    st.uso_writes += 1
+            elif flow.udp and not w.dead[0] and errno == EINVAL:
+                st.uso_off = 1  # a kernel without USO on TUN (before 6.2): one at a time
+                for k in range(i, j):
+                    write_one(w, packets[k], plains[k])
+            else:
+                w.dirs[1].drops[DROP_TX_ERROR] += j - i
         i = j
     if relayed:
         send_relayed(st, relayed)

@@ -130,6 +130,8 @@ cdef struct EngineState:
     int gso_off                 # the socket refused UDP GSO once: send datagrams singly
     uint64_t gso_sends          # sendmsg calls that carried several datagrams
     uint64_t gro_receives       # received messages that carried several datagrams
+    int uso_off                 # a TUN device refused a UDP GSO (USO) write once: no more
+    uint64_t uso_writes         # TUN writes that carried several UDP datagrams
     EVP_CIPHER_CTX *cipher      # the worker's AEAD context
     double last_tick
     double now                  # CLOCK_MONOTONIC at the worker's current wake-up

@@ -55,3 +55,46 @@ def test_nothing_but_tcp_is_merged():
     udp[9] = 17
     frames = coalesce([bytes(udp), bytes(udp)])
     assert [f[10:] for f in frames] == [bytes(udp)] * 2
+
+
+def datagram(payload: bytes, sport: int = 5000, ttl: int = 64, ipv6: bool = False) -> bytes:
+    udp = struct.pack("!HHHH", sport, 53, 8 + len(payload), 0) + payload
+    if ipv6:
+        return struct.pack("!IHBB", 6 << 28, len(udp), 17, ttl) + bytes(range(32)) + udp
+    ip = bytearray(ip_before_tcp(len(udp)))
+    ip[8], ip[9] = ttl, 17
+    ip[10:12] = b"\0\0"
+    ip[10:12] = reference.internet_checksum(bytes(ip)).to_bytes(2, "big")
+    return bytes(ip) + udp
+
+
+def test_a_run_of_one_udp_flow_becomes_one_uso_write_that_the_kernel_splits_back():
+    for ipv6 in (False, True):
+        parts = [bytes([i]) * 64 for i in range(7)] + [b"tail"]
+        packets = [datagram(p, ipv6=ipv6) for p in parts]
+        (frame,) = coalesce(packets, udp=True)
+        assert frame[0] == 1 and frame[1] == 5                   # NEEDS_CSUM, UDP_L4
+        assert struct.unpack("<HHHH", frame[2:10]) == ((40 if ipv6 else 20) + 8, 64,
+                                                        40 if ipv6 else 20, 6)
+        # the partial checksum completed over the whole super-datagram verifies
+        (whole,) = segment(frame[:1] + b"\0" + frame[2:])
+        assert reference.udp_checksum_ok(whole)
+        # and the kernel's cut gives back every datagram
+        back = reference.udp_segment(frame)
+        hl = 48 if ipv6 else 28
+        assert [p[hl:] for p in back] == parts
+        assert all(reference.udp_checksum_ok(p) for p in back)
+        assert [p[hl - 8:hl - 4] for p in back] == [p[hl - 8:hl - 4] for p in packets]
+
+
+def test_udp_runs_break_at_another_flow_a_bigger_datagram_or_other_ttl():
+    one = b"x" * 100
+    for packets in ([datagram(one), datagram(one, sport=1)],            # another flow
+                    [datagram(b"x" * 50), datagram(one)],               # short, then more
+                    [datagram(one), datagram(b"x" * 101)],              # bigger
+                    [datagram(one), datagram(one, ttl=3)],              # other TTL
+                    [datagram(b""), datagram(b"")]):                    # empty: no gso_size
+        frames = coalesce(packets, udp=True)
+        assert [f[10:] for f in frames] == packets                       # written unchanged
+    plain = [datagram(one), datagram(one)]
+    assert [f[10:] for f in coalesce(plain)] == plain                    # USO not allowed
