@@ -9,7 +9,7 @@ and the keepalives of idle tunnels (both of a relay wire). See engine.pyx for th
 pipeline.
 """
 
-from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOBUFS, ENOPROTOOPT, EOPNOTSUPP, errno
+from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
@@ -98,15 +98,26 @@ cdef int send_gso_run(EngineState *st, int start, int end) noexcept nogil:
     full or failing); -1 if this socket cannot do GSO (then it is not tried again)."""
     cdef msghdr msg
     cdef cmsghdr *cm
+    cdef iovec whole
     cdef size_t total = 0
     cdef int i
+    cdef bint contiguous = True   # a cut super-packet's datagrams lie back to back
     for i in range(start, end):
         total += st.tx.iov[i].iov_len
+        if i > start and <uint8_t *>st.tx.iov[i].iov_base != \
+                <uint8_t *>st.tx.iov[i - 1].iov_base + st.tx.iov[i - 1].iov_len:
+            contiguous = False
     memset(&msg, 0, sizeof(msg))
     msg.msg_name = st.tx.msgs[start].msg_hdr.msg_name
     msg.msg_namelen = st.tx.msgs[start].msg_hdr.msg_namelen
-    msg.msg_iov = &st.tx.iov[start]
-    msg.msg_iovlen = end - start
+    if contiguous:                # one iovec: the kernel copies in one run
+        whole.iov_base = st.tx.iov[start].iov_base
+        whole.iov_len = total
+        msg.msg_iov = &whole
+        msg.msg_iovlen = 1
+    else:
+        msg.msg_iov = &st.tx.iov[start]
+        msg.msg_iovlen = end - start
     msg.msg_control = st.gso_cmsg
     msg.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
     cm = CMSG_FIRSTHDR(&msg)
@@ -203,7 +214,6 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
     count = flush_batch(st, w, count)
     cdef Py_ssize_t pos = 0
     cdef int dsize = 0, segments = 0
-    cdef uint64_t payload = 0
     while True:
         datagram = st.gso_buf + pos
         seg = tcp_segment_at(pkt, plen, gso == GSO_TCPV6, ip_len, tcp_len, mss, index,
@@ -219,66 +229,31 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
             dsize = size
         pos += size
         segments += 1
-        payload += seg
-        # UDP GSO wants equal sizes (only the last may be shorter) and <= 64 KiB in all.
-        if size != dsize or pos + dsize > GSO_MAX_BYTES:
-            send_gso(st, w, pos, dsize, segments, payload)
+        # UDP GSO wants equal sizes (only the last may be shorter) and <= 64 KiB in all;
+        # the send batch holds BATCH_SIZE slices
+        if size != dsize or pos + dsize > GSO_MAX_BYTES or segments == BATCH_SIZE:
+            send_gso(st, w, pos, dsize, segments)
             pos = 0
             dsize = 0
             segments = 0
-            payload = 0
     if segments:
-        send_gso(st, w, pos, dsize, segments, payload)
+        send_gso(st, w, pos, dsize, segments)
     return count
 
 
 cdef void send_gso(EngineState *st, Wire *w, Py_ssize_t total, int dsize,
-                          int segments, uint64_t payload) noexcept nogil:
-    """Sends `segments` sealed datagrams lying back to back in gso_buf with one sendmsg
-    (UDP_SEGMENT: the kernel cuts them apart after one pass through its stack); falls back
-    to sendmmsg if the socket cannot do UDP GSO."""
-    cdef DirStats *s = &w.dirs[0]
-    cdef msghdr msg
-    cdef iovec iov
-    cdef cmsghdr *cm
-    cdef int i, count
-    if st.udp_fd < 0:
-        s.drops[DROP_TX_ERROR] += segments
-        return
-    if segments > 1 and not st.gso_off:
-        iov.iov_base = st.gso_buf
-        iov.iov_len = total
-        memset(&msg, 0, sizeof(msg))
-        msg.msg_name = &w.tunnel.peer
-        msg.msg_namelen = sizeof(w.tunnel.peer)
-        msg.msg_iov = &iov
-        msg.msg_iovlen = 1
-        msg.msg_control = st.gso_cmsg
-        msg.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
-        cm = CMSG_FIRSTHDR(&msg)
-        cm.cmsg_level = IPPROTO_UDP
-        cm.cmsg_type = UDP_SEGMENT
-        cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
-        (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>dsize
-        if sendmsg(st.udp_fd, &msg, MSG_DONTWAIT) == total:
-            s.tx_packets += segments
-            s.tx_bytes += payload
-            st.gso_sends += 1
-            return
-        if errno == EIO or errno == EINVAL or errno == ENOPROTOOPT or errno == EOPNOTSUPP:
-            st.gso_off = 1  # this kernel or device cannot: stop trying
-        elif errno != EAGAIN and errno != ENOBUFS:
-            s.drops[DROP_TX_ERROR] += segments
-            return
-    # One datagram at a time, as slices of the same buffer.
-    count = 0
+                          int segments) noexcept nogil:
+    """Sends `segments` sealed datagrams lying back to back in gso_buf: slices of it in the
+    (empty) send batch, which send_batch hands to the kernel as one UDP GSO sendmsg (the
+    kernel cuts them apart after one pass through its stack), or by sendmmsg if the socket
+    cannot do GSO."""
+    cdef int i
     for i in range(segments):
-        st.tx.iov[count].iov_base = st.gso_buf + i * dsize
-        st.tx.iov[count].iov_len = dsize if i < segments - 1 else total - i * dsize
-        st.tx.msgs[count].msg_hdr.msg_name = &w.tunnel.peer
-        st.tx.msgs[count].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
-        count += 1
-    flush_batch(st, w, count)
+        st.tx.iov[i].iov_base = st.gso_buf + i * dsize
+        st.tx.iov[i].iov_len = dsize if i < segments - 1 else total - i * dsize
+        st.tx.msgs[i].msg_hdr.msg_name = &w.tunnel.peer
+        st.tx.msgs[i].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+    flush_batch(st, w, segments)
 
 
 cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogil:

@@ -256,6 +256,30 @@ def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
         b.close()
 
 
+def test_a_super_packet_of_more_segments_than_a_send_batch_arrives_whole():
+    from nsmd.fastpath.offload import segment
+
+    a, b = Side(), Side()
+    try:
+        a.connect(b.port, vnet_hdr=10)
+        b.connect(a.port, vnet_hdr=10)
+        key_up(a, b)
+        payload = bytes(range(256)) * 160  # 40960 bytes: 82 segments of 500
+        tcp = struct.pack("!HHIIBBHHH", 1, 2, 5, 0, 5 << 4, 0x10, 100, 0, 0)
+        ip = ip_before_tcp(len(tcp) + len(payload), frag=0)
+        a.app.send(struct.pack("<BBHHHH", 1, 1, 40, 500, 20, 16) + ip + tcp + payload)
+        received = b""
+        while len(received) < len(payload):
+            frame = b.app.recv(70000)
+            received += b"".join(p[40:] for p in (segment(frame) if frame[1] else [frame[10:]]))
+        assert received == payload
+        assert a.stats()["a_to_b"]["tx_packets"] == 82
+        assert a.engine.totals()["udp_gso_sends"] == 2  # 64 (a send batch), then 18
+    finally:
+        a.close()
+        b.close()
+
+
 def test_bursts_of_small_packets_go_out_as_one_gso_send_and_arrive_in_order():
     a, b = Side(), Side(gro=True)
     try:
