@@ -45,9 +45,9 @@ OA, OB = "100.64.0.1", "100.64.0.2"
 PORT = 5201
 
 
-def need_tools() -> None:
-    missing = [pkg for tool, pkg in (("wireguard-go", "wireguard-go"), ("wg", "wireguard-tools"),
-                                     ("iperf3", "iperf3"))
+def need_tools(perf: bool = False) -> None:
+    tools = [("wireguard-go", "wireguard-go"), ("wg", "wireguard-tools"), ("iperf3", "iperf3")]
+    missing = [pkg for tool, pkg in tools + ([("perf", "linux-perf")] if perf else [])
                if shutil.which(tool) is None]
     if missing:
         print(f"installing {' '.join(missing)}", flush=True)
@@ -402,7 +402,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/datapath.py needs root", file=sys.stderr)
         return 1
-    need_tools()
+    need_tools(bool(args.perf))
     bed = Bed()
     results: dict = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
                      "seconds": args.seconds}

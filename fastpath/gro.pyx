@@ -77,26 +77,22 @@ cdef int flow_run(Flow *f, uint8_t **packets, const int *lengths, int first,
 
 
 cdef bint flow_start(Flow *f, const uint8_t *p, int n, bint udp_ok) noexcept nogil:
-    cdef int payload
-    f.udp = udp_ok and n > 0 and ((p[0] >> 4 == 4 and n > 9 and p[9] == 17)
-                                  or (p[0] >> 4 == 6 and n > 6 and p[6] == 17))
+    cdef int payload = udp_header(p, n, &f.v6, &f.ip_len) if udp_ok else -1
+    f.udp = payload > 0
     if f.udp:
-        payload = udp_header(p, n, &f.v6, &f.ip_len)
         f.tcp_len = 8
         f.closed = False
     else:
         payload = tcp_header(p, n, &f.v6, &f.ip_len, &f.tcp_len)
-    if payload <= 0:
-        return False
+        if payload <= 0:
+            return False
+        f.next_seq = be32(p + f.ip_len + 4) + <uint32_t>payload
+        f.closed = bool(p[f.ip_len + 13] & TCP_FIN_PSH)
     f.head = p
     f.mss = payload
     f.last_payload = payload
     f.payload = payload
     f.count = 1
-    if f.udp:
-        return True
-    f.next_seq = be32(p + f.ip_len + 4) + <uint32_t>payload
-    f.closed = bool(p[f.ip_len + 13] & TCP_FIN_PSH)
     return True
 
 

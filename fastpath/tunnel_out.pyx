@@ -10,7 +10,7 @@ pipeline.
 """
 
 from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP, errno
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
 from posix.unistd cimport read
@@ -55,7 +55,7 @@ cdef int send_batch(EngineState *st, int count) noexcept nogil:
     one peer with one size (the last may be shorter) go as one UDP GSO sendmsg over their
     iovecs: one pass through the kernel's stack, and one message at a receiver with UDP
     GRO, for a run of small packets as for a cut super-packet. The rest go by sendmmsg."""
-    cdef int sent = 0, start = 0, end, rc
+    cdef int sent = 0, start = 0, end, run_end, rc
     while start < count:
         end = gso_run_end(st, start, count)
         if end - start >= 2 and not st.gso_off:
@@ -66,10 +66,15 @@ cdef int send_batch(EngineState *st, int count) noexcept nogil:
                 continue
             if rc == 0:
                 return sent   # the socket is full or failing: the rest is dropped
+        elif st.gso_off:
+            end = count
         else:
             # plain datagrams up to where the next run of two or more begins
-            while end < count and (st.gso_off or gso_run_end(st, end, count) - end < 2):
-                end = gso_run_end(st, end, count)
+            while end < count:
+                run_end = gso_run_end(st, end, count)
+                if run_end - end >= 2:
+                    break
+                end = run_end
         rc = send_plain(st, start, end)
         sent += rc
         if rc < end - start:
@@ -268,8 +273,7 @@ cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogi
     cdef Packet *pkts = st.packets
     cdef uint8_t *datagram
     cdef Py_ssize_t n
-    cdef int count = 0, read_count = 0, size, verdict, sent, i
-    cdef uint64_t bytes_out = 0
+    cdef int count = 0, read_count = 0, size, verdict, i
     # 1: read the batch, each packet straight behind its datagram's header room
     for _batch in range(BATCH_SIZE):
         datagram = b.bufs + read_count * DATAGRAM_BUF_BYTES
@@ -307,16 +311,12 @@ cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogi
         b.iov[count].iov_len = size
         b.msgs[count].msg_hdr.msg_name = &t.peer
         b.msgs[count].msg_hdr.msg_namelen = sizeof(t.peer)
-        bytes_out += n
         count += 1
-    if count == 0 or st.udp_fd < 0:
-        s.drops[DROP_TX_ERROR] += count
+    if count == 0:
         return
-    sent = send_batch(st, count)
-    s.tx_packets += sent
-    s.tx_bytes += bytes_out if sent == count else 0
-    s.drops[DROP_TX_ERROR] += count - sent
-    t.last_tx = now
+    flush_batch(st, w, count)
+    if st.udp_fd >= 0:
+        t.last_tx = now
 
 
 cdef void pump_super_packets(EngineState *st, Wire *w, double now) noexcept nogil:
