@@ -612,15 +612,22 @@ cdef class Engine:
         if w == NULL or w.tunnel == NULL:
             raise KeyError(f"no tunnel wire with handle {handle}")
 
-    def expire_previous(self, handle, int side=0):
-        """Forgets the PREVIOUS keypair (its grace period is over)."""
+    def expire_previous(self, handle, uint32_t current_index, int side=0):
+        """Forgets the PREVIOUS keypair, its grace period after the rekey that installed
+        the keypair `current_index` being over. Only while that keypair is still CURRENT:
+        after a later rekey, PREVIOUS is the keypair that one replaced, which the peer may
+        still be sending under (its own grace period runs from that rekey)."""
         cdef uint64_t h = _as_handle(handle)
         cdef Wire *w
+        cdef Tunnel *t
         with nogil:
             pthread_mutex_lock(&self.st.lock)
             w = self._lookup_locked(h)
             if w != NULL and w.tunnel != NULL:
-                memset(&wire_tunnel(w, side).kp[KP_PREVIOUS], 0, sizeof(Keypair))
+                t = wire_tunnel(w, side)
+                if (t.kp[KP_CURRENT].state != KP_EMPTY
+                        and t.kp[KP_CURRENT].local_index == current_index):
+                    memset(&t.kp[KP_PREVIOUS], 0, sizeof(Keypair))
             pthread_mutex_unlock(&self.st.lock)
         if w == NULL:
             raise KeyError(f"no wire with handle {handle}")

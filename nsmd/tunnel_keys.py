@@ -115,7 +115,7 @@ class TunnelKeying:
         wire.agreed = {**wire.agreed, **offer, **{k: answer[k] for k in ANSWER_KEYS
                                                   if k in answer}}
         if rekey:
-            self._expire_previous_later(wire)
+            self._expire_previous_later(wire, int(offer["src_index"]))
 
     def respond(self, wire: Wire, offer: dict[str, str], binding: Binding,
                 rekey: bool) -> dict[str, str]:
@@ -139,12 +139,12 @@ class TunnelKeying:
                   "dst_index": str(index)}
         wire.agreed = {**{k: offer[k] for k in OFFER_KEYS}, **answer}
         if rekey:
-            self._expire_previous_later(wire)
+            self._expire_previous_later(wire, index)
         return answer
 
-    def _expire_previous_later(self, wire: Wire) -> None:
+    def _expire_previous_later(self, wire: Wire, new_index: int) -> None:
         asyncio.get_running_loop().call_later(PREVIOUS_GRACE_S,
-                                              self.dataplane.expire_previous, wire)
+                                              self.dataplane.expire_previous, wire, new_index)
 
 
 def handshake(initiator: Ephemeral, responder: Ephemeral, binding: Binding,

@@ -161,11 +161,13 @@ class Dataplane:
         if confirmed:
             engine.request_keepalive(wire.handle, wire.side)
 
-    def expire_previous(self, wire: Wire) -> None:
+    def expire_previous(self, wire: Wire, current_index: int) -> None:
+        """Ends the grace period of the keypair the one with `current_index` replaced
+        (nothing if a later rekey replaced that one in turn)."""
         if not wire.lanes:
             return  # removed during the grace period: nothing left to expire
         with contextlib.suppress(KeyError):
-            self.engines.of(wire).expire_previous(wire.handle, wire.side)
+            self.engines.of(wire).expire_previous(wire.handle, current_index, wire.side)
 
     def set_stages(self, wire: Wire, hop: int, parts: list) -> None:
         """Installs the function stages of the hop at path position `hop` on a wire

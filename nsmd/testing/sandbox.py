@@ -321,6 +321,19 @@ class Pinger:
         return max(gaps, default=0.0)
 
 
+def ping_report(out: str) -> str:
+    """ping's statistics and the sequence numbers that got no answer: a failure message
+    short enough to read (ping's own output is one line per probe)."""
+    answered = {int(word[9:]) for word in out.split() if word.startswith("icmp_seq=")}
+    sent = max(answered, default=0)
+    for line in out.splitlines():
+        if "packets transmitted" in line:
+            sent = int(line.split()[0])
+    missing = [seq for seq in range(1, sent + 1) if seq not in answered]
+    stats = out[out.find("---"):] if "---" in out else out[-500:]
+    return f"unanswered icmp_seq {missing}; {stats.strip()}"
+
+
 def tcp_transfer(server_ns: str, client_ns: str, target: str, size: int,
                  port: int = 5201) -> bool:
     """Sends `size` random bytes over TCP from client_ns to a server in server_ns; True if

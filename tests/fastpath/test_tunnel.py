@@ -216,7 +216,26 @@ def test_rekey_under_load_loses_nothing(pair):
     assert sum(a.stats()["b_to_a"]["drops"].values()) == 0
     keypairs = b.stats()["tunnel"]["keypairs"]
     assert "next" not in keypairs and "previous" in keypairs  # promoted on A's first packet
-    a.engine.expire_previous(a.handle)
+    current = a.stats()["tunnel"]["keypairs"]["current"]["local_index"]
+    a.engine.expire_previous(a.handle, current)
+    assert "previous" not in a.stats()["tunnel"]["keypairs"]
+
+
+def test_a_grace_period_ends_only_for_the_keypair_its_rekey_replaced(pair):
+    """Rekeys closer together than the grace period: the timer of an earlier rekey must
+    not drop the keypair a later one replaced (the peer may still send under it)."""
+    a, b = pair
+    key_up(a, b)
+    (first, _), _ = key_up(a, b)
+    (second, _), _ = key_up(a, b)
+    keypairs = a.stats()["tunnel"]["keypairs"]
+    assert keypairs["current"]["local_index"] == second
+    assert keypairs["previous"]["local_index"] == first
+    a.engine.expire_previous(a.handle, first)   # the first rekey's timer: too late, kept
+    assert a.stats()["tunnel"]["keypairs"]["previous"]["local_index"] == first
+    b.app.send(ipv4(b"under the replaced keypair"))  # B still sends under `first`'s pair
+    assert a.app.recv(2000) == ipv4(b"under the replaced keypair")
+    a.engine.expire_previous(a.handle, second)  # the second rekey's timer: ends it
     assert "previous" not in a.stats()["tunnel"]["keypairs"]
 
 

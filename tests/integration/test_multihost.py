@@ -15,6 +15,7 @@ from nsmd.testing.sandbox import (
     endpoint_manifest,
     host,
     ping,
+    ping_report,
     service_manifest,
     sh,
     tcp_transfer,
@@ -154,7 +155,7 @@ def test_rekeying_during_traffic_loses_nothing(netns, daemon, tmp_path):
     conn, target = connect(near, "remote-svc", nsc_ns)
     result = sh("ping", "-c", "400", "-i", "0.01", "-W", "1", target, netns=nsc_ns,
                 check=False, timeout=60)
-    assert " 0% packet loss" in result.stdout, result.stdout
+    assert " 0% packet loss" in result.stdout, ping_report(result.stdout)
     assert metric(near, "nsmd_tunnel_rekeys_total") >= 3
     for d in (near, far):
         for reason in ("bad_tag", "replay", "no_key"):
@@ -211,7 +212,7 @@ def test_svid_rotation_drops_no_vwire(netns, daemon, tmp_path):
         for api in apis:
             api.rotate()
         out = pinger.communicate(timeout=60)[0]
-        assert " 0% packet loss" in out, out
+        assert " 0% packet loss" in out, ping_report(out)
         for d, old in zip((near, far), serials, strict=True):
             wait_until(lambda d=d, old=old: d.cli_json("status")["identity"]["serial"] != old)
         # the control plane keeps working with the new certificates: close crosses hosts

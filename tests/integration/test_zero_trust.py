@@ -30,6 +30,7 @@ from nsmd.testing.sandbox import (
     endpoint_manifest,
     host,
     ping,
+    ping_report,
     service_manifest,
     sh,
     trust_domain,
@@ -218,7 +219,7 @@ def test_peer_requests_for_interfaces_relays_hijacks_and_bad_tokens_are_refused(
         assert bed.footprint() == before
     finally:
         out = pinger.communicate(timeout=60)[0]
-    assert " 0% packet loss" in out, out
+    assert " 0% packet loss" in out, ping_report(out)
     # the owner still holds and closes its vWire
     bed.near.cli("close", conn["id"])
     wait_until(lambda: bed.far.cli_json("get", "connections") == [])
@@ -444,7 +445,7 @@ def test_svid_renewal_and_ca_rotation_under_a_live_vwire_lose_nothing(netns, dae
         time.sleep(4)                                # refreshes and rekeys under CA 2 alone
     finally:
         out = pinger.communicate(timeout=90)[0]
-    assert " 0% packet loss" in out, out
+    assert " 0% packet loss" in out, ping_report(out)
     (now,) = bed.near.cli_json("get", "connections")
     assert now["state"] == "UP" and now["network_service_endpoint_name"] == "far-1"
     # an SVID of the removed CA is refused now, though its certificate is still valid
