@@ -90,7 +90,7 @@ class Daemon:
                                rekey_after_s=cfg.rekey_after_s,
                                dns_upstream=upstream, foreign=self.foreign,
                                registry_only=cfg.registry_only)
-        self.metrics.add_live_source(lambda: len(self.manager.server_begin.peek()),
+        self.metrics.add_live_source(lambda: len(self.manager.server_begin),
                                      self.dataplane.totals)
         if not cfg.registry_only:  # a floating registry runs no data plane
             self.dataplane.start()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from nsmd import netns
 from nsmd.clock import Clock, every
@@ -30,7 +30,7 @@ log = logging.getLogger("nsmd.supplies")
 
 class Supplies:
     def __init__(self, hosting: Hosting, db: StateDB, clock: Clock, node: str,
-                 connections: Callable[[], list[Connection]]):
+                 connections: Callable[[], Iterable[Connection]]):
         self.hosting = hosting
         self.db = db
         self.clock = clock

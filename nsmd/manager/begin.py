@@ -5,6 +5,9 @@ set up) and the rest of the chain it went through, so that timers (refresh, time
 healing can replay Request or Close from here (NSM: sdk common/begin). An established
 connection requested with state RESELECT_REQUESTED is closed downstream first. Each
 connection remembers its owner, the peer that created it, for authorize's checks.
+
+Connections are kept packed (model/compact.py): a daemon holds them for as long as its
+vWires live, and every reader gets a fresh object anyway.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from nsmd.caller import CALLER
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, State
+from nsmd.model.compact import pack, unpack
 from nsmd.vl3.subnets import PEER_LABEL
 
 
@@ -32,10 +36,23 @@ THIS_DAEMON = Owner()
 
 @dataclasses.dataclass(slots=True)
 class _Entry:
-    conn: Connection            # as the chain last returned it (never handed out: clones are)
-    preferences: list[Mechanism]  # of the last request, for replays
+    conn: bytes                 # packed, as the chain last returned it
+    preferences: bytes          # packed list[Mechanism] of the last request, for replays
     nxt: Next
     owner: Owner = THIS_DAEMON
+
+    @classmethod
+    def keep(cls, conn: Connection, preferences: list[Mechanism], nxt: Next,
+             owner: Owner = THIS_DAEMON) -> _Entry:
+        return cls(pack(Connection, conn), pack(list[Mechanism], preferences), nxt, owner)
+
+    def connection(self) -> Connection:
+        return unpack(Connection, self.conn)
+
+    def request(self) -> NetworkServiceRequest:
+        return NetworkServiceRequest(connection=self.connection(),
+                                     mechanism_preferences=unpack(list[Mechanism],
+                                                                  self.preferences))
 
 
 class Begin(Element):
@@ -47,17 +64,27 @@ class Begin(Element):
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, int] = {}
 
-    def connections(self) -> list[Connection]:
-        return [e.conn.clone() for e in self._entries.values()]
+    def __len__(self) -> int:
+        return len(self._entries)
 
-    def peek(self) -> list[Connection]:
-        """The stored connections themselves, for read-only scans that must not cost a copy
-        per connection (never modify or keep them)."""
-        return [e.conn for e in self._entries.values()]
+    def __contains__(self, conn_id: str) -> bool:
+        return conn_id in self._entries
+
+    def ids(self) -> list[str]:
+        return list(self._entries)
+
+    def connections(self) -> list[Connection]:
+        return [e.connection() for e in self._entries.values()]
+
+    def each(self) -> Iterator[Connection]:
+        """The connections one at a time, for scans: unpacking them all into a list every
+        time a timer scans would make the daemon's memory peak at twice what it keeps."""
+        for entry in list(self._entries.values()):
+            yield entry.connection()
 
     def get(self, conn_id: str) -> Connection | None:
         entry = self._entries.get(conn_id)
-        return entry.conn.clone() if entry else None
+        return entry.connection() if entry else None
 
     def owner(self, conn_id: str) -> str | None:
         """The SPIFFE ID of the peer that created the connection ("" for this daemon's own
@@ -78,8 +105,8 @@ class Begin(Element):
         (one held before a restart): heal can bring it back and Close can end it."""
         conn = request.connection.clone()
         conn.state = State.DOWN
-        self._entries.setdefault(conn.id, _Entry(conn, list(request.mechanism_preferences),
-                                                 nxt))
+        if conn.id not in self._entries:
+            self._entries[conn.id] = _Entry.keep(conn, request.mechanism_preferences, nxt)
 
     # -- replays from this point of the chain (refresh, timeout, heal) ---------------------
 
@@ -93,8 +120,7 @@ class Begin(Element):
             entry = self._entries.get(conn_id)
             if entry is None:
                 return None
-            request = NetworkServiceRequest(connection=entry.conn.clone(),
-                                            mechanism_preferences=list(entry.preferences))
+            request = entry.request()
             if reselect:
                 conn = request.connection
                 conn.state = State.RESELECT_REQUESTED
@@ -110,7 +136,7 @@ class Begin(Element):
             closed = await self._close_locked(conn_id)
         if entry is not None:
             for listener in self.on_dropped:
-                listener(entry.conn.clone(), entry.owner)
+                listener(entry.connection(), entry.owner)
         return closed
 
     # -- internals -------------------------------------------------------------------------
@@ -120,7 +146,7 @@ class Begin(Element):
         old = self._entries.get(conn_id)
         reselect = old if request.connection.state == State.RESELECT_REQUESTED else None
         if reselect is not None:
-            replaced = reselect.conn.clone()
+            replaced = reselect.connection()
             replaced.state = State.RESELECT_REQUESTED  # closed to be replaced, not for good
             with contextlib.suppress(Exception):  # the old endpoint may be dead already
                 await reselect.nxt.close(replaced)
@@ -128,7 +154,9 @@ class Begin(Element):
             conn = await nxt.request(request)
         except BaseException:
             if reselect is not None:  # keep the entry (DOWN): the caller may retry or close
-                reselect.conn.state = State.DOWN
+                down = reselect.connection()
+                down.state = State.DOWN
+                reselect.conn = pack(Connection, down)
             raise
         conn.state = State.UP
         # The creator stays the owner: authorize let only it refresh (CALLER, set by the
@@ -136,18 +164,19 @@ class Begin(Element):
         caller = CALLER.get()
         owner = old.owner if old else Owner(getattr(caller, "spiffe_id", ""),
                                             getattr(caller, "url", ""))
-        kept = conn.clone()
-        # worked out afresh for each request (excluded.py); kept, they grow with the square
-        # of a namespace's vWires
-        kept.context.ip_context.excluded_prefixes = []
-        self._entries[conn_id] = _Entry(kept, request.mechanism_preferences, nxt, owner)
+        # excluded prefixes are worked out afresh for each request (excluded.py); kept,
+        # they grow with the square of a namespace's vWires
+        excluded = conn.context.ip_context.excluded_prefixes
+        conn.context.ip_context.excluded_prefixes = []
+        self._entries[conn_id] = _Entry.keep(conn, request.mechanism_preferences, nxt, owner)
+        conn.context.ip_context.excluded_prefixes = excluded
         return conn
 
     async def _close_locked(self, conn_id: str) -> bool:
         entry = self._entries.pop(conn_id, None)
         if entry is None:
             return False  # NSM: closing an unknown connection is a no-op
-        await entry.nxt.close(entry.conn.clone())
+        await entry.nxt.close(entry.connection())
         return True
 
     @contextlib.asynccontextmanager

@@ -106,7 +106,7 @@ class Manager:
         self.ipam = Ipam(hosting, db)
         self.vl3_ipam = Vl3Ipam(hosting, registry, db, self.own_id)
         self.functions = Functions(hosting, dataplane, clock)
-        self.supplies = Supplies(hosting, db, clock, name, self.server_begin.peek)
+        self.supplies = Supplies(hosting, db, clock, name, self.server_begin.each)
         self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon,
                                        self.supplies)
         endpoint = Chain(
@@ -161,7 +161,7 @@ class Manager:
         self._restart_notices: list[tuple[str, dict[str, str]]] = []
         self.liveness = Liveness(self, hosting, timings(heal_detect_s)[0])
         self.rekeyer = Rekeyer(self, dataplane, metrics, rekey_after_s)
-        self.mesh = Mesh(hosting, registry, clock, self.client_begin.peek, self.connect,
+        self.mesh = Mesh(hosting, registry, clock, self.client_begin.each, self.connect,
                          self.close)
         self.resolvers = Vl3Resolvers(hosting, registry, clock, self.vl3_ipam.addresses_of,
                                       dns_upstream or [])
@@ -346,7 +346,7 @@ class Manager:
         """Closes every connection to `endpoint` (it is being deleted), clients heal, and
         the vL3 mesh vWires it asked for."""
         await self.mesh.leave(endpoint)
-        doomed = [c.id for c in self.server_begin.peek()
+        doomed = [c.id for c in self.server_begin.each()
                   if c.network_service_endpoint_name == endpoint]
         for conn_id in doomed:
             await self.server_begin.close_by_id(conn_id)
@@ -384,7 +384,7 @@ class Manager:
         """Every segment id of every connection here, live or being healed: a wire is keyed
         by the id of the hop that built it (the endpoint's, or ours towards another host)."""
         return {s.id for begin in (self.server_begin, self.client_begin)
-                for c in begin.peek() for s in c.path.path_segments}
+                for c in begin.each() for s in c.path.path_segments}
 
     def with_metrics(self, conn: Connection) -> Connection:
         """Copies the wire's counters into the endpoint segment's metrics, as NSM does."""
@@ -405,7 +405,7 @@ class Manager:
 
     def _addresses_in(self, netns: str, but: str) -> list[str]:
         """The client addresses of the vWires into `netns`, but connection `but`'s."""
-        return [addr for c in self.client_begin.peek()
+        return [addr for c in self.client_begin.each()
                 if c.id != but and c.mechanism is not None
                 and c.mechanism.parameters.get("netns") == netns
                 for addr in c.context.ip_context.src_ip_addrs]

@@ -47,7 +47,7 @@ class Heal(Element):
     def start(self, conn_id: str, dead: str | None = None) -> None:
         """Starts healing `conn_id` unless it is already being healed. `dead`: why its data
         plane is known to be dead already (the first attempt reselects without asking)."""
-        if conn_id in self._healing or self.begin.get(conn_id) is None:
+        if conn_id in self._healing or conn_id not in self.begin:
             return
         self._healing[conn_id] = asyncio.ensure_future(self._heal(conn_id, dead))
 

@@ -42,7 +42,7 @@ class Liveness:
         netns.reap()
         found = []
         manager = self.manager
-        for conn in manager.server_begin.peek():
+        for conn in manager.server_begin.each():
             if not conn.path.path_segments or conn.id in self._closing:
                 continue
             # ours onwards: the wire is this hop's or a later one's (a relay has two halves)

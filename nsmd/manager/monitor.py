@@ -55,7 +55,7 @@ class Subscription:
         self.selector = selector
         self._monitor = monitor
         self.queue: asyncio.Queue[ConnectionEvent | None] = asyncio.Queue(SUBSCRIBER_QUEUE_MAX)
-        initial = {c.id: c.clone() for c in monitor.begin.peek() if selector.matches(c)}
+        initial = {c.id: c for c in monitor.begin.connections() if selector.matches(c)}
         self.queue.put_nowait(ConnectionEvent(type="INITIAL_STATE_TRANSFER", connections=initial))
 
     def offer(self, event_type: str, conn: Connection) -> None:

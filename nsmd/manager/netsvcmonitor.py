@@ -55,7 +55,7 @@ class ServiceMonitor:
     async def check(self, ns: NetworkService) -> list[str]:
         """Closes the connections `ns` no longer allows; returns the ids closed."""
         doomed: dict[str, str] = {}
-        for conn in self.begin.peek():
+        for conn in self.begin.each():
             if conn.network_service != ns.name or self.begin.owner(conn.id) != "":
                 continue  # not ours to select: the peer that asked for it selects
             nse = self.registry.endpoints.get(conn.network_service_endpoint_name)

@@ -52,12 +52,14 @@ class Rekeyer:
 
     async def check_once(self) -> int:
         done = 0
-        for conn in self.manager.server_begin.peek():
-            wire = self.dataplane.get(conn.id)
+        begin = self.manager.server_begin
+        for conn_id in begin.ids():  # every 0.5 s: only the due ones are unpacked
+            wire = self.dataplane.get(conn_id)
             if wire is None or wire.remote is None or not wire.keyed:
                 continue  # rekeys start on the side that keyed the tunnel towards a peer
-            stats = self.dataplane.stats(conn.id) or {}
-            if not due(stats, self.rekey_after_s):
+            stats = self.dataplane.stats(conn_id) or {}
+            conn = begin.get(conn_id) if due(stats, self.rekey_after_s) else None
+            if conn is None:
                 continue
             try:
                 await self.rekey(conn, wire)

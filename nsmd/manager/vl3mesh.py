@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from nsmd.clock import Clock, sleep
 from nsmd.errors import NsmdError
@@ -34,11 +34,11 @@ Close = Callable[[str], Awaitable[None]]
 
 class Mesh:
     def __init__(self, hosting: Hosting, registry: RegistryView, clock: Clock,
-                 held: Callable[[], list[Connection]], connect: Connect, close: Close):
+                 held: Callable[[], Iterable[Connection]], connect: Connect, close: Close):
         self.hosting = hosting
         self.registry = registry
         self.clock = clock
-        self.held = held          # the connections this daemon holds (read-only: peek)
+        self.held = held          # the connections this daemon holds
         self.connect = connect
         self.close = close
         self._pending: set[tuple[str, str]] = set()

@@ -26,7 +26,8 @@ class Endpoint(Element):
 
 def chain_with(begin: Begin):
     def addresses_in(netns, but):
-        return [a for c in begin.peek() if c.id != but and c.mechanism.parameters["netns"] == netns
+        return [a for c in begin.connections()
+                if c.id != but and c.mechanism.parameters["netns"] == netns
                 for a in c.context.ip_context.src_ip_addrs]
     endpoint = Endpoint()
     return Chain(begin, ExcludedPrefixes(addresses_in), endpoint), endpoint
@@ -50,4 +51,4 @@ async def test_each_request_excludes_the_namespaces_other_addresses_and_nothing_
     assert third.context.ip_context.excluded_prefixes == []      # not handed back
     await begin.request_again("a")                               # a refresh: worked out again
     assert endpoint.seen["a"][-1] == ["100.64.0.3/32"]           # c's, never its own
-    assert all(c.context.ip_context.excluded_prefixes == [] for c in begin.peek())
+    assert all(c.context.ip_context.excluded_prefixes == [] for c in begin.connections())
