@@ -29,10 +29,19 @@ class TimerSet:
         """(Re)schedules action(key) at `when` (clock time)."""
         self._when[key] = when
         heapq.heappush(self._heap, (when, key))
+        self._compact()
         self._schedule()
 
     def disarm(self, key: str) -> None:
         self._when.pop(key, None)  # its heap entry goes stale and is skipped
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drops stale heap entries once they outnumber the live ones: each would keep its
+        key until its deadline (minutes), so connect/close churn grew the heap."""
+        if len(self._heap) > 2 * len(self._when) + 64:
+            self._heap = [(when, key) for key, when in self._when.items()]
+            heapq.heapify(self._heap)
 
     def armed(self) -> dict[str, float]:
         return dict(self._when)

@@ -43,3 +43,23 @@ async def test_stop_cancels_timers_and_running_actions():
     timers.stop()
     await asyncio.sleep(0)
     assert timers.armed() == {} and clock.pending() == []
+
+
+async def test_churn_leaves_no_stale_entries_behind():
+    """Keys armed and disarmed long before their deadlines (connect, close) must not pile
+    up until those deadlines; the live ones still fire."""
+    clock = FakeClock(start=0.0)
+    fired: list[str] = []
+
+    async def action(key: str) -> None:
+        fired.append(key)
+
+    timers = TimerSet(clock, action)
+    timers.arm("kept", 500)
+    for i in range(10_000):
+        timers.arm(f"k{i}", 600 + i)
+        timers.arm(f"k{i}", 700 + i)  # re-armed: its first entry goes stale too
+        timers.disarm(f"k{i}")
+    assert len(timers._heap) <= 2 * len(timers.armed()) + 64
+    await clock.run(1000)
+    assert fired == ["kept"]
