@@ -31,19 +31,35 @@ def field(*, wire: str | None = None, time: bool = False, choices: tuple[str, ..
 
 def to_wire(obj: Any) -> Any:
     """Plain data for `obj` (a model dataclass, or lists/dicts of them)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if f.metadata.get("time"):
-                value = format_time(value)
-            out[f.metadata.get("wire") or f.name] = to_wire(value)
-        return out
-    if isinstance(obj, list | tuple):
+    kind = type(obj)
+    if kind is str or kind is int or kind is float or kind is bool or obj is None:
+        return obj
+    if kind is list or kind is tuple:
         return [to_wire(v) for v in obj]
-    if isinstance(obj, dict):
+    if kind is dict:
         return {k: to_wire(v) for k, v in obj.items()}
-    return obj
+    plan = _wire_plans.get(kind) or _wire_plan(kind)
+    if plan is None:
+        return obj  # other scalars (enums are str)
+    out = {}
+    for name, wire_name, is_time in plan:
+        value = getattr(obj, name)
+        out[wire_name] = format_time(value) if is_time else to_wire(value)
+    return out
+
+
+def _wire_plan(kind: type) -> tuple[tuple[str, str, bool], ...] | None:
+    """(attribute, wire name, is a timestamp) per field of a model class, worked out once
+    (the registry's Find turns thousands of endpoints into plain data per second)."""
+    if not dataclasses.is_dataclass(kind):
+        return None
+    plan = _wire_plans[kind] = tuple(
+        (f.name, f.metadata.get("wire") or f.name, bool(f.metadata.get("time")))
+        for f in dataclasses.fields(kind))
+    return plan
+
+
+_wire_plans: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 
 
 def from_wire(cls: type, data: Any, where: str = "") -> Any:
