@@ -34,12 +34,12 @@ def to_wire(obj: Any) -> Any:
     kind = type(obj)
     if kind is str or kind is int or kind is float or kind is bool or obj is None:
         return obj
-    if kind is list or kind is tuple:
-        return [to_wire(v) for v in obj]
-    if kind is dict:
-        return {k: to_wire(v) for k, v in obj.items()}
-    plan = _wire_plans.get(kind) or _wire_plan(kind)
+    plan = _wire_plans[kind] if kind in _wire_plans else _wire_plan(kind)
     if plan is None:
+        if isinstance(obj, list | tuple):
+            return [to_wire(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: to_wire(v) for k, v in obj.items()}
         return obj  # other scalars (enums are str)
     out = {}
     for name, wire_name, is_time in plan:
@@ -51,15 +51,14 @@ def to_wire(obj: Any) -> Any:
 def _wire_plan(kind: type) -> tuple[tuple[str, str, bool], ...] | None:
     """(attribute, wire name, is a timestamp) per field of a model class, worked out once
     (the registry's Find turns thousands of endpoints into plain data per second)."""
-    if not dataclasses.is_dataclass(kind):
-        return None
-    plan = _wire_plans[kind] = tuple(
+    plan = None if not dataclasses.is_dataclass(kind) else tuple(
         (f.name, f.metadata.get("wire") or f.name, bool(f.metadata.get("time")))
         for f in dataclasses.fields(kind))
+    _wire_plans[kind] = plan
     return plan
 
 
-_wire_plans: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+_wire_plans: dict[type, tuple[tuple[str, str, bool], ...] | None] = {}
 
 
 def from_wire(cls: type, data: Any, where: str = "") -> Any:

@@ -31,8 +31,7 @@ def pack(kind: type[T], obj: T) -> bytes:
 
 def unpack(kind: type[T], data: bytes) -> T:
     """A fresh object of `kind` from pack's bytes."""
-    mirror, decoder = _codec(kind)
-    obj: T = msgspec.convert(decoder.decode(data), kind, from_attributes=True)
+    obj: T = msgspec.convert(_codec(kind)[1].decode(data), kind, from_attributes=True)
     return obj
 
 
