@@ -3,8 +3,7 @@
 from libc.stdint cimport uint8_t, uint64_t
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from .aead cimport TAG_BYTES, aead_ctx_new, open_in_place, seal
-from .includes.openssl cimport EVP_CIPHER_CTX, EVP_CIPHER_CTX_free
+from .aead cimport TAG_BYTES, Aead, aead_free, aead_init, open_in_place, seal
 
 
 class AeadError(ValueError):
@@ -19,15 +18,15 @@ def seal_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
     buf = bytearray(plaintext.shape[0] + TAG_BYTES)
     buf[:plaintext.shape[0]] = plaintext
     cdef uint8_t[::1] out = buf
-    cdef EVP_CIPHER_CTX *ctx = aead_ctx_new()
+    cdef Aead a
     cdef int rc
-    if ctx == NULL:
+    if aead_init(&a) < 0:
         raise MemoryError()
     try:
-        rc = seal(ctx, &key[0], counter, &aad[0] if aad.shape[0] else NULL, aad.shape[0],
+        rc = seal(&a, &key[0], counter, &aad[0] if aad.shape[0] else NULL, aad.shape[0],
                   &out[0], plaintext.shape[0])
     finally:
-        EVP_CIPHER_CTX_free(ctx)
+        aead_free(&a)
     if rc < 0:
         raise AeadError("seal failed")
     return bytes(buf)
@@ -42,18 +41,54 @@ def open_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
     if len(buf) < TAG_BYTES:
         raise AeadError("shorter than a tag")
     cdef uint8_t[::1] data = buf
-    cdef EVP_CIPHER_CTX *ctx = aead_ctx_new()
+    cdef Aead a
     cdef int n
-    if ctx == NULL:
+    if aead_init(&a) < 0:
         raise MemoryError()
     try:
-        n = open_in_place(ctx, &key[0], counter, &aad[0] if aad.shape[0] else NULL,
+        n = open_in_place(&a, &key[0], counter, &aad[0] if aad.shape[0] else NULL,
                           aad.shape[0], &data[0], data.shape[0])
     finally:
-        EVP_CIPHER_CTX_free(ctx)
+        aead_free(&a)
     if n < 0:
         raise AeadError("authentication failed")
     return bytes(buf[:n])
+
+
+def crypt_sequence(ops):
+    """Runs ("seal" | "open", key, counter, aad, data) operations one after another through
+    one context, as an engine's worker does (keys switch between wires and directions):
+    each seal's sealed bytes, each open's plaintext or None if it did not authenticate."""
+    cdef Aead a
+    cdef uint8_t[::1] view
+    cdef bytes key_b, aad_b
+    cdef const uint8_t *aad_p
+    cdef int n
+    if aead_init(&a) < 0:
+        raise MemoryError()
+    results = []
+    try:
+        for op, key, counter, aad, data in ops:
+            key_b, aad_b = bytes(key), bytes(aad)
+            if len(key_b) != 32:
+                raise AeadError("key must be 32 bytes")
+            aad_p = NULL
+            if aad_b:
+                aad_p = aad_b
+            buf = bytearray(data) + (bytearray(TAG_BYTES) if op == "seal" else bytearray())
+            if len(buf) < TAG_BYTES:  # an open of less than a tag: nothing to open
+                results.append(None)
+                continue
+            view = buf
+            if op == "seal":
+                n = seal(&a, key_b, counter, aad_p, len(aad_b), &view[0], len(data))
+                results.append(bytes(buf) if n == 0 else None)
+            else:
+                n = open_in_place(&a, key_b, counter, aad_p, len(aad_b), &view[0], len(buf))
+                results.append(bytes(buf[:n]) if n >= 0 else None)
+    finally:
+        aead_free(&a)
+    return results
 
 
 def seal_seconds(int size, int count):
@@ -64,19 +99,19 @@ def seal_seconds(int size, int count):
     buf = bytearray(16 + size + TAG_BYTES)
     cdef uint8_t[::1] data = buf
     cdef uint8_t key[32]
-    cdef EVP_CIPHER_CTX *ctx = aead_ctx_new()
+    cdef Aead a
     cdef int i, rc = 0
     cdef timespec start, end
-    if ctx == NULL:
+    if aead_init(&a) < 0:
         raise MemoryError()
     for i in range(32):
         key[i] = <uint8_t>i
     with nogil:
         clock_gettime(CLOCK_MONOTONIC, &start)
         for i in range(count):
-            rc |= seal(ctx, key, <uint64_t>i, &data[0], 16, &data[16], size)
+            rc |= seal(&a, key, <uint64_t>i, &data[0], 16, &data[16], size)
         clock_gettime(CLOCK_MONOTONIC, &end)
-    EVP_CIPHER_CTX_free(ctx)
+    aead_free(&a)
     if rc:
         raise AeadError("seal failed")
     return (end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) * 1e-9

@@ -41,8 +41,7 @@ from .classify cimport VERDICT_PASS, classify_ip
 from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
                               EPOLLIN, epoll_create1, epoll_ctl, epoll_event, epoll_wait,
                               eventfd)
-from .aead cimport aead_ctx_new
-from .includes.openssl cimport EVP_CIPHER_CTX_free
+from .aead cimport aead_free, aead_init
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
 from .includes.sockets cimport AF_INET, mmsghdr
@@ -301,8 +300,8 @@ cdef class Engine:
             close(self.st.epfd)
         if self.st.stopfd >= 0:
             close(self.st.stopfd)
-        if self.st.cipher != NULL:
-            EVP_CIPHER_CTX_free(self.st.cipher)
+        if self.st.aead.ctx != NULL:
+            aead_free(&self.st.aead)
         pthread_mutex_destroy(&self.st.lock)
         for i in range(self.st.capacity):
             if self.st.wires[i].tunnel != NULL:
@@ -337,8 +336,7 @@ cdef class Engine:
             # Untouched (so not resident) until a local wire with stages uses it.
             self.st.stage_bufs = <uint8_t *>malloc(STAGE_BATCH * PACKET_BUF_BYTES)
             self.st.packets = <Packet *>calloc(RX_PENDING, sizeof(Packet))
-            self.st.cipher = aead_ctx_new()
-            if self.st.buf == NULL or self.st.cipher == NULL or self.st.stage_bufs == NULL \
+            if self.st.buf == NULL or aead_init(&self.st.aead) < 0 or self.st.stage_bufs == NULL \
                     or self.st.packets == NULL:
                 raise MemoryError()
             self.st.rx = new_rx_batch()

@@ -5,7 +5,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from posix.uio cimport iovec
 
 from .includes.epoll cimport EPOLL_CTL_DEL, epoll_ctl
-from .includes.openssl cimport EVP_CIPHER_CTX
+from .aead cimport Aead
 from .includes.pthread cimport pthread_mutex_t
 from .includes.sockets cimport mmsghdr, sockaddr_in
 from .offload cimport GSO_ECN, GSO_NONE, VNET_F_NEEDS_CSUM, le16
@@ -132,7 +132,7 @@ cdef struct EngineState:
     uint64_t gro_receives       # received messages that carried several datagrams
     int uso_off                 # a TUN device refused a UDP GSO (USO) write once: no more
     uint64_t uso_writes         # TUN writes that carried several UDP datagrams
-    EVP_CIPHER_CTX *cipher      # the worker's AEAD context
+    Aead aead                   # the worker's AEAD context
     double last_tick
     double now                  # CLOCK_MONOTONIC at the worker's current wake-up
     double reject_after_s       # a keypair's whole life (WireGuard's RejectAfterTime)

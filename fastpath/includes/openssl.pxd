@@ -1,4 +1,4 @@
-# Extern declarations only: OpenSSL libcrypto's EVP AEAD interface (OpenSSL 3).
+# Extern declarations only: OpenSSL libcrypto's EVP AEAD interface and parameters (OpenSSL 3).
 
 cdef extern from "<openssl/evp.h>" nogil:
     ctypedef struct EVP_CIPHER_CTX:
@@ -10,13 +10,8 @@ cdef extern from "<openssl/evp.h>" nogil:
     ctypedef struct OSSL_LIB_CTX:
         pass
 
-    enum:
-        EVP_CTRL_AEAD_GET_TAG
-        EVP_CTRL_AEAD_SET_TAG
-
     EVP_CIPHER_CTX *EVP_CIPHER_CTX_new()
     void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx)
-    const EVP_CIPHER *EVP_chacha20_poly1305()
     EVP_CIPHER *EVP_CIPHER_fetch(OSSL_LIB_CTX *ctx, const char *algorithm,
                                  const char *properties)
     void EVP_CIPHER_free(EVP_CIPHER *cipher)
@@ -30,4 +25,19 @@ cdef extern from "<openssl/evp.h>" nogil:
     int EVP_DecryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
                           const unsigned char *inp, int inl)
     int EVP_DecryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *outm, int *outl)
-    int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
+
+cdef extern from "<openssl/params.h>" nogil:
+    ctypedef struct OSSL_PARAM:
+        pass
+    OSSL_PARAM OSSL_PARAM_construct_octet_string(const char *key, void *buf, size_t bsize)
+    OSSL_PARAM OSSL_PARAM_construct_end()
+
+cdef extern from "<openssl/core_names.h>" nogil:
+    const char *OSSL_CIPHER_PARAM_AEAD_TAG
+
+cdef extern from "<openssl/evp.h>" nogil:
+    int EVP_CIPHER_CTX_get_params(EVP_CIPHER_CTX *ctx, OSSL_PARAM *params)
+    int EVP_CIPHER_CTX_set_params(EVP_CIPHER_CTX *ctx, const OSSL_PARAM *params)
+
+cdef extern from "<openssl/crypto.h>" nogil:
+    void OPENSSL_cleanse(void *ptr, size_t len)

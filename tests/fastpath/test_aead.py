@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nsmd.fastpath.aead import AeadError, open_packet, seal_packet
+from nsmd.fastpath.aead import AeadError, crypt_sequence, open_packet, seal_packet
 
 
 def nonce(counter: int) -> bytes:
@@ -45,3 +45,29 @@ def test_any_change_fails_authentication():
             open_packet(key, tampered_counter, aad, data)
     with pytest.raises(AeadError):
         open_packet(key, 7, b"hdr", b"short")
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["seal", "open", "open-tampered"]),
+                              st.integers(0, 2), st.integers(0, 2**64 - 1),
+                              st.binary(max_size=16), st.binary(max_size=300)),
+                    min_size=1, max_size=40))
+def test_one_context_switching_keys_matches_the_reference(ops):
+    """An engine's context keeps the last key it was given and skips setting it again:
+    any sequence of seals and opens under switching keys (failed opens included) must
+    give exactly what a fresh context per packet gives."""
+    keys = [bytes([i + 1]) * 32 for i in range(3)]
+    sequence, expected = [], []
+    for kind, k, counter, aad, data in ops:
+        reference = ChaCha20Poly1305(keys[k])
+        sealed = reference.encrypt(nonce(counter), data, aad)
+        if kind == "seal":
+            sequence.append(("seal", keys[k], counter, aad, data))
+            expected.append(sealed)
+        elif kind == "open":
+            sequence.append(("open", keys[k], counter, aad, sealed))
+            expected.append(data)
+        else:
+            sequence.append(("open", keys[k], counter, aad, sealed[:-1] + bytes([sealed[-1] ^ 1])))
+            expected.append(None)
+    assert crypt_sequence(sequence) == expected
