@@ -350,7 +350,7 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
 
 
 def crypto_rates(size: int = 1408, count: int = 200_000) -> dict:
-    """ChaCha20-Poly1305 sealing, GB/s on one core: the engine's way (EVP per packet: key,
+    """ChaCha20-Poly1305 sealing, GB/s on one core: the engine's way (EVP per packet:
     nonce, AAD, data, tag) against `openssl speed`'s (the same cipher, same size)."""
     from nsmd.fastpath.aead import seal_seconds
 

@@ -67,6 +67,12 @@ cdef inline void key_set(Aead *a, const uint8_t *key, int ok) noexcept nogil:
         a.keyed = 1
 
 
+cdef inline void tag_param(OSSL_PARAM *params, uint8_t *tag) noexcept nogil:
+    """params: the AEAD tag at `tag` (TAG_BYTES), read or set without a ctrl call."""
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, TAG_BYTES)
+    params[1] = OSSL_PARAM_construct_end()
+
+
 cdef inline void make_nonce(uint8_t *nonce, uint64_t counter) noexcept nogil:
     """96-bit nonce: 32 zero bits, then the 64-bit packet counter little-endian (as WireGuard)."""
     cdef int i
@@ -97,9 +103,7 @@ cdef inline int seal(Aead *a, const uint8_t *key, uint64_t counter,
         return -1
     if EVP_EncryptFinal_ex(a.ctx, buf + length, &outl) != 1:
         return -1
-    tag[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, buf + length,
-                                               TAG_BYTES)
-    tag[1] = OSSL_PARAM_construct_end()
+    tag_param(tag, buf + length)
     if EVP_CIPHER_CTX_get_params(a.ctx, tag) != 1:
         return -1
     return 0
@@ -124,9 +128,7 @@ cdef inline int open_in_place(Aead *a, const uint8_t *key, uint64_t counter,
     key_set(a, new_key, ok)
     if not ok:
         return -1
-    tag[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, buf + plain,
-                                               TAG_BYTES)
-    tag[1] = OSSL_PARAM_construct_end()
+    tag_param(tag, buf + plain)
     if EVP_CIPHER_CTX_set_params(a.ctx, tag) != 1:
         return -1
     if aad_len and EVP_DecryptUpdate(a.ctx, NULL, &outl, aad, aad_len) != 1:

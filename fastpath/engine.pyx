@@ -300,8 +300,7 @@ cdef class Engine:
             close(self.st.epfd)
         if self.st.stopfd >= 0:
             close(self.st.stopfd)
-        if self.st.aead.ctx != NULL:
-            aead_free(&self.st.aead)
+        aead_free(&self.st.aead)    # also if it was never made (ctx NULL)
         pthread_mutex_destroy(&self.st.lock)
         for i in range(self.st.capacity):
             if self.st.wires[i].tunnel != NULL:
@@ -336,8 +335,8 @@ cdef class Engine:
             # Untouched (so not resident) until a local wire with stages uses it.
             self.st.stage_bufs = <uint8_t *>malloc(STAGE_BATCH * PACKET_BUF_BYTES)
             self.st.packets = <Packet *>calloc(RX_PENDING, sizeof(Packet))
-            if self.st.buf == NULL or aead_init(&self.st.aead) < 0 or self.st.stage_bufs == NULL \
-                    or self.st.packets == NULL:
+            if aead_init(&self.st.aead) < 0 or self.st.buf == NULL \
+                    or self.st.stage_bufs == NULL or self.st.packets == NULL:
                 raise MemoryError()
             self.st.rx = new_rx_batch()
             self.st.tx = new_batch()

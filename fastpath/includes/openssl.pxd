@@ -1,5 +1,14 @@
 # Extern declarations only: OpenSSL libcrypto's EVP AEAD interface and parameters (OpenSSL 3).
 
+cdef extern from "<openssl/params.h>" nogil:
+    ctypedef struct OSSL_PARAM:
+        pass
+    OSSL_PARAM OSSL_PARAM_construct_octet_string(const char *key, void *buf, size_t bsize)
+    OSSL_PARAM OSSL_PARAM_construct_end()
+
+cdef extern from "<openssl/core_names.h>" nogil:
+    const char *OSSL_CIPHER_PARAM_AEAD_TAG
+
 cdef extern from "<openssl/evp.h>" nogil:
     ctypedef struct EVP_CIPHER_CTX:
         pass
@@ -25,17 +34,6 @@ cdef extern from "<openssl/evp.h>" nogil:
     int EVP_DecryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
                           const unsigned char *inp, int inl)
     int EVP_DecryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *outm, int *outl)
-
-cdef extern from "<openssl/params.h>" nogil:
-    ctypedef struct OSSL_PARAM:
-        pass
-    OSSL_PARAM OSSL_PARAM_construct_octet_string(const char *key, void *buf, size_t bsize)
-    OSSL_PARAM OSSL_PARAM_construct_end()
-
-cdef extern from "<openssl/core_names.h>" nogil:
-    const char *OSSL_CIPHER_PARAM_AEAD_TAG
-
-cdef extern from "<openssl/evp.h>" nogil:
     int EVP_CIPHER_CTX_get_params(EVP_CIPHER_CTX *ctx, OSSL_PARAM *params)
     int EVP_CIPHER_CTX_set_params(EVP_CIPHER_CTX *ctx, const OSSL_PARAM *params)
 

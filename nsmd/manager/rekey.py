@@ -57,10 +57,11 @@ class Rekeyer:
             wire = self.dataplane.get(conn_id)
             if wire is None or wire.remote is None or not wire.keyed:
                 continue  # rekeys start on the side that keyed the tunnel towards a peer
-            stats = self.dataplane.stats(conn_id) or {}
-            conn = begin.get(conn_id) if due(stats, self.rekey_after_s) else None
-            if conn is None:
+            if not due(self.dataplane.stats(conn_id) or {}, self.rekey_after_s):
                 continue
+            conn = begin.get(conn_id)
+            if conn is None:
+                continue  # closed while an earlier rekey of this scan was awaited
             try:
                 await self.rekey(conn, wire)
                 done += 1
