@@ -155,15 +155,19 @@ cdef int grow_locked(EngineState *st) noexcept nogil:
     cdef uint32_t new = old * 2 if old else INITIAL_WIRES
     if new > (1 << (32 - INDEX_SEQ_BITS)):
         return -1
-    cdef Wire *wires = <Wire *>realloc(st.wires, new * sizeof(Wire))
+    # calloc + copy, not realloc + memset: a large table comes zeroed from fresh pages, and
+    # its free half stays untouched (no memory) until wires take its slots.
+    cdef Wire *wires = <Wire *>calloc(new, sizeof(Wire))
     if wires == NULL:
         return -1
+    if old:
+        memcpy(wires, st.wires, old * sizeof(Wire))
+    free(st.wires)
     st.wires = wires
     cdef uint32_t *free_slots = <uint32_t *>realloc(st.free_slots, new * sizeof(uint32_t))
     if free_slots == NULL:
         return -1
     st.free_slots = free_slots
-    memset(&st.wires[old], 0, (new - old) * sizeof(Wire))
     # Push in reverse so the lowest slot is handed out first.
     for i in range(new - 1, old - 1, -1):
         st.free_slots[st.n_free] = i

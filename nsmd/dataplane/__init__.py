@@ -177,12 +177,13 @@ class Dataplane:
         if len(wire.lanes) != 1:
             raise DataplaneError(f"vWire {wire.conn_id} has {len(wire.lanes)} queues; "
                                  "function stages need one (one thread keeps their state)")
+        by_hop = wire.stages = wire.stages or {}
         if parts:
-            wire.stages[hop] = list(parts)
+            by_hop[hop] = list(parts)
         else:
-            wire.stages.pop(hop, None)
+            by_hop.pop(hop, None)
         engine = self.engines.of(wire)
-        ordered = [part for position in sorted(wire.stages) for part in wire.stages[position]]
+        ordered = [part for position in sorted(by_hop) for part in by_hop[position]]
         to_endpoint, to_client = ordered, list(reversed(ordered))
         # side 0 is the first TUN (the client's, unless this host has only the endpoint's),
         # or a relay's tunnel from the client's side

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import types
+from collections.abc import Mapping
+
+# A wire's tunnel parameters until it is keyed: one shared, read-only empty mapping
+# (tunnel_keys replaces it whole), so an idle local vWire does not carry an empty dict.
+NOTHING_AGREED: Mapping[str, str] = types.MappingProxyType({})
 
 
 @dataclasses.dataclass(slots=True)
@@ -33,8 +39,8 @@ class Wire:
     offload: bool = False           # vnet headers + TSO on the devices
     l2: bool = False                # ETHERNET: TAP devices, Ethernet frames
     keyed: bool = False             # keys installed by this run of the daemon
-    agreed: dict = dataclasses.field(default_factory=dict)  # tunnel parameters in use
-    stages: dict[int, list] = dataclasses.field(default_factory=dict)  # path position -> parts
+    agreed: Mapping[str, str] = dataclasses.field(default_factory=lambda: NOTHING_AGREED)
+    stages: dict[int, list] | None = None  # path position -> parts (None: no functions)
     remote: tuple[str, str] | None = None  # the far daemon (URL, SPIFFE ID) we keyed towards
     side: int = 0                   # a relay half: 0 towards the client, 1 towards the endpoint
     partner: str = ""               # a relay half: the key of the other half

@@ -6,8 +6,8 @@ healing can replay Request or Close from here (NSM: sdk common/begin). An establ
 connection requested with state RESELECT_REQUESTED is closed downstream first. Each
 connection remembers its owner, the peer that created it, for authorize's checks.
 
-Connections are kept packed (model/compact.py): a daemon holds them for as long as its
-vWires live, and every reader gets a fresh object anyway.
+Connections are kept packed and deflated (model/compact.py's Packer): a daemon holds them
+for as long as its vWires live, and every reader gets a fresh object anyway.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from nsmd.caller import CALLER
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, State
-from nsmd.model.compact import pack, unpack
+from nsmd.model.compact import Packer
 from nsmd.vl3.subnets import PEER_LABEL
 
 
@@ -34,30 +34,26 @@ class Owner:
 THIS_DAEMON = Owner()
 
 
-@dataclasses.dataclass(slots=True)
 class _Entry:
-    conn: bytes                 # packed, as the chain last returned it
-    preferences: bytes          # packed list[Mechanism] of the last request, for replays
-    nxt: Next
-    owner: Owner = THIS_DAEMON
+    """One connection: its last request packed (the connection as the chain last returned
+    it, and the mechanism preferences replays send), the rest of the chain, the owner.
+    Next and Owner objects are shared between entries (Begin interns them)."""
+    __slots__ = ("packed", "nxt", "owner")
 
-    @classmethod
-    def keep(cls, conn: Connection, preferences: list[Mechanism], nxt: Next,
-             owner: Owner = THIS_DAEMON) -> _Entry:
-        return cls(pack(Connection, conn), pack(list[Mechanism], preferences), nxt, owner)
-
-    def connection(self) -> Connection:
-        return unpack(Connection, self.conn)
-
-    def request(self) -> NetworkServiceRequest:
-        return NetworkServiceRequest(connection=self.connection(),
-                                     mechanism_preferences=unpack(list[Mechanism],
-                                                                  self.preferences))
+    def __init__(self, packed: bytes, nxt: Next, owner: Owner):
+        self.packed = packed
+        self.nxt = nxt
+        self.owner = owner
 
 
 class Begin(Element):
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._packer = Packer(NetworkServiceRequest)
+        # Shared between entries: one Next per place in a chain (it keeps the chain alive,
+        # so the place's id stays its own), one Owner per peer.
+        self._nexts: dict[tuple[int, int], Next] = {}
+        self._owners: dict[Owner, Owner] = {}
         # Called with each connection closed from here rather than by its caller (timeout,
         # endpoint removal) and its owner, so the caller's side can heal.
         self.on_dropped: list[Callable[[Connection, Owner], object]] = []
@@ -74,17 +70,17 @@ class Begin(Element):
         return list(self._entries)
 
     def connections(self) -> list[Connection]:
-        return [e.connection() for e in self._entries.values()]
+        return [self._connection(e) for e in self._entries.values()]
 
     def each(self) -> Iterator[Connection]:
         """The connections one at a time, for scans: unpacking them all into a list every
         time a timer scans would make the daemon's memory peak at twice what it keeps."""
         for entry in list(self._entries.values()):
-            yield entry.connection()
+            yield self._connection(entry)
 
     def get(self, conn_id: str) -> Connection | None:
         entry = self._entries.get(conn_id)
-        return entry.connection() if entry else None
+        return self._connection(entry) if entry else None
 
     def owner(self, conn_id: str) -> str | None:
         """The SPIFFE ID of the peer that created the connection ("" for this daemon's own
@@ -106,7 +102,7 @@ class Begin(Element):
         conn = request.connection.clone()
         conn.state = State.DOWN
         if conn.id not in self._entries:
-            self._entries[conn.id] = _Entry.keep(conn, request.mechanism_preferences, nxt)
+            self._keep(conn, request.mechanism_preferences, nxt, THIS_DAEMON)
 
     # -- replays from this point of the chain (refresh, timeout, heal) ---------------------
 
@@ -120,7 +116,7 @@ class Begin(Element):
             entry = self._entries.get(conn_id)
             if entry is None:
                 return None
-            request = entry.request()
+            request = self._packer.unpack(entry.packed)
             if reselect:
                 conn = request.connection
                 conn.state = State.RESELECT_REQUESTED
@@ -136,7 +132,7 @@ class Begin(Element):
             closed = await self._close_locked(conn_id)
         if entry is not None:
             for listener in self.on_dropped:
-                listener(entry.connection(), entry.owner)
+                listener(self._connection(entry), entry.owner)
         return closed
 
     # -- internals -------------------------------------------------------------------------
@@ -146,7 +142,7 @@ class Begin(Element):
         old = self._entries.get(conn_id)
         reselect = old if request.connection.state == State.RESELECT_REQUESTED else None
         if reselect is not None:
-            replaced = reselect.connection()
+            replaced = self._connection(reselect)
             replaced.state = State.RESELECT_REQUESTED  # closed to be replaced, not for good
             with contextlib.suppress(Exception):  # the old endpoint may be dead already
                 await reselect.nxt.close(replaced)
@@ -154,9 +150,9 @@ class Begin(Element):
             conn = await nxt.request(request)
         except BaseException:
             if reselect is not None:  # keep the entry (DOWN): the caller may retry or close
-                down = reselect.connection()
-                down.state = State.DOWN
-                reselect.conn = pack(Connection, down)
+                down = self._packer.unpack(reselect.packed)
+                down.connection.state = State.DOWN
+                reselect.packed = self._packer.pack(down)
             raise
         conn.state = State.UP
         # The creator stays the owner: authorize let only it refresh (CALLER, set by the
@@ -168,7 +164,7 @@ class Begin(Element):
         # they grow with the square of a namespace's vWires
         excluded = conn.context.ip_context.excluded_prefixes
         conn.context.ip_context.excluded_prefixes = []
-        self._entries[conn_id] = _Entry.keep(conn, request.mechanism_preferences, nxt, owner)
+        self._keep(conn, request.mechanism_preferences, nxt, owner)
         conn.context.ip_context.excluded_prefixes = excluded
         return conn
 
@@ -176,8 +172,18 @@ class Begin(Element):
         entry = self._entries.pop(conn_id, None)
         if entry is None:
             return False  # NSM: closing an unknown connection is a no-op
-        await entry.nxt.close(entry.connection())
+        await entry.nxt.close(self._connection(entry))
         return True
+
+    def _connection(self, entry: _Entry) -> Connection:
+        return self._packer.unpack(entry.packed).connection
+
+    def _keep(self, conn: Connection, preferences: list[Mechanism], nxt: Next,
+              owner: Owner) -> None:
+        packed = self._packer.pack(NetworkServiceRequest(connection=conn,
+                                                         mechanism_preferences=preferences))
+        self._entries[conn.id] = _Entry(packed, self._nexts.setdefault(nxt.place(), nxt),
+                                        self._owners.setdefault(owner, owner))
 
     @contextlib.asynccontextmanager
     async def _serialised(self, conn_id: str) -> AsyncIterator[None]:

@@ -21,6 +21,10 @@ class Next:
         self._elements = elements
         self._index = index
 
+    def place(self) -> tuple[int, int]:
+        """Where in which chain this continues: equal for equal Nexts, for sharing one."""
+        return id(self._elements), self._index
+
     async def request(self, request: NetworkServiceRequest) -> Connection:
         if self._index == len(self._elements):
             return request.connection

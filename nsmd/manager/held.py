@@ -18,25 +18,28 @@ class Held(Element):
     def __init__(self, db: StateDB):
         self.db = db
         # conn id -> policy subjects of the local user who made it (close and restore
-        # check them); empty for connections this daemon made on its own.
-        self._owners: dict[str, list[str]] = {}
+        # check them); empty for connections this daemon made on its own. Users are few and
+        # their connections many: each distinct list of subjects is kept once.
+        self._owners: dict[str, tuple[str, ...]] = {}
+        self._subjects: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def stored(self) -> list[tuple[NetworkServiceRequest, list[str]]]:
         found = []
         for conn_id, doc in self.db.items("held"):
             owner = doc.pop("owner", [])
-            self._owners[conn_id] = owner
+            self.own(conn_id, owner)
             found.append((from_wire(NetworkServiceRequest, doc), owner))
         return found
 
     def own(self, conn_id: str, subjects: list[str]) -> None:
-        self._owners[conn_id] = list(subjects)
+        kept = tuple(subjects)
+        self._owners[conn_id] = self._subjects.setdefault(kept, kept)
 
     def disown(self, conn_id: str) -> None:
         self._owners.pop(conn_id, None)
 
     def owner(self, conn_id: str) -> list[str]:
-        return self._owners.get(conn_id, [])
+        return list(self._owners.get(conn_id, ()))
 
     def forget(self, conn_id: str) -> None:
         self.db.delete("held", conn_id)

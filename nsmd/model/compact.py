@@ -15,7 +15,8 @@ import functools
 import operator
 import types
 import typing
-from typing import Any, TypeVar
+import zlib
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -33,6 +34,36 @@ def unpack(kind: type[T], data: bytes) -> T:
     """A fresh object of `kind` from pack's bytes."""
     obj: T = msgspec.convert(_codec(kind)[1].decode(data), kind, from_attributes=True)
     return obj
+
+
+class Packer(Generic[T]):
+    """pack/unpack for many objects of one kind that look alike (a daemon's connections).
+
+    Each is also deflated against the first one this packer made: the same names,
+    namespaces, labels and structure are then back-references, and what remains is mostly
+    the ids. ~500 -> ~150 bytes for a connection, ~8 us more to keep one and ~3 us more to
+    read one. The dictionary never changes, so every packed object stays readable.
+    """
+
+    # A 2 KiB window: the dictionary and one object fit it; zlib's default (32 KiB with
+    # 256 KiB of state) made each compression cost 100 us in allocating alone.
+    _WBITS, _MEMLEVEL = -11, 2
+
+    def __init__(self, kind: type[T]):
+        self.kind = kind
+        self._zdict = b""
+
+    def pack(self, obj: T) -> bytes:
+        raw = pack(self.kind, obj)
+        if not self._zdict:
+            self._zdict = raw
+        deflate = zlib.compressobj(1, zlib.DEFLATED, self._WBITS, self._MEMLEVEL,
+                                   zdict=self._zdict)
+        return deflate.compress(raw) + deflate.flush()
+
+    def unpack(self, data: bytes) -> T:
+        return unpack(self.kind, zlib.decompressobj(self._WBITS, zdict=self._zdict)
+                      .decompress(data))
 
 
 _codecs: dict[Any, tuple[Any, msgspec.msgpack.Decoder]] = {}

@@ -58,3 +58,22 @@ def test_packed_is_smaller_than_the_object_tree():
 def test_mechanism_lists_round_trip():
     prefs = [Mechanism("LOCAL", "KERNEL", {"netns": "a"}), Mechanism("REMOTE", "NSMD_UDP")]
     assert unpack(list[Mechanism], pack(list[Mechanism], prefs)) == prefs
+
+
+def test_a_packer_deflates_alike_objects_and_reads_back_every_one():
+    from nsmd.model.compact import Packer
+
+    packer = Packer(Connection)
+    conns = []
+    for i in range(50):
+        conn = full_connection()
+        conn.id = f"c-{i:04d}-{'x' * 30}"
+        conn.path.path_segments[1].metrics["rx_bytes"] = str(i * 7919)
+        conns.append(conn)
+    packed = [packer.pack(c) for c in conns]
+    assert [packer.unpack(p) for p in packed] == conns  # the first (the dictionary) too
+    # after the first, each is a fraction of its plain packing: the rest are references
+    assert max(len(p) for p in packed[1:]) < len(pack(Connection, conns[1])) / 2
+    other = Packer(Connection)  # another packer has another dictionary
+    other.pack(Connection())
+    assert other.unpack(other.pack(conns[3])) == conns[3]
