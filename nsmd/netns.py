@@ -68,10 +68,9 @@ async def _ip(*args: str) -> None:
 
 
 def _loopback_up() -> None:
-    from nsmd import tundev
+    from nsmd import rtnl
 
-    ipr = tundev.thread_netlink()
-    ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
+    rtnl.thread_rtnl().configure(socket.if_nametoindex("lo"))
 
 
 def enter(netns: str) -> None:
@@ -127,8 +126,8 @@ class _Worker:
             except BaseException as err:  # delivered to the awaiting coroutine
                 ok, value = False, err
             loop.call_soon_threadsafe(_deliver, future, ok, value)
-        from nsmd import tundev  # the worker's cached netlink socket dies with it
-        tundev.close_thread_netlink()
+        from nsmd import rtnl  # the worker's netlink socket dies with it
+        rtnl.close_thread_rtnl()
 
 
 def _deliver(future: asyncio.Future, ok: bool, value: Any) -> None:

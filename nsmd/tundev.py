@@ -2,7 +2,7 @@
 restart, remove.
 
 Every function here runs on a thread that is already inside the target network namespace
-(nsmd.netns.run_in): pytun's ioctls and pyroute2's netlink socket act in the calling
+(nsmd.netns.run_in): pytun's ioctls and netlink sockets (rtnl.py) act in the calling
 thread's namespace. Devices are made persistent (TUNSETPERSIST) so that a daemon restart
 finds them with their addresses and routes; remove() clears the flag before the last close.
 """
@@ -14,12 +14,11 @@ import fcntl
 import ipaddress
 import os
 import socket
-import threading
 
 import pytun
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
+from nsmd import rtnl
 from nsmd.errors import DataplaneError
 
 TUNSETPERSIST = 0x400454CB
@@ -86,9 +85,10 @@ def attach(name: str, offload: bool = False, queues: int = 1, tap: bool = False)
     vnet-header mode and queue count it was created with); one fd per queue."""
     # TUNSETIFF would create a missing device, so look first (netlink: this thread's netns;
     # /sys would show the namespace sysfs was mounted in).
-    ipr = thread_netlink()
     try:
-        links = ipr.get_links(socket.if_nametoindex(name))
+        index = socket.if_nametoindex(name)
+        with IPRoute() as ipr:  # only after a restart: not worth a kept socket
+            links = ipr.get_links(index)
     except OSError:  # no such device
         links = []
     if not links or links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "tun":
@@ -139,48 +139,11 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
         # An IPv4-only vWire: no link-local address, no MLD/RS chatter into the tunnel.
         write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
     try:
-        ipr = thread_netlink()
-        # by ioctl in this thread's namespace: pyroute2's link_lookup dumps every link,
-        # which made each setup cost O(devices in the namespace)
-        index = socket.if_nametoindex(name)
-        ipr.link("set", index=index, mtu=cfg.mtu, state="up",
-                 **({"address": cfg.mac} if cfg.mac else {}))
-        for cidr in cfg.addresses:
-            iface = ipaddress.ip_interface(cidr)
-            ipr.addr("replace", index=index, address=str(iface.ip),
-                     prefixlen=iface.network.prefixlen)
-        for prefix in cfg.routes:
-            ipr.route("replace", dst=str(ipaddress.ip_network(prefix, strict=False)), oif=index)
-    except (NetlinkError, OSError) as err:
+        # the index by ioctl in this thread's namespace (a netlink lookup dumps every link)
+        rtnl.thread_rtnl().configure(socket.if_nametoindex(name), cfg.mtu, cfg.addresses,
+                                     cfg.routes, cfg.mac)
+    except OSError as err:
         raise DataplaneError(f"cannot configure {name}: {err}") from None
-
-
-_local = threading.local()
-# pyroute2's IPRoute keeps ~130 bytes per request it served (its internal queues), so a
-# long-lived socket grows without bound: reopen it after this many uses. Reopening costs
-# ~0.4 ms, 13 us a use at 32; at 256 each namespace's socket held ~70 KiB.
-NETLINK_REUSE = 32
-
-
-def thread_netlink() -> IPRoute:
-    """This thread's netlink socket (in its namespace), reused for a while."""
-    ipr = getattr(_local, "ipr", None)
-    uses = getattr(_local, "uses", 0)
-    if ipr is not None and uses >= NETLINK_REUSE:
-        ipr.close()
-        ipr = None
-    if ipr is None:
-        ipr = _local.ipr = IPRoute()
-        uses = 0
-    _local.uses = uses + 1
-    return ipr
-
-
-def close_thread_netlink() -> None:
-    ipr = getattr(_local, "ipr", None)
-    if ipr is not None:
-        ipr.close()
-        _local.ipr = None
 
 
 def write_sysctl(path: str, value: str) -> None:
