@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import types
 from collections.abc import Mapping
@@ -17,6 +18,11 @@ class Side:
     netns: str      # "" = the daemon's own namespace
     ifname: str     # the device's actual name
     addresses: list[str]
+
+    def __post_init__(self) -> None:
+        # one string per namespace and per device name (nsm0, nsm1, ... repeat in every
+        # namespace), not one per side: a vWire's record is kept as long as it lives
+        self.netns, self.ifname = sys.intern(self.netns), sys.intern(self.ifname)
 
 
 @dataclasses.dataclass(slots=True)

@@ -139,12 +139,13 @@ class Manager:
                          self.discover.suspect(conn.network_service_endpoint_name))
         self.refresh = Refresh(clock, self.client_begin, self.heal)
         self.held = Held(db)
+        self.excluded = ExcludedPrefixes()
         self.client = Chain(
             self.heal,  # before begin: sees only the caller's closes, not its own reselects
             self.client_begin,
             UpdateToken(clock, token_lifetime_s, self.signer),
             self.held,
-            ExcludedPrefixes(self._addresses_in),  # after held: neither keeps them
+            self.excluded,  # after held: neither keeps them
             ResolvConf(),
             self.refresh,
             ActAsDaemon(),
@@ -376,6 +377,7 @@ class Manager:
                 log.warning("restoring %s on its old path failed (%s): healing it", conn_id,
                             err)
                 self.client_begin.adopt(request, after_begin)
+                self.excluded.keep(request.connection)
                 self.heal.start(conn_id)
                 healing += 1
         return restored, healing, lost
@@ -402,13 +404,6 @@ class Manager:
         for segment in conn.path.path_segments:  # each hop's functions, on its segment
             segment.metrics.update(self.functions.stats(segment.id))
         return conn
-
-    def _addresses_in(self, netns: str, but: str) -> list[str]:
-        """The client addresses of the vWires into `netns`, but connection `but`'s."""
-        return [addr for c in self.client_begin.each()
-                if c.id != but and c.mechanism is not None
-                and c.mechanism.parameters.get("netns") == netns
-                for addr in c.context.ip_context.src_ip_addrs]
 
 
 def _local_caller(subjects: list[str]) -> Caller:

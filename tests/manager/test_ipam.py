@@ -48,6 +48,19 @@ async def test_pool_hands_out_pairs_and_skips_excluded_and_used():
     assert pool.allocate_pair(["10.0.0.3/32"]) == ("10.0.0.1", "10.0.0.6")
 
 
+
+def test_excluded_hosts_ranges_and_v6_are_each_avoided_and_bad_ones_named():
+    pool = Pool("10.0.0.0/28")
+    # hosts with and without /32, a range, another family's host: only ours count
+    excluded = ["10.0.0.1", "10.0.0.2/32", "10.0.0.4/31", "fd00::3/128", "10.0.0.3/32"]
+    assert pool.allocate_pair(excluded) == ("10.0.0.6", "10.0.0.7")
+    v6 = Pool("fd00::/125")
+    assert v6.allocate_pair(["fd00::1", "fd00::2/128", "10.0.0.3/32"]) == ("fd00::3", "fd00::4")
+    with pytest.raises(ValueError, match="10.0.0.300"):
+        pool.allocate(["10.0.0.300/32"])
+    assert pool.is_free("10.0.0.8")  # the refused request took nothing
+
+
 async def test_pairs_with_mutual_routes_distinct_per_connection(env, make_request):
     db, hosting = env
     chain = Chain(Ipam(hosting, db))
