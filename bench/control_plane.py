@@ -128,8 +128,9 @@ def main() -> int:
               f"{results['kernel_device_pair_ms']})", flush=True)
 
         # memory: idle vWires made one after another (no burst to inflate the heap)
-        # and a second batch as many again: its growth is the marginal cost, once caches
-        # of fixed size (sqlite's page cache, 512 KiB) are full; the verdict is on the first
+        # and a second batch as many again: its growth is the marginal cost (the first
+        # batch fills caches of fixed size, and reuses memory the setup runs above freed);
+        # bench/run.py's verdict needs both
         rss = [rss_kib(d.proc.pid)]
         idle: list[str] = []
         for _ in range(2):

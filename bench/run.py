@@ -127,10 +127,13 @@ def goals(dp: dict, cp: dict, az: dict, fn: dict) -> list[tuple[str, str, bool]]
          f"{cp['registry']['find_by_name_ms']['p99']} ms",
          max(cp["registry"]["find_by_service_ms"]["p99"],
              cp["registry"]["find_by_name_ms"]["p99"]) < 5),
+        # both batches: the first reuses what the setup runs before it freed, the second
+        # (the marginal cost) grows the daemon's tables past them
         ("< 4 KiB daemon memory per idle vWire",
          f"{cp['memory']['rss_kib_per_idle_vwire']} KiB (RSS over {cp['memory']['idle_vwires']}"
          f" vWires; the next as many: {cp['memory'].get('rss_kib_per_idle_vwire_next')} KiB)",
-         cp["memory"]["rss_kib_per_idle_vwire"] < 4),
+         max(cp["memory"]["rss_kib_per_idle_vwire"],
+             cp["memory"].get("rss_kib_per_idle_vwire_next", 0)) < 4),
     ]
 
 

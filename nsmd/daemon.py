@@ -28,6 +28,7 @@ from nsmd.config import Config, dns_servers, listen_address
 from nsmd.dataplane import Dataplane
 from nsmd.domains import Domains, load_table
 from nsmd.errors import Conflict
+from nsmd.heaptrim import HeapTrimmer
 from nsmd.hosting import Hosting
 from nsmd.identity.identity import Identity
 from nsmd.manager.build import Manager
@@ -59,6 +60,7 @@ class Daemon:
         self.peer: PeerClient | None = None
         self.id: Identity | None = None
         self._tasks: list[asyncio.Task] = []
+        self.heap = HeapTrimmer()  # the API touches it; it trims when work stops
 
     async def start(self) -> None:
         cfg = self.config
@@ -100,7 +102,8 @@ class Daemon:
         if isinstance(self.registry, RemoteRegistry | EtcdRegistry):
             self.registry.on_resync.append(self.hosting.reregister_all)
         await self.manager.recover()
-        self._tasks = [asyncio.ensure_future(self.manager.run(self.stopping))]
+        self._tasks = [asyncio.ensure_future(self.manager.run(self.stopping)),
+                       asyncio.ensure_future(self.heap.run())]
         self._runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         if cfg.listen:
             assert self.id is not None

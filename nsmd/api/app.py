@@ -12,7 +12,7 @@ from cryptography import x509
 
 from nsmd import __version__
 from nsmd.api import connections, registry
-from nsmd.api.codec import errors_middleware, reply
+from nsmd.api.codec import errors_middleware, reply, work_middleware
 from nsmd.api.keys import DAEMON
 from nsmd.api.openapi import openapi_document
 from nsmd.config import group_id
@@ -66,7 +66,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(daemon) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[work_middleware(daemon.heap.touch), errors_middleware],
+                          client_max_size=MAX_BODY_BYTES)
     app[DAEMON] = daemon
     app.add_routes(misc)
     app.add_routes(registry.routes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -51,6 +52,18 @@ def reply(request: web.Request, data: Any, status: int = 200) -> web.Response:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, indent=None, separators=(",", ":"))
+
+
+def work_middleware(done: Callable[[], None]) -> Callable:
+    """Calls done() after each request (the daemon's heap trimmer: memory a burst of
+    requests freed goes back once they stop)."""
+    @web.middleware
+    async def work_done(request: web.Request, handler):
+        try:
+            return await handler(request)
+        finally:
+            done()
+    return work_done
 
 
 @web.middleware

@@ -114,9 +114,9 @@ async def peer_rekey(request: web.Request) -> web.Response:
 
 
 def build_peer_app(daemon) -> web.Application:
-    from nsmd.api.codec import errors_middleware
+    from nsmd.api.codec import errors_middleware, work_middleware
 
-    app = web.Application(middlewares=[errors_middleware])
+    app = web.Application(middlewares=[work_middleware(daemon.heap.touch), errors_middleware])
     app[DAEMON] = daemon
     app.add_routes(routes)
     return app
