@@ -103,7 +103,7 @@ class Daemon:
             self.registry.on_resync.append(self.hosting.reregister_all)
         await self.manager.recover()
         self._tasks = [asyncio.ensure_future(self.manager.run(self.stopping)),
-                       asyncio.ensure_future(self.heap.run())]
+                       asyncio.ensure_future(self.heap.run(self.stopping))]
         self._runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         if cfg.listen:
             assert self.id is not None

@@ -11,6 +11,7 @@ no glibc (no malloc_trim) this does nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import time
 from collections.abc import Callable
@@ -42,11 +43,13 @@ class HeapTrimmer:
         self._pending = True
         self._last = time.monotonic()
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Until `stopping` is set (the daemon's stop awaits this)."""
         if malloc_trim is None:
             return
-        while True:
-            await asyncio.sleep(self.quiet_s / 2)
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.quiet_s / 2)
             if self._pending and time.monotonic() - self._last >= self.quiet_s:
                 self._pending = False
                 await asyncio.to_thread(malloc_trim, 0)

@@ -1,4 +1,5 @@
-"""The heap trimmer: once after a burst of work has gone quiet, never while idle."""
+"""The heap trimmer: once after a burst of work has gone quiet, never while idle; it
+ends when the daemon stops."""
 
 import asyncio
 
@@ -8,7 +9,8 @@ from nsmd import heaptrim
 async def test_trims_once_after_work_stops_and_not_while_idle():
     assert heaptrim.malloc_trim is not None  # glibc: the daemon's target platform
     trimmer = heaptrim.HeapTrimmer(quiet_s=0.5)
-    task = asyncio.ensure_future(trimmer.run())
+    stopping = asyncio.Event()
+    task = asyncio.ensure_future(trimmer.run(stopping))
     try:
         await asyncio.sleep(1.2)
         assert trimmer.trims == 0                # no work, nothing to give back
@@ -20,5 +22,7 @@ async def test_trims_once_after_work_stops_and_not_while_idle():
         assert trimmer.trims == 1                # once, after it went quiet
         await asyncio.sleep(1.2)
         assert trimmer.trims == 1
+        stopping.set()                           # the daemon's stop awaits it: it must end
+        await asyncio.wait_for(task, 2)
     finally:
         task.cancel()

@@ -81,14 +81,21 @@ class DaemonProc:
         raise AssertionError(f"daemon not ready: {self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stops the daemon with `sig`; one that does not stop within 10 s is killed and
+        the stop fails (a daemon that hangs on SIGTERM is a bug, not a test detail)."""
+        hung = False
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
+                hung = True
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        if hung:
+            raise AssertionError(f"daemon {self.name} did not stop within 10 s of signal "
+                                 f"{sig}: {self.log()[-2000:]}")
 
     def cli(self, *args: str, check: bool = True, stdin: str | None = None,
             timeout: float = 30) -> subprocess.CompletedProcess:
