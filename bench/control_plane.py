@@ -4,7 +4,7 @@
   cost of making the two devices the same way, measured in the same run;
 - N concurrent connects (default 1000) on one daemon: total time;
 - daemon memory per idle vWire (RSS growth over --idle vWires made one after another, and
-  over as many again);
+  over as many again), and the mean time of a connect in each of those two batches;
 - a registry of 100,000 endpoints: registration rate (manifests applied in batches),
   Find latency p50/p99 by name and by service, watch delay (register -> event).
 
@@ -131,19 +131,25 @@ def main() -> int:
         # and a second batch as many again: its growth is the marginal cost (the first
         # batch fills caches of fixed size, and reuses memory the setup runs above freed);
         # bench/run.py's verdict needs both
+        # (and how long each connect took in each batch: setup must not grow with the
+        # vWires a namespace already has)
         rss = [rss_kib(d.proc.pid)]
         idle: list[str] = []
+        batch_ms: list[float] = []
         for _ in range(2):
+            t0 = time.perf_counter()
             idle += [d.client.call("POST", "/v1/connections", {"network_service": "bench",
                                                                "netns": nsc})["id"]
                      for _ in range(args.idle)]
+            batch_ms.append(round((time.perf_counter() - t0) * 1000 / args.idle, 2))
             time.sleep(2)
             rss.append(rss_kib(d.proc.pid))
         asyncio.run(close_all(d.socket, idle))
         results["memory"] = {"idle_vwires": args.idle, "rss_kib_per_idle_vwire":
                              round((rss[1] - rss[0]) / args.idle, 1),
                              "rss_kib_per_idle_vwire_next": round((rss[2] - rss[1]) / args.idle,
-                                                                  1)}
+                                                                  1),
+                             "connect_ms_each": batch_ms}
         print(f"memory: {results['memory']}", flush=True)
 
         rss_before = rss_kib(d.proc.pid)
