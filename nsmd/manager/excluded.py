@@ -23,7 +23,7 @@ class ExcludedPrefixes(Element):
         # connection id -> (the namespace of its interface, its client addresses)
         self._given: dict[str, tuple[str, tuple[str, ...]]] = {}
 
-    def addresses_in(self, netns: str, but: str = "") -> list[str]:
+    def _addresses_in(self, netns: str, but: str) -> list[str]:
         """The client addresses of the vWires into `netns`, but connection `but`'s."""
         return [addr for conn_id, (ns, addresses) in self._given.items()
                 if ns == netns and conn_id != but for addr in addresses]
@@ -32,7 +32,7 @@ class ExcludedPrefixes(Element):
         conn = request.connection
         netns = _client_netns(request)
         if netns is not None:
-            conn.context.ip_context.excluded_prefixes = self.addresses_in(netns, conn.id)
+            conn.context.ip_context.excluded_prefixes = self._addresses_in(netns, conn.id)
         returned = await nxt.request(request)
         returned.context.ip_context.excluded_prefixes = []
         self.keep(returned)
