@@ -3,7 +3,7 @@
 from libc.stdint cimport uint8_t, uint64_t
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from .aead cimport TAG_BYTES, Aead, aead_free, aead_init, open_in_place, seal
+from .aead cimport SEAL_SCRATCH, TAG_BYTES, Aead, aead_free, aead_init, open_in_place, seal
 
 
 class AeadError(ValueError):
@@ -15,8 +15,7 @@ def seal_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
     """ciphertext + tag of `plaintext`, exactly as the engine seals it."""
     if key.shape[0] != 32:
         raise AeadError("key must be 32 bytes")
-    buf = bytearray(plaintext.shape[0] + TAG_BYTES)
-    buf[:plaintext.shape[0]] = plaintext
+    buf = bytearray(SEAL_SCRATCH) + plaintext + bytearray(TAG_BYTES)
     cdef uint8_t[::1] out = buf
     cdef Aead a
     cdef int rc
@@ -24,12 +23,36 @@ def seal_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
         raise MemoryError()
     try:
         rc = seal(&a, &key[0], counter, &aad[0] if aad.shape[0] else NULL, aad.shape[0],
-                  &out[0], plaintext.shape[0])
+                  &out[SEAL_SCRATCH], plaintext.shape[0])
     finally:
         aead_free(&a)
     if rc < 0:
         raise AeadError("seal failed")
-    return bytes(buf)
+    return bytes(buf[SEAL_SCRATCH:])
+
+
+def seal_in_buffer(const uint8_t[::1] key, uint64_t counter, uint8_t[::1] buf, int aad_at,
+                   int aad_len, int length):
+    """Seals buf[aad_at + aad_len:][:length] in place, tag after it, with buf[aad_at:][:aad_len]
+    as AAD: the engine's layout (a datagram's header right before its payload, other
+    datagrams around it), for tests of what seal leaves untouched."""
+    cdef int start = aad_at + aad_len
+    if key.shape[0] != 32:
+        raise AeadError("key must be 32 bytes")
+    if aad_at < 0 or aad_len < 0 or length < 0 or start < SEAL_SCRATCH \
+            or start + length + TAG_BYTES > buf.shape[0]:
+        raise AeadError(f"the buffer needs {SEAL_SCRATCH} bytes before the payload and "
+                        f"{TAG_BYTES} after it")
+    cdef Aead a
+    cdef int rc
+    if aead_init(&a) < 0:
+        raise MemoryError()
+    try:
+        rc = seal(&a, &key[0], counter, &buf[aad_at], aad_len, &buf[start], length)
+    finally:
+        aead_free(&a)
+    if rc < 0:
+        raise AeadError("seal failed")
 
 
 def open_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad,
@@ -79,11 +102,13 @@ def crypt_sequence(ops):
             if len(buf) < TAG_BYTES:  # an open of less than a tag: nothing to open
                 results.append(None)
                 continue
-            view = buf
             if op == "seal":
-                n = seal(&a, key_b, counter, aad_p, len(aad_b), &view[0], len(data))
-                results.append(bytes(buf) if n == 0 else None)
+                buf = bytearray(SEAL_SCRATCH) + buf
+                view = buf
+                n = seal(&a, key_b, counter, aad_p, len(aad_b), &view[SEAL_SCRATCH], len(data))
+                results.append(bytes(buf[SEAL_SCRATCH:]) if n == 0 else None)
             else:
+                view = buf
                 n = open_in_place(&a, key_b, counter, aad_p, len(aad_b), &view[0], len(buf))
                 results.append(bytes(buf[:n]) if n >= 0 else None)
     finally:
@@ -96,7 +121,7 @@ def seal_seconds(int size, int count):
     (one context, the nonce set per packet, the key only once), for benchmarks."""
     if size < 0 or count < 1:
         raise ValueError("size >= 0 and count >= 1")
-    buf = bytearray(16 + size + TAG_BYTES)
+    buf = bytearray(SEAL_SCRATCH + size + TAG_BYTES)   # header in the scratch, as a datagram
     cdef uint8_t[::1] data = buf
     cdef uint8_t key[32]
     cdef Aead a
@@ -109,7 +134,8 @@ def seal_seconds(int size, int count):
     with nogil:
         clock_gettime(CLOCK_MONOTONIC, &start)
         for i in range(count):
-            rc |= seal(&a, key, <uint64_t>i, &data[0], 16, &data[16], size)
+            rc |= seal(&a, key, <uint64_t>i, &data[SEAL_SCRATCH - 16], 16, &data[SEAL_SCRATCH],
+                       size)
         clock_gettime(CLOCK_MONOTONIC, &end)
     aead_free(&a)
     if rc:

@@ -41,7 +41,7 @@ from .classify cimport VERDICT_PASS, classify_ip
 from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
                               EPOLLIN, epoll_create1, epoll_ctl, epoll_event, epoll_wait,
                               eventfd)
-from .aead cimport aead_free, aead_init
+from .aead cimport aead_free, aead_init, sealable_alloc, sealable_free
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
 from .includes.sockets cimport AF_INET, mmsghdr
@@ -188,7 +188,7 @@ cdef RxBatch *new_rx_batch():
     cdef RxBatch *b = <RxBatch *>calloc(1, sizeof(RxBatch))
     if b == NULL:
         raise MemoryError()
-    b.bufs = <uint8_t *>malloc(RX_MSGS * RX_BUF_BYTES)
+    b.bufs = sealable_alloc(RX_MSGS * RX_BUF_BYTES)  # a relay seals in place
     b.pend_wires = <Wire **>malloc(RX_PENDING * sizeof(Wire *))
     b.pend_data = <uint8_t **>malloc(RX_PENDING * sizeof(uint8_t *))
     b.pend_len = <int *>malloc(RX_PENDING * sizeof(int))
@@ -203,7 +203,7 @@ cdef RxBatch *new_rx_batch():
 
 cdef void free_rx_batch(RxBatch *b) noexcept:
     if b != NULL:
-        free(b.bufs)
+        sealable_free(b.bufs)
         free(b.pend_wires)
         free(b.pend_data)
         free(b.pend_len)
@@ -215,7 +215,7 @@ cdef Batch *new_batch():
     cdef Batch *b = <Batch *>calloc(1, sizeof(Batch))
     if b == NULL:
         raise MemoryError()
-    b.bufs = <uint8_t *>malloc(BATCH_SIZE * DATAGRAM_BUF_BYTES)
+    b.bufs = sealable_alloc(BATCH_SIZE * DATAGRAM_BUF_BYTES)
     if b.bufs == NULL:
         free(b)
         raise MemoryError()
@@ -225,7 +225,7 @@ cdef Batch *new_batch():
 
 cdef void free_batch(Batch *b) noexcept:
     if b != NULL:
-        free(b.bufs)
+        sealable_free(b.bufs)
         free(b)
 
 
@@ -320,7 +320,7 @@ cdef class Engine:
         free(self.st.buf)
         free(self.st.stage_bufs)
         free(self.st.packets)
-        free(self.st.gso_buf)
+        sealable_free(self.st.gso_buf)
         free_rx_batch(self.st.rx)
         free_batch(self.st.tx)
         free(self.st)
@@ -344,7 +344,7 @@ cdef class Engine:
                 raise MemoryError()
             self.st.rx = new_rx_batch()
             self.st.tx = new_batch()
-            self.st.gso_buf = <uint8_t *>malloc(65536 + DATAGRAM_BUF_BYTES)
+            self.st.gso_buf = sealable_alloc(65536 + DATAGRAM_BUF_BYTES)
             if self.st.gso_buf == NULL:
                 raise MemoryError()
             with nogil:

@@ -1,4 +1,4 @@
-# Extern declarations only: OpenSSL libcrypto's EVP AEAD interface and parameters (OpenSSL 3).
+# Extern declarations only: OpenSSL libcrypto's EVP cipher and MAC interfaces (OpenSSL 3).
 
 cdef extern from "<openssl/params.h>" nogil:
     ctypedef struct OSSL_PARAM:
@@ -37,5 +37,20 @@ cdef extern from "<openssl/evp.h>" nogil:
     int EVP_CIPHER_CTX_get_params(EVP_CIPHER_CTX *ctx, OSSL_PARAM *params)
     int EVP_CIPHER_CTX_set_params(EVP_CIPHER_CTX *ctx, const OSSL_PARAM *params)
 
+    ctypedef struct EVP_MAC:
+        pass
+    ctypedef struct EVP_MAC_CTX:
+        pass
+
+    EVP_MAC *EVP_MAC_fetch(OSSL_LIB_CTX *libctx, const char *algorithm, const char *properties)
+    void EVP_MAC_free(EVP_MAC *mac)
+    EVP_MAC_CTX *EVP_MAC_CTX_new(EVP_MAC *mac)
+    void EVP_MAC_CTX_free(EVP_MAC_CTX *ctx)
+    int EVP_MAC_init(EVP_MAC_CTX *ctx, const unsigned char *key, size_t keylen,
+                     const OSSL_PARAM *params)
+    int EVP_MAC_update(EVP_MAC_CTX *ctx, const unsigned char *data, size_t datalen)
+    int EVP_MAC_final(EVP_MAC_CTX *ctx, unsigned char *out, size_t *outl, size_t outsize)
+
 cdef extern from "<openssl/crypto.h>" nogil:
     void OPENSSL_cleanse(void *ptr, size_t len)
+    int CRYPTO_memcmp(const void *a, const void *b, size_t len)

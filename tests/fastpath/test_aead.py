@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nsmd.fastpath.aead import AeadError, crypt_sequence, open_packet, seal_packet
+from nsmd.fastpath.aead import AeadError, crypt_sequence, open_packet, seal_in_buffer, seal_packet
 
 
 def nonce(counter: int) -> bytes:
@@ -71,3 +71,28 @@ def test_one_context_switching_keys_matches_the_reference(ops):
             sequence.append(("open", keys[k], counter, aad, sealed[:-1] + bytes([sealed[-1] ^ 1])))
             expected.append(None)
     assert crypt_sequence(sequence) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), counter=st.integers(0, 2**64 - 1),
+       before=st.binary(min_size=64, max_size=100), aad_len=st.sampled_from([0, 5, 16]),
+       plaintext=st.binary(max_size=300), after=st.binary(max_size=40))
+def test_sealing_in_a_buffer_leaves_the_rest_of_it_as_it_was(key, counter, before, aad_len,
+                                                             plaintext, after):
+    """Seal borrows the 64 bytes before the payload for the Poly1305 key's keystream block
+    (they hold the datagram's header and the end of the datagram before it): it must put
+    them back, and touch nothing after the tag."""
+    aad_at = len(before) - aad_len
+    buf = bytearray(before + plaintext + bytes(16) + after)
+    seal_in_buffer(key, counter, buf, aad_at, aad_len, len(plaintext))
+    aad = before[aad_at:]
+    end = len(before) + len(plaintext) + 16
+    assert bytes(buf[:len(before)]) == before
+    assert bytes(buf[len(before):end]) == ChaCha20Poly1305(key).encrypt(nonce(counter),
+                                                                       plaintext, aad)
+    assert bytes(buf[end:]) == after
+
+
+def test_a_buffer_without_room_before_the_payload_is_refused():
+    with pytest.raises(AeadError, match="64 bytes before the payload"):
+        seal_in_buffer(bytes(32), 1, bytearray(100), 0, 16, 20)
