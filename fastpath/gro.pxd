@@ -8,6 +8,7 @@
 # of one payload size) are joined the same way into a UDP GSO (USO) super-packet when the
 # caller allows it: the kernel takes it in one write and cuts it apart before the socket.
 from libc.stdint cimport uint8_t, uint32_t
+from posix.uio cimport iovec
 
 cdef enum:
     TCP_SYN_RST_URG = 0x02 | 0x04 | 0x20
@@ -15,6 +16,7 @@ cdef enum:
     VNET_GSO_UDP_L4 = 5
     GRO_MAX_BYTES = 65535 - 64
     GRO_MAX_SEGMENTS = 64
+    GRO_HEAD_BYTES = 10 + 60 + 60    # virtio_net_hdr + the largest IP and TCP headers
 
 
 cdef struct Flow:
@@ -37,5 +39,5 @@ cdef bint flow_start(Flow *f, const uint8_t *p, int n, bint udp_ok) noexcept nog
 cdef bint flow_accepts(Flow *f, const uint8_t *q, int n) noexcept nogil
 cdef int flow_run(Flow *f, uint8_t **packets, const int *lengths, int first,
                   int end, bint udp_ok) noexcept nogil
-cdef int flow_build(Flow *f, uint8_t *out, uint8_t **segments,
-                    const int *lengths) noexcept nogil
+cdef int flow_build(Flow *f, uint8_t *head, uint8_t **segments, const int *lengths,
+                    iovec *iov) noexcept nogil

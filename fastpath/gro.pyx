@@ -5,6 +5,7 @@ differential tests (never on the data path)."""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
+from posix.uio cimport iovec
 
 from .offload cimport VNET_HDR_BYTES, csum_add, csum_fold, put_be16
 
@@ -134,22 +135,26 @@ cdef bint flow_accepts(Flow *f, const uint8_t *q, int n) noexcept nogil:
     return True
 
 
-cdef int flow_build(Flow *f, uint8_t *out, uint8_t **segments,
-                    const int *lengths) noexcept nogil:
-    """Writes virtio_net_hdr + the merged super-packet to `out`; returns its size.
+cdef int flow_build(Flow *f, uint8_t *head, uint8_t **segments, const int *lengths,
+                    iovec *iov) noexcept nogil:
+    """The merged super-packet as f.count + 1 pieces for one writev: iov[0] the
+    virtio_net_hdr and the fixed headers, written to `head` (GRO_HEAD_BYTES), then each
+    segment's payload where it lies (no copy here: the kernel gathers them as it copies
+    the write in). Returns the total size.
 
     The TCP checksum is left partial (pseudo-header sum, NEEDS_CSUM) as a sending stack
     leaves it: the receiving kernel trusts it for local delivery and completes it if the
     packet is forwarded and re-segmented.
     """
-    cdef int hl = f.ip_len + f.tcp_len, pos, i, total
+    cdef int hl = f.ip_len + f.tcp_len, i, total = hl + f.payload
+    cdef uint8_t *out = head
     cdef uint8_t *pkt = out + 10
     memcpy(pkt, f.head, hl)
-    pos = hl
+    iov[0].iov_base = out
+    iov[0].iov_len = 10 + hl
     for i in range(f.count):
-        memcpy(pkt + pos, segments[i] + hl, lengths[i] - hl)
-        pos += lengths[i] - hl
-    total = pos
+        iov[i + 1].iov_base = segments[i] + hl
+        iov[i + 1].iov_len = lengths[i] - hl
     cdef uint8_t *tcp = pkt + f.ip_len
     if not f.udp:
         tcp[13] |= segments[f.count - 1][f.ip_len + 13] & TCP_FIN_PSH
@@ -184,7 +189,7 @@ def coalesce(packets, bint udp=False):
     """The frames (virtio_net_hdr + packet) the engine writes for these packets, received
     in one batch for one wire (`udp`: its TUN device takes USO writes)."""
     cdef Flow flow
-    cdef int count = len(packets), i = 0, j, size
+    cdef int count = len(packets), i = 0, j, k
     keep = [bytes(p) for p in packets]
     cdef uint8_t **data = <uint8_t **>malloc(max(count, 1) * sizeof(uint8_t *))
     cdef int *lengths = <int *>malloc(max(count, 1) * sizeof(int))
@@ -192,8 +197,8 @@ def coalesce(packets, bint udp=False):
         free(data)
         free(lengths)
         raise MemoryError()
-    out = bytearray(65536 + 64)
-    cdef uint8_t[::1] buf = out
+    cdef uint8_t head[GRO_HEAD_BYTES]
+    cdef iovec iov[GRO_MAX_SEGMENTS + 1]
     frames = []
     try:
         for i in range(count):
@@ -205,8 +210,10 @@ def coalesce(packets, bint udp=False):
             if j - i == 1:
                 frames.append(bytes(VNET_HDR_BYTES) + keep[i])
             else:
-                size = flow_build(&flow, &buf[0], &data[i], &lengths[i])
-                frames.append(bytes(out[:size]))
+                flow_build(&flow, head, &data[i], &lengths[i], iov)
+                frame = b"".join((<uint8_t *>iov[k].iov_base)[:iov[k].iov_len]
+                                 for k in range(flow.count + 1))
+                frames.append(frame)
             i = j
     finally:
         free(data)

@@ -13,11 +13,12 @@ See engine.pyx for the whole pipeline.
 from libc.errno cimport EINVAL, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
+from posix.uio cimport iovec, writev
 from posix.unistd cimport write
 
 from .aead cimport open_in_place
 from .classify cimport VERDICT_PASS
-from .gro cimport Flow, flow_build, flow_run
+from .gro cimport GRO_HEAD_BYTES, GRO_MAX_SEGMENTS, Flow, flow_build, flow_run
 from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, IPPROTO_UDP,
                                 MSG_DONTWAIT, MSG_TRUNC, UDP_GRO, cmsghdr, msghdr, recvmmsg)
 from .offload cimport VNET_HDR_BYTES
@@ -196,6 +197,8 @@ cdef void write_pending(EngineState *st, Wire **wires, uint8_t *sides, uint8_t *
     relays what relay wires received."""
     cdef int i = 0, j, k, end, size, relayed = 0
     cdef Flow flow
+    cdef uint8_t head[GRO_HEAD_BYTES]
+    cdef iovec iov[GRO_MAX_SEGMENTS + 1]
     cdef Wire *w
     while i < count:
         w = wires[i]
@@ -217,8 +220,8 @@ cdef void write_pending(EngineState *st, Wire **wires, uint8_t *sides, uint8_t *
         if j - i == 1:
             write_one(w, packets[i], plains[i])
         else:
-            size = flow_build(&flow, st.buf, &packets[i], &plains[i])
-            if not w.dead[0] and write(w.fd[0], st.buf, size) == size:
+            size = flow_build(&flow, head, &packets[i], &plains[i], iov)
+            if not w.dead[0] and writev(w.fd[0], iov, flow.count + 1) == size:
                 w.dirs[1].tx_packets += j - i
                 w.dirs[1].tx_bytes += size - VNET_HDR_BYTES
                 if flow.udp:
