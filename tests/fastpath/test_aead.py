@@ -96,3 +96,12 @@ def test_sealing_in_a_buffer_leaves_the_rest_of_it_as_it_was(key, counter, befor
 def test_a_buffer_without_room_before_the_payload_is_refused():
     with pytest.raises(AeadError, match="64 bytes before the payload"):
         seal_in_buffer(bytes(32), 1, bytearray(100), 0, 16, 20)
+
+
+def test_the_benchmark_timer_runs_both_operations_and_refuses_others():
+    from nsmd.fastpath.aead import aead_seconds
+
+    assert aead_seconds("seal", 100, 50) > 0
+    assert aead_seconds("open", 100, 50) > 0   # raises if its opens did not authenticate
+    with pytest.raises(ValueError, match='"seal" or "open"'):
+        aead_seconds("encrypt", 100, 1)
