@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import msgspec
 from aiohttp import web
 
 from nsmd.errors import NsmdError, ValidationError
@@ -47,11 +48,13 @@ def _decode_body(raw: bytes, content_type: str) -> Any:
 def reply(request: web.Request, data: Any, status: int = 200) -> web.Response:
     if MSGPACK in request.headers.get("Accept", ""):
         return web.Response(body=msgpack.packb(data), status=status, content_type=MSGPACK)
-    return web.json_response(data, status=status, dumps=_dumps)
+    # msgspec's encoder: compact JSON, UTF-8, several times faster than json.dumps (a
+    # registry Find of 100 endpoints spent a sixth of its time there)
+    return web.Response(body=_JSON.encode(data), status=status,
+                        content_type="application/json")
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, indent=None, separators=(",", ":"))
+_JSON = msgspec.json.Encoder()
 
 
 def work_middleware(done: Callable[[], None]) -> Callable:

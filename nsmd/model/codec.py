@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import math
 import types
 import typing
 from typing import Any
@@ -42,23 +43,55 @@ def to_wire(obj: Any) -> Any:
             return {k: to_wire(v) for k, v in obj.items()}
         return obj  # other scalars (enums are str)
     out = {}
-    for name, wire_name, is_time in plan:
+    for name, wire_name, how in plan:
         value = getattr(obj, name)
-        out[wire_name] = format_time(value) if is_time else to_wire(value)
+        if how is _AS_IS or value is None:
+            out[wire_name] = value
+        elif how is _TIME:
+            out[wire_name] = format_time(value)
+        elif how is _LIST_OF_SCALARS:
+            out[wire_name] = list(value)
+        elif how is _DICT_OF_SCALARS:
+            out[wire_name] = dict(value)
+        else:
+            out[wire_name] = to_wire(value)
     return out
 
 
-def _wire_plan(kind: type) -> tuple[tuple[str, str, bool], ...] | None:
-    """(attribute, wire name, is a timestamp) per field of a model class, worked out once
-    (the registry's Find turns thousands of endpoints into plain data per second)."""
+# How to_wire turns a field into plain data, from its type hint: scalars as they are,
+# lists and mappings of scalars copied in C, everything else walked. (The registry's Find
+# turns thousands of endpoints into plain data per second.)
+_AS_IS, _TIME, _LIST_OF_SCALARS, _DICT_OF_SCALARS, _WALK = \
+    "as is", "time", "list of scalars", "dict of scalars", "walk"
+_SCALARS = (str, int, float, bool)
+
+
+def _wire_plan(kind: type) -> tuple[tuple[str, str, str], ...] | None:
+    """(attribute, wire name, how) per field of a model class, worked out once."""
     plan = None if not dataclasses.is_dataclass(kind) else tuple(
-        (f.name, f.metadata.get("wire") or f.name, bool(f.metadata.get("time")))
+        (f.name, f.metadata.get("wire") or f.name, _how_to_wire(f, _hints(kind)[f.name]))
         for f in dataclasses.fields(kind))
     _wire_plans[kind] = plan
     return plan
 
 
-_wire_plans: dict[type, tuple[tuple[str, str, bool], ...] | None] = {}
+def _how_to_wire(f: dataclasses.Field, hint: Any) -> str:
+    if f.metadata.get("time"):
+        return _TIME
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = inner[0] if len(inner) == 1 else Any
+    args = typing.get_args(hint)
+    if hint in _SCALARS:
+        return _AS_IS
+    if typing.get_origin(hint) is list and args[0] in _SCALARS:
+        return _LIST_OF_SCALARS
+    if typing.get_origin(hint) is dict and args[0] in _SCALARS and args[1] in _SCALARS:
+        return _DICT_OF_SCALARS
+    return _WALK
+
+
+_wire_plans: dict[type, tuple[tuple[str, str, str], ...] | None] = {}
 
 
 def from_wire(cls: type, data: Any, where: str = "") -> Any:
@@ -155,10 +188,26 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 def format_time(seconds: float | None) -> str | None:
+    """RFC 3339 in UTC with microseconds, as datetime's isoformat writes it (its rounding
+    too). The date and time of day come from a small cache by whole second: a registry
+    Find formats two timestamps per endpoint, and most share their second."""
     if not seconds:
         return None
-    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    fraction, whole = math.modf(seconds)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1
+        micros -= 1_000_000
+    prefix = _SECONDS.get(whole)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = _SECONDS[whole] = \
+            dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{micros:06d}Z"
+
+
+_SECONDS: dict[float, str] = {}
 
 
 def parse_time(value: Any, path: str) -> float:

@@ -1,5 +1,9 @@
+import datetime as dt
+
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nsmd.errors import ValidationError
 from nsmd.model import (
@@ -11,6 +15,7 @@ from nsmd.model import (
     from_wire,
     to_wire,
 )
+from nsmd.model.codec import format_time
 
 
 def sample_connection() -> Connection:
@@ -43,6 +48,29 @@ def test_timestamps_accept_epoch_seconds_and_rfc3339():
                                            "expiration_time": "2027-01-15T08:00:00Z"})
     assert a.expiration_time == 1800000000.0
     assert b.expiration_time == 1800000000.0
+
+
+@given(st.one_of(st.floats(1e-6, 253402300799.0),
+                 # the edges where microseconds round up into the next second
+                 st.integers(1, 2**33).map(lambda s: s + 0.9999995),
+                 st.integers(1, 2**33).map(lambda s: s - 0.0000005)))
+def test_timestamps_are_written_as_datetime_writes_them(seconds):
+    """format_time caches the date and time of day by whole second: it must still write
+    exactly what datetime's isoformat does, rounding included."""
+    expected = dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="microseconds")
+    assert format_time(seconds) == expected.replace("+00:00", "Z")
+
+
+def test_fields_keep_their_values_not_the_models_lists():
+    nse = from_wire(NetworkServiceEndpoint, {
+        "name": "x", "network_service_names": ["a"], "path_ids": ["p"],
+        "network_service_labels": {"a": {"labels": {"zone": "z"}}}})
+    wire = to_wire(nse)
+    assert wire["network_service_names"] == ["a"]
+    assert wire["network_service_labels"] == {"a": {"labels": {"zone": "z"}}}
+    wire["network_service_names"].append("b")         # plain data of its own
+    wire["network_service_labels"]["a"]["labels"]["zone"] = "y"
+    assert nse.network_service_names == ["a"] and nse.labels_for("a") == {"zone": "z"}
 
 
 @pytest.mark.parametrize("data, field, expected", [
