@@ -47,16 +47,14 @@ class Rtnl:
         self._sock.close()
 
     def configure(self, index: int, mtu: int = 0, addresses: Sequence[str] = (),
-                  routes: Sequence[str] = (), mac: str = "", gso_max_size: int = 0) -> None:
-        """Sets the device up (with `mtu`, `mac` and the largest GSO packet its senders
-        may build, `gso_max_size`, if given), replaces its addresses (CIDR: a host address
-        with its prefix length) and routes `routes` (prefixes) through it. Raises OSError
-        with the kernel's errno if any of them fails."""
+                  routes: Sequence[str] = (), mac: str = "") -> None:
+        """Sets the device up (with `mtu` and `mac` if given), replaces its addresses
+        (CIDR: a host address with its prefix length) and routes `routes` (prefixes)
+        through it. Raises OSError with the kernel's errno if any of them fails."""
         link = ifinfmsg()
         link["index"], link["flags"], link["change"] = index, IFF_UP, IFF_UP
         link["attrs"] = ([["IFLA_MTU", mtu]] if mtu else []) + \
-            ([["IFLA_ADDRESS", mac]] if mac else []) + \
-            ([["IFLA_GSO_MAX_SIZE", gso_max_size]] if gso_max_size else [])
+            ([["IFLA_ADDRESS", mac]] if mac else [])
         messages = [(link, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)]
         for cidr in addresses:
             iface = ipaddress.ip_interface(cidr)

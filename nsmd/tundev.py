@@ -27,18 +27,6 @@ TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 # With IFF_VNET_HDR every packet starts with a struct virtio_net_hdr (10 bytes): it says
 # whether the packet is a TCP super-packet (GSO) and where its checksum still has to go.
 VNET_HDR_BYTES = 10
-# A tunnel's sealed datagrams (fastpath/tunnel_out.pyx): 32 bytes over the packet, and one
-# UDP GSO send carries at most 65,507 - 8 bytes of them.
-TUNNEL_OVERHEAD_BYTES = 32
-UDP_GSO_MAX_BYTES = 65507 - 8
-
-
-def tunnel_gso_max_size(mtu: int) -> int:
-    """The largest TCP super-packet a tunnel's device should take: as many full segments
-    as one UDP GSO send carries once each is sealed (45 at MTU 1420). The kernel's 64 KiB
-    default is 46-47 segments: two sends per super-packet, the second of one or two
-    datagrams (measured here: 5-8 % more TCP throughput, 4-5 % less CPU per GB capped)."""
-    return UDP_GSO_MAX_BYTES // (mtu + TUNNEL_OVERHEAD_BYTES) * (mtu - 40)
 
 
 @dataclasses.dataclass
@@ -51,7 +39,6 @@ class InterfaceConfig:
     queues: int = 1                # >1: IFF_MULTI_QUEUE, one fd per queue (per engine)
     tap: bool = False              # a TAP device (Ethernet frames): an ETHERNET vWire
     mac: str = ""                  # the TAP device's address ("" = the kernel's choice)
-    gso_max_size: int = 0          # cap on its senders' TSO super-packets (0: the kernel's)
 
 
 def create(cfg: InterfaceConfig, exclusive: bool) -> tuple[list[int], str]:
@@ -154,7 +141,7 @@ def configure(name: str, cfg: InterfaceConfig) -> None:
     try:
         # the index by ioctl in this thread's namespace (a netlink lookup dumps every link)
         rtnl.thread_rtnl().configure(socket.if_nametoindex(name), cfg.mtu, cfg.addresses,
-                                     cfg.routes, cfg.mac, cfg.gso_max_size)
+                                     cfg.routes, cfg.mac)
     except OSError as err:
         raise DataplaneError(f"cannot configure {name}: {err}") from None
 

@@ -121,7 +121,6 @@ class Dataplane:
         """One TUN device joined to a tunnel socket, not keyed yet (role: client|endpoint)."""
         self._check_new(conn_id)
         self.engines.require_tunnels()
-        cfg = _tunnel_device(cfg)
         fds, name = await self.devices.create(ns, cfg, exclusive)
         side = Side(ns, name, list(cfg.addresses))
         wire = Wire(conn_id, "tunnel", side if role == "client" else None,
@@ -141,7 +140,7 @@ class Dataplane:
     async def configure(self, wire: Wire, cfg: tundev.InterfaceConfig) -> None:
         """Gives a tunnel wire's device its addresses and routes (the client side learns
         them from the endpoint's answer)."""
-        await self.devices.configure(wire.local_side, _tunnel_device(cfg))
+        await self.devices.configure(wire.local_side, cfg)
         wire.mtu = cfg.mtu
         self.devices.record(wire)
 
@@ -263,11 +262,3 @@ class Dataplane:
             await self.devices.remove(wire)
             raise
         self.wires[wire.conn_id] = wire
-
-
-def _tunnel_device(cfg: tundev.InterfaceConfig) -> tundev.InterfaceConfig:
-    """A tunnel's device: with vnet headers, its TCP super-packets capped to what one
-    UDP GSO send carries once sealed (tundev.tunnel_gso_max_size)."""
-    if not cfg.offload:
-        return cfg
-    return dataclasses.replace(cfg, gso_max_size=tundev.tunnel_gso_max_size(cfg.mtu))

@@ -45,16 +45,5 @@ async def test_a_device_comes_up_addressed_and_routed_and_errors_carry_errno(net
         assert failed.value.errno == 19  # ENODEV, from the kernel's ack
         await namespaces.run_in(ns, configure, name, 1300, addresses, routes)  # still works
         assert ip_json(ns, "link", "show", name)[0]["mtu"] == 1300
-        await namespaces.run_in(ns, lambda: rtnl.thread_rtnl().configure(
-            socket.if_nametoindex(name), gso_max_size=40_000))
-        assert ip_json(ns, "-d", "link", "show", name)[0]["gso_max_size"] == 40_000
     finally:
         await namespaces.run_in(ns, tundev.remove, fds)
-
-
-@pytest.mark.parametrize("mtu", [576, 1280, 1420])
-def test_a_tunnel_device_takes_super_packets_that_fit_one_gso_send(mtu):
-    """As many full segments (MTU - 40 bytes of TCP payload) as fit one UDP GSO send
-    once each is sealed (32 bytes more), and not one less."""
-    segments = tundev.tunnel_gso_max_size(mtu) // (mtu - 40)
-    assert segments * (mtu + 32) <= 65507 - 8 < (segments + 1) * (mtu + 32)
