@@ -2,8 +2,9 @@
 
     TUN read x BATCH --> classify --> [stages] --> (vnet header: checksum completion, or
     a super-packet cut into MSS segments, offload.pyx) --> header + ChaCha20-Poly1305 seal
-    in place (keypair CURRENT, counter++) --> one UDP GSO sendmsg per super-packet or
-    run of equal-sized datagrams to one peer, sendmmsg otherwise
+    in place (keypair CURRENT, counter++) --> one UDP GSO sendmsg per run of equal-sized
+    datagrams to one peer (a run of segments goes on across the super-packets of one
+    read batch), sendmmsg otherwise
 
 and the keepalives of idle tunnels (both of a relay wire). See engine.pyx for the whole
 pipeline.
@@ -11,7 +12,7 @@ pipeline.
 
 from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 from posix.uio cimport iovec
 from posix.unistd cimport read
 
@@ -186,11 +187,45 @@ cdef int flush_batch(EngineState *st, Wire *w, int count) noexcept nogil:
     return 0
 
 
+cdef struct GsoRun:
+    # Sealed segments waiting in gso_buf, back to back, for one UDP GSO send. A run
+    # outlives the super-packet it started in: at MTU 1420 a 64 KiB super-packet is 46-47
+    # segments and one send carries 45 sealed, so cutting each on its own cost two sends
+    # (the second of one or two datagrams) per super-packet.
+    Py_ssize_t pos              # bytes in gso_buf
+    int dsize                   # the run's datagram size (only its last may be shorter)
+    int segments
+
+
+cdef void send_gso(EngineState *st, Wire *w, Py_ssize_t total, int dsize,
+                   int segments) noexcept nogil:
+    """Sends `segments` sealed datagrams lying back to back in gso_buf: slices of it in the
+    (empty) send batch, which send_batch hands to the kernel as one UDP GSO sendmsg (the
+    kernel cuts them apart after one pass through its stack), or by sendmmsg if the socket
+    cannot do GSO."""
+    cdef int i
+    for i in range(segments):
+        st.tx.iov[i].iov_base = st.gso_buf + i * dsize
+        st.tx.iov[i].iov_len = dsize if i < segments - 1 else total - i * dsize
+        st.tx.msgs[i].msg_hdr.msg_name = &w.tunnel.peer
+        st.tx.msgs[i].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
+    flush_batch(st, w, segments)
+
+
+cdef void run_flush(EngineState *st, Wire *w, GsoRun *run) noexcept nogil:
+    if run.segments:
+        send_gso(st, w, run.pos, run.dsize, run.segments)
+    run.pos = 0
+    run.dsize = 0
+    run.segments = 0
+
+
 cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
-                             Py_ssize_t n, int count) noexcept nogil:
+                      Py_ssize_t n, int count, GsoRun *run) noexcept nogil:
     """One TUN read with a virtio_net_hdr: a plain packet (its checksum finished if the
-    sender left it to us) or a TCP super-packet cut into segments; each is sealed into its
-    own datagram. Returns the batch count."""
+    sender left it to us) sealed into the send batch, or a TCP super-packet cut into
+    segments sealed onto `run`. Whichever of the two is not used is flushed first (a
+    tunnel keeps packet order). Returns the batch count."""
     cdef DirStats *s = &w.dirs[0]
     cdef const uint8_t *vnet = frame
     cdef uint8_t *pkt = <uint8_t *>frame + VNET_HDR_BYTES
@@ -201,6 +236,7 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
         if plen > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
             s.drops[DROP_TOO_BIG] += 1
             return count
+        run_flush(st, w, run)
         finish_partial_csum(pkt, plen, vnet)
         datagram = st.tx.bufs + count * DATAGRAM_BUF_BYTES
         memcpy(datagram + HEADER_BYTES, pkt, plen)
@@ -215,12 +251,9 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
             ip_len + tcp_len + mss > DATAGRAM_BUF_BYTES - OVERHEAD_BYTES:
         s.drops[DROP_MALFORMED] += 1
         return count
-    # Datagrams queued before this super-packet go first: a tunnel keeps packet order.
     count = flush_batch(st, w, count)
-    cdef Py_ssize_t pos = 0
-    cdef int dsize = 0, segments = 0
     while True:
-        datagram = st.gso_buf + pos
+        datagram = st.gso_buf + run.pos
         seg = tcp_segment_at(pkt, plen, gso == GSO_TCPV6, ip_len, tcp_len, mss, index,
                              datagram + HEADER_BYTES)
         if seg == 0:
@@ -230,35 +263,20 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
         if size < 0:
             s.drops[DROP_NO_KEY] += 1
             continue
-        if dsize == 0:
-            dsize = size
-        pos += size
-        segments += 1
+        if run.segments and size > run.dsize:
+            # longer than the run's datagrams (a new super-packet's): it starts a new run
+            run_flush(st, w, run)
+            memmove(st.gso_buf, datagram, size)
+        if run.dsize == 0:
+            run.dsize = size
+        run.pos += size
+        run.segments += 1
         # UDP GSO wants equal sizes (only the last may be shorter) and <= 64 KiB in all;
         # the send batch holds BATCH_SIZE slices
-        if size != dsize or pos + dsize > GSO_MAX_BYTES or segments == BATCH_SIZE:
-            send_gso(st, w, pos, dsize, segments)
-            pos = 0
-            dsize = 0
-            segments = 0
-    if segments:
-        send_gso(st, w, pos, dsize, segments)
+        if size != run.dsize or run.pos + run.dsize > GSO_MAX_BYTES or \
+                run.segments == BATCH_SIZE:
+            run_flush(st, w, run)
     return count
-
-
-cdef void send_gso(EngineState *st, Wire *w, Py_ssize_t total, int dsize,
-                          int segments) noexcept nogil:
-    """Sends `segments` sealed datagrams lying back to back in gso_buf: slices of it in the
-    (empty) send batch, which send_batch hands to the kernel as one UDP GSO sendmsg (the
-    kernel cuts them apart after one pass through its stack), or by sendmmsg if the socket
-    cannot do GSO."""
-    cdef int i
-    for i in range(segments):
-        st.tx.iov[i].iov_base = st.gso_buf + i * dsize
-        st.tx.iov[i].iov_len = dsize if i < segments - 1 else total - i * dsize
-        st.tx.msgs[i].msg_hdr.msg_name = &w.tunnel.peer
-        st.tx.msgs[i].msg_hdr.msg_namelen = sizeof(w.tunnel.peer)
-    flush_batch(st, w, segments)
 
 
 cdef void pump_tun_to_tunnel(EngineState *st, Wire *w, double now) noexcept nogil:
@@ -326,6 +344,10 @@ cdef void pump_super_packets(EngineState *st, Wire *w, double now) noexcept nogi
     cdef Packet *pkt = st.packets
     cdef Py_ssize_t n
     cdef int count = 0, verdict
+    cdef GsoRun run
+    run.pos = 0
+    run.dsize = 0
+    run.segments = 0
     for _batch in range(BATCH_SIZE):
         n = read(w.fd[0], st.buf, PACKET_BUF_BYTES)
         if n <= 0:
@@ -344,7 +366,8 @@ cdef void pump_super_packets(EngineState *st, Wire *w, double now) noexcept nogi
             if run_stages(w.stages[0], pkt, 1, now, s):
                 continue
             n = frame_bytes(pkt, st.buf)
-        count = cut_and_seal(st, w, st.buf, n, count)
+        count = cut_and_seal(st, w, st.buf, n, count, &run)
+    run_flush(st, w, &run)   # at most one of the two holds anything
     flush_batch(st, w, count)
     w.tunnel.last_tx = now
 

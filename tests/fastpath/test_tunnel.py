@@ -299,6 +299,39 @@ def test_a_super_packet_of_more_segments_than_a_send_batch_arrives_whole():
         b.close()
 
 
+def test_a_gso_send_carries_on_into_the_next_super_packet_of_one_read():
+    """Three 40-segment super-packets read in one wake-up: 120 sealed segments go out in
+    two UDP GSO sends (64, a send batch, then 56), not one per super-packet, and arrive
+    in order. (At MTU 1420 one send holds 45 sealed segments and a 64 KiB super-packet
+    is 46-47: cut one by one, each took a second send for its last one or two.)"""
+    from nsmd.fastpath.offload import segment
+
+    a, b = Side(), Side()
+    try:
+        a.connect(b.port, vnet_hdr=10)
+        b.connect(a.port, vnet_hdr=10)
+        key_up(a, b)
+        a.engine.stop()  # the super-packets wait in the queue: one read batch takes them
+        size = 40 * 500
+        payload = os.urandom(3 * size)
+        for k in range(3):
+            tcp = struct.pack("!HHIIBBHHH", 1, 2, 5 + k * size, 0, 5 << 4, 0x10, 100, 0, 0)
+            ip = ip_before_tcp(len(tcp) + size, frag=0)
+            a.app.send(struct.pack("<BBHHHH", 1, 1, 40, 500, 20, 16) + ip + tcp +
+                       payload[k * size:(k + 1) * size])
+        a.engine.start()
+        received = b""
+        while len(received) < len(payload):
+            frame = b.app.recv(70000)
+            received += b"".join(p[40:] for p in (segment(frame) if frame[1] else [frame[10:]]))
+        assert received == payload
+        assert a.stats()["a_to_b"]["tx_packets"] == 120
+        assert a.engine.totals()["udp_gso_sends"] == 2
+    finally:
+        a.close()
+        b.close()
+
+
 def test_bursts_of_small_packets_go_out_as_one_gso_send_and_arrive_in_order():
     a, b = Side(), Side(gro=True)
     try:
