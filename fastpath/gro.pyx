@@ -147,10 +147,9 @@ cdef int flow_build(Flow *f, uint8_t *head, uint8_t **segments, const int *lengt
     packet is forwarded and re-segmented.
     """
     cdef int hl = f.ip_len + f.tcp_len, i, total = hl + f.payload
-    cdef uint8_t *out = head
-    cdef uint8_t *pkt = out + 10
+    cdef uint8_t *pkt = head + 10
     memcpy(pkt, f.head, hl)
-    iov[0].iov_base = out
+    iov[0].iov_base = head
     iov[0].iov_len = 10 + hl
     for i in range(f.count):
         iov[i + 1].iov_base = segments[i] + hl
@@ -172,16 +171,16 @@ cdef int flow_build(Flow *f, uint8_t *head, uint8_t **segments, const int *lengt
         acc = csum_add(0, pkt + 12, 8)
     acc += (17 if f.udp else 6) + total - f.ip_len
     put_be16(tcp + (6 if f.udp else 16), <uint16_t>~csum_fold(acc))  # pseudo-header sum
-    out[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
-    out[1] = VNET_GSO_UDP_L4 if f.udp else 4 if f.v6 else 1  # USO / GSO_TCPV6 / GSO_TCPV4
-    out[2] = <uint8_t>hl
-    out[3] = <uint8_t>(hl >> 8)
-    out[4] = <uint8_t>f.mss
-    out[5] = <uint8_t>(f.mss >> 8)
-    out[6] = <uint8_t>f.ip_len
-    out[7] = <uint8_t>(f.ip_len >> 8)
-    out[8] = 6 if f.udp else 16                        # csum_offset in the L4 header
-    out[9] = 0
+    head[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
+    head[1] = VNET_GSO_UDP_L4 if f.udp else 4 if f.v6 else 1  # USO / GSO_TCPV6 / GSO_TCPV4
+    head[2] = <uint8_t>hl
+    head[3] = <uint8_t>(hl >> 8)
+    head[4] = <uint8_t>f.mss
+    head[5] = <uint8_t>(f.mss >> 8)
+    head[6] = <uint8_t>f.ip_len
+    head[7] = <uint8_t>(f.ip_len >> 8)
+    head[8] = 6 if f.udp else 16                        # csum_offset in the L4 header
+    head[9] = 0
     return total + 10
 
 

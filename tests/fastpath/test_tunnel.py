@@ -3,6 +3,7 @@ datagram socketpairs: the whole tunnel path in one process, like wireguard-go's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -239,30 +240,57 @@ def test_a_grace_period_ends_only_for_the_keypair_its_rekey_replaced(pair):
     assert "previous" not in a.stats()["tunnel"]["keypairs"]
 
 
-@pytest.mark.parametrize("gro", [False, True], ids=["plain-receive", "udp-gro-receive"])
-def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
-    from nsmd.fastpath import reference
-    from nsmd.fastpath.offload import segment
-
+@contextlib.contextmanager
+def vnet_pair(gro: bool = False):
+    """Two keyed sides whose TUN ends speak virtio_net_hdr (super-packets in, merged out)."""
     a, b = Side(), Side(gro=gro)
     try:
         a.connect(b.port, vnet_hdr=10)
         b.connect(a.port, vnet_hdr=10)
         key_up(a, b)
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def super_packet(payload: bytes, mss: int, seq: int = 5, flags: int = 0x10) -> bytes:
+    """virtio_net_hdr (NEEDS_CSUM, TCPv4, `mss`) + one IPv4 TCP super-packet of `payload`."""
+    tcp = struct.pack("!HHIIBBHHH", 1, 2, seq, 0, 5 << 4, flags, 100, 0, 0)
+    return struct.pack("<BBHHHH", 1, 1, 40, mss, 20, 16) + \
+        ip_before_tcp(len(tcp) + len(payload), frag=0) + tcp + payload
+
+
+def tcp_packets(frame: bytes) -> list[bytes]:
+    """The TCP packets of a frame the engine wrote: a merged super-packet cut again, or one."""
+    from nsmd.fastpath.offload import segment
+
+    return segment(frame) if frame[1] else [frame[10:]]
+
+
+def frames_carrying(side: Side, length: int) -> list[bytes]:
+    """Frames read from `side`'s TUN end until their TCP payloads add up to `length`."""
+    frames, got = [], 0
+    while got < length:
+        frames.append(side.app.recv(70000))
+        got += sum(len(p) - 40 for p in tcp_packets(frames[-1]))
+    return frames
+
+
+def payload_of(frames: list[bytes]) -> bytes:
+    return b"".join(p[40:] for frame in frames for p in tcp_packets(frame))
+
+
+@pytest.mark.parametrize("gro", [False, True], ids=["plain-receive", "udp-gro-receive"])
+def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
+    from nsmd.fastpath import reference
+
+    with vnet_pair(gro) as (a, b):
         payload = bytes(range(256)) * 40  # 10240 bytes
-        tcp = struct.pack("!HHIIBBHHH", 1, 2, 5, 0, 5 << 4, 0x18, 100, 0, 0)
-        ip = ip_before_tcp(len(tcp) + len(payload), frag=0)
-        gso = struct.pack("<BBHHHH", 1, 1, 40, 1360, 20, 16)  # NEEDS_CSUM, TCPv4, MSS 1360
-        a.app.send(gso + ip + tcp + payload)
-        received = b""
-        frames = 0
-        while len(received) < len(payload):  # as segments, or merged again on receipt
-            frame = b.app.recv(70000)
-            frames += 1
-            packets = segment(frame) if frame[1] else [frame[10:]]
-            assert all(reference.tcp_checksum_ok(p) for p in packets)
-            received += b"".join(p[40:] for p in packets)
-        assert received == payload and frames <= 8
+        a.app.send(super_packet(payload, 1360, flags=0x18))
+        frames = frames_carrying(b, len(payload))  # as segments, or merged again on receipt
+        assert all(reference.tcp_checksum_ok(p) for f in frames for p in tcp_packets(f))
+        assert payload_of(frames) == payload and len(frames) <= 8
         assert a.stats()["a_to_b"]["rx_packets"] == 1 and a.stats()["a_to_b"]["tx_packets"] == 8
         assert b.stats()["b_to_a"]["tx_packets"] == 8
         assert a.engine.totals()["udp_gso_sends"] == 1  # all eight in one UDP GSO send
@@ -270,33 +298,15 @@ def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
             assert b.engine.totals()["udp_gro_receives"] == 1
         b.app.send(bytes(10) + ipv4(b"back"))  # and a plain packet the other way
         assert a.app.recv(2000) == bytes(10) + ipv4(b"back")
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_super_packet_of_more_segments_than_a_send_batch_arrives_whole():
-    from nsmd.fastpath.offload import segment
-
-    a, b = Side(), Side()
-    try:
-        a.connect(b.port, vnet_hdr=10)
-        b.connect(a.port, vnet_hdr=10)
-        key_up(a, b)
+    with vnet_pair() as (a, b):
         payload = bytes(range(256)) * 160  # 40960 bytes: 82 segments of 500
-        tcp = struct.pack("!HHIIBBHHH", 1, 2, 5, 0, 5 << 4, 0x10, 100, 0, 0)
-        ip = ip_before_tcp(len(tcp) + len(payload), frag=0)
-        a.app.send(struct.pack("<BBHHHH", 1, 1, 40, 500, 20, 16) + ip + tcp + payload)
-        received = b""
-        while len(received) < len(payload):
-            frame = b.app.recv(70000)
-            received += b"".join(p[40:] for p in (segment(frame) if frame[1] else [frame[10:]]))
-        assert received == payload
+        a.app.send(super_packet(payload, 500))
+        assert payload_of(frames_carrying(b, len(payload))) == payload
         assert a.stats()["a_to_b"]["tx_packets"] == 82
         assert a.engine.totals()["udp_gso_sends"] == 2  # 64 (a send batch), then 18
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_gso_send_carries_on_into_the_next_super_packet_of_one_read():
@@ -304,32 +314,16 @@ def test_a_gso_send_carries_on_into_the_next_super_packet_of_one_read():
     two UDP GSO sends (64, a send batch, then 56), not one per super-packet, and arrive
     in order. (At MTU 1420 one send holds 45 sealed segments and a 64 KiB super-packet
     is 46-47: cut one by one, each took a second send for its last one or two.)"""
-    from nsmd.fastpath.offload import segment
-
-    a, b = Side(), Side()
-    try:
-        a.connect(b.port, vnet_hdr=10)
-        b.connect(a.port, vnet_hdr=10)
-        key_up(a, b)
+    with vnet_pair() as (a, b):
         a.engine.stop()  # the super-packets wait in the queue: one read batch takes them
         size = 40 * 500
         payload = os.urandom(3 * size)
         for k in range(3):
-            tcp = struct.pack("!HHIIBBHHH", 1, 2, 5 + k * size, 0, 5 << 4, 0x10, 100, 0, 0)
-            ip = ip_before_tcp(len(tcp) + size, frag=0)
-            a.app.send(struct.pack("<BBHHHH", 1, 1, 40, 500, 20, 16) + ip + tcp +
-                       payload[k * size:(k + 1) * size])
+            a.app.send(super_packet(payload[k * size:(k + 1) * size], 500, seq=5 + k * size))
         a.engine.start()
-        received = b""
-        while len(received) < len(payload):
-            frame = b.app.recv(70000)
-            received += b"".join(p[40:] for p in (segment(frame) if frame[1] else [frame[10:]]))
-        assert received == payload
+        assert payload_of(frames_carrying(b, len(payload))) == payload
         assert a.stats()["a_to_b"]["tx_packets"] == 120
         assert a.engine.totals()["udp_gso_sends"] == 2
-    finally:
-        a.close()
-        b.close()
 
 
 def test_bursts_of_small_packets_go_out_as_one_gso_send_and_arrive_in_order():
