@@ -84,7 +84,8 @@ def datapath_goals(dp: dict) -> list[tuple[str, str, bool]]:
          f"{ratio['tcp4_cross_host_over_modern']}x", ratio["tcp4_cross_host_over_modern"] >= 2),
         ("CPU per GB <= 1/2 of modern wireguard-go",
          f"{x['tcp1']['cpu_s_per_gb']} vs {m['tcp1']['cpu_s_per_gb']} s/GB = {cpu}x less"
-         + (f" (sealing + opening alone: {dp['crypto']['floor_s_per_gb']} s/GB)"
+         + (f" (sealing + opening alone under {dp['crypto'].get('aead', 'chacha20-poly1305')}:"
+            f" {dp['crypto']['floor_s_per_gb']} s/GB)"
             if "floor_s_per_gb" in dp.get("crypto", {}) else ""),
          bool(cpu) and cpu >= 2),
         # the tunnel's rate: what it delivered into the server's netns (see datapath.py's

@@ -5,26 +5,39 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from .aead cimport SEAL_SCRATCH, TAG_BYTES, Aead, aead_free, aead_init, open_in_place, seal
+from .aead cimport (SEAL_SCRATCH, SUITE_AES_256_GCM, SUITE_CHACHA20_POLY1305, TAG_BYTES, Aead,
+                   aead_free, aead_init, open_in_place, seal)
+
+# The names the control plane agrees on, by the engine's suite number.
+AEADS = {"chacha20-poly1305": SUITE_CHACHA20_POLY1305, "aes-256-gcm": SUITE_AES_256_GCM}
 
 
 class AeadError(ValueError):
     pass
 
 
+def suite_of(str aead):
+    """The engine's number for an AEAD name; AeadError naming the known ones if unknown."""
+    try:
+        return AEADS[aead]
+    except KeyError:
+        raise AeadError(f"unknown AEAD {aead!r} (known: {', '.join(AEADS)})") from None
+
+
 def seal_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad,
-                const uint8_t[::1] plaintext):
+                const uint8_t[::1] plaintext, str aead="chacha20-poly1305"):
     """ciphertext + tag of `plaintext`, exactly as the engine seals it."""
     if key.shape[0] != 32:
         raise AeadError("key must be 32 bytes")
     buf = bytearray(SEAL_SCRATCH) + plaintext + bytearray(TAG_BYTES)
     cdef uint8_t[::1] out = buf
+    cdef int suite = suite_of(aead)
     cdef Aead a
     cdef int rc
     if aead_init(&a) < 0:
         raise MemoryError()
     try:
-        rc = seal(&a, &key[0], counter, &aad[0] if aad.shape[0] else NULL, aad.shape[0],
+        rc = seal(&a, suite, &key[0], counter, &aad[0] if aad.shape[0] else NULL, aad.shape[0],
                   &out[SEAL_SCRATCH], plaintext.shape[0])
     finally:
         aead_free(&a)
@@ -34,7 +47,7 @@ def seal_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
 
 
 def seal_in_buffer(const uint8_t[::1] key, uint64_t counter, uint8_t[::1] buf, int aad_at,
-                   int aad_len, int length):
+                   int aad_len, int length, str aead="chacha20-poly1305"):
     """Seals buf[aad_at + aad_len:][:length] in place, tag after it, with buf[aad_at:][:aad_len]
     as AAD: the engine's layout (a datagram's header right before its payload, other
     datagrams around it), for tests of what seal leaves untouched."""
@@ -45,12 +58,13 @@ def seal_in_buffer(const uint8_t[::1] key, uint64_t counter, uint8_t[::1] buf, i
             or start + length + TAG_BYTES > buf.shape[0]:
         raise AeadError(f"the buffer needs {SEAL_SCRATCH} bytes before the payload and "
                         f"{TAG_BYTES} after it")
+    cdef int suite = suite_of(aead)
     cdef Aead a
     cdef int rc
     if aead_init(&a) < 0:
         raise MemoryError()
     try:
-        rc = seal(&a, &key[0], counter, &buf[aad_at], aad_len, &buf[start], length)
+        rc = seal(&a, suite, &key[0], counter, &buf[aad_at], aad_len, &buf[start], length)
     finally:
         aead_free(&a)
     if rc < 0:
@@ -58,7 +72,7 @@ def seal_in_buffer(const uint8_t[::1] key, uint64_t counter, uint8_t[::1] buf, i
 
 
 def open_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad,
-                const uint8_t[::1] sealed):
+                const uint8_t[::1] sealed, str aead="chacha20-poly1305"):
     """The plaintext of `sealed` (ciphertext + tag); AeadError if it does not authenticate."""
     if key.shape[0] != 32:
         raise AeadError("key must be 32 bytes")
@@ -66,12 +80,13 @@ def open_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
     if len(buf) < TAG_BYTES:
         raise AeadError("shorter than a tag")
     cdef uint8_t[::1] data = buf
+    cdef int suite = suite_of(aead)
     cdef Aead a
     cdef int n
     if aead_init(&a) < 0:
         raise MemoryError()
     try:
-        n = open_in_place(&a, &key[0], counter, &aad[0] if aad.shape[0] else NULL,
+        n = open_in_place(&a, suite, &key[0], counter, &aad[0] if aad.shape[0] else NULL,
                           aad.shape[0], &data[0], data.shape[0])
     finally:
         aead_free(&a)
@@ -81,19 +96,21 @@ def open_packet(const uint8_t[::1] key, uint64_t counter, const uint8_t[::1] aad
 
 
 def crypt_sequence(ops):
-    """Runs ("seal" | "open", key, counter, aad, data) operations one after another through
-    one context, as an engine's worker does (keys switch between wires and directions):
-    each seal's sealed bytes, each open's plaintext or None if it did not authenticate."""
+    """Runs ("seal" | "open", aead, key, counter, aad, data) operations one after another
+    through one context, as an engine's worker does (AEADs and keys switch between wires
+    and directions): each seal's sealed bytes, each open's plaintext or None if it did
+    not authenticate."""
     cdef Aead a
     cdef uint8_t[::1] view
     cdef bytes key_b, aad_b
     cdef const uint8_t *aad_p
-    cdef int n
+    cdef int n, suite
     if aead_init(&a) < 0:
         raise MemoryError()
     results = []
     try:
-        for op, key, counter, aad, data in ops:
+        for op, aead, key, counter, aad, data in ops:
+            suite = suite_of(aead)
             key_b, aad_b = bytes(key), bytes(aad)
             if len(key_b) != 32:
                 raise AeadError("key must be 32 bytes")
@@ -107,20 +124,22 @@ def crypt_sequence(ops):
             if op == "seal":
                 buf = bytearray(SEAL_SCRATCH) + buf
                 view = buf
-                n = seal(&a, key_b, counter, aad_p, len(aad_b), &view[SEAL_SCRATCH], len(data))
+                n = seal(&a, suite, key_b, counter, aad_p, len(aad_b), &view[SEAL_SCRATCH],
+                         len(data))
                 results.append(bytes(buf[SEAL_SCRATCH:]) if n == 0 else None)
             else:
                 view = buf
-                n = open_in_place(&a, key_b, counter, aad_p, len(aad_b), &view[0], len(buf))
+                n = open_in_place(&a, suite, key_b, counter, aad_p, len(aad_b), &view[0],
+                                  len(buf))
                 results.append(bytes(buf[:n]) if n >= 0 else None)
     finally:
         aead_free(&a)
     return results
 
 
-def aead_seconds(str op, int size, int count):
+def aead_seconds(str op, int size, int count, str aead="chacha20-poly1305"):
     """Seconds to seal ("seal") or open ("open") `count` datagrams of `size` payload
-    bytes one after another the engine's way (one context, the header as AAD right
+    bytes under `aead` one after another the engine's way (one context, the header as AAD right
     before the payload, the key set once), for benchmarks. Each open works on a fresh
     copy of one sealed datagram: the copy is in the time (a few percent)."""
     if op not in ("seal", "open") or size < 0 or count < 1:
@@ -131,6 +150,7 @@ def aead_seconds(str op, int size, int count):
     cdef Aead a
     cdef int i, rc = 0, total = 16 + size + TAG_BYTES
     cdef bint opening = op == "open"
+    cdef int suite = suite_of(aead)
     cdef timespec start, end
     if aead_init(&a) < 0:
         raise MemoryError()
@@ -142,16 +162,17 @@ def aead_seconds(str op, int size, int count):
         aead_free(&a)
         raise MemoryError()
     if opening:
-        rc = seal(&a, key, 7, dgram, 16, dgram + 16, size)
+        rc = seal(&a, suite, key, 7, dgram, 16, dgram + 16, size)
         memcpy(sealed, dgram, total)
     with nogil:
         clock_gettime(CLOCK_MONOTONIC, &start)
         for i in range(count):
             if opening:
                 memcpy(dgram, sealed, total)
-                rc |= open_in_place(&a, key, 7, dgram, 16, dgram + 16, size + TAG_BYTES) != size
+                rc |= open_in_place(&a, suite, key, 7, dgram, 16, dgram + 16,
+                                    size + TAG_BYTES) != size
             else:
-                rc |= seal(&a, key, <uint64_t>i, dgram, 16, dgram + 16, size)
+                rc |= seal(&a, suite, key, <uint64_t>i, dgram, 16, dgram + 16, size)
         clock_gettime(CLOCK_MONOTONIC, &end)
     free(sealed)
     aead_free(&a)

@@ -58,9 +58,12 @@ from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_REASONS, INITIAL_WIRES,
                     EngineState, RxBatch, StageList, Wire, wire_tunnel)
 
 import ipaddress
+
+from .aead import AEADS, suite_of
 import os
 import socket
 
+AEAD_NAMES = {suite: name for name, suite in AEADS.items()}
 DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error", "no_key", "bad_tag", "replay",
                      "too_big", "filtered")
 cdef bytes STAGE_CAPSULE = b"nsmd.fastpath.stage.Stage"
@@ -248,6 +251,7 @@ cdef dict _tunnel_dict(Tunnel *t):
         "keypairs": {names[i]: {"local_index": t.kp[i].local_index,
                                 "remote_index": t.kp[i].remote_index,
                                 "send_counter": t.kp[i].send_counter,
+                                "aead": AEAD_NAMES[t.kp[i].suite],
                                 "age_s": now - t.kp[i].created}
                      for i in range(3) if t.kp[i].state != KP_EMPTY},
         "last_rx_age_s": now - t.last_rx if t.last_rx else None,
@@ -571,8 +575,9 @@ cdef class Engine:
 
     def install_keypair(self, handle, uint32_t local_index, uint32_t remote_index,
                         const uint8_t[::1] send_key, const uint8_t[::1] recv_key,
-                        bint confirmed, int side=0):
-        """Installs a new keypair on a tunnel wire (a relay wire's tunnel on `side`).
+                        bint confirmed, int side=0, str aead="chacha20-poly1305"):
+        """Installs a new keypair, for `aead`, on a tunnel wire (a relay wire's tunnel on
+        `side`).
 
         confirmed: the peer already uses it (we are the side that learned the peer's half
         last): it becomes CURRENT at once and the old one PREVIOUS. Otherwise it waits in
@@ -581,6 +586,7 @@ cdef class Engine:
         """
         if send_key.shape[0] != 32 or recv_key.shape[0] != 32:
             raise ValueError("keys must be 32 bytes")
+        cdef int suite = suite_of(aead)
         if local_index >> INDEX_SEQ_BITS != <uint32_t>_as_handle(handle):
             raise ValueError("local_index was not issued for this wire")
         cdef uint64_t h = _as_handle(handle)
@@ -589,6 +595,7 @@ cdef class Engine:
         memset(&kp, 0, sizeof(kp))
         kp.local_index = local_index
         kp.remote_index = remote_index
+        kp.suite = suite
         memcpy(kp.send_key, &send_key[0], 32)
         memcpy(kp.recv_key, &recv_key[0], 32)
         kp.created = now_s()

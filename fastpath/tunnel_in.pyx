@@ -78,7 +78,7 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double no
     if counter >= reject_after_messages() or not replay_would_accept(&kp.replay, counter):
         s.drops[DROP_REPLAY] += 1
         return -1
-    plain = open_in_place(&st.aead, kp.recv_key, counter, datagram, HEADER_BYTES,
+    plain = open_in_place(&st.aead, kp.suite, kp.recv_key, counter, datagram, HEADER_BYTES,
                           datagram + HEADER_BYTES, length - HEADER_BYTES)
     if plain < 0:
         s.drops[DROP_BAD_TAG] += 1

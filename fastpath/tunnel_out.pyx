@@ -44,7 +44,7 @@ cdef int seal_into(EngineState *st, Tunnel *t, uint8_t *datagram,
             or st.now >= kp.reject_at:
         return -1
     write_header(datagram, kp.remote_index, kp.send_counter)
-    if seal(&st.aead, kp.send_key, kp.send_counter, datagram, HEADER_BYTES,
+    if seal(&st.aead, kp.suite, kp.send_key, kp.send_counter, datagram, HEADER_BYTES,
             datagram + HEADER_BYTES, payload) < 0:
         return -1
     kp.send_counter += 1

@@ -20,6 +20,7 @@ from nsmd.errors import ValidationError
 from nsmd.identity.ca import parse_spiffe_id
 from nsmd.identity.federation import parse_federate
 from nsmd.model.registry import check_name
+from nsmd.tunnel_keys import parse_aeads
 
 # Rekeys must come well before the engine refuses a keypair (fastpath REJECT_AFTER_S, 180 s).
 REKEY_LIMIT_S = 150.0
@@ -59,6 +60,7 @@ class Config:
     keepalive_s: float = defaults.KEEPALIVE_S  # idle tunnels send this often
     heal_detect_s: float = defaults.HEAL_DETECT_S  # then healed within 1 s
     rekey_after_s: float = defaults.REKEY_AFTER_S
+    tunnel_aead: str = "auto"   # the tunnels' AEADs, preferred first (tunnel_keys.py)
     dns_upstream: str = ""      # IP[:PORT],... for names outside vL3 zones ("" = resolv.conf)
 
     def validate(self) -> Config:
@@ -94,6 +96,7 @@ class Config:
             raise ValidationError("rekey-after-s", f"1 to {REKEY_LIMIT_S:.0f} seconds (tunnel "
                                   "keys are refused 180 s after they were made)",
                                   self.rekey_after_s)
+        parse_aeads(self.tunnel_aead, "tunnel-aead")
         if self.listen:
             listen_address(self.listen)
         dns_servers(self.dns_upstream)

@@ -41,6 +41,7 @@ from nsmd.registry.foreign import ForeignRegistries
 from nsmd.registry.remote import RemoteRegistry
 from nsmd.state import StateDB
 from nsmd.systemd import Notifier
+from nsmd.tunnel_keys import parse_aeads
 from nsmd.vl3.dns import upstream_servers
 
 log = logging.getLogger("nsmd")
@@ -79,7 +80,8 @@ class Daemon:
         own_domain = cfg.domain or (self.id.trust_domain if self.id else "")
         self.foreign = ForeignRegistries(self.registry, self.peer, Domains(
             own_domain, load_table(cfg.domains), upstream))
-        self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues)
+        self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues,
+                                   parse_aeads(cfg.tunnel_aead, "tunnel-aead"))
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url, cfg.name)
         self.hosting.foreign = self.foreign
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,

@@ -32,6 +32,7 @@ def test_config_file_from_the_environment(tmp_path):
     ("local_mtu = 1500.5\n", {}, "local_mtu: expected a number (int), got 1500.5"),
     ("", {"NSMD_HEAL_DETECT_S": "0.1"}, "heal-detect-s: expected 0.4 to 600 seconds"),
     ("", {"NSMD_KEEPALIVE_S": "2"}, "keepalive-s: expected at most 3/8 of heal-detect-s"),
+    ("tunnel_aead = 'aes-128-gcm'\n", {}, "tunnel-aead: expected auto, or some of"),
 ])
 def test_bad_values_name_their_option(tmp_path, content, env, message):
     toml = tmp_path / "c.toml"

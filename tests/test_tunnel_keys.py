@@ -1,7 +1,16 @@
 import pytest
 
 from nsmd.errors import ValidationError
-from nsmd.tunnel_keys import Binding, Ephemeral, decode_public, handshake
+from nsmd.tunnel_keys import (
+    Binding,
+    Ephemeral,
+    TunnelKeying,
+    choose_aead,
+    cpu_has_fast_aes,
+    decode_public,
+    handshake,
+    parse_aeads,
+)
 
 A, B, EVIL = "spiffe://td/node/a", "spiffe://td/node/b", "spiffe://td/workload/evil"
 
@@ -36,3 +45,57 @@ def test_bad_public_keys_are_refused():
     zero = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # a low-order point
     with pytest.raises(ValidationError, match="valid X25519"):
         a.derive(zero, a.public, bytes(32), Binding(A, B, "c"))
+
+
+def test_keys_are_bound_to_the_aead():
+    a, b = Ephemeral(), Ephemeral()
+    chacha, _ = handshake(a, b, Binding(A, B, "c"), "chacha20-poly1305")
+    gcm, gcm_b = handshake(a, b, Binding(A, B, "c"), "aes-256-gcm")
+    assert gcm == gcm_b and gcm != chacha
+    # ChaCha20-Poly1305 derives as before AEADs were negotiated: older peers still match
+    assert chacha == handshake(a, b, Binding(A, B, "c"))[0]
+
+
+def test_auto_puts_aes_gcm_first_only_where_the_cpu_has_aes_instructions(tmp_path, monkeypatch):
+    import nsmd.tunnel_keys as tk
+
+    for flags, fast in (("fpu sse2 aes avx2 pclmulqdq", True), ("fpu sse2 avx2", False),
+                        ("fpu aes", False)):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_fast_aes(str(tmp_path / "cpuinfo")) is fast
+    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd aes pmull sha2\n")
+    assert cpu_has_fast_aes(str(tmp_path / "arm"))
+    assert not cpu_has_fast_aes(str(tmp_path / "missing"))
+    monkeypatch.setattr(tk, "cpu_has_fast_aes", lambda: False)
+    assert parse_aeads("auto", "tunnel-aead") == ("chacha20-poly1305", "aes-256-gcm")
+    monkeypatch.setattr(tk, "cpu_has_fast_aes", lambda: True)
+    assert parse_aeads("auto", "tunnel-aead") == ("aes-256-gcm", "chacha20-poly1305")
+
+
+def test_a_tunnel_aead_setting_is_checked():
+    assert parse_aeads("chacha20-poly1305", "tunnel-aead") == ("chacha20-poly1305",)
+    assert parse_aeads("chacha20-poly1305, aes-256-gcm", "x") == ("chacha20-poly1305",
+                                                                  "aes-256-gcm")
+    for bad in ("", "aes-128-gcm", "aes-256-gcm,aes-256-gcm", "auto,aes-256-gcm"):
+        with pytest.raises(ValidationError, match="tunnel-aead.*auto, or some of"):
+            parse_aeads(bad, "tunnel-aead")
+
+
+def test_the_responder_picks_its_own_first_choice_among_those_offered():
+    both = ("aes-256-gcm", "chacha20-poly1305")
+    assert choose_aead("chacha20-poly1305,aes-256-gcm", both) == "aes-256-gcm"
+    assert choose_aead("aes-256-gcm,chacha20-poly1305", both[::-1]) == "chacha20-poly1305"
+    assert choose_aead("future-aead,aes-256-gcm", both) == "aes-256-gcm"  # unknown: skipped
+    assert choose_aead(None, both) == "chacha20-poly1305"  # a peer that names none
+    with pytest.raises(ValidationError, match="offer.aead.*accepts \\(aes-256-gcm\\)"):
+        choose_aead("chacha20-poly1305", ("aes-256-gcm",))
+
+
+def test_an_answer_naming_an_aead_that_was_not_offered_is_refused():
+    keying = TunnelKeying(dataplane=None)  # type: ignore[arg-type]  # refused before use
+    mine = Ephemeral()
+    offer = {"src_index": "1", "aead": "chacha20-poly1305"}
+    answer = {"dst_public_key": Ephemeral().public_b64, "dst_index": "2",
+              "aead": "aes-256-gcm"}
+    with pytest.raises(ValidationError, match="answer.aead.*offered AEADs"):
+        keying.accept(None, mine, offer, answer, Binding(A, B, "c"))  # type: ignore[arg-type]

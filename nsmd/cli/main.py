@@ -32,7 +32,9 @@ TUNING = (
     f"1/3 of it), nse-expiry-s ({defaults.NSE_EXPIRY_S:g}), local-mtu ({defaults.LOCAL_MTU}), "
     f"tunnel-mtu ({defaults.TUNNEL_MTU}), keepalive-s ({defaults.KEEPALIVE_S:g}: idle "
     f"tunnels), heal-detect-s ({defaults.HEAL_DETECT_S:g}: a dead data plane is found within "
-    f"this and healed within 1 s after), rekey-after-s ({defaults.REKEY_AFTER_S:g}).")
+    f"this and healed within 1 s after), rekey-after-s ({defaults.REKEY_AFTER_S:g}), "
+    "tunnel-aead (auto: aes-256-gcm first where the CPU has AES instructions, else "
+    "chacha20-poly1305; or either or both, comma-separated, preferred first).")
 
 
 def build_parser() -> Parser:

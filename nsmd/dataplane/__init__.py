@@ -28,6 +28,7 @@ from nsmd.dataplane.devices import Devices
 from nsmd.dataplane.placement import Engines
 from nsmd.dataplane.wires import Lane, Side, Wire
 from nsmd.errors import DataplaneError
+from nsmd.fastpath.aead import AEADS
 from nsmd.fastpath.stage import DIRECTIONS
 from nsmd.state import StateDB
 
@@ -35,12 +36,14 @@ CLIENT_TO_ENDPOINT = DIRECTIONS["client_to_endpoint"]
 ENDPOINT_TO_CLIENT = DIRECTIONS["endpoint_to_client"]
 log = logging.getLogger("nsmd.dataplane")
 
-__all__ = ["Dataplane", "Lane", "Side", "Wire"]
+__all__ = ["AEADS", "Dataplane", "Lane", "Side", "Wire"]
 
 
 class Dataplane:
-    def __init__(self, db: StateDB, engines: int = 0, local_queues: int = 1):
+    def __init__(self, db: StateDB, engines: int = 0, local_queues: int = 1,
+                 aeads: tuple[str, ...] = ("chacha20-poly1305",)):
         self.engines = Engines(engines)
+        self.aeads = aeads   # the tunnels' AEADs, preferred first (tunnel_keys.py)
         self.devices = Devices(db)
         self.local_queues = max(1, min(local_queues, len(self.engines)))
         self.wires: dict[str, Wire] = {}
@@ -153,10 +156,10 @@ class Dataplane:
         return self.engines.of(wire).next_local_index(wire.handle)
 
     def install_keys(self, wire: Wire, local_index: int, remote_index: int, send: bytes,
-                     recv: bytes, confirmed: bool) -> None:
+                     recv: bytes, confirmed: bool, aead: str) -> None:
         engine = self.engines.of(wire)
         engine.install_keypair(wire.handle, local_index, remote_index, send, recv, confirmed,
-                               wire.side)
+                               wire.side, aead)
         wire.keyed = True
         if confirmed:
             engine.request_keepalive(wire.handle, wire.side)

@@ -30,7 +30,7 @@ from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, 
 from nsmd.peer.client import PeerClient
 from nsmd.registry import RegistryView
 from nsmd.tundev import InterfaceConfig
-from nsmd.tunnel_keys import ANSWER_KEYS, OFFER_KEYS, Binding, Ephemeral, TunnelKeying
+from nsmd.tunnel_keys import ANSWER_KEYS, OFFER_KEYS, Binding, Ephemeral, TunnelKeying, agreed_offer
 
 CLOSE_TIMEOUT_S = 0.5
 log = logging.getLogger("nsmd.manager.remote")
@@ -155,7 +155,7 @@ class RemoteConnect:
         conn = request.connection
         mine: Ephemeral | None = None
         if wire.keyed:
-            offer = {k: wire.agreed[k] for k in OFFER_KEYS}
+            offer = agreed_offer(wire.agreed)
         else:
             mine, offer = self.keying.offer(wire, context=conn.id)
         outgoing = conn.clone()

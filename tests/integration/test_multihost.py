@@ -23,6 +23,7 @@ from nsmd.testing.sandbox import (
     underlay,
     wait_until,
 )
+from nsmd.tunnel_keys import parse_aeads
 from tests.integration.beds import (
     DOMAIN,
     build_hosts,
@@ -60,10 +61,22 @@ def test_cross_host_ping_and_tcp(two_hosts):
     # the far side sees the vWire too, and closing it removes both ends
     (far_conn,) = far.cli_json("get", "connections")
     assert far_conn["path"]["path_segments"][0]["id"] == conn["id"]
+    # both daemons on "auto": this machine's CPU decides the AEAD
+    assert far_conn["mechanism"]["parameters"]["aead"] == parse_aeads("auto", "")[0]
     near.cli("close", conn["id"])
     wait_until(lambda: far.cli_json("get", "connections") == [])
     assert "nsm0" not in sh("ip", "-o", "link", netns=nse_ns).stdout
     assert "nsm0" not in sh("ip", "-o", "link", netns=nsc_ns).stdout
+
+
+def test_daemons_set_to_chacha20_poly1305_agree_on_it(netns, daemon, tmp_path):
+    near, far, nse_ns, nsc_ns, _ = build_two_hosts(
+        netns, daemon, tmp_path, {"NSMD_TUNNEL_AEAD": "chacha20-poly1305"})
+    conn, target = connect(near, "remote-svc", nsc_ns)
+    (far_conn,) = far.cli_json("get", "connections")
+    assert far_conn["mechanism"]["parameters"]["aead"] == "chacha20-poly1305"
+    assert ping(nsc_ns, target, 3).returncode == 0, near.log()
+    assert tcp_transfer(nse_ns, nsc_ns, target, 4 << 20)
 
 
 def test_the_underlay_carries_only_tunnel_and_tls(two_hosts):
