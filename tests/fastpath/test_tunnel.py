@@ -239,16 +239,19 @@ def drain(sock, into):
 
 
 def test_rekey_under_load_loses_nothing(pair):
+    """... also when each rekey switches the AEAD (a daemon's tunnel-aead changed): packets
+    in flight under the old keypair still open under its AEAD."""
     a, b = pair
     key_up(a, b)
     there, back = [], []
     total = 3000
+    aeads = ("aes-256-gcm", "chacha20-poly1305")
     for i in range(total):
         a.app.send(ipv4(struct.pack("<I", i)))
         b.app.send(ipv4(struct.pack("<I", i)))
         if i % 500 == 250:
             # B learns the new keys first and waits (NEXT) until A uses them
-            key_up(a, b, confirmed_on_b=False)
+            key_up(a, b, confirmed_on_b=False, aead=aeads[i // 500 % 2])
         if i % 8 == 0:  # unix datagram queues hold only 10 packets
             time.sleep(0.0005)
             drain(b.app, there)
@@ -262,6 +265,7 @@ def test_rekey_under_load_loses_nothing(pair):
     assert sum(a.stats()["b_to_a"]["drops"].values()) == 0
     keypairs = b.stats()["tunnel"]["keypairs"]
     assert "next" not in keypairs and "previous" in keypairs  # promoted on A's first packet
+    assert (keypairs["previous"]["aead"], keypairs["current"]["aead"]) == aeads
     current = a.stats()["tunnel"]["keypairs"]["current"]["local_index"]
     a.engine.expire_previous(a.handle, current)
     assert "previous" not in a.stats()["tunnel"]["keypairs"]
