@@ -58,10 +58,10 @@ from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_REASONS, INITIAL_WIRES,
                     EngineState, RxBatch, StageList, Wire, wire_tunnel)
 
 import ipaddress
-
-from .aead import AEADS, suite_of
 import os
 import socket
+
+from .aead import AEADS, suite_of
 
 AEAD_NAMES = {suite: name for name, suite in AEADS.items()}
 DROP_REASON_NAMES = ("not_ip", "malformed", "tx_error", "no_key", "bad_tag", "replay",
