@@ -99,3 +99,57 @@ def test_an_answer_naming_an_aead_that_was_not_offered_is_refused():
               "aead": "aes-256-gcm"}
     with pytest.raises(ValidationError, match="answer.aead.*offered AEADs"):
         keying.accept(None, mine, offer, answer, Binding(A, B, "c"))  # type: ignore[arg-type]
+
+
+class FakeDataplane:
+    """What TunnelKeying asks of the data plane, recorded."""
+
+    def __init__(self, aeads: tuple[str, ...]):
+        self.aeads = aeads
+        self.installed: list[tuple[bytes, bytes, str]] = []
+
+    def set_peer(self, wire, ip: str, port: int) -> None:
+        pass
+
+    def next_local_index(self, wire) -> int:
+        return 7 << 8
+
+    def tunnel_address(self, wire) -> tuple[str, int]:
+        return "192.0.2.2", 51820
+
+    def install_keys(self, wire, local_index, remote_index, send, recv, confirmed, aead):
+        self.installed.append((send, recv, aead))
+        wire.keyed = True
+
+
+def keyed_pair(initiator_aeads, responder_aeads, drop_aead=False):
+    """One first keying between two TunnelKeyings: (initiator's, responder's) installs."""
+    import types
+
+    near, far = FakeDataplane(initiator_aeads), FakeDataplane(responder_aeads)
+    wire_a = types.SimpleNamespace(keyed=False, agreed={})
+    wire_b = types.SimpleNamespace(keyed=False, agreed={})
+    initiator, responder = TunnelKeying(near), TunnelKeying(far)
+    mine, offer = initiator.offer(wire_a, context="conn-1")
+    if drop_aead:   # daemons from before AEADs were negotiated name none
+        offer.pop("aead")
+    answer = responder.respond(wire_b, offer, Binding(A, B, "conn-1"), rekey=False)
+    if drop_aead:
+        answer.pop("aead")
+    initiator.accept(wire_a, mine, offer, answer, Binding(A, B, "conn-1"))
+    return near.installed[0], far.installed[0]
+
+
+def test_both_ends_install_mirrored_keys_under_the_responders_choice():
+    (a_send, a_recv, a_aead), (b_send, b_recv, b_aead) = keyed_pair(
+        ("chacha20-poly1305", "aes-256-gcm"), ("aes-256-gcm", "chacha20-poly1305"))
+    assert a_aead == b_aead == "aes-256-gcm"
+    assert (a_send, a_recv) == (b_recv, b_send)
+
+
+def test_a_peer_that_names_no_aead_keys_chacha20_poly1305_with_us():
+    (a_send, a_recv, a_aead), (b_send, b_recv, b_aead) = keyed_pair(
+        ("aes-256-gcm", "chacha20-poly1305"), ("aes-256-gcm", "chacha20-poly1305"),
+        drop_aead=True)
+    assert a_aead == b_aead == "chacha20-poly1305"
+    assert (a_send, a_recv) == (b_recv, b_send)
