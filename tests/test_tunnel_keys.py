@@ -92,13 +92,13 @@ def test_the_responder_picks_its_own_first_choice_among_those_offered():
 
 
 def test_an_answer_naming_an_aead_that_was_not_offered_is_refused():
-    keying = TunnelKeying(dataplane=None)  # type: ignore[arg-type]  # refused before use
+    keying = TunnelKeying(dataplane=None)  # the answer is refused before it is used
     mine = Ephemeral()
     offer = {"src_index": "1", "aead": "chacha20-poly1305"}
     answer = {"dst_public_key": Ephemeral().public_b64, "dst_index": "2",
               "aead": "aes-256-gcm"}
     with pytest.raises(ValidationError, match="answer.aead.*offered AEADs"):
-        keying.accept(None, mine, offer, answer, Binding(A, B, "c"))  # type: ignore[arg-type]
+        keying.accept(None, mine, offer, answer, Binding(A, B, "c"))
 
 
 class FakeDataplane:
