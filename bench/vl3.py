@@ -4,7 +4,7 @@ with few and with many clients attached (membership must cost O(endpoints), not
 O(clients)); DNS lookup latency for a name of the own endpoint, of the other host's
 endpoint, and outside the zone.
 
-    sudo .venv/bin/python bench/vl3.py [--seconds 8] [--clients 200]
+    sudo .venv/bin/python bench/vl3.py [--seconds 8] [--rounds 2] [--clients 200]
 
 Two node namespaces on a bridge (192.0.2.0/24), a daemon in each (n1 holds the
 registry), a vL3 endpoint in each, vWire addresses from 100.64.0.0/16. The direct vWire
@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -105,14 +106,28 @@ def join_time(bed: Bed, daemons: list[DaemonProc], host_daemon: DaemonProc, name
                                                    zip(routers, routes_before, strict=True)]}
 
 
+def mean_run(runs: list[dict]) -> dict:
+    """One iperf result from several: mean rate and CPU per GB, retransmits summed."""
+    cpu = [r["cpu_s_per_gb"] for r in runs if r["cpu_s_per_gb"] is not None]
+    return {"gbps": round(statistics.fmean(r["gbps"] for r in runs), 3),
+            "seconds": round(sum(r["seconds"] for r in runs), 2),
+            "retransmits": sum(r["retransmits"] for r in runs),
+            "cpu_s_per_gb": round(statistics.fmean(cpu), 2) if cpu else None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=8, help="iperf3 duration per test")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="TCP runs of each path, alternating direct and vL3 (the VM's drift "
+                    "between two back-to-back runs is as large as the difference measured)")
     ap.add_argument("--pings", type=int, default=500)
     ap.add_argument("--clients", type=int, default=200,
                     help="clients attached before the second join (scale check)")
     ap.add_argument("--lookups", type=int, default=300)
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     need_tools()
     bed = Bed()
     daemons: list[DaemonProc] = []
@@ -148,14 +163,19 @@ def main() -> int:
         to_two = host(second["context"]["ip_context"]["src_ip_addrs"][0])
         to_direct = host(direct["context"]["ip_context"]["dst_ip_addrs"][0])
         pids = [d.proc.pid for d in daemons]
-        print("--- direct vWire, n1 -> n2", flush=True)
-        results["direct"] = {"rtt": rtt(c1, to_direct, args.pings),
-                             "tcp1": iperf(c1, direct_nse, to_direct, args.seconds, 1, pids)}
-        print(f"    {json.dumps(results['direct'])}\n--- vL3, client on n1 -> client on n2",
-              flush=True)
-        results["vl3"] = {"rtt": rtt(c1, to_two, args.pings),
-                          "tcp1": iperf(c1, c2, to_two, args.seconds, 1, pids)}
-        print(f"    {json.dumps(results['vl3'])}", flush=True)
+        paths = {"direct": (direct_nse, to_direct, "direct vWire, n1 -> n2"),
+                 "vl3": (c2, to_two, "vL3, client on n1 -> client on n2")}
+        runs: dict[str, list[dict]] = {name: [] for name in paths}
+        for name, (_, target, _) in paths.items():
+            results[name] = {"rtt": rtt(c1, target, args.pings)}
+        for k in range(args.rounds):
+            for name, (server_ns, target, label) in paths.items():
+                runs[name].append(iperf(c1, server_ns, target, args.seconds, 1, pids))
+                print(f"--- {label}, round {k + 1}: {json.dumps(runs[name][-1])}", flush=True)
+        for name in paths:
+            results[name]["tcp1"] = mean_run(runs[name])
+            results[name]["tcp1_rounds"] = runs[name]
+        print(f"    {json.dumps({name: results[name] for name in paths})}", flush=True)
         one = host(first["context"]["ip_context"]["src_ip_addrs"][0])
         server = host(first["context"]["dns_context"]["configs"][0]["dns_server_ips"][0])
         results["dns"] = {
