@@ -65,14 +65,19 @@ def parse_aeads(value: str, where: str) -> tuple[str, ...]:
     return names
 
 
+def offered_aeads(value: str | None) -> list[str]:
+    """The AEADs an offer's `aead` names, preferred first (none named: the default)."""
+    return [n.strip() for n in (value or DEFAULT_AEAD).split(",")]
+
+
 def choose_aead(offered: str | None, ours: tuple[str, ...]) -> str:
     """The responder's pick: the first of `ours` that the offer names."""
-    names = [n.strip() for n in (offered or DEFAULT_AEAD).split(",")]
+    names = offered_aeads(offered)
     for name in ours:
         if name in names:
             return name
     raise ValidationError("offer.aead", f"an AEAD this daemon accepts ({', '.join(ours)})",
-                          offered or DEFAULT_AEAD)
+                          ",".join(names))
 
 
 def agreed_offer(agreed: Mapping[str, str]) -> dict[str, str]:
@@ -161,9 +166,10 @@ class TunnelKeying:
         """The initiator installs the keys of an answered offer (CURRENT at once: it sends
         a keepalive under them, which is how the responder learns it has them)."""
         aead = answer.get(AEAD_PARAM, DEFAULT_AEAD)
-        if aead not in offer.get(AEAD_PARAM, DEFAULT_AEAD).split(","):
+        offered = offered_aeads(offer.get(AEAD_PARAM))
+        if aead not in offered:
             raise ValidationError("answer.aead", f"one of the offered AEADs "
-                                  f"({offer.get(AEAD_PARAM, DEFAULT_AEAD)})", aead)
+                                  f"({','.join(offered)})", aead)
         keys = mine.derive(answer["dst_public_key"], mine.public,
                            decode_public(answer["dst_public_key"]), binding, aead)
         rekey = wire.keyed
