@@ -15,17 +15,27 @@
 # before it decrypts, so it runs block 0 on its own.
 from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memcpy, memset, strlen
+from posix.strings cimport strncasecmp
 
 from .includes.openssl cimport (EVP_CIPHER, EVP_CIPHER_CTX, EVP_CIPHER_CTX_free,
                                 EVP_CIPHER_CTX_new, EVP_CIPHER_fetch, EVP_CIPHER_free,
-                                EVP_CIPHER_CTX_ctrl, EVP_CipherInit_ex,
-                                EVP_CTRL_AEAD_GET_TAG, EVP_CTRL_AEAD_SET_TAG,
-                                EVP_DecryptFinal_ex, EVP_DecryptUpdate, EVP_EncryptFinal_ex,
+                                EVP_CIPHER_get0_provider, EVP_CipherInit_ex,
                                 EVP_EncryptUpdate, EVP_MAC, EVP_MAC_CTX,
                                 EVP_MAC_CTX_free, EVP_MAC_CTX_new, EVP_MAC_fetch, EVP_MAC_final,
                                 EVP_MAC_free, EVP_MAC_init, EVP_MAC_update, CRYPTO_memcmp,
-                                OPENSSL_cleanse)
+                                OPENSSL_cleanse, OSSL_ALGORITHM, OSSL_DISPATCH, OSSL_OP_CIPHER,
+                                OSSL_FUNC_CIPHER_DECRYPT_INIT, OSSL_FUNC_CIPHER_ENCRYPT_INIT,
+                                OSSL_FUNC_CIPHER_FINAL, OSSL_FUNC_CIPHER_FREECTX,
+                                OSSL_FUNC_CIPHER_GET_CTX_PARAMS, OSSL_FUNC_CIPHER_NEWCTX,
+                                OSSL_FUNC_CIPHER_SET_CTX_PARAMS, OSSL_FUNC_CIPHER_UPDATE,
+                                OSSL_PARAM, OSSL_PARAM_construct_end,
+                                OSSL_PARAM_construct_octet_string, OSSL_PROVIDER,
+                                OSSL_PROVIDER_get0_provider_ctx, OSSL_PROVIDER_query_operation,
+                                OSSL_PROVIDER_unquery_operation, OSSL_CIPHER_PARAM_AEAD_TAG,
+                                cipher_final_fn, cipher_freectx_fn, cipher_get_params_fn,
+                                cipher_init_fn, cipher_newctx_fn, cipher_set_params_fn,
+                                cipher_update_fn)
 
 cdef enum:
     KEY_BYTES = 32
@@ -47,13 +57,39 @@ cdef struct KeyedCipher:
     uint8_t key[KEY_BYTES]
 
 
+# AES-256-GCM is called through its provider's own functions (provider-cipher(7)), as
+# the EVP layer calls them, minus that layer: per packet EVP adds an IV-length lookup
+# and the tag's translation from ctrl to parameters, ~0.11 of 0.27 us at 64 bytes and of
+# 0.66 us at 1,408 (seal and open alike, one core here; OpenSSL 3.0). Same provider,
+# same cipher code: the EVP cipher it would use is fetched, and its provider's dispatch
+# table read once per Aead.
+cdef struct GcmFunctions:
+    EVP_CIPHER *cipher          # held: keeps the provider, and so its table, loaded
+    void *provctx
+    cipher_newctx_fn newctx
+    cipher_freectx_fn freectx
+    cipher_init_fn encrypt_init
+    cipher_init_fn decrypt_init
+    cipher_update_fn update
+    cipher_final_fn final
+    cipher_get_params_fn get_params
+    cipher_set_params_fn set_params
+
+
+cdef struct GcmContext:
+    void *cctx
+    int keyed                   # cctx holds `key` (0 after any failed init: set it again)
+    uint8_t key[KEY_BYTES]
+
+
 cdef struct Aead:
     KeyedCipher chacha          # ChaCha20 for both directions: keying it costs nothing
     EVP_MAC_CTX *mac            # Poly1305, keyed per packet
+    GcmFunctions gcm
     # AES-256-GCM, one context per direction: keying one expands the AES key and GHASH's
     # table (~0.2 us), so a worker sealing and opening one vWire's packets keeps both.
-    KeyedCipher gcm_seal
-    KeyedCipher gcm_open
+    GcmContext gcm_seal
+    GcmContext gcm_open
 
 
 cdef inline uint8_t *sealable_alloc(size_t size) noexcept nogil:
@@ -85,14 +121,90 @@ cdef inline void cipher_free(KeyedCipher *c) noexcept nogil:
     OPENSSL_cleanse(c.key, KEY_BYTES)
 
 
+cdef inline bint names_include(const char *names, const char *name) noexcept nogil:
+    """Whether `name` is one of a provider algorithm's colon-separated names."""
+    cdef size_t n = strlen(name)
+    while names[0] != 0:
+        if strncasecmp(names, name, n) == 0 and (names[n] == 0 or names[n] == 58):  # ':'
+            return True
+        while names[0] != 0 and names[0] != 58:
+            names += 1
+        if names[0] == 58:
+            names += 1
+    return False
+
+
+cdef inline int gcm_functions_init(GcmFunctions *g) noexcept nogil:
+    """Finds AES-256-GCM's functions in the provider EVP fetches it from. 0, or -1."""
+    memset(g, 0, sizeof(GcmFunctions))
+    g.cipher = EVP_CIPHER_fetch(NULL, b"AES-256-GCM", NULL)
+    if g.cipher == NULL:
+        return -1
+    cdef const OSSL_PROVIDER *prov = EVP_CIPHER_get0_provider(g.cipher)
+    cdef int no_cache
+    cdef const OSSL_ALGORITHM *algs = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER,
+                                                                    &no_cache)
+    cdef const OSSL_ALGORITHM *alg = algs
+    cdef const OSSL_DISPATCH *f
+    while alg != NULL and alg.algorithm_names != NULL:
+        if names_include(alg.algorithm_names, b"AES-256-GCM"):
+            f = alg.implementation
+            while f.function_id != 0:
+                if f.function_id == OSSL_FUNC_CIPHER_NEWCTX:
+                    g.newctx = <cipher_newctx_fn>f.function
+                elif f.function_id == OSSL_FUNC_CIPHER_FREECTX:
+                    g.freectx = <cipher_freectx_fn>f.function
+                elif f.function_id == OSSL_FUNC_CIPHER_ENCRYPT_INIT:
+                    g.encrypt_init = <cipher_init_fn>f.function
+                elif f.function_id == OSSL_FUNC_CIPHER_DECRYPT_INIT:
+                    g.decrypt_init = <cipher_init_fn>f.function
+                elif f.function_id == OSSL_FUNC_CIPHER_UPDATE:
+                    g.update = <cipher_update_fn>f.function
+                elif f.function_id == OSSL_FUNC_CIPHER_FINAL:
+                    g.final = <cipher_final_fn>f.function
+                elif f.function_id == OSSL_FUNC_CIPHER_GET_CTX_PARAMS:
+                    g.get_params = <cipher_get_params_fn>f.function
+                elif f.function_id == OSSL_FUNC_CIPHER_SET_CTX_PARAMS:
+                    g.set_params = <cipher_set_params_fn>f.function
+                f += 1
+            break
+        alg += 1
+    if algs != NULL:
+        OSSL_PROVIDER_unquery_operation(prov, OSSL_OP_CIPHER, algs)
+    g.provctx = OSSL_PROVIDER_get0_provider_ctx(prov)
+    if g.newctx == NULL or g.freectx == NULL or g.encrypt_init == NULL \
+            or g.decrypt_init == NULL or g.update == NULL or g.final == NULL \
+            or g.get_params == NULL or g.set_params == NULL:
+        return -1
+    return 0
+
+
+cdef inline int gcm_context_init(GcmFunctions *g, GcmContext *c) noexcept nogil:
+    c.keyed = 0
+    c.cctx = g.newctx(g.provctx) if g.newctx != NULL else NULL
+    return 0 if c.cctx != NULL else -1
+
+
+cdef inline void gcm_context_free(GcmFunctions *g, GcmContext *c) noexcept nogil:
+    if c.cctx != NULL:
+        g.freectx(c.cctx)      # the provider wipes the key schedule
+    c.cctx = NULL
+    c.keyed = 0
+    OPENSSL_cleanse(c.key, KEY_BYTES)
+
+
 cdef inline int aead_init(Aead *a) noexcept nogil:
     """Makes the contexts (no key yet). 0, or -1; aead_free it either way."""
+    a.gcm_seal.cctx = NULL
+    a.gcm_open.cctx = NULL
     cdef EVP_MAC *mac = EVP_MAC_fetch(NULL, b"POLY1305", NULL)
     a.mac = EVP_MAC_CTX_new(mac) if mac != NULL else NULL
     EVP_MAC_free(mac)
     cdef int rc = cipher_init(&a.chacha, b"ChaCha20", 1)
-    rc |= cipher_init(&a.gcm_seal, b"AES-256-GCM", 1)
-    rc |= cipher_init(&a.gcm_open, b"AES-256-GCM", 0)
+    rc |= gcm_functions_init(&a.gcm)
+    if rc == 0:
+        rc |= gcm_context_init(&a.gcm, &a.gcm_seal)
+        rc |= gcm_context_init(&a.gcm, &a.gcm_open)
     if rc < 0 or a.mac == NULL:
         aead_free(a)
         return -1
@@ -101,8 +213,10 @@ cdef inline int aead_init(Aead *a) noexcept nogil:
 
 cdef inline void aead_free(Aead *a) noexcept nogil:
     cipher_free(&a.chacha)
-    cipher_free(&a.gcm_seal)
-    cipher_free(&a.gcm_open)
+    gcm_context_free(&a.gcm, &a.gcm_seal)
+    gcm_context_free(&a.gcm, &a.gcm_open)
+    EVP_CIPHER_free(a.gcm.cipher)
+    a.gcm.cipher = NULL
     EVP_MAC_CTX_free(a.mac)
     a.mac = NULL
 
@@ -114,6 +228,23 @@ cdef inline int cipher_start(KeyedCipher *c, const uint8_t *key,
     if not c.keyed or memcmp(c.key, key, KEY_BYTES) != 0:
         new_key = key
     cdef int ok = EVP_CipherInit_ex(c.ctx, NULL, NULL, new_key, iv, -1) == 1
+    if not ok:
+        c.keyed = 0
+    elif new_key != NULL:
+        memcpy(c.key, key, KEY_BYTES)
+        c.keyed = 1
+    return 0 if ok else -1
+
+
+cdef inline int gcm_start(GcmContext *c, cipher_init_fn init, const uint8_t *key,
+                          const uint8_t *iv) noexcept nogil:
+    """Starts a packet at `iv` (encrypt_init or decrypt_init); sets the key only if it
+    changed."""
+    cdef const uint8_t *new_key = NULL
+    if not c.keyed or memcmp(c.key, key, KEY_BYTES) != 0:
+        new_key = key
+    cdef int ok = init(c.cctx, new_key, KEY_BYTES if new_key != NULL else 0, iv,
+                       NONCE_BYTES, NULL) == 1
     if not ok:
         c.keyed = 0
     elif new_key != NULL:
@@ -214,14 +345,19 @@ cdef inline int gcm_seal(Aead *a, const uint8_t *key, uint64_t counter,
                          const uint8_t *aad, int aad_len, uint8_t *buf,
                          int length) noexcept nogil:
     cdef uint8_t iv[NONCE_BYTES]
-    cdef EVP_CIPHER_CTX *ctx = a.gcm_seal.ctx
-    cdef int outl
+    cdef GcmFunctions *g = &a.gcm
+    cdef void *cctx = a.gcm_seal.cctx
+    cdef size_t outl
+    cdef OSSL_PARAM tag[2]
     packet_nonce(iv, counter)
-    if cipher_start(&a.gcm_seal, key, iv) < 0 or \
-            (aad_len and EVP_EncryptUpdate(ctx, NULL, &outl, aad, aad_len) != 1) or \
-            (length and EVP_EncryptUpdate(ctx, buf, &outl, buf, length) != 1) or \
-            EVP_EncryptFinal_ex(ctx, buf + length, &outl) != 1 or \
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_BYTES, buf + length) != 1:
+    tag[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, buf + length,
+                                               TAG_BYTES)
+    tag[1] = OSSL_PARAM_construct_end()
+    if gcm_start(&a.gcm_seal, g.encrypt_init, key, iv) < 0 or \
+            (aad_len and g.update(cctx, NULL, &outl, aad_len, aad, aad_len) != 1) or \
+            (length and g.update(cctx, buf, &outl, length, buf, length) != 1) or \
+            g.final(cctx, buf + length, &outl, TAG_BYTES) != 1 or \
+            g.get_params(cctx, tag) != 1:
         return -1
     return 0
 
@@ -230,17 +366,22 @@ cdef inline int gcm_open(Aead *a, const uint8_t *key, uint64_t counter,
                          const uint8_t *aad, int aad_len, uint8_t *buf,
                          int plain) noexcept nogil:
     cdef uint8_t iv[NONCE_BYTES]
-    cdef uint8_t tag[TAG_BYTES]
-    cdef EVP_CIPHER_CTX *ctx = a.gcm_open.ctx
-    cdef int outl
+    cdef uint8_t tag_bytes[TAG_BYTES]
+    cdef GcmFunctions *g = &a.gcm
+    cdef void *cctx = a.gcm_open.cctx
+    cdef size_t outl
+    cdef OSSL_PARAM tag[2]
     packet_nonce(iv, counter)
-    memcpy(tag, buf + plain, TAG_BYTES)
-    if cipher_start(&a.gcm_open, key, iv) < 0 or \
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_BYTES, tag) != 1 or \
-            (aad_len and EVP_DecryptUpdate(ctx, NULL, &outl, aad, aad_len) != 1) or \
-            (plain and EVP_DecryptUpdate(ctx, buf, &outl, buf, plain) != 1):
+    memcpy(tag_bytes, buf + plain, TAG_BYTES)
+    tag[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag_bytes,
+                                               TAG_BYTES)
+    tag[1] = OSSL_PARAM_construct_end()
+    if gcm_start(&a.gcm_open, g.decrypt_init, key, iv) < 0 or \
+            g.set_params(cctx, tag) != 1 or \
+            (aad_len and g.update(cctx, NULL, &outl, aad_len, aad, aad_len) != 1) or \
+            (plain and g.update(cctx, buf, &outl, plain, buf, plain) != 1):
         return -1
-    if EVP_DecryptFinal_ex(ctx, buf + plain, &outl) != 1:
+    if g.final(cctx, buf + plain, &outl, TAG_BYTES) != 1:
         # GCM decrypts as it authenticates: what it wrote is unauthenticated. Wipe it
         # (the caller drops the datagram anyway).
         memset(buf, 0, plain)
