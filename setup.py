@@ -25,12 +25,12 @@ def extension(path, libraries=()):
 
 
 extensions = [
-    extension("fastpath/engine", libraries=["pthread", "crypto"]),
+    extension("fastpath/engine", libraries=["pthread", "crypto", "gcrypt"]),
     extension("fastpath/local"),
-    extension("fastpath/tunnel_out", libraries=["crypto"]),
-    extension("fastpath/tunnel_in", libraries=["crypto"]),
+    extension("fastpath/tunnel_out", libraries=["crypto", "gcrypt"]),
+    extension("fastpath/tunnel_in", libraries=["crypto", "gcrypt"]),
     extension("fastpath/stage"),
-    extension("fastpath/aead", libraries=["crypto"]),
+    extension("fastpath/aead", libraries=["crypto", "gcrypt"]),
     extension("fastpath/replay"),
     extension("fastpath/offload"),
     extension("fastpath/gro"),

@@ -1,5 +1,4 @@
-# Extern declarations only: OpenSSL libcrypto's EVP cipher and MAC interfaces (OpenSSL 3),
-# and the provider interface (provider-cipher(7)) that aead.pxd calls AES-256-GCM through.
+# Extern declarations only: OpenSSL libcrypto's EVP cipher and MAC interfaces (OpenSSL 3).
 
 cdef extern from "<openssl/params.h>" nogil:
     ctypedef struct OSSL_PARAM:
@@ -25,7 +24,6 @@ cdef extern from "<openssl/evp.h>" nogil:
     EVP_CIPHER *EVP_CIPHER_fetch(OSSL_LIB_CTX *ctx, const char *algorithm,
                                  const char *properties)
     void EVP_CIPHER_free(EVP_CIPHER *cipher)
-    const OSSL_PROVIDER *EVP_CIPHER_get0_provider(const EVP_CIPHER *cipher)
     int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl,
                            const unsigned char *key, const unsigned char *iv)
     int EVP_EncryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
@@ -58,49 +56,6 @@ cdef extern from "<openssl/evp.h>" nogil:
                      const OSSL_PARAM *params)
     int EVP_MAC_update(EVP_MAC_CTX *ctx, const unsigned char *data, size_t datalen)
     int EVP_MAC_final(EVP_MAC_CTX *ctx, unsigned char *out, size_t *outl, size_t outsize)
-
-cdef extern from "<openssl/core.h>" nogil:
-    ctypedef struct OSSL_DISPATCH:
-        int function_id
-        void (*function)()
-    ctypedef struct OSSL_ALGORITHM:
-        const char *algorithm_names
-        const OSSL_DISPATCH *implementation
-    ctypedef struct OSSL_PROVIDER:
-        pass
-
-cdef extern from "<openssl/core_dispatch.h>" nogil:
-    enum:
-        OSSL_OP_CIPHER
-        OSSL_FUNC_CIPHER_NEWCTX
-        OSSL_FUNC_CIPHER_FREECTX
-        OSSL_FUNC_CIPHER_ENCRYPT_INIT
-        OSSL_FUNC_CIPHER_DECRYPT_INIT
-        OSSL_FUNC_CIPHER_UPDATE
-        OSSL_FUNC_CIPHER_FINAL
-        OSSL_FUNC_CIPHER_GET_CTX_PARAMS
-        OSSL_FUNC_CIPHER_SET_CTX_PARAMS
-
-# provider-cipher(7)'s functions, as a provider's dispatch table gives them.
-ctypedef void *(*cipher_newctx_fn)(void *provctx) noexcept nogil
-ctypedef void (*cipher_freectx_fn)(void *cctx) noexcept nogil
-ctypedef int (*cipher_init_fn)(void *cctx, const unsigned char *key, size_t keylen,
-                               const unsigned char *iv, size_t ivlen,
-                               const OSSL_PARAM *params) noexcept nogil
-ctypedef int (*cipher_update_fn)(void *cctx, unsigned char *out, size_t *outl,
-                                 size_t outsize, const unsigned char *inp,
-                                 size_t inl) noexcept nogil
-ctypedef int (*cipher_final_fn)(void *cctx, unsigned char *out, size_t *outl,
-                                size_t outsize) noexcept nogil
-ctypedef int (*cipher_get_params_fn)(void *cctx, OSSL_PARAM *params) noexcept nogil
-ctypedef int (*cipher_set_params_fn)(void *cctx, const OSSL_PARAM *params) noexcept nogil
-
-cdef extern from "<openssl/provider.h>" nogil:
-    const OSSL_ALGORITHM *OSSL_PROVIDER_query_operation(const OSSL_PROVIDER *prov,
-                                                        int operation_id, int *no_cache)
-    void OSSL_PROVIDER_unquery_operation(const OSSL_PROVIDER *prov, int operation_id,
-                                         const OSSL_ALGORITHM *algs)
-    void *OSSL_PROVIDER_get0_provider_ctx(const OSSL_PROVIDER *prov)
 
 cdef extern from "<openssl/crypto.h>" nogil:
     void OPENSSL_cleanse(void *ptr, size_t len)
