@@ -260,15 +260,16 @@ cdef inline int chacha_open(Aead *a, const uint8_t *key, uint64_t counter,
 
 
 cdef inline int gcm_seal(Aead *a, const uint8_t *key, uint64_t counter,
-                         const uint8_t *aad, int aad_len, uint8_t *buf,
-                         int length) noexcept nogil:
+                         const uint8_t *aad, int aad_len, uint8_t *buf, int head,
+                         const uint8_t *tail, int tail_len) noexcept nogil:
     cdef uint8_t iv[NONCE_BYTES]
     cdef gcry_cipher_hd_t hd = a.gcm_seal.hd
     packet_nonce(iv, counter)
     if gcm_start(&a.gcm_seal, key, iv) < 0 or \
             (aad_len and gcry_cipher_authenticate(hd, aad, aad_len) != 0) or \
-            gcry_cipher_encrypt(hd, buf, length, NULL, 0) != 0 or \
-            gcry_cipher_gettag(hd, buf + length, TAG_BYTES) != 0:
+            gcry_cipher_encrypt(hd, buf, head, NULL, 0) != 0 or \
+            (tail_len and gcry_cipher_encrypt(hd, buf + head, tail_len, tail, tail_len) != 0) \
+            or gcry_cipher_gettag(hd, buf + head + tail_len, TAG_BYTES) != 0:
         return -1
     return 0
 
@@ -299,9 +300,20 @@ cdef inline int seal(Aead *a, int suite, const uint8_t *key, uint64_t counter,
     The caller owns buf, TAG_BYTES of room after it and SEAL_SCRATCH bytes before it
     (borrowed, and restored before seal returns: the AAD may lie there).
     """
+    return seal_split(a, suite, key, counter, aad, aad_len, buf, length, NULL, 0)
+
+
+cdef inline int seal_split(Aead *a, int suite, const uint8_t *key, uint64_t counter,
+                           const uint8_t *aad, int aad_len, uint8_t *buf, int head,
+                           const uint8_t *tail, int tail_len) noexcept nogil:
+    """seal() of the plaintext buf[0:head] + tail[0:tail_len], its ciphertext written to
+    buf[0:head + tail_len] (tag after it): a segment's headers, made in place, and its
+    payload, still in the super-packet it is cut from, sealed in one pass over each."""
     if suite == SUITE_AES_256_GCM:
-        return gcm_seal(a, key, counter, aad, aad_len, buf, length)
-    return chacha_seal(a, key, counter, aad, aad_len, buf, length)
+        return gcm_seal(a, key, counter, aad, aad_len, buf, head, tail, tail_len)
+    if tail_len:
+        memcpy(buf + head, tail, tail_len)   # the construction seals in place only
+    return chacha_seal(a, key, counter, aad, aad_len, buf, head + tail_len)
 
 
 cdef inline int open_in_place(Aead *a, int suite, const uint8_t *key, uint64_t counter,

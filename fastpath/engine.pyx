@@ -252,6 +252,7 @@ cdef dict _tunnel_dict(Tunnel *t):
                                 "remote_index": t.kp[i].remote_index,
                                 "send_counter": t.kp[i].send_counter,
                                 "aead": AEAD_NAMES[t.kp[i].suite],
+                                "csum_partial": bool(t.kp[i].send_csum_partial),
                                 "age_s": now - t.kp[i].created}
                      for i in range(3) if t.kp[i].state != KP_EMPTY},
         "last_rx_age_s": now - t.last_rx if t.last_rx else None,
@@ -575,9 +576,15 @@ cdef class Engine:
 
     def install_keypair(self, handle, uint32_t local_index, uint32_t remote_index,
                         const uint8_t[::1] send_key, const uint8_t[::1] recv_key,
-                        bint confirmed, int side=0, str aead="chacha20-poly1305"):
+                        bint confirmed, int side=0, str aead="chacha20-poly1305",
+                        bint csum_partial=False):
         """Installs a new keypair, for `aead`, on a tunnel wire (a relay wire's tunnel on
         `side`).
+
+        csum_partial: the peer takes TCP segments whose checksum holds only the
+        pseudo-header sum (its receive side hands TCP checksums to its kernel, see
+        gro.tcp_csum_to_kernel): segments cut from super-packets are sent so, saving a
+        pass over each payload.
 
         confirmed: the peer already uses it (we are the side that learned the peer's half
         last): it becomes CURRENT at once and the old one PREVIOUS. Otherwise it waits in
@@ -596,6 +603,7 @@ cdef class Engine:
         kp.local_index = local_index
         kp.remote_index = remote_index
         kp.suite = suite
+        kp.send_csum_partial = csum_partial
         memcpy(kp.send_key, &send_key[0], 32)
         memcpy(kp.recv_key, &recv_key[0], 32)
         kp.created = now_s()

@@ -41,3 +41,4 @@ cdef int flow_run(Flow *f, uint8_t **packets, const int *lengths, int first,
                   int end, bint udp_ok) noexcept nogil
 cdef int flow_build(Flow *f, uint8_t *head, uint8_t **segments, const int *lengths,
                     iovec *iov) noexcept nogil
+cdef bint tcp_csum_to_kernel(uint8_t *pkt, int n, uint8_t *vnet) noexcept nogil

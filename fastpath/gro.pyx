@@ -4,7 +4,7 @@ differential tests (never on the data path)."""
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 from posix.uio cimport iovec
 
 from .offload cimport VNET_HDR_BYTES, csum_add, csum_fold, put_be16
@@ -182,6 +182,50 @@ cdef int flow_build(Flow *f, uint8_t *head, uint8_t **segments, const int *lengt
     head[8] = 6 if f.udp else 16                        # csum_offset in the L4 header
     head[9] = 0
     return total + 10
+
+
+cdef bint tcp_csum_to_kernel(uint8_t *pkt, int n, uint8_t *vnet) noexcept nogil:
+    """A TCP packet written alone, as flow_build writes a merged one: its checksum field
+    set to the pseudo-header sum and `vnet` to NEEDS_CSUM, so the kernel neither checks
+    nor needs what the sender put there (a peer that was told so leaves it partial).
+    False, with nothing changed, for anything but an unfragmented TCP packet."""
+    cdef int ip_len, tcp_len
+    cdef uint64_t acc
+    cdef int version = pkt[0] >> 4 if n > 0 else 0
+    if version == 4:
+        if n < 40 or pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7] or \
+                (<int>pkt[2] << 8 | pkt[3]) != n:
+            return False
+        ip_len = (pkt[0] & 0x0F) * 4
+        acc = csum_add(0, pkt + 12, 8)
+    elif version == 6:
+        if n < 60 or pkt[6] != 6 or (<int>pkt[4] << 8 | pkt[5]) != n - 40:
+            return False
+        ip_len = 40
+        acc = csum_add(0, pkt + 8, 32)
+    else:
+        return False
+    if ip_len < 20 or ip_len + 20 > n:
+        return False
+    tcp_len = (pkt[ip_len + 12] >> 4) * 4
+    if tcp_len < 20 or ip_len + tcp_len > n:
+        return False
+    acc += 6 + n - ip_len
+    put_be16(pkt + ip_len + 16, <uint16_t>~csum_fold(acc))
+    memset(vnet, 0, 10)
+    vnet[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
+    vnet[6] = <uint8_t>ip_len                           # csum_start
+    vnet[8] = 16                                        # csum_offset in the TCP header
+    return True
+
+
+def csum_to_kernel(const uint8_t[::1] packet):
+    """The frame (virtio_net_hdr + packet) the engine writes for `packet` received alone
+    on a wire with vnet headers: tcp_csum_to_kernel's, for the tests."""
+    frame = bytearray(VNET_HDR_BYTES) + packet
+    cdef uint8_t[::1] buf = frame
+    tcp_csum_to_kernel(&buf[VNET_HDR_BYTES], packet.shape[0], &buf[0])
+    return bytes(frame)
 
 
 def coalesce(packets, bint udp=False):

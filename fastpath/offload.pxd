@@ -86,6 +86,6 @@ cdef inline uint16_t csum_fold(uint64_t acc) noexcept nogil:
 cdef void finish_partial_csum(uint8_t *pkt, Py_ssize_t n, const uint8_t *vnet) noexcept nogil
 cdef int tcp_segment_at(const uint8_t *pkt, Py_ssize_t n, int v6, Py_ssize_t ip_len,
                         Py_ssize_t tcp_len, Py_ssize_t mss, Py_ssize_t index,
-                        uint8_t *out) noexcept nogil
+                        uint8_t *out, bint with_payload, bint csum_partial) noexcept nogil
 cdef int tcp_layout(const uint8_t *pkt, Py_ssize_t n, int v6, Py_ssize_t *ip_len,
                     Py_ssize_t *tcp_len) noexcept nogil

@@ -16,11 +16,15 @@ cdef void finish_partial_csum(uint8_t *pkt, Py_ssize_t n, const uint8_t *vnet) n
 
 cdef int tcp_segment_at(const uint8_t *pkt, Py_ssize_t n, int v6, Py_ssize_t ip_len,
                                Py_ssize_t tcp_len, Py_ssize_t mss, Py_ssize_t index,
-                               uint8_t *out) noexcept nogil:
-    """Writes segment `index` of the TCP super-packet `pkt` to `out` (IP header first);
-    returns its length, or 0 past the last segment. Headers are copied and fixed: lengths,
+                               uint8_t *out, bint with_payload, bint csum_partial) noexcept nogil:
+    """Writes the headers of segment `index` of the TCP super-packet `pkt` to `out` (IP
+    header first), and its payload after them if `with_payload` (otherwise it stays at
+    pkt + ip_len + tcp_len + index * mss for the caller to seal from there); returns the
+    segment's length, or 0 past the last segment. Headers are copied and fixed: lengths,
     IPv4 id and checksum, sequence number, FIN/PSH only on the last segment, CWR only on
-    the first, and a full TCP checksum."""
+    the first, and the TCP checksum: full, or with `csum_partial` the pseudo-header sum
+    only, as a sending stack leaves it for the NIC (a receiver that said it takes those
+    finishes it, or has its kernel do so)."""
     cdef Py_ssize_t hl = ip_len + tcp_len
     cdef Py_ssize_t payload = n - hl
     cdef Py_ssize_t off = index * mss
@@ -29,7 +33,8 @@ cdef int tcp_segment_at(const uint8_t *pkt, Py_ssize_t n, int v6, Py_ssize_t ip_
     cdef Py_ssize_t seg = payload - off if payload - off < mss else mss
     cdef bint last = off + seg >= payload
     memcpy(out, pkt, hl)
-    memcpy(out + hl, pkt + hl + off, seg)
+    if with_payload:
+        memcpy(out + hl, pkt + hl + off, seg)
     cdef uint8_t *tcp = out + ip_len
     cdef uint32_t seq = ((<uint32_t>pkt[ip_len + 4] << 24) | (<uint32_t>pkt[ip_len + 5] << 16)
                          | (<uint32_t>pkt[ip_len + 6] << 8) | pkt[ip_len + 7]) + <uint32_t>off
@@ -55,7 +60,11 @@ cdef int tcp_segment_at(const uint8_t *pkt, Py_ssize_t n, int v6, Py_ssize_t ip_
     acc += 6 + tcp_len + seg                       # protocol and TCP length
     tcp[16] = 0
     tcp[17] = 0
-    put_be16(tcp + 16, csum_fold(csum_add(acc, tcp, tcp_len + seg)))
+    if csum_partial:
+        put_be16(tcp + 16, <uint16_t>~csum_fold(acc))
+    else:
+        put_be16(tcp + 16, csum_fold(csum_add(csum_add(acc, tcp, tcp_len),
+                                              pkt + hl + off, seg)))
     return <int>(hl + seg)
 
 
@@ -78,8 +87,9 @@ cdef int tcp_layout(const uint8_t *pkt, Py_ssize_t n, int v6, Py_ssize_t *ip_len
     return 0
 
 
-def segment(const uint8_t[::1] frame):
-    """The packets the engine sends for one TUN read `frame` (virtio_net_hdr + packet)."""
+def segment(const uint8_t[::1] frame, bint csum_partial=False):
+    """The packets the engine sends for one TUN read `frame` (virtio_net_hdr + packet);
+    `csum_partial`: a super-packet's segments with their TCP checksums left partial."""
     if frame.shape[0] < VNET_HDR_BYTES:
         raise ValueError("shorter than a virtio_net_hdr")
     cdef const uint8_t *vnet = &frame[0]
@@ -99,7 +109,8 @@ def segment(const uint8_t[::1] frame):
     cdef uint8_t[::1] buf = out
     segments = []
     while True:
-        size = tcp_segment_at(&pkt[0], n, gso == GSO_TCPV6, ip_len, tcp_len, mss, i, &buf[0])
+        size = tcp_segment_at(&pkt[0], n, gso == GSO_TCPV6, ip_len, tcp_len, mss, i, &buf[0],
+                              True, csum_partial)
         if size == 0:
             return segments
         segments.append(bytes(out[:size]))

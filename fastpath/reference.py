@@ -85,8 +85,10 @@ def l4_checksum_ok(packet: bytes, proto: int) -> bool:
     return internet_checksum(pseudo + segment) == 0
 
 
-def segment(packet: bytes, mss: int, ipv6: bool) -> list[bytes]:
-    """A TCP super-packet cut into MSS-sized segments, as a NIC doing TSO would."""
+def segment(packet: bytes, mss: int, ipv6: bool, csum_partial: bool = False) -> list[bytes]:
+    """A TCP super-packet cut into MSS-sized segments, as a NIC doing TSO would; with
+    `csum_partial` each TCP checksum field holds only its pseudo-header's sum (what a
+    sending stack leaves for the NIC), for a peer that takes that."""
     ip_len = 40 if ipv6 else (packet[0] & 0x0F) * 4
     tcp_len = (packet[ip_len + 12] >> 4) * 4
     header, payload = packet[:ip_len + tcp_len], packet[ip_len + tcp_len:]
@@ -113,7 +115,9 @@ def segment(packet: bytes, mss: int, ipv6: bool) -> list[bytes]:
             h[10:12] = internet_checksum(bytes(h[:ip_len])).to_bytes(2, "big")
             pseudo = bytes(h[12:20]) + b"\0\x06" + (tcp_len + len(chunk)).to_bytes(2, "big")
         tcp = bytes(h[ip_len:]) + chunk
-        h[ip_len + 16:ip_len + 18] = internet_checksum(pseudo + tcp).to_bytes(2, "big")
+        check = ~internet_checksum(pseudo) & 0xFFFF if csum_partial else \
+            internet_checksum(pseudo + tcp)
+        h[ip_len + 16:ip_len + 18] = check.to_bytes(2, "big")
         out.append(bytes(h) + chunk)
     return out
 

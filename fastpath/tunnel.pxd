@@ -36,6 +36,7 @@ cdef struct Keypair:
     uint32_t local_index        # what the peer puts in packets to us
     uint32_t remote_index       # what we put in packets to the peer
     int suite                   # the AEAD (aead.pxd SUITE_*)
+    int send_csum_partial       # the peer takes TCP segments with partial checksums
     uint8_t send_key[32]
     uint8_t recv_key[32]
     uint64_t send_counter       # next counter to send

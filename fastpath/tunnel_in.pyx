@@ -18,7 +18,8 @@ from posix.unistd cimport write
 
 from .aead cimport open_in_place
 from .classify cimport VERDICT_PASS
-from .gro cimport GRO_HEAD_BYTES, GRO_MAX_SEGMENTS, Flow, flow_build, flow_run
+from .gro cimport (GRO_HEAD_BYTES, GRO_MAX_SEGMENTS, Flow, flow_build, flow_run,
+                   tcp_csum_to_kernel)
 from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, IPPROTO_UDP,
                                 MSG_DONTWAIT, MSG_TRUNC, UDP_GRO, cmsghdr, msghdr, recvmmsg)
 from .offload cimport VNET_HDR_BYTES
@@ -115,10 +116,12 @@ cdef void write_one(Wire *w, uint8_t *packet, int plain) noexcept nogil:
     cdef uint8_t *start = packet
     cdef int size = plain
     if w.vnet_hdr:
-        # A zeroed virtio_net_hdr: a plain packet whose checksums the sender completed.
         start -= VNET_HDR_BYTES
         size += VNET_HDR_BYTES
-        memset(start, 0, VNET_HDR_BYTES)
+        # TCP: its checksum to the kernel, as in a merged write (the peer may have left
+        # it partial: engine.install_keypair). Else a zeroed header: checksums complete.
+        if w.l2 or not tcp_csum_to_kernel(packet, plain, start):
+            memset(start, 0, VNET_HDR_BYTES)
     if w.dead[0] or write(w.fd[0], start, size) != size:
         s.drops[DROP_TX_ERROR] += 1
         return

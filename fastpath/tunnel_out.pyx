@@ -1,8 +1,8 @@
 """The tunnel's sending side, run by the engine's worker with the engine lock held:
 
     TUN read x BATCH --> classify --> [stages] --> (vnet header: checksum completion, or
-    a super-packet cut into MSS segments, offload.pyx) --> header + ChaCha20-Poly1305 seal
-    in place (keypair CURRENT, counter++) --> one UDP GSO sendmsg per run of equal-sized
+    a super-packet cut into MSS segments, offload.pyx, each segment's payload sealed from
+    where it lies) --> header + seal under the keypair's AEAD (keypair CURRENT, counter++) --> one UDP GSO sendmsg per run of equal-sized
     datagrams to one peer (a run of segments goes on across the super-packets of one
     read batch), sendmmsg otherwise
 
@@ -16,7 +16,7 @@ from libc.string cimport memcpy, memmove, memset
 from posix.uio cimport iovec
 from posix.unistd cimport read
 
-from .aead cimport TAG_BYTES, seal
+from .aead cimport TAG_BYTES, seal_split
 from .classify cimport VERDICT_MALFORMED, VERDICT_PASS, classify_ip
 from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_SPACE, IPPROTO_UDP,
                                 MSG_DONTWAIT, UDP_SEGMENT, cmsghdr, msghdr, sendmmsg, sendmsg)
@@ -37,6 +37,13 @@ cdef enum:
 cdef int seal_into(EngineState *st, Tunnel *t, uint8_t *datagram,
                           int payload) noexcept nogil:
     """Header + sealed payload in place at `datagram`; returns the datagram size or -1."""
+    return seal_segment_into(st, t, datagram, payload, NULL, 0)
+
+
+cdef int seal_segment_into(EngineState *st, Tunnel *t, uint8_t *datagram, int head,
+                           const uint8_t *tail, int tail_len) noexcept nogil:
+    """seal_into() of a payload made of `head` bytes in place and `tail_len` bytes at
+    `tail` (a segment's payload still in its super-packet), sealed into the datagram."""
     cdef Keypair *kp = &t.kp[KP_CURRENT]
     # A keypair the control plane failed to replace in time is spent: send nothing rather
     # than use keys past their life (rekeys come long before).
@@ -44,11 +51,11 @@ cdef int seal_into(EngineState *st, Tunnel *t, uint8_t *datagram,
             or st.now >= kp.reject_at:
         return -1
     write_header(datagram, kp.remote_index, kp.send_counter)
-    if seal(&st.aead, kp.suite, kp.send_key, kp.send_counter, datagram, HEADER_BYTES,
-            datagram + HEADER_BYTES, payload) < 0:
+    if seal_split(&st.aead, kp.suite, kp.send_key, kp.send_counter, datagram, HEADER_BYTES,
+                  datagram + HEADER_BYTES, head, tail, tail_len) < 0:
         return -1
     kp.send_counter += 1
-    return HEADER_BYTES + payload + TAG_BYTES
+    return HEADER_BYTES + head + tail_len + TAG_BYTES
 
 
 cdef int send_batch(EngineState *st, int count) noexcept nogil:
@@ -252,14 +259,19 @@ cdef int cut_and_seal(EngineState *st, Wire *w, const uint8_t *frame,
         s.drops[DROP_MALFORMED] += 1
         return count
     count = flush_batch(st, w, count)
+    # The payload is sealed from the super-packet into the datagram (one pass over it);
+    # a peer that takes partial TCP checksums spares the other pass, the checksum's.
+    cdef bint partial = w.tunnel.kp[KP_CURRENT].send_csum_partial
+    cdef Py_ssize_t hl = ip_len + tcp_len
     while True:
         datagram = st.gso_buf + run.pos
         seg = tcp_segment_at(pkt, plen, gso == GSO_TCPV6, ip_len, tcp_len, mss, index,
-                             datagram + HEADER_BYTES)
+                             datagram + HEADER_BYTES, False, partial)
         if seg == 0:
             break
+        size = seal_segment_into(st, w.tunnel, datagram, <int>hl, pkt + hl + index * mss,
+                                 <int>(seg - hl))
         index += 1
-        size = seal_into(st, w.tunnel, datagram, seg)
         if size < 0:
             s.drops[DROP_NO_KEY] += 1
             continue

@@ -8,6 +8,10 @@ with its own. The keys are bound to both public keys, both daemons' SPIFFE IDs (
 side authenticated the other in mTLS) and the connection, so keys agreed with anyone else,
 or for another vWire, never match.
 
+Each side also says whether it takes TCP segments with partial checksums (`tcp_csum`:
+"partial"); a side that was told so sends the segments it cuts from super-packets that
+way (docs/wire-format.md). A peer that says nothing gets full checksums.
+
 The AEAD is agreed in the same exchange: the offer lists the initiator's, preferred first;
 the responder answers with the first of its own list that the offer names. "auto" puts
 AES-256-GCM first where the CPU has AES and carry-less multiply instructions (it costs
@@ -37,6 +41,10 @@ PREVIOUS_GRACE_S = 10.0   # how long the old keypair still opens packets after a
 AEAD_PARAM = "aead"
 # What a peer that names no AEAD speaks (nsmd before AEADs were negotiated).
 DEFAULT_AEAD = "chacha20-poly1305"
+# Optional in both: "partial" if the sender of the offer (answer) takes TCP segments with
+# partial checksums.
+CSUM_PARAM = "tcp_csum"
+CSUM_PARTIAL = "partial"
 
 
 def cpu_has_fast_aes(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -82,7 +90,7 @@ def choose_aead(offered: str | None, ours: tuple[str, ...]) -> str:
 
 def agreed_offer(agreed: Mapping[str, str]) -> dict[str, str]:
     """The offer that repeats an agreed keying (a refresh: nothing changes)."""
-    return {k: agreed[k] for k in (*OFFER_KEYS, AEAD_PARAM) if k in agreed}
+    return {k: agreed[k] for k in (*OFFER_KEYS, AEAD_PARAM, CSUM_PARAM) if k in agreed}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +167,10 @@ class TunnelKeying:
             base = {k: wire.agreed[k] for k in OFFER_KEYS}
         return mine, {**base, "src_public_key": mine.public_b64,
                       "src_index": str(self.dataplane.next_local_index(wire)),
-                      AEAD_PARAM: ",".join(self.dataplane.aeads)}
+                      AEAD_PARAM: ",".join(self.dataplane.aeads), **self._csum(wire)}
+
+    def _csum(self, wire: Wire) -> dict[str, str]:
+        return {CSUM_PARAM: CSUM_PARTIAL} if self.dataplane.takes_partial_csum(wire) else {}
 
     def accept(self, wire: Wire, mine: Ephemeral, offer: dict[str, str],
                answer: dict[str, str], binding: Binding) -> None:
@@ -178,7 +189,8 @@ class TunnelKeying:
         self.dataplane.install_keys(wire, int(offer["src_index"]), int(answer["dst_index"]),
                                     send=keys.initiator_to_responder,
                                     recv=keys.responder_to_initiator, confirmed=True,
-                                    aead=aead)
+                                    aead=aead,
+                                    csum_partial=answer.get(CSUM_PARAM) == CSUM_PARTIAL)
         wire.agreed = {**wire.agreed, **offer, **{k: answer[k] for k in ANSWER_KEYS
                                                   if k in answer}, AEAD_PARAM: aead}
         if rekey:
@@ -202,10 +214,11 @@ class TunnelKeying:
         self.dataplane.install_keys(wire, index, int(offer["src_index"]),
                                     send=keys.responder_to_initiator,
                                     recv=keys.initiator_to_responder, confirmed=not rekey,
-                                    aead=aead)
+                                    aead=aead,
+                                    csum_partial=offer.get(CSUM_PARAM) == CSUM_PARTIAL)
         host, port = self.dataplane.tunnel_address(wire)
         answer = {"dst_ip": host, "dst_port": str(port), "dst_public_key": mine.public_b64,
-                  "dst_index": str(index), AEAD_PARAM: aead}
+                  "dst_index": str(index), AEAD_PARAM: aead, **self._csum(wire)}
         wire.agreed = {**{k: offer[k] for k in OFFER_KEYS}, **answer}
         if rekey:
             self._expire_previous_later(wire, index)

@@ -104,9 +104,14 @@ def test_an_answer_naming_an_aead_that_was_not_offered_is_refused():
 class FakeDataplane:
     """What TunnelKeying asks of the data plane, recorded."""
 
-    def __init__(self, aeads: tuple[str, ...]):
+    def __init__(self, aeads: tuple[str, ...], partial_ok: bool = True):
         self.aeads = aeads
+        self.partial_ok = partial_ok
         self.installed: list[tuple[bytes, bytes, str]] = []
+        self.csum_partial: list[bool] = []
+
+    def takes_partial_csum(self, wire) -> bool:
+        return self.partial_ok
 
     def set_peer(self, wire, ip: str, port: int) -> None:
         pass
@@ -117,16 +122,19 @@ class FakeDataplane:
     def tunnel_address(self, wire) -> tuple[str, int]:
         return "192.0.2.2", 51820
 
-    def install_keys(self, wire, local_index, remote_index, send, recv, confirmed, aead):
+    def install_keys(self, wire, local_index, remote_index, send, recv, confirmed, aead,
+                     csum_partial=False):
         self.installed.append((send, recv, aead))
+        self.csum_partial.append(csum_partial)
         wire.keyed = True
 
 
-def keyed_pair(initiator_aeads, responder_aeads, drop_aead=False):
+def keyed_pair(initiator_aeads, responder_aeads, drop_aead=False, near=None, far=None):
     """One first keying between two TunnelKeyings: (initiator's, responder's) installs."""
     import types
 
-    near, far = FakeDataplane(initiator_aeads), FakeDataplane(responder_aeads)
+    near = near or FakeDataplane(initiator_aeads)
+    far = far or FakeDataplane(responder_aeads)
     wire_a = types.SimpleNamespace(keyed=False, agreed={})
     wire_b = types.SimpleNamespace(keyed=False, agreed={})
     initiator, responder = TunnelKeying(near), TunnelKeying(far)
@@ -153,3 +161,30 @@ def test_a_peer_that_names_no_aead_keys_chacha20_poly1305_with_us():
         drop_aead=True)
     assert a_aead == b_aead == "chacha20-poly1305"
     assert (a_send, a_recv) == (b_recv, b_send)
+
+
+@pytest.mark.parametrize("near_ok,far_ok", [(True, True), (True, False), (False, True),
+                                            (False, False)])
+def test_each_side_sends_partial_tcp_checksums_only_to_a_peer_that_takes_them(near_ok, far_ok):
+    both = ("aes-256-gcm",)
+    near, far = FakeDataplane(both, partial_ok=near_ok), FakeDataplane(both, partial_ok=far_ok)
+    keyed_pair(both, both, near=near, far=far)
+    assert near.csum_partial == [far_ok] and far.csum_partial == [near_ok]
+
+
+def test_a_peer_from_before_partial_checksums_gets_full_ones():
+    import types
+
+    near = FakeDataplane(("aes-256-gcm",))
+    keying = TunnelKeying(near)
+    mine, offer = keying.offer(types.SimpleNamespace(keyed=False, agreed={}), context="c")
+    assert offer["tcp_csum"] == "partial"
+    far = FakeDataplane(("aes-256-gcm",))
+    answer = TunnelKeying(far).respond(types.SimpleNamespace(keyed=False, agreed={}),
+                                       {k: v for k, v in offer.items() if k != "tcp_csum"},
+                                       Binding(A, B, "c"), rekey=False)
+    assert far.csum_partial == [False]      # the old initiator said nothing: full checksums
+    answer.pop("tcp_csum")                  # an old responder says nothing either
+    keying.accept(types.SimpleNamespace(keyed=False, agreed={}), mine, offer, answer,
+                  Binding(A, B, "c"))
+    assert near.csum_partial == [False]

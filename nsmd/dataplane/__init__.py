@@ -155,11 +155,19 @@ class Dataplane:
     def next_local_index(self, wire: Wire) -> int:
         return self.engines.of(wire).next_local_index(wire.handle)
 
+    def takes_partial_csum(self, wire: Wire) -> bool:
+        """Whether the wire's receive side can take TCP segments whose checksum the peer
+        left partial: it hands TCP checksums to its kernel through vnet headers (an IP
+        tunnel wire with offloads; a relay passes packets on as they came)."""
+        return wire.kind == "tunnel" and wire.offload and not wire.l2
+
     def install_keys(self, wire: Wire, local_index: int, remote_index: int, send: bytes,
-                     recv: bytes, confirmed: bool, aead: str) -> None:
+                     recv: bytes, confirmed: bool, aead: str, csum_partial: bool = False) -> None:
+        """csum_partial: the peer said it takes partial TCP checksums (its
+        takes_partial_csum)."""
         engine = self.engines.of(wire)
         engine.install_keypair(wire.handle, local_index, remote_index, send, recv, confirmed,
-                               wire.side, aead)
+                               wire.side, aead, csum_partial)
         wire.keyed = True
         if confirmed:
             engine.request_keepalive(wire.handle, wire.side)

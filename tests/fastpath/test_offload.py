@@ -35,6 +35,42 @@ def test_segments_match_the_reference_and_verify(size, mss, ipv6, options, flags
     assert b"".join(p[(40 if ipv6 else 20) + 20 + options:] for p in fast) == payload
 
 
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(0, 9000), mss=st.integers(500, 1448), ipv6=st.booleans())
+def test_segments_for_a_peer_that_takes_partial_checksums(size, mss, ipv6):
+    packet = tcp_packet(bytes((i * 5) & 0xFF for i in range(size)), ipv6)
+    fast = segment(vnet(4 if ipv6 else 1, mss) + packet, csum_partial=True)
+    assert fast == reference.segment(packet, mss, ipv6, csum_partial=True)
+    full = reference.segment(packet, mss, ipv6)
+    ip_len = 40 if ipv6 else 20
+    for part, whole in zip(fast, full, strict=True):
+        # only the TCP checksum differs, and finishing it gives the full one
+        assert part[:ip_len + 16] == whole[:ip_len + 16]
+        assert part[ip_len + 18:] == whole[ip_len + 18:]
+        (done,) = segment(vnet(0, 0, flags=1, csum_start=ip_len, csum_offset=16) + part)
+        assert done == whole
+
+
+def test_a_tcp_packet_written_alone_leaves_its_checksum_to_the_kernel():
+    from nsmd.fastpath.gro import csum_to_kernel
+
+    for ipv6 in (False, True):
+        whole = tcp_packet(b"ack", ipv6)
+        fixed = reference.segment(whole, 1400, ipv6)[0]          # full checksum
+        ip_len = 40 if ipv6 else 20
+        partial = reference.segment(whole, 1400, ipv6, csum_partial=True)[0]
+        for sent in (fixed, partial, fixed[:ip_len + 16] + b"\xde\xad" + fixed[ip_len + 18:]):
+            frame = csum_to_kernel(sent)   # whatever the sender put in the field
+            assert frame[:10] == vnet(0, 0, flags=1, csum_start=ip_len, csum_offset=16)
+            assert frame[10:] == partial
+    udp = bytearray(tcp_packet(b"x", False))
+    udp[9] = 17
+    assert csum_to_kernel(bytes(udp)) == bytes(10) + bytes(udp)          # not TCP: as is
+    fragment = bytearray(tcp_packet(b"x", False))
+    fragment[6] = 0x20                                                    # more fragments
+    assert csum_to_kernel(bytes(fragment)) == bytes(10) + bytes(fragment)
+
+
 def with_partial_checksum(payload: bytes) -> bytes:
     """What the kernel hands over with NEEDS_CSUM: the pseudo-header sum in the field."""
     packet = bytearray(tcp_packet(payload, ipv6=False))

@@ -69,13 +69,15 @@ def pair():
 
 
 def key_up(a: Side, b: Side, confirmed_on_b: bool = True, aead: str = "chacha20-poly1305",
-           aead_b: str = ""):
-    """A fresh keypair each way, as the control plane's X25519 exchange would install it."""
+           aead_b: str = "", csum_partial: bool = False):
+    """A fresh keypair each way, as the control plane's X25519 exchange would install it
+    (csum_partial: each side told the other it takes partial TCP checksums)."""
     k_ab, k_ba = os.urandom(32), os.urandom(32)
     ia = a.engine.next_local_index(a.handle)
     ib = b.engine.next_local_index(b.handle)
-    b.engine.install_keypair(b.handle, ib, ia, k_ba, k_ab, confirmed_on_b, 0, aead_b or aead)
-    a.engine.install_keypair(a.handle, ia, ib, k_ab, k_ba, True, 0, aead)
+    b.engine.install_keypair(b.handle, ib, ia, k_ba, k_ab, confirmed_on_b, 0, aead_b or aead,
+                             csum_partial)
+    a.engine.install_keypair(a.handle, ia, ib, k_ab, k_ba, True, 0, aead, csum_partial)
     return (ia, k_ba), (ib, k_ab)  # what A receives with, what B receives with
 
 
@@ -290,13 +292,13 @@ def test_a_grace_period_ends_only_for_the_keypair_its_rekey_replaced(pair):
 
 
 @contextlib.contextmanager
-def vnet_pair(gro: bool = False):
+def vnet_pair(gro: bool = False, csum_partial: bool = False):
     """Two keyed sides whose TUN ends speak virtio_net_hdr (super-packets in, merged out)."""
     a, b = Side(), Side(gro=gro)
     try:
         a.connect(b.port, vnet_hdr=10)
         b.connect(a.port, vnet_hdr=10)
-        key_up(a, b)
+        key_up(a, b, csum_partial=csum_partial)
         yield a, b
     finally:
         a.close()
@@ -311,10 +313,11 @@ def super_packet(payload: bytes, mss: int, seq: int = 5, flags: int = 0x10) -> b
 
 
 def tcp_packets(frame: bytes) -> list[bytes]:
-    """The TCP packets of a frame the engine wrote: a merged super-packet cut again, or one."""
+    """The TCP packets of a frame the engine wrote: a merged super-packet cut again, or one
+    (its checksum finished as the kernel would, if left to it)."""
     from nsmd.fastpath.offload import segment
 
-    return segment(frame) if frame[1] else [frame[10:]]
+    return segment(frame)
 
 
 def frames_carrying(side: Side, length: int) -> list[bytes]:
@@ -330,11 +333,12 @@ def payload_of(frames: list[bytes]) -> bytes:
     return b"".join(p[40:] for frame in frames for p in tcp_packets(frame))
 
 
+@pytest.mark.parametrize("csum_partial", [False, True], ids=["full-csum", "partial-csum"])
 @pytest.mark.parametrize("gro", [False, True], ids=["plain-receive", "udp-gro-receive"])
-def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
+def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro, csum_partial):
     from nsmd.fastpath import reference
 
-    with vnet_pair(gro) as (a, b):
+    with vnet_pair(gro, csum_partial) as (a, b):
         payload = bytes(range(256)) * 40  # 10240 bytes
         a.app.send(super_packet(payload, 1360, flags=0x18))
         frames = frames_carrying(b, len(payload))  # as segments, or merged again on receipt
@@ -347,6 +351,38 @@ def test_super_packets_are_segmented_and_arrive_as_checksummed_packets(gro):
             assert b.engine.totals()["udp_gro_receives"] == 1
         b.app.send(bytes(10) + ipv4(b"back"))  # and a plain packet the other way
         assert a.app.recv(2000) == bytes(10) + ipv4(b"back")
+
+
+@pytest.mark.parametrize("csum_partial", [False, True])
+def test_segments_on_the_wire_carry_the_checksum_the_peer_asked_for(csum_partial):
+    """What a super-packet's segments look like inside the datagrams (opened with the
+    `cryptography` package): payloads sealed from where they lie in the super-packet,
+    TCP checksums full, or partial for a peer that takes those (docs/wire-format.md)."""
+    from nsmd.fastpath import reference
+
+    a, b = Side(), Side()
+    spy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        spy.bind(("127.0.0.1", 0))
+        spy.settimeout(2)
+        a.connect(spy.getsockname()[1], vnet_hdr=10)
+        b.connect(a.port, vnet_hdr=10)
+        (_, _), (_, k_ab) = key_up(a, b, aead="aes-256-gcm", csum_partial=csum_partial)
+        assert a.stats()["tunnel"]["keypairs"]["current"]["csum_partial"] is csum_partial
+        payload = bytes((i * 13) & 0xFF for i in range(5000))  # no checksum right by chance
+        frame = super_packet(payload, 1200, flags=0x18)
+        a.app.send(frame)
+        opened = []
+        for _ in range(5):
+            datagram = spy.recv(4096)
+            opened.append(AESGCM(k_ab).decrypt(bytes(4) + datagram[8:16], datagram[16:],
+                                               datagram[:16]))
+        assert opened == reference.segment(frame[10:], 1200, False, csum_partial)
+        assert all(reference.tcp_checksum_ok(p) is not csum_partial for p in opened)
+    finally:
+        spy.close()
+        a.close()
+        b.close()
 
 
 def test_a_super_packet_of_more_segments_than_a_send_batch_arrives_whole():

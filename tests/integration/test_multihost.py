@@ -63,6 +63,9 @@ def test_cross_host_ping_and_tcp(two_hosts):
     assert far_conn["path"]["path_segments"][0]["id"] == conn["id"]
     # both daemons on "auto": this machine's CPU decides the AEAD
     assert far_conn["mechanism"]["parameters"]["aead"] == parse_aeads("auto", "")[0]
+    # both ends' TUN devices have offloads: each took the other's partial TCP checksums
+    # (the 8 MiB above crossed with them)
+    assert far_conn["mechanism"]["parameters"]["tcp_csum"] == "partial"
     near.cli("close", conn["id"])
     wait_until(lambda: far.cli_json("get", "connections") == [])
     assert "nsm0" not in sh("ip", "-o", "link", netns=nse_ns).stdout
