@@ -8,7 +8,9 @@ without installing anything, or --modern PATH), the hand-written
 asyncio tunnel (../shared/bench/naive_tunnel.py, if present), nsmd across hosts (one
 daemon per host, client and endpoint in their own namespaces) and nsmd on one host. Each
 with iperf3 TCP (1 and 4 streams), 64-byte UDP rate, ping RTT and the tunnel processes'
-CPU seconds per GB. Writes bench/results/datapath.json and prints a table with ratios.
+CPU seconds per GB. Modern wireguard-go and nsmd across hosts are set up side by side
+and take turns at the TCP runs (--rounds each; their means are compared). Writes
+bench/results/datapath.json and prints a table with ratios.
 Needs root; installs wireguard-go, wireguard-tools and iperf3 with apt if missing. Every
 namespace is named nsmdb-<random>-* and removed on exit; only processes it started are
 stopped, by PID.
@@ -17,6 +19,8 @@ stopped, by PID.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -43,6 +47,7 @@ from nsmd.testing.sandbox import (
 UA, UB = "192.0.2.1", "192.0.2.2"
 OA, OB = "100.64.0.1", "100.64.0.2"
 PORT = 5201
+WG_PORT = 41820  # not nsmd's tunnel ports (51820 up): both run side by side
 
 
 def need_tools(perf: bool = False) -> None:
@@ -86,6 +91,32 @@ def iperf(client_ns, server_ns, target, seconds, streams, pids) -> dict:
             "seconds": round(received["seconds"], 2),
             "retransmits": end["sum_sent"].get("retransmits", 0),
             "cpu_s_per_gb": round(cpu / gbytes, 2) if pids and gbytes else None}
+
+
+def mean_run(runs: list[dict]) -> dict:
+    """One iperf result from several: mean rate and CPU per GB, retransmits summed."""
+    cpu = [r["cpu_s_per_gb"] for r in runs if r["cpu_s_per_gb"] is not None]
+    return {"gbps": round(statistics.fmean(r["gbps"] for r in runs), 3),
+            "seconds": round(sum(r["seconds"] for r in runs), 2),
+            "retransmits": sum(r["retransmits"] for r in runs),
+            "cpu_s_per_gb": round(statistics.fmean(cpu), 2) if cpu else None}
+
+
+def interleaved_tcp(paths: dict[str, tuple], seconds: int, rounds: int) -> dict[str, dict]:
+    """TCP with 1 and with 4 streams over each path (client ns, server ns, target, pids),
+    `rounds` times, the paths taking turns: this VM drifts between two back-to-back runs
+    by as much as the differences measured, and turns spread the drift over both. Per
+    path the means ("tcp1", "tcp4") and each round ("tcp1_rounds", "tcp4_rounds")."""
+    runs: dict[str, dict[str, list]] = {name: {"tcp1": [], "tcp4": []} for name in paths}
+    for streams in (1, 4):
+        for k in range(rounds):
+            for name, (client_ns, server_ns, target, pids) in paths.items():
+                run = iperf(client_ns, server_ns, target, seconds, streams, pids)
+                print(f"    {name}, TCP {streams} stream(s), round {k + 1}: {run}", flush=True)
+                runs[name][f"tcp{streams}"].append(run)
+    return {name: {"tcp1": mean_run(r["tcp1"]), "tcp1_rounds": r["tcp1"],
+                   "tcp4": mean_run(r["tcp4"]), "tcp4_rounds": r["tcp4"]}
+            for name, r in runs.items()}
 
 
 def udp_pps(client_ns, server_ns, target, seconds) -> dict:
@@ -159,10 +190,12 @@ def profile(out_dir: str, pids: dict[str, int], load) -> None:
               flush=True)
 
 
-def measure(name, client_ns, server_ns, target, pids, args, tunnel_ns=None) -> dict:
-    """RTT, TCP 1 and 4 streams, the 64-byte UDP rate; for the UDP flood also where its
-    losses were: full socket buffers at the iperf3 server's netns and, when the receiving
-    tunnel's socket lives in another one (`tunnel_ns`), there.
+def measure(name, client_ns, server_ns, target, pids, args, tunnel_ns=None,
+            tcp: dict | None = None) -> dict:
+    """RTT, TCP 1 and 4 streams (or `tcp`: measured already, interleaved_tcp), the 64-byte
+    UDP rate; for the UDP flood also where its losses were: full socket buffers at the
+    iperf3 server's netns and, when the receiving tunnel's socket lives in another one
+    (`tunnel_ns`), there.
 
     "udp64_pps" is what reached the iperf3 server's application; "udp64_tunnel_pps" what
     the tunnel delivered into the server's netns (that, plus what the kernel dropped
@@ -172,8 +205,11 @@ def measure(name, client_ns, server_ns, target, pids, args, tunnel_ns=None) -> d
     the server's netns (wireguard-go), its drops count as delivered: that favours it."""
     print(f"--- {name}", flush=True)
     result = {"rtt": rtt(client_ns, target, args.pings)}
-    result["tcp1"] = iperf(client_ns, server_ns, target, args.seconds, 1, pids)
-    result["tcp4"] = iperf(client_ns, server_ns, target, args.seconds, 4, pids)
+    if tcp is not None:
+        result.update(tcp)
+    else:
+        result["tcp1"] = iperf(client_ns, server_ns, target, args.seconds, 1, pids)
+        result["tcp4"] = iperf(client_ns, server_ns, target, args.seconds, 4, pids)
     watched = [ns for ns in (server_ns, tunnel_ns) if ns]
     before = [udp_rcvbuf_errors(ns) for ns in watched]
     udp = udp_pps(client_ns, server_ns, target, args.seconds)
@@ -248,6 +284,14 @@ def modern_wireguard_go(path: str) -> str | None:
 
 def run_wireguard_go(bed: Bed, a: str, b: str, args, binary: str = "wireguard-go",
                      label: str = "wireguard-go") -> dict:
+    with wireguard_go(bed, a, b, binary) as pids:
+        return measure(label, a, b, OB, pids, args)
+
+
+@contextlib.contextmanager
+def wireguard_go(bed: Bed, a: str, b: str, binary: str = "wireguard-go"):
+    """A wireguard-go tunnel between the host namespaces, OA in a to OB in b: yields the
+    PIDs of its two processes."""
     keys = {}
     for side in "ab":
         private = sh("wg", "genkey").stdout.strip()
@@ -265,13 +309,13 @@ def run_wireguard_go(bed: Bed, a: str, b: str, args, binary: str = "wireguard-go
         keyfile = os.path.join(bed.work, f"{s}.key")
         with open(keyfile, "w") as f:
             f.write(keys[s][0])
-        sh("wg", "set", ifname[s], "private-key", keyfile, "listen-port", "51820", "peer",
-           keys[peer][1], "endpoint", f"{peer_ip}:51820", "allowed-ips",
+        sh("wg", "set", ifname[s], "private-key", keyfile, "listen-port", str(WG_PORT), "peer",
+           keys[peer][1], "endpoint", f"{peer_ip}:{WG_PORT}", "allowed-ips",
            f"{OB if s == 'a' else OA}/32", netns=ns)
         sh("ip", "addr", "add", f"{mine}/24", "dev", ifname[s], netns=ns)
         sh("ip", "link", "set", ifname[s], "mtu", "1420", "up", netns=ns)
     try:
-        return measure(label, a, b, OB, [p.pid for p in procs.values()], args)
+        yield [p.pid for p in procs.values()]
     finally:
         for proc in procs.values():
             bed.stop(proc)
@@ -327,7 +371,24 @@ def parallel_vwires(bed: Bed, near: DaemonProc, nsc: str, nse: str, args) -> dic
     return {"gbps": round(sum(totals), 3), "each": [round(t, 3) for t in totals]}
 
 
-def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
+@dataclasses.dataclass
+class NsmdHosts:
+    near: DaemonProc
+    far: DaemonProc
+    nsc: str
+    nse: str
+    target: str
+    setup_ms: dict
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.near.proc.pid, self.far.proc.pid]
+
+
+@contextlib.contextmanager
+def nsmd_hosts(bed: Bed, a: str, b: str, args):
+    """A daemon per host namespace, an endpoint in nse behind the far one, and one vWire
+    for a client in nsc from the near one (after args.connects timed setups)."""
     ids = trust_domain(bed.work, "bench.nsmd", ["spiffe://bench.nsmd/a", "spiffe://bench.nsmd/b"])
     near = DaemonProc(os.path.join(bed.work, "a"), "a", a, (
         "--listen", f"{UA}:7000", "--identity-dir", ids["spiffe://bench.nsmd/a"]))
@@ -346,36 +407,48 @@ def run_nsmd(bed: Bed, a: str, b: str, args) -> dict:
             time.sleep(0.1)
         setup_ms = setup_latency_ms(near, "bench", nsc, args.connects)
         conn = near.cli_json("connect", "bench", "--netns", nsc)
-        target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
-        if args.perf:
-            pids = {"near": near.proc.pid, "far": far.proc.pid}
-
-            def tcp():
-                run = iperf(nsc, nse, target, args.seconds, 1, [])
-                return {**run, "units": run["gbps"] * 1e3 / 8 * run["seconds"], "unit": "MB"}
-
-            def udp64():
-                pps = udp_pps(nsc, nse, target, args.seconds)["pps"]
-                return {"pps": pps, "units": pps * args.seconds, "unit": "packet"}
-
-            profile(os.path.join(args.perf, "tcp"), pids, tcp)
-            profile(os.path.join(args.perf, "udp64"), pids, udp64)
-        result = measure("nsmd cross-host", nsc, nse, target, [near.proc.pid, far.proc.pid],
-                         args, tunnel_ns=b)
-        result["setup_ms"] = setup_ms
-        result["tcp_2_vwires"] = parallel_vwires(bed, near, nsc, nse, args)
-        near.cli("close", conn["id"])
-        # the same host: an endpoint next to the client, both served by one daemon
-        local_nse = bed.netns("nse-local")
-        near.cli("apply", "-f", "-", stdin=service_manifest("local") + "---" +
-                 endpoint_manifest("local-1", "local", local_nse, "100.64.91.0/24"))
-        conn = near.cli_json("connect", "local", "--netns", nsc)
-        target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
-        same = measure("nsmd same host", nsc, local_nse, target, [near.proc.pid], args)
-        return {"cross_host": result, "same_host": same}
+        yield NsmdHosts(near, far, nsc, nse,
+                        host(conn["context"]["ip_context"]["dst_ip_addrs"][0]), setup_ms)
     finally:
         near.stop()
         far.stop()
+
+
+def run_nsmd(bed: Bed, a: str, b: str, args, tcp: dict | None = None,
+             hosts: NsmdHosts | None = None) -> dict:
+    """nsmd across hosts (on `hosts`, or on its own), then on one host. `tcp`: its TCP
+    runs, measured already (interleaved_tcp)."""
+    if hosts is None:
+        with nsmd_hosts(bed, a, b, args) as made:
+            return run_nsmd(bed, a, b, args, tcp, made)
+    near, nsc, nse, target = hosts.near, hosts.nsc, hosts.nse, hosts.target
+    if args.perf:
+        pids = {"near": near.proc.pid, "far": hosts.far.proc.pid}
+
+        def tcp_load():
+            run = iperf(nsc, nse, target, args.seconds, 1, [])
+            return {**run, "units": run["gbps"] * 1e3 / 8 * run["seconds"], "unit": "MB"}
+
+        def udp64_load():
+            pps = udp_pps(nsc, nse, target, args.seconds)["pps"]
+            return {"pps": pps, "units": pps * args.seconds, "unit": "packet"}
+
+        profile(os.path.join(args.perf, "tcp"), pids, tcp_load)
+        profile(os.path.join(args.perf, "udp64"), pids, udp64_load)
+    result = measure("nsmd cross-host", nsc, nse, target, hosts.pids, args, tunnel_ns=b,
+                     tcp=tcp)
+    result["setup_ms"] = hosts.setup_ms
+    result["tcp_2_vwires"] = parallel_vwires(bed, near, nsc, nse, args)
+    (conn,) = near.cli_json("get", "connections")
+    near.cli("close", conn["id"])
+    # the same host: an endpoint next to the client, both served by one daemon
+    local_nse = bed.netns("nse-local")
+    near.cli("apply", "-f", "-", stdin=service_manifest("local") + "---" +
+             endpoint_manifest("local-1", "local", local_nse, "100.64.91.0/24"))
+    conn = near.cli_json("connect", "local", "--netns", nsc)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    same = measure("nsmd same host", nsc, local_nse, target, [near.proc.pid], args)
+    return {"cross_host": result, "same_host": same}
 
 
 def crypto_rates(count: int = 200_000) -> dict:
@@ -429,6 +502,9 @@ def print_table(results: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per test")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="TCP runs of modern wireguard-go and nsmd across hosts, taking turns "
+                    "(their means are compared)")
     ap.add_argument("--pings", type=int, default=200)
     ap.add_argument("--connects", type=int, default=50, help="sequential cross-host setups")
     ap.add_argument("--naive", default=NAIVE_DEFAULT, help="path of naive_tunnel.py")
@@ -442,6 +518,8 @@ def main() -> int:
                     help="also profile both nsmd daemons with perf (call graphs) during one "
                     "more single-stream TCP run: DIR/near.data, DIR/far.data and their reports")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     wanted = set(args.only.split(",")) if args.only else \
         {"veth", "classic", "modern", "naive", "nsmd"}
     if os.geteuid() != 0:
@@ -463,13 +541,28 @@ def main() -> int:
             results["veth"] = measure("veth", a, b, UB, [], args)
         if "classic" in wanted:
             results["wireguard_go"] = run_wireguard_go(bed, a, b, args)
-        modern = modern_wireguard_go(args.modern) if "modern" in wanted else None
-        results["wireguard_go_modern"] = run_wireguard_go(
-            bed, a, b, args, modern, "modern wireguard-go") if modern else None
         if "naive" in wanted:
             results["naive"] = run_naive(bed, a, b, args)
-        if "nsmd" in wanted:
+        modern = modern_wireguard_go(args.modern) if "modern" in wanted else None
+        results["wireguard_go_modern"] = None
+        if modern and "nsmd" in wanted:
+            # the anchor that counts and nsmd set up side by side, their TCP runs in turns
+            with wireguard_go(bed, a, b, modern) as wg_pids, \
+                    nsmd_hosts(bed, a, b, args) as hosts:
+                tcp = interleaved_tcp({"modern wireguard-go": (a, b, OB, wg_pids),
+                                       "nsmd cross-host": (hosts.nsc, hosts.nse, hosts.target,
+                                                           hosts.pids)},
+                                      args.seconds, args.rounds)
+                results["wireguard_go_modern"] = measure(
+                    "modern wireguard-go", a, b, OB, wg_pids, args,
+                    tcp=tcp["modern wireguard-go"])
+                nsmd = run_nsmd(bed, a, b, args, tcp["nsmd cross-host"], hosts)
+        elif modern:
+            results["wireguard_go_modern"] = run_wireguard_go(bed, a, b, args, modern,
+                                                              "modern wireguard-go")
+        elif "nsmd" in wanted:
             nsmd = run_nsmd(bed, a, b, args)
+        if "nsmd" in wanted:
             results["nsmd_cross_host"] = nsmd["cross_host"]
             results["nsmd_same_host"] = nsmd["same_host"]
             results["crypto"] = crypto_rates()

@@ -19,13 +19,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import sys
 import time
 
 import yaml
 from benchlib import save
-from datapath import Bed, iperf, need_tools, rtt
+from datapath import Bed, iperf, mean_run, need_tools, rtt
 
 from nsmd.testing.sandbox import (
     VL3_SERVICE,
@@ -104,15 +103,6 @@ def join_time(bed: Bed, daemons: list[DaemonProc], host_daemon: DaemonProc, name
             "mesh_vwires_added": peers,
             "routes_added_per_existing_endpoint": [routes(ns) - b for ns, b in
                                                    zip(routers, routes_before, strict=True)]}
-
-
-def mean_run(runs: list[dict]) -> dict:
-    """One iperf result from several: mean rate and CPU per GB, retransmits summed."""
-    cpu = [r["cpu_s_per_gb"] for r in runs if r["cpu_s_per_gb"] is not None]
-    return {"gbps": round(statistics.fmean(r["gbps"] for r in runs), 3),
-            "seconds": round(sum(r["seconds"] for r in runs), 2),
-            "retransmits": sum(r["retransmits"] for r in runs),
-            "cpu_s_per_gb": round(statistics.fmean(cpu), 2) if cpu else None}
 
 
 def main() -> int:
