@@ -414,13 +414,9 @@ def nsmd_hosts(bed: Bed, a: str, b: str, args):
         far.stop()
 
 
-def run_nsmd(bed: Bed, a: str, b: str, args, tcp: dict | None = None,
-             hosts: NsmdHosts | None = None) -> dict:
-    """nsmd across hosts (on `hosts`, or on its own), then on one host. `tcp`: its TCP
-    runs, measured already (interleaved_tcp)."""
-    if hosts is None:
-        with nsmd_hosts(bed, a, b, args) as made:
-            return run_nsmd(bed, a, b, args, tcp, made)
+def run_nsmd(bed: Bed, b: str, args, hosts: NsmdHosts, tcp: dict | None = None) -> dict:
+    """nsmd across hosts (the far one's tunnel socket in `b`), then on one host. `tcp`:
+    its TCP runs, measured already (interleaved_tcp)."""
     near, nsc, nse, target = hosts.near, hosts.nsc, hosts.nse, hosts.target
     if args.perf:
         pids = {"near": near.proc.pid, "far": hosts.far.proc.pid}
@@ -556,12 +552,13 @@ def main() -> int:
                 results["wireguard_go_modern"] = measure(
                     "modern wireguard-go", a, b, OB, wg_pids, args,
                     tcp=tcp["modern wireguard-go"])
-                nsmd = run_nsmd(bed, a, b, args, tcp["nsmd cross-host"], hosts)
+                nsmd = run_nsmd(bed, b, args, hosts, tcp["nsmd cross-host"])
         elif modern:
             results["wireguard_go_modern"] = run_wireguard_go(bed, a, b, args, modern,
                                                               "modern wireguard-go")
         elif "nsmd" in wanted:
-            nsmd = run_nsmd(bed, a, b, args)
+            with nsmd_hosts(bed, a, b, args) as hosts:
+                nsmd = run_nsmd(bed, b, args, hosts)
         if "nsmd" in wanted:
             results["nsmd_cross_host"] = nsmd["cross_host"]
             results["nsmd_same_host"] = nsmd["same_host"]

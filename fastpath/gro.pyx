@@ -159,29 +159,35 @@ cdef int flow_build(Flow *f, uint8_t *head, uint8_t **segments, const int *lengt
         tcp[13] |= segments[f.count - 1][f.ip_len + 13] & TCP_FIN_PSH
     else:
         put_be16(tcp + 4, <uint16_t>(total - f.ip_len))   # UDP length: the whole
-    cdef uint64_t acc
     if f.v6:
         put_be16(pkt + 4, <uint16_t>(total - 40))
-        acc = csum_add(0, pkt + 8, 32)
     else:
         put_be16(pkt + 2, <uint16_t>total)
         pkt[10] = 0
         pkt[11] = 0
         put_be16(pkt + 10, csum_fold(csum_add(0, pkt, f.ip_len)))
-        acc = csum_add(0, pkt + 12, 8)
-    acc += (17 if f.udp else 6) + total - f.ip_len
-    put_be16(tcp + (6 if f.udp else 16), <uint16_t>~csum_fold(acc))  # pseudo-header sum
-    head[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
+    l4_csum_to_kernel(pkt, f.v6, f.ip_len, total - f.ip_len, f.udp, head)
     head[1] = VNET_GSO_UDP_L4 if f.udp else 4 if f.v6 else 1  # USO / GSO_TCPV6 / GSO_TCPV4
     head[2] = <uint8_t>hl
     head[3] = <uint8_t>(hl >> 8)
     head[4] = <uint8_t>f.mss
     head[5] = <uint8_t>(f.mss >> 8)
-    head[6] = <uint8_t>f.ip_len
-    head[7] = <uint8_t>(f.ip_len >> 8)
-    head[8] = 6 if f.udp else 16                        # csum_offset in the L4 header
-    head[9] = 0
     return total + 10
+
+
+cdef inline void l4_csum_to_kernel(uint8_t *pkt, bint v6, int ip_len, int l4_len, bint udp,
+                                   uint8_t *vnet) noexcept nogil:
+    """The L4 checksum left to the kernel, as a sending stack leaves it: the field holds
+    the pseudo-header sum, `vnet` says NEEDS_CSUM from the L4 header on (its GSO fields
+    are the caller's)."""
+    cdef uint64_t acc = csum_add(0, pkt + 8, 32) if v6 else csum_add(0, pkt + 12, 8)
+    acc += (17 if udp else 6) + l4_len
+    put_be16(pkt + ip_len + (6 if udp else 16), <uint16_t>~csum_fold(acc))
+    vnet[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
+    vnet[6] = <uint8_t>ip_len                           # csum_start
+    vnet[7] = <uint8_t>(ip_len >> 8)
+    vnet[8] = 6 if udp else 16                          # csum_offset in the L4 header
+    vnet[9] = 0
 
 
 cdef bint tcp_csum_to_kernel(uint8_t *pkt, int n, uint8_t *vnet) noexcept nogil:
@@ -190,19 +196,16 @@ cdef bint tcp_csum_to_kernel(uint8_t *pkt, int n, uint8_t *vnet) noexcept nogil:
     nor needs what the sender put there (a peer that was told so leaves it partial).
     False, with nothing changed, for anything but an unfragmented TCP packet."""
     cdef int ip_len, tcp_len
-    cdef uint64_t acc
     cdef int version = pkt[0] >> 4 if n > 0 else 0
     if version == 4:
         if n < 40 or pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7] or \
                 (<int>pkt[2] << 8 | pkt[3]) != n:
             return False
         ip_len = (pkt[0] & 0x0F) * 4
-        acc = csum_add(0, pkt + 12, 8)
     elif version == 6:
         if n < 60 or pkt[6] != 6 or (<int>pkt[4] << 8 | pkt[5]) != n - 40:
             return False
         ip_len = 40
-        acc = csum_add(0, pkt + 8, 32)
     else:
         return False
     if ip_len < 20 or ip_len + 20 > n:
@@ -210,12 +213,8 @@ cdef bint tcp_csum_to_kernel(uint8_t *pkt, int n, uint8_t *vnet) noexcept nogil:
     tcp_len = (pkt[ip_len + 12] >> 4) * 4
     if tcp_len < 20 or ip_len + tcp_len > n:
         return False
-    acc += 6 + n - ip_len
-    put_be16(pkt + ip_len + 16, <uint16_t>~csum_fold(acc))
     memset(vnet, 0, 10)
-    vnet[0] = 1                                         # VIRTIO_NET_HDR_F_NEEDS_CSUM
-    vnet[6] = <uint8_t>ip_len                           # csum_start
-    vnet[8] = 16                                        # csum_offset in the TCP header
+    l4_csum_to_kernel(pkt, version == 6, ip_len, n - ip_len, False, vnet)
     return True
 
 

@@ -2,9 +2,10 @@
 
     TUN read x BATCH --> classify --> [stages] --> (vnet header: checksum completion, or
     a super-packet cut into MSS segments, offload.pyx, each segment's payload sealed from
-    where it lies) --> header + seal under the keypair's AEAD (keypair CURRENT, counter++) --> one UDP GSO sendmsg per run of equal-sized
-    datagrams to one peer (a run of segments goes on across the super-packets of one
-    read batch), sendmmsg otherwise
+    where it lies) --> header + seal under the keypair's AEAD (keypair CURRENT,
+    counter++) --> one UDP GSO sendmsg per run of equal-sized datagrams to one peer (a
+    run of segments goes on across the super-packets of one read batch), sendmmsg
+    otherwise
 
 and the keepalives of idle tunnels (both of a relay wire). See engine.pyx for the whole
 pipeline.
