@@ -45,6 +45,11 @@ CALL_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 10.0
 FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 5.0
+# gRPC's own reconnect backoff grows to 120 s by default: after an etcd restart a call
+# would fail fast for that long. A registry client reconnects within a second or two.
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
+                   ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
 log = logging.getLogger("nsmd.registry.etcd")
 
 
@@ -167,13 +172,14 @@ class EtcdRegistry(RegistryView):
     def _connect(self) -> None:
         target = grpc_target(self.members)
         if self.tls is None:
-            self._channel = grpc.aio.insecure_channel(target)
+            self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
             with open(self.tls.ca, "rb") as ca:
                 roots = ca.read()
             chain, key = self.tls.client()
             self._channel = grpc.aio.secure_channel(
-                target, grpc.ssl_channel_credentials(roots, key, chain))
+                target, grpc.ssl_channel_credentials(roots, key, chain),
+                options=CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
         self._leases = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
@@ -296,8 +302,10 @@ class EtcdRegistry(RegistryView):
         return bool(reply.succeeded)
 
     async def _call(self, method, request) -> Any:
+        """One unary call; while etcd is briefly away (a restart) it waits for the channel
+        to reconnect, up to its deadline, instead of failing at once."""
         try:
-            return await method(request, timeout=CALL_TIMEOUT_S)
+            return await method(request, timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         except grpc.aio.AioRpcError as err:
             raise RegistryUnavailable(f"registry {self.url}: {err.code().name}: "
                                       f"{err.details()}") from None

@@ -47,7 +47,7 @@ def test_three_daemons_on_one_etcd_survive_its_restart_and_their_own(netns, daem
 
         etcd.stop()  # etcd goes away for a while: the data plane does not care
         assert ping(nsc, target, 2).returncode == 0
-        etcd.start()
+        etcd.start()  # and a write right after it is back waits for the reconnect
         d2.cli("apply", "-f", "-", stdin=endpoint_manifest("mid-1", "remote-svc", nse2,
                                                              "100.64.51.0/24"))
         wait_until(lambda: endpoint_names(d1) == {"far-1", "mid-1"}, timeout=15)  # resumed
