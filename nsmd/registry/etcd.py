@@ -307,6 +307,10 @@ class EtcdRegistry(RegistryView):
         try:
             return await method(request, timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise RegistryUnavailable(f"registry {self.url}: no answer within "
+                                          f"{CALL_TIMEOUT_S:g} s (is etcd up and reachable?)"
+                                          ) from None
             raise RegistryUnavailable(f"registry {self.url}: {err.code().name}: "
                                       f"{err.details()}") from None
 

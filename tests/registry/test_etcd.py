@@ -112,7 +112,7 @@ async def test_watches_resume_after_an_etcd_restart(daemons, etcd):
     await a.register_endpoint(nse("e1"))
     await until(lambda: "e1" in b.endpoints)
     etcd.stop()
-    with pytest.raises(RegistryUnavailable, match="registry etcd://"):  # after its deadline
+    with pytest.raises(RegistryUnavailable, match="registry etcd://.*no answer within"):
         await a.register_endpoint(nse("e2"))
     await asyncio.sleep(3)  # long enough for gRPC's default reconnect backoff to grow
     etcd.start()
