@@ -27,7 +27,7 @@ from nsmd.clock import Clock, SystemClock
 from nsmd.config import Config, dns_servers, listen_address
 from nsmd.dataplane import Dataplane
 from nsmd.domains import Domains, load_table
-from nsmd.errors import Conflict
+from nsmd.errors import Conflict, NsmdError, one_line
 from nsmd.heaptrim import HeapTrimmer
 from nsmd.hosting import Hosting
 from nsmd.identity.identity import Identity
@@ -68,7 +68,7 @@ class Daemon:
         _raise_fd_limit()
         self._take_lock()
         _refuse_live_socket(cfg.api_socket)
-        policy = Policy.load(cfg.policy) if cfg.policy else Policy.allow_all()
+        self.policy = policy = Policy.load(cfg.policy) if cfg.policy else Policy.allow_all()
         self.db = StateDB(cfg.state_dir)
         self.metrics = Metrics()
         if cfg.listen or cfg.registry.startswith("https://") or \
@@ -115,6 +115,22 @@ class Daemon:
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
                  len(self.registry.endpoints))
+
+    def reload_policy(self) -> None:
+        """SIGHUP: the --policy file again. What does not parse is logged and changes
+        nothing; connections already made stay (the policy decides new requests)."""
+        path = self.config.policy
+        if not path:
+            log.info("SIGHUP: no --policy file to reload (the built-in policies apply)")
+            return
+        try:
+            fresh = Policy.load(path)
+        except NsmdError as err:
+            log.error("SIGHUP: policy %s not reloaded, the one in force stays: %s", path,
+                      one_line(str(err)))
+            return
+        self.policy.adopt(fresh)
+        log.info("SIGHUP: policy %s reloaded (%d service rule(s))", path, len(fresh.rules))
 
     def _registry(self, own_id: str) -> Registry | RemoteRegistry | EtcdRegistry:
         """Our own SQLite registry, another daemon's, or an etcd cluster's."""
@@ -232,6 +248,7 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     systemd = Notifier()
     await daemon.start()
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_policy)
     systemd.ready(f"serving on {config.api_socket}" + (f" and {config.listen}"
                                                          if config.listen else ""))
     watchdog = asyncio.ensure_future(systemd.watchdog(

@@ -13,6 +13,7 @@ Subjects are SPIFFE IDs (peer daemons) and `unix:uid=N` / `unix:gid=N` (local ca
 the API socket), each exact or a glob (`spiffe://example.org/node/*`, `*`). Without a file
 everything is allowed that the built-in policies allow (see docs/security.md). This
 daemon acting for a caller it already checked (refresh, heal) is not checked again.
+SIGHUP reads the file again; a file that does not parse leaves the one in force.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ class Policy:
                 a: _subjects(doc[a], f"{at}.{a}") if a in doc else default.lists[a]
                 for a in ACTIONS}))
         return cls(rules, default, source)
+
+    def adopt(self, other: Policy) -> None:
+        """Takes `other`'s rules in place (SIGHUP): every holder of this object sees them
+        from the next check on."""
+        self.rules, self.default, self.source = other.rules, other.default, other.source
 
     def rule_for(self, service: str) -> Rule:
         for rule in self.rules:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -255,6 +256,21 @@ default:
     # the tokens along the path are chained from the client's host to the endpoint's
     claims = [tokens.read(s["token"]) for s in conn["path"]["path_segments"]]
     assert [(c.sub, c.aud) for c in claims] == [(N1, N1), (N1, N2), (N2, N2), (N2, N2)]
+
+    # SIGHUP reads the file again: one that does not parse is logged and changes nothing
+    policy.write_text("services: [{name: remote-svc, request: nobody}]\n")
+    bed.near.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "not reloaded" in bed.near.log())
+    assert "services[0].request" in bed.near.log()
+    other = {"name": "other"}
+    refused(bed.attack("POST", f"https://{IP1}:7000/v1/services", other), "default")
+    # a good one decides from the next request on; the vWire made before stays up
+    policy.write_text(f'default: {{register: ["spiffe://{TD}/*"]}}\n')
+    bed.near.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded (0 service rule(s))" in bed.near.log())
+    assert bed.attack("POST", f"https://{IP1}:7000/v1/services", other)["status"] == 200
+    assert ping(bed.nsc_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
+                1).returncode == 0
 
 
 def _as_user(uid: int, gid: int, sock_path: str, method: str, path: str,
