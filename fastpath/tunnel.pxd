@@ -4,7 +4,7 @@
 #   | type | reserved=0 | receiver idx | counter (LE u64)     | ciphertext ... | tag (16) |
 #
 # type 1 = transport data; an empty payload is a keepalive. The 16-byte header is the
-# AEAD's associated data; the nonce is the counter (aead.pxd).
+# AEAD's associated data; the nonce is the counter (aead.pyx).
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from .includes.sockets cimport sockaddr_in
