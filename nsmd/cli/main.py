@@ -84,7 +84,7 @@ def build_parser() -> Parser:
                      "(env SPIFFE_ENDPOINT_SOCKET)")
     run.add_argument("--policy", metavar="FILE",
                      help="YAML authorization policies: who may request or register which "
-                     "network services (see docs/security.md)")
+                     "network services (see docs/security.md); SIGHUP reads it again")
     run.add_argument("--api-group", metavar="GROUP",
                      help="group allowed to use the API socket (mode 0660; default: root "
                      "only, 0600)")
