@@ -6,6 +6,7 @@ ChaCha20-Poly1305 (RFC 8439) is built here over OpenSSL's ChaCha20 and Poly1305;
 AES-256-GCM is libgcrypt's cipher. The readable twin is the `cryptography` package;
 tests compare the two (every length, AAD, key switches, tampering, the borrowed scratch).
 """
+
 # Why AES-256-GCM from libgcrypt: it has VAES/VPCLMULQDQ code for CPUs that have those
 # (AVX2 width), which Debian 12's OpenSSL 3.0 lacks; and its per-packet calls are lean.
 # One core here, 1,408 / 64 bytes: libgcrypt 1.10 seals in 0.42 / 0.12 us and opens in
