@@ -18,6 +18,7 @@ grpc.aio channel of our own, which may be mutual TLS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -45,8 +46,10 @@ CALL_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 10.0
 FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 5.0
-# gRPC's own reconnect backoff grows to 120 s by default: after an etcd restart a call
-# would fail fast for that long. A registry client reconnects within a second or two.
+# gRPC's own reconnect backoff grows to 120 s by default, and a call made between two
+# attempts fails at once. Here the backoff stays under 1 s, calls wait for the channel
+# (wait_for_ready) and the watch and lease keepalive retry as soon as it reconnects: after
+# an etcd restart everything goes on within a second.
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
                    ("grpc.min_reconnect_backoff_ms", 200),
                    ("grpc.max_reconnect_backoff_ms", 1000)]
@@ -137,6 +140,7 @@ class EtcdRegistry(RegistryView):
         self._tasks: list[asyncio.Task] = []
         self._synced = asyncio.Event()
         self._leased = asyncio.Event()
+        self._failure = ""         # why the watch or keepalive last failed, until they work
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -307,12 +311,27 @@ class EtcdRegistry(RegistryView):
         try:
             return await method(request, timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # waiting said nothing
+                why = f"last error: {self._failure}" if self._failure else \
+                    "is etcd up and reachable?"
                 raise RegistryUnavailable(f"registry {self.url}: no answer within "
-                                          f"{CALL_TIMEOUT_S:g} s (is etcd up and reachable?)"
-                                          ) from None
+                                          f"{CALL_TIMEOUT_S:g} s ({why})") from None
             raise RegistryUnavailable(f"registry {self.url}: {err.code().name}: "
                                       f"{err.details()}") from None
+
+    def _failed(self, err: Exception) -> str:
+        self._failure = _reason(err)
+        return self._failure
+
+    async def _retry_after(self, pause: float) -> None:
+        """Waits `pause` seconds before a stream is opened again, or less: until the
+        channel has (re)connected, but at least FIRST_RETRY_S."""
+        await asyncio.sleep(FIRST_RETRY_S)
+        channel = self._channel
+        if channel is not None and pause > FIRST_RETRY_S:
+            # a timeout, or a channel closed meanwhile (reconnect()): retry either way
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.channel_ready(), pause - FIRST_RETRY_S)
 
     # -- the lease -------------------------------------------------------------------------
 
@@ -330,7 +349,7 @@ class EtcdRegistry(RegistryView):
                     log.info("registry %s: lease %x, %d s", self.url, self.lease, self.ttl)
                     await self._put_mine_again()
                 async for answer in self._leases.LeaseKeepAlive(self._every_third()):
-                    pause = FIRST_RETRY_S
+                    pause, self._failure = FIRST_RETRY_S, ""
                     if answer.TTL <= 0:
                         log.warning("registry %s: lease %x expired; taking a new one and "
                                     "registering this daemon's endpoints again", self.url,
@@ -340,9 +359,9 @@ class EtcdRegistry(RegistryView):
             except asyncio.CancelledError:
                 raise
             except (grpc.aio.AioRpcError, NsmdError) as err:
-                log.warning("registry %s: lease keepalive failed (%s); retrying in %.1f s",
-                            self.url, _reason(err), pause)
-            await asyncio.sleep(pause)
+                log.warning("registry %s: lease keepalive failed (%s); retrying within %.1f s",
+                            self.url, self._failed(err), pause)
+            await self._retry_after(pause)
             pause = min(pause * 2, MAX_RETRY_S)
 
     async def _every_third(self) -> AsyncIterator[Any]:
@@ -375,7 +394,7 @@ class EtcdRegistry(RegistryView):
                             listener()
                     self._synced.set()
                 async for reply in self._watch.Watch(self._watch_from(self.revision + 1)):
-                    pause = FIRST_RETRY_S
+                    pause, self._failure = FIRST_RETRY_S, ""
                     if reply.compact_revision:
                         log.warning("registry %s: history compacted past revision %d; "
                                     "reloading", self.url, self.revision)
@@ -389,9 +408,9 @@ class EtcdRegistry(RegistryView):
             except asyncio.CancelledError:
                 raise
             except (grpc.aio.AioRpcError, NsmdError) as err:
-                log.warning("registry %s: watch failed (%s); resuming from revision %d in "
-                            "%.1f s", self.url, _reason(err), self.revision + 1, pause)
-            await asyncio.sleep(pause)
+                log.warning("registry %s: watch failed (%s); resuming from revision %d within "
+                            "%.1f s", self.url, self._failed(err), self.revision + 1, pause)
+            await self._retry_after(pause)
             pause = min(pause * 2, MAX_RETRY_S)
 
     async def _watch_from(self, revision: int) -> AsyncIterator[Any]:
