@@ -7,7 +7,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from posix.uio cimport iovec
 
-from .offload cimport VNET_HDR_BYTES, csum_add, csum_fold, put_be16
+from .offload cimport VNET_HDR_BYTES, csum_add, csum_fold, put_be16, tcp_layout
 
 
 cdef inline uint32_t be32(const uint8_t *p) noexcept nogil:
@@ -195,26 +195,20 @@ cdef bint tcp_csum_to_kernel(uint8_t *pkt, int n, uint8_t *vnet) noexcept nogil:
     set to the pseudo-header sum and `vnet` to NEEDS_CSUM, so the kernel neither checks
     nor needs what the sender put there (a peer that was told so leaves it partial).
     False, with nothing changed, for anything but an unfragmented TCP packet."""
-    cdef int ip_len, tcp_len
+    cdef Py_ssize_t ip_len, tcp_len
     cdef int version = pkt[0] >> 4 if n > 0 else 0
-    if version == 4:
-        if n < 40 or pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7] or \
-                (<int>pkt[2] << 8 | pkt[3]) != n:
+    if version == 4:   # unfragmented, and as long as its header says
+        if n < 20 or (pkt[6] & 0x3F) or pkt[7] or (<int>pkt[2] << 8 | pkt[3]) != n:
             return False
-        ip_len = (pkt[0] & 0x0F) * 4
     elif version == 6:
-        if n < 60 or pkt[6] != 6 or (<int>pkt[4] << 8 | pkt[5]) != n - 40:
+        if n < 40 or (<int>pkt[4] << 8 | pkt[5]) != n - 40:
             return False
-        ip_len = 40
     else:
         return False
-    if ip_len < 20 or ip_len + 20 > n:
-        return False
-    tcp_len = (pkt[ip_len + 12] >> 4) * 4
-    if tcp_len < 20 or ip_len + tcp_len > n:
+    if tcp_layout(pkt, n, version == 6, &ip_len, &tcp_len) < 0:
         return False
     memset(vnet, 0, 10)
-    l4_csum_to_kernel(pkt, version == 6, ip_len, n - ip_len, False, vnet)
+    l4_csum_to_kernel(pkt, version == 6, <int>ip_len, n - <int>ip_len, False, vnet)
     return True
 
 

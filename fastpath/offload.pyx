@@ -79,7 +79,7 @@ cdef int tcp_layout(const uint8_t *pkt, Py_ssize_t n, int v6, Py_ssize_t *ip_len
         if n < 40 or pkt[9] != 6:
             return -1
         ip_len[0] = (pkt[0] & 0x0F) * 4
-    if ip_len[0] + 20 > n:
+    if ip_len[0] < 20 or ip_len[0] + 20 > n:
         return -1
     tcp_len[0] = (pkt[ip_len[0] + 12] >> 4) * 4
     if tcp_len[0] < 20 or ip_len[0] + tcp_len[0] > n:
