@@ -25,12 +25,12 @@ def extension(path, libraries=()):
 
 
 extensions = [
-    extension("fastpath/engine", libraries=["pthread", "crypto", "gcrypt"]),
+    extension("fastpath/engine", libraries=["pthread"]),
     extension("fastpath/local"),
-    extension("fastpath/tunnel_out", libraries=["crypto", "gcrypt"]),
-    extension("fastpath/tunnel_in", libraries=["crypto", "gcrypt"]),
+    extension("fastpath/tunnel_out"),
+    extension("fastpath/tunnel_in"),
     extension("fastpath/stage"),
-    extension("fastpath/aead", libraries=["crypto", "gcrypt"]),
+    extension("fastpath/aead", libraries=["crypto", "gcrypt"]),   # the only caller of both
     extension("fastpath/replay"),
     extension("fastpath/offload"),
     extension("fastpath/gro"),
