@@ -50,6 +50,7 @@ def run_demo(count: int) -> int:
     sock = os.path.join(state, "nsmd.sock")
     daemon = None
     made: list[str] = []
+    outcome = ""
     try:
         for ns in (nse_ns, nsc_ns):
             subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -71,26 +72,59 @@ def run_demo(count: int) -> int:
         say(f"vWire {conn['id']}: {nsc_ns}/{params['name']} {ipc['src_ip_addrs'][0]} <-> "
             f"{nse_ns}/{params['endpoint_name']} {ipc['dst_ip_addrs'][0]}")
         ping = subprocess.run(["ip", "netns", "exec", nsc_ns, "ping", "-c", str(count), "-i",
-                               "0.2", "-W", "2", target])
+                               "0.2", "-W", "2", "-q", target], capture_output=True, text=True)
+        answered = _answered(ping.stdout)
+        say(f"ping {target} from {nsc_ns}: {answered}/{count} answered")
         client.call("DELETE", f"/v1/connections/{conn['id']}")
         left = subprocess.run(["ip", "netns", "exec", nsc_ns, "ip", "-o", "link", "show",
                                params["name"]], capture_output=True)
         say("vWire closed, client interface " +
             ("removed" if left.returncode != 0 else "STILL PRESENT"))
-        return 0 if ping.returncode == 0 and left.returncode != 0 else 1
+        if answered == count and left.returncode != 0:
+            outcome = (f"vWire {conn['id']} ({nsc_ns} <-> {nse_ns}) carried {answered}/{count} "
+                       "pings and closed")
+        else:
+            print(f"nsmd demo: failed: {answered}/{count} pings answered, client interface "
+                  f"{'removed' if left.returncode else 'left behind'}", file=sys.stderr)
     except (ClientError, subprocess.CalledProcessError) as err:
         print(f"nsmd demo: {err}", file=sys.stderr)
-        return 1
     finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-        for ns in made:
-            subprocess.run(["ip", "netns", "delete", ns], check=False)
-        shutil.rmtree(state, ignore_errors=True)
+        leftovers = _clean_up(daemon, made, state)
+    if leftovers:
+        print(f"nsmd demo: could not remove {', '.join(leftovers)}", file=sys.stderr)
+        return 1
+    if not outcome:
+        return 1
+    say(f"passed: {outcome}; daemon, namespaces and state removed")
+    return 0
+
+
+def _answered(ping_output: str) -> int:
+    """Replies counted in ping's summary line ('3 packets transmitted, 3 received, ...')."""
+    for line in ping_output.splitlines():
+        if " received" in line:
+            return int(line.split(",")[1].split()[0])
+    return 0
+
+
+def _clean_up(daemon: subprocess.Popen | None, namespaces: list[str], state: str) -> list[str]:
+    """Stops the daemon, removes the namespaces and the state; returns what is still there."""
+    left = []
+    if daemon is not None and daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(5)
+    for ns in namespaces:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+        if os.path.exists(f"/run/netns/{ns}"):
+            left.append(f"namespace {ns}")
+    shutil.rmtree(state, ignore_errors=True)
+    if os.path.exists(state):
+        left.append(state)
+    return left
 
 
 def _wait_ready(client: Client, daemon: subprocess.Popen) -> None:

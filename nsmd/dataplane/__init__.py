@@ -82,7 +82,7 @@ class Dataplane:
     async def connect_local(self, conn_id: str, client_ns: str, client: tundev.InterfaceConfig,
                             client_exclusive: bool, endpoint_ns: str,
                             endpoint: tundev.InterfaceConfig, single_queue: bool = False,
-                            ) -> Wire:
+                            vwire: str = "") -> Wire:
         """Creates both devices (local_queues queues each, or one: a wire with function
         stages) and joins them queue by queue; on any failure nothing is left behind."""
         self._check_new(conn_id)
@@ -93,14 +93,16 @@ class Dataplane:
             client_ns, client, client_exclusive, endpoint_ns, endpoint)
         wire = Wire(conn_id, "local", Side(client_ns, name_c, list(client.addresses)),
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
-                    devices=[fds_c, fds_e], offload=client.offload, l2=client.tap)
+                    devices=[fds_c, fds_e], offload=client.offload, l2=client.tap,
+                    vwire=_differing(vwire, conn_id))
         await self._start(wire)
-        log.info("vWire %s up: %s/%s <-> %s/%s (%d queues)", conn_id, client_ns or "-",
+        log.info("vWire %s up: %s/%s <-> %s/%s (queues: %d)", wire.name, client_ns or "-",
                  name_c, endpoint_ns or "-", name_e, len(fds_c))
         return wire
 
     async def create_relay(self, client_key: str, endpoint_key: str, mtu: int,
-                           keepalive_s: float, l2: bool = False) -> tuple[Wire, Wire]:
+                           keepalive_s: float, l2: bool = False, vwire: str = "",
+                           ) -> tuple[Wire, Wire]:
         """A relay wire (no device: a tunnel in from the client's side, one out towards the
         endpoint) as two halves, each keyed like a tunnel wire. Not recorded: it holds no
         device, and its keys die with this run anyway."""
@@ -109,18 +111,19 @@ class Dataplane:
         lanes = [self.engines.place_relay(keepalive_s, l2)]  # shared: one engine wire,
         stages: dict[int, list] = {}                          # one stage list
         halves = (Wire(client_key, "relay", None, None, mtu, lanes=lanes, side=0,
-                       partner=endpoint_key, stages=stages, l2=l2),
+                       partner=endpoint_key, stages=stages, l2=l2,
+                       vwire=_differing(vwire, client_key)),
                   Wire(endpoint_key, "relay", None, None, mtu, lanes=lanes, side=1,
-                       partner=client_key, stages=stages, l2=l2))
+                       partner=client_key, stages=stages, l2=l2,
+                       vwire=_differing(vwire, endpoint_key)))
         for half in halves:
             self.wires[half.conn_id] = half
-        log.info("relay vWire %s <-> %s on engine %d", client_key, endpoint_key,
-                 lanes[0].engine)
+        log.info("vWire %s relayed on engine %d", halves[0].name, lanes[0].engine)
         return halves
 
     async def create_tunnel(self, conn_id: str, role: str, ns: str,
                             cfg: tundev.InterfaceConfig, exclusive: bool,
-                            keepalive_s: float) -> Wire:
+                            keepalive_s: float, vwire: str = "") -> Wire:
         """One TUN device joined to a tunnel socket, not keyed yet (role: client|endpoint)."""
         self._check_new(conn_id)
         self.engines.require_tunnels()
@@ -128,9 +131,9 @@ class Dataplane:
         side = Side(ns, name, list(cfg.addresses))
         wire = Wire(conn_id, "tunnel", side if role == "client" else None,
                     side if role == "endpoint" else None, cfg.mtu, devices=[fds],
-                    offload=cfg.offload, l2=cfg.tap)
+                    offload=cfg.offload, l2=cfg.tap, vwire=_differing(vwire, conn_id))
         await self._start(wire, keepalive_s=keepalive_s)
-        log.info("tunnel vWire %s: %s/%s (%s side)", conn_id, ns or "-", name, role)
+        log.info("vWire %s: %s side %s/%s on a tunnel", wire.name, role, ns or "-", name)
         return wire
 
     # -- tunnels: peer, keys, stages -------------------------------------------------------
@@ -217,7 +220,7 @@ class Dataplane:
         self.engines.remove(wire)
         self.devices.forget(conn_id)
         await self.devices.remove(wire)
-        log.info("vWire %s removed", conn_id)
+        log.info("vWire %s removed", wire.name)
         return True
 
     def stats(self, conn_id: str) -> dict | None:
@@ -245,7 +248,7 @@ class Dataplane:
         """Removes wires no connection claims (left by connections that did not come back)."""
         orphans = [cid for cid in self.wires if cid not in keep]
         for conn_id in orphans:
-            log.info("vWire %s belongs to no connection: removing it", conn_id)
+            log.info("vWire %s belongs to no connection: removing it", self.wires[conn_id].name)
             await self.disconnect(conn_id)
         return orphans
 
@@ -273,3 +276,8 @@ class Dataplane:
             await self.devices.remove(wire)
             raise
         self.wires[wire.conn_id] = wire
+
+
+def _differing(vwire: str, conn_id: str) -> str:
+    """A wire keeps the vWire's id only where it is not its key (no second string)."""
+    return "" if vwire == conn_id else vwire

@@ -53,6 +53,14 @@ class Wire:
     # the peer daemon that asked for this (endpoint side) wire: its SPIFFE ID, URL and path
     # segment id, kept so that a restart which cannot take the wire back tells it at once
     owner: dict[str, str] | None = None
+    vwire: str = ""                 # the vWire's id where it differs from conn_id (see name)
+
+    @property
+    def name(self) -> str:
+        """The id that names this vWire in logs on every host: its client's connection id
+        (the first path segment's), which `nsmd connect` printed; hops key wires by their
+        own segment's id."""
+        return self.vwire or self.conn_id
 
     @property
     def engine(self) -> int:
@@ -82,6 +90,7 @@ class Wire:
         """What is stored to re-attach its devices after a restart."""
         return {"kind": self.kind, "mtu": self.mtu, "peer": self.peer, "offload": self.offload,
                 "queues": len(self.lanes) or 1, "tap": self.l2, "owner": self.owner,
+                "vwire": self.vwire,
                 "client": dataclasses.asdict(self.client) if self.client else None,
                 "endpoint": dataclasses.asdict(self.endpoint) if self.endpoint else None}
 
@@ -91,4 +100,4 @@ class Wire:
         return cls(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
                    peer=tuple(doc["peer"]) if doc.get("peer") else None,
                    offload=doc.get("offload", False), l2=doc.get("tap", False),
-                   owner=doc.get("owner"))
+                   owner=doc.get("owner"), vwire=doc.get("vwire", ""))

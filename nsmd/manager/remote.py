@@ -92,7 +92,8 @@ class RemoteConnect:
                                   tap=l2)
             exclusive = bool(asked) and "%d" not in asked
             wire = await self.dataplane.create_tunnel(conn.id, "client", client_ns, cfg,
-                                                      exclusive, self.keepalive_s)
+                                                      exclusive, self.keepalive_s,
+                                                      conn.vwire_id())
             created = True
         try:
             answer = await self._negotiate(client, signer, url, expect, request, wire)
@@ -129,7 +130,8 @@ class RemoteConnect:
             for key in (conn.id, in_key):
                 await self.dataplane.disconnect(key)
             _, out = await self.dataplane.create_relay(in_key, conn.id, self.tunnel_mtu,
-                                                       self.keepalive_s, ethernet(conn))
+                                                       self.keepalive_s, ethernet(conn),
+                                                       conn.vwire_id())
             created = True
         inn = self.dataplane.get(in_key)
         assert inn is not None

@@ -96,7 +96,8 @@ class VWire(Element):
             exclusive = bool(asked_name) and "%d" not in asked_name
             wire = await self.dataplane.connect_local(conn.id, client_ns, client_cfg, exclusive,
                                                       spec.netns, endpoint_cfg,
-                                                      single_queue=bool(spec.functions))
+                                                      single_queue=bool(spec.functions),
+                                                      vwire=conn.vwire_id())
             created = True
         conn.mechanism = Mechanism(cls="LOCAL", type=mechanisms.KERNEL, parameters={
             "name": wire.client_side.ifname, "netns": client_ns,
@@ -126,7 +127,7 @@ class VWire(Element):
             wire = None
         if wire is None:
             wire = await self.dataplane.create_tunnel(conn.id, "endpoint", spec.netns, cfg,
-                                                      False, self.keepalive_s)
+                                                      False, self.keepalive_s, conn.vwire_id())
             created = True
         self.dataplane.set_owner(wire, caller.spiffe_id, caller.url, caller.segment)
         if not wire.keyed or any(wire.agreed.get(k) != offer[k] for k in OFFER_KEYS):

@@ -112,6 +112,11 @@ class Connection:
     def clone(self) -> Connection:
         return copy_model(self)
 
+    def vwire_id(self) -> str:
+        """The id that names this vWire on every hop: its client's (the first segment's),
+        which the client was given; each hop's conn.id is its own segment's."""
+        return self.path.path_segments[0].id if self.path.path_segments else self.id
+
 
 @dataclasses.dataclass(slots=True)
 class NetworkServiceRequest:
