@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import urllib.parse
+import warnings
 from typing import Any
 
 from nsmd import __version__, defaults
@@ -103,7 +104,8 @@ def build_parser() -> Parser:
     run.add_argument("--dns-upstream", metavar="IP[:PORT],...",
                      help="where vL3 resolvers send lookups outside their zones (default: "
                      "the nameservers of /etc/resolv.conf)")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                     help="the least severe messages logged (default info)")
 
     def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
         cp = sub.add_parser(name, help=help_text, description=help_text, **kw)
@@ -178,7 +180,22 @@ def build_parser() -> Parser:
     return p
 
 
+def hide_dependency_warnings() -> None:
+    """Keep the deprecation notices that dependencies raise (py-spiffe importing DSA from a
+    newer cryptography, say) off users' terminals and logs: they are for nsmd's developers,
+    who see them in the test suite or with -W/PYTHONWARNINGS, which this leaves alone.
+    Only deprecation categories, only from modules outside nsmd."""
+    if sys.warnoptions:
+        return
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning,
+                     CryptographyDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(?!nsmd(\.|$))")
+
+
 def main(argv: list[str] | None = None) -> int:
+    hide_dependency_warnings()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
