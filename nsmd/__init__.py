@@ -1,2 +1,7 @@
 """nsmd: Network Service Mesh for Linux hosts."""
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("nsmd")  # pyproject.toml's, as installed: the one place it is set
+except PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0+unknown"

@@ -85,3 +85,21 @@ def test_registry_tls_and_federation_options(tmp_path):
     assert load({}, environ={"NSMD_REGISTRY_ONLY": "yes"}).registry_only is True
     with pytest.raises(ValidationError, match="NSMD_REGISTRY_ONLY"):
         load({}, environ={"NSMD_REGISTRY_ONLY": "maybe"})
+
+
+def test_the_config_template_names_every_option_with_its_default(tmp_path):
+    import dataclasses
+    import re
+
+    from nsmd.cli.config_template import render
+
+    text = render()
+    assert all(line.startswith("#") or not line for line in text.splitlines())
+    options = [m for line in text.splitlines()
+               if (m := re.fullmatch(r"# ([a-z][a-z-]*) = (.*)", line))]
+    assert sorted(m[1] for m in options) == sorted(
+        f.name.replace("_", "-") for f in dataclasses.fields(Config))
+    uncommented = tmp_path / "all.toml"   # every option line, taken at its word
+    uncommented.write_text("\n".join(m[0][2:] for m in options if m[1] != "name"))
+    loaded = load({}, str(uncommented), environ={})
+    assert dataclasses.replace(loaded, name="x") == dataclasses.replace(Config(), name="x")

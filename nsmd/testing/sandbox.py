@@ -50,7 +50,10 @@ class Namespaces:
 
 class DaemonProc:
     def __init__(self, state_dir: str, name: str, netns: str = "", args: tuple = (),
-                 env: dict | None = None, socket: str = ""):
+                 env: dict | None = None, socket: str = "", nsmd: tuple = ()):
+        # nsmd: the command that runs nsmd (default: this Python's `-m nsmd`; an installed
+        # console script, say), for the daemon and for cli()
+        self.nsmd = nsmd or (sys.executable, "-m", "nsmd")
         self.state_dir = state_dir
         self.name = name
         self.netns = netns
@@ -65,7 +68,7 @@ class DaemonProc:
         log = open(self.log_path, "a")
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            prefix + [sys.executable, "-m", "nsmd", "run", "--name", self.name, "--state-dir",
+            prefix + [*self.nsmd, "run", "--name", self.name, "--state-dir",
                       self.state_dir, "--api-socket", self.socket, "--log-level", "debug",
                       *self.args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
@@ -100,7 +103,7 @@ class DaemonProc:
     def cli(self, *args: str, check: bool = True, stdin: str | None = None,
             timeout: float = 30) -> subprocess.CompletedProcess:
         env = dict(os.environ, NSMD_API_SOCKET=self.socket)
-        result = subprocess.run([sys.executable, "-m", "nsmd", *args], capture_output=True,
+        result = subprocess.run([*self.nsmd, *args], capture_output=True,
                                 text=True, env=env, input=stdin, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"nsmd {' '.join(args)} failed: {result.stderr}")

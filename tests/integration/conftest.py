@@ -40,8 +40,8 @@ def daemon(tmp_path):
     started: list[DaemonProc] = []
 
     def make(name: str = "node-1", netns: str = "", args: tuple = (),
-             env: dict | None = None, socket: str = "") -> DaemonProc:
-        d = DaemonProc(str(tmp_path / name), name, netns, args, env, socket)
+             env: dict | None = None, socket: str = "", nsmd: tuple = ()) -> DaemonProc:
+        d = DaemonProc(str(tmp_path / name), name, netns, args, env, socket, nsmd)
         os.makedirs(d.state_dir, exist_ok=True)
         started.append(d.start())
         return d
