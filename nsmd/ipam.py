@@ -1,17 +1,24 @@
 """Address pools for point-to-point vWires: /32 (or /128) pairs out of an endpoint's prefix.
 
-Pure bookkeeping, no I/O: the ipam element persists who owns what.
+Pure bookkeeping, no I/O: the ipam element persists who owns what. Excluded prefixes come
+from peers: they are clipped to the pool and merged into sorted ranges that allocation
+jumps over, so its work is bounded by the addresses in use and the number of exclusions,
+never by the size of what they cover (`::/0` against a /64 pool is one jump).
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import socket
 from collections.abc import Iterable
 
-from nsmd.errors import SelectionError
+from nsmd.errors import SelectionError, ValidationError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A request's excluded prefixes (a client's other vWires' addresses, an endpoint's own
+# list): far more than any namespace holds, few enough to parse in milliseconds.
+MAX_EXCLUDED_PREFIXES = 16384
 
 
 class Pool:
@@ -33,8 +40,8 @@ class Pool:
 
     def is_free(self, address: str, excluded: Iterable[str] = ()) -> bool:
         ip = ipaddress.ip_address(address)
-        return (self.contains(address) and int(ip) not in self._used
-                and not _excluded(ip, _networks(excluded)))
+        return (ip.version == self.network.version and self.contains(address)
+                and int(ip) not in self._used and ip not in _Avoid(excluded))
 
     def reserve(self, address: str) -> None:
         self._used.add(int(ipaddress.ip_address(address)))
@@ -44,26 +51,35 @@ class Pool:
 
     def allocate(self, excluded: Iterable[str] = ()) -> str:
         """The next free address after the last one handed out, skipping excluded prefixes."""
-        return self._allocate(_networks(excluded))
+        return self._allocate(_Avoid(excluded))
 
     def _allocate(self, avoid: _Avoid) -> str:
-        size = self._last - self._first + 1
-        for step in range(size):
-            value = self._first + (self._cursor - self._first + step) % size
-            if value in self._used:
-                continue
-            ip = ipaddress.ip_address(value) if self.network.version == 4 else \
-                ipaddress.IPv6Address(value)
-            if _excluded(ip, avoid):
-                continue
-            self._used.add(value)
-            self._cursor = value + 1 if value < self._last else self._first
-            return str(ip)
+        starts, ends = avoid.ranges_within(self.network.version, self._first, self._last)
+        # Next fit from the cursor, once round the pool: each step skips one address in use
+        # or jumps one excluded range (a range may straddle the cursor: twice).
+        value, wrapped = self._cursor, False
+        for _ in range(len(self._used) + 2 * len(starts) + 2):
+            if value > self._last:
+                if wrapped:
+                    break
+                value, wrapped = self._first, True
+            if wrapped and value >= self._cursor:
+                break
+            i = bisect.bisect_right(starts, value) - 1
+            if i >= 0 and value <= ends[i]:
+                value = ends[i] + 1
+            elif value in self._used:
+                value += 1
+            else:
+                self._used.add(value)
+                self._cursor = value + 1 if value < self._last else self._first
+                return str(ipaddress.ip_address(value) if self.network.version == 4
+                           else ipaddress.IPv6Address(value))
         raise SelectionError(f"address pool {self.network} is exhausted")
 
     def allocate_pair(self, excluded: Iterable[str] = ()) -> tuple[str, str]:
         """(endpoint address, client address), like NSM's point2pointipam (dst, then src)."""
-        avoid = _networks(excluded)  # parsed once for both: a client's many vWires are many
+        avoid = _Avoid(excluded)  # parsed once for both: a client's many vWires are many
         dst = self._allocate(avoid)
         try:
             src = self._allocate(avoid)
@@ -80,18 +96,25 @@ class _Avoid:
     def __init__(self, prefixes: Iterable[str]):
         self.hosts: set[tuple[int, int]] = set()
         self.ranges: list[Network] = []
-        for prefix in prefixes:
+        self._clipped: dict[tuple[int, int, int], tuple[list[int], list[int]]] = {}
+        for count, prefix in enumerate(prefixes, 1):
+            if count > MAX_EXCLUDED_PREFIXES:
+                raise ValidationError("excluded_prefixes", f"at most {MAX_EXCLUDED_PREFIXES} "
+                                      "prefixes")
             host, _, length = prefix.partition("/")
             v6 = ":" in host
             if not length or length == ("128" if v6 else "32"):
                 try:  # a single host: parsed by inet_pton (ipaddress's parser is ~10x slower)
                     packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, host)
                 except OSError:
-                    raise ValueError(f"invalid address {host!r} in excluded prefix "
-                                     f"{prefix!r}") from None
+                    raise ValidationError("excluded_prefixes", "IP prefixes",
+                                          prefix) from None
                 self.hosts.add((6 if v6 else 4, int.from_bytes(packed, "big")))
                 continue
-            net = ipaddress.ip_network(prefix, strict=False)
+            try:
+                net = ipaddress.ip_network(prefix, strict=False)
+            except ValueError:
+                raise ValidationError("excluded_prefixes", "IP prefixes", prefix) from None
             if net.num_addresses == 1:
                 self.hosts.add((net.version, int(net.network_address)))
             else:
@@ -101,10 +124,25 @@ class _Avoid:
         return (ip.version, int(ip)) in self.hosts or any(
             ip.version == net.version and ip in net for net in self.ranges)
 
+    def ranges_within(self, version: int, first: int, last: int) -> tuple[list[int], list[int]]:
+        """The exclusions of one family clipped to [first, last] and merged: sorted starts
+        and their ends (made once per pool and request)."""
+        key = (version, first, last)
+        if key not in self._clipped:
+            self._clipped[key] = self._merge(version, first, last)
+        return self._clipped[key]
 
-def _networks(prefixes: Iterable[str]) -> _Avoid:
-    return _Avoid(prefixes)
-
-
-def _excluded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, avoid: _Avoid) -> bool:
-    return ip in avoid
+    def _merge(self, version: int, first: int, last: int) -> tuple[list[int], list[int]]:
+        spans = sorted([(v, v) for fam, v in self.hosts if fam == version and first <= v <= last]
+                       + [(max(int(n.network_address), first), min(int(n.broadcast_address), last))
+                          for n in self.ranges if n.version == version
+                          and int(n.network_address) <= last and int(n.broadcast_address) >= first])
+        starts: list[int] = []
+        ends: list[int] = []
+        for lo, hi in spans:
+            if ends and lo <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], hi)
+            else:
+                starts.append(lo)
+                ends.append(hi)
+        return starts, ends

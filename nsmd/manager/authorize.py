@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nsmd import defaults
 from nsmd.caller import CALLER, DAEMON, Caller
 from nsmd.clock import Clock
 from nsmd.errors import PermissionDenied
@@ -53,8 +54,10 @@ class ActAsDaemon(Element):
 class Authorize(Element):
     def __init__(self, name: str, begin: Begin, hosting: Hosting, policy: Policy,
                  clock: Clock, own_id: Callable[[], str],
-                 trust_domains: Callable[[], frozenset[str]]):
+                 trust_domains: Callable[[], frozenset[str]],
+                 max_token_s: float = defaults.TOKEN_LIFETIME_S):
         self.name = name
+        self.max_token_s = max_token_s
         self.begin = begin
         self.hosting = hosting
         self.policy = policy
@@ -70,7 +73,7 @@ class Authorize(Element):
         self._check_caller_segment(conn.path)
         self._take_our_segments(conn.path, caller)
         expires, origin = check_path(conn.path, caller, self.own_id(), self.trust_domains(),
-                                     self.clock.time())
+                                     self.clock.time(), self.max_token_s)
         # The caller's segment ends when its token does: our timeout fires then.
         conn.path.path_segments[conn.path.index].expires = expires
         _check_mechanisms(request, caller)

@@ -120,7 +120,7 @@ class Manager:
         )
         self.server = Chain(
             Authorize(name, self.server_begin, hosting, self.policy, clock, self.own_id,
-                      self.trust_domains),
+                      self.trust_domains, token_lifetime_s),
             UpdatePath(name),
             self.server_begin,
             UpdateToken(clock, token_lifetime_s, self.signer),

@@ -7,6 +7,10 @@ pkg/tools/opa/policies): every token is an ES256 JWT (tokens_valid), none has ex
 (tokens_trust_domain), and the caller's token is signed by the key of the certificate
 it presented in mTLS, as itself (prev_token_signed). Other hops' signatures cannot be
 checked here (we do not hold their certificates); each hop checked its predecessor's.
+
+The caller's segment ends when its token does, but never later than the certificate that
+signed it, nor than this daemon's own token lifetime from now: a token claiming to last
+until 9999 must not keep a connection that its owner stopped refreshing.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from nsmd.model import Path
 
 
 def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset[str],
-               now: float) -> tuple[float, str]:
-    """Raises PermissionDenied naming the first policy the path fails; returns the
-    caller's token expiry (the authenticated end of its segment) and the SPIFFE ID the
-    path began with."""
+               now: float, max_lifetime_s: float) -> tuple[float, str]:
+    """Raises PermissionDenied naming the first policy the path fails; returns the end of
+    the caller's segment (its token's expiry, capped as above) and the SPIFFE ID the path
+    began with."""
     segments = path.path_segments[:path.index + 1]
     assert caller.certificate is not None
     key = caller.certificate.public_key()
@@ -67,7 +71,8 @@ def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset
                                f"{last.sub}, but the caller is {caller.spiffe_id}")
     if unsigned:
         raise PermissionDenied("prev_token_signed", f"the caller's token: {unsigned}")
-    return last.exp, claims[0].sub
+    signer_ends = caller.certificate.not_valid_after_utc.timestamp()
+    return min(last.exp, signer_ends, now + max_lifetime_s), claims[0].sub
 
 
 def _trust_domain(spiffe_id: str) -> str:

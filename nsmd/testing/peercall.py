@@ -1,6 +1,6 @@
 """Calls a daemon's peer API with any SVID, as another daemon (or an attacker holding an
 SVID of the trust domain) would: `python -m nsmd.testing.peercall IDENTITY_DIR METHOD URL
-[JSON_BODY]` prints {"status": ..., "body": ...}. For tests; run it inside a namespace to
+[JSON_BODY]` prints {"status": ..., "body": ..., "seconds": the time to the answer}. For tests; run it inside a namespace to
 call from that host's address."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 import aiohttp
 
@@ -18,14 +19,16 @@ from nsmd.identity.tls import TlsContexts
 async def call(identity_dir: str, method: str, url: str, body: object = None) -> dict:
     tls = TlsContexts(load_svid_dir(identity_dir))
     async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
         async with session.request(method, url, json=body, ssl=tls.client(),
                                    timeout=aiohttp.ClientTimeout(total=20)) as resp:
             text = await resp.text()
+            seconds = time.monotonic() - started
             try:
                 payload = json.loads(text)
             except ValueError:
                 payload = text
-            return {"status": resp.status, "body": payload}
+            return {"status": resp.status, "body": payload, "seconds": seconds}
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,19 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nsmd.identity import tokens
-from nsmd.identity.svid import load_svid_dir
-from nsmd.model import (
-    Connection,
-    Mechanism,
-    NetworkServiceRequest,
-    Path,
-    PathSegment,
-    to_wire,
+from nsmd.model import Mechanism, PathSegment
+from nsmd.testing.attacker import (
+    EVIL,
+    IP1,
+    IP2,
+    IP_EVIL,
+    N1,
+    N2,
+    TD,
+    Bed,
+    as_user,
+    connect_as,
+    refused,
 )
 from nsmd.testing.sandbox import (
     endpoint_manifest,
@@ -38,82 +42,6 @@ from nsmd.testing.sandbox import (
     underlay,
     wait_until,
 )
-from nsmd.tunnel_keys import Ephemeral
-
-TD = "test.nsmd"
-N1, N2, EVIL = (f"spiffe://{TD}/node/n1", f"spiffe://{TD}/node/n2",
-                f"spiffe://{TD}/workload/evil")
-IP1, IP2, IP_EVIL = "192.0.2.1", "192.0.2.2", "192.0.2.3"
-
-
-class Bed:
-    """n1 (registry, the client's host), n2 (hosts far-1 of remote-svc), and the
-    attacker's host; the attacker has no daemon, only its SVID."""
-
-    def __init__(self, netns, daemon, tmp_path, n1_args=(), n2_args=(), env=None):
-        nodes = underlay(netns, ["n1", "n2", "evil"])
-        self.n1_ns, self.n2_ns, self.evil_ns = nodes
-        ids = trust_domain(str(tmp_path), TD, [N1, N2, EVIL])
-        self.evil_dir = ids[EVIL]
-        self.evil = load_svid_dir(self.evil_dir)
-        env = {"NSMD_KEEPALIVE_S": "0.5", **(env or {})}
-        self.near = daemon("n1", self.n1_ns, ("--listen", f"{IP1}:7000", "--identity-dir",
-                                              ids[N1], *n1_args), env)
-        self.far = daemon("n2", self.n2_ns, ("--listen", f"{IP2}:7000", "--registry",
-                                             f"https://{IP1}:7000", "--registry-id", N1,
-                                             "--identity-dir", ids[N2], *n2_args), env)
-        self.nse_ns, self.nsc_ns = netns("nse"), netns("nsc")
-        self.far.cli("apply", "-f", "-", stdin=service_manifest("remote-svc") + "---" +
-                     endpoint_manifest("far-1", "remote-svc", self.nse_ns, "100.64.50.0/24"))
-        wait_until(lambda: any(e["name"] == "far-1"
-                               for e in self.near.cli_json("get", "endpoints")))
-
-    def attack(self, method: str, url: str, body=None) -> dict:
-        """One call of the attacker's, from its own host."""
-        args = [sys.executable, "-m", "nsmd.testing.peercall", self.evil_dir, method, url]
-        if body is not None:
-            args.append(json.dumps(body))
-        return json.loads(sh(*args, netns=self.evil_ns).stdout)
-
-    def request(self, *, aud: str = N2, first=None, caller_token=None, path_tail=(),
-                mechanism: Mechanism | None = None, endpoint: str = "far-1") -> dict:
-        """A Request as the attacker's own daemon would send it: path [client, evil]."""
-        now = time.time()
-        seg0 = tokens.sign(self.evil, EVIL, now, 600)[0] if first is None else first
-        seg1 = tokens.sign(self.evil, aud, now, 600)[0] if caller_token is None \
-            else caller_token
-        conn = Connection(id="evil-seg", network_service="remote-svc",
-                          network_service_endpoint_name=endpoint,
-                          path=Path(index=1, path_segments=[
-                              PathSegment(name="nsc@evil", id="evil-client", token=seg0),
-                              PathSegment(name="evil", id="evil-seg", token=seg1),
-                              *path_tail]))
-        mech = mechanism or Mechanism(cls="REMOTE", type="NSMD_UDP", parameters={
-            "src_ip": IP_EVIL, "src_port": "51820", "src_index": "256",
-            "src_public_key": Ephemeral().public_b64, "key_context": "evil-client"})
-        return to_wire(NetworkServiceRequest(connection=conn, mechanism_preferences=[mech]))
-
-    def footprint(self) -> dict:
-        """What an attack must not change: connections, registry, interfaces."""
-        return {
-            "far_conns": sorted(c["id"] for c in self.far.cli_json("get", "connections")),
-            "near_conns": sorted(c["id"] for c in self.near.cli_json("get", "connections")),
-            "services": self.near.cli_json("get", "services"),
-            "endpoints": sorted((e["name"], e["url"]) for e in
-                                self.near.cli_json("get", "endpoints")),
-            "links": {ns: _links(ns) for ns in (self.nse_ns, self.n1_ns, self.n2_ns)},
-        }
-
-
-def _links(ns: str) -> list[str]:
-    return sorted(line.split(":")[1].strip() for line in
-                  sh("ip", "-o", "link", netns=ns).stdout.splitlines())
-
-
-def refused(result: dict, policy: str) -> None:
-    assert result["status"] == 403, result
-    assert result["body"]["policy"] == policy, result
-    assert f"denied by policy {policy}" in result["body"]["error"], result
 
 
 @pytest.fixture
@@ -273,58 +201,6 @@ default:
                 1).returncode == 0
 
 
-def _as_user(uid: int, gid: int, sock_path: str, method: str, path: str,
-             body: dict | None = None) -> tuple[int, dict]:
-    """One API call from a process running as uid/gid (forked, no exec: the venv need not
-    be readable by that user)."""
-    data = json.dumps(body).encode() if body is not None else b""
-    request = (f"{method} {path} HTTP/1.1\r\nHost: nsmd\r\nConnection: close\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-               ).encode() + data
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop privileges, call, report, exit at once
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(30)
-                s.connect(sock_path)
-                s.sendall(request)
-                reply = b""
-                while chunk := s.recv(65536):
-                    reply += chunk
-            os.write(write_end, reply)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    reply = b""
-    while chunk := os.read(read_end, 65536):
-        reply += chunk
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    head, _, payload = reply.partition(b"\r\n\r\n")
-    status = int(head.split()[1])
-    if b"chunked" in head.lower():
-        payload = _unchunk(payload)
-    return status, json.loads(payload)
-
-
-def _unchunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size, _, rest = data.partition(b"\r\n")
-        n = int(size, 16)
-        if n == 0:
-            break
-        out, data = out + rest[:n], rest[n + 2:]
-    return out
-
-
 def test_local_callers_are_told_apart_by_uid_and_group(netns, daemon, tmp_path):
     nobody = 65534
     policy = tmp_path / "policy.yaml"
@@ -350,60 +226,36 @@ default:
             endpoint_manifest("e-shared", "shared", nse_ns, "169.254.10.0/24"),
             endpoint_manifest("e-private", "private", nse_ns, "169.254.20.0/24")]))
         # a member of the API group: allowed on `shared` by its group, nothing else
-        status, denied = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
+        status, denied = as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
                                   {"network_service": "private", "netns": app_ns})
         assert status == 403 and denied["policy"] == "default", denied
         for elsewhere in ("", "/proc/1/ns/net"):  # the host's own namespace: not for users
-            status, denied = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
+            status, denied = as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
                                       {"network_service": "shared", "netns": elsewhere})
             assert status == 403 and denied["policy"] == "local_namespaces", denied
-        status, mine = _as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
+        status, mine = as_user(nobody, nobody, sock_path, "POST", "/v1/connections",
                                 {"network_service": "shared", "netns": app_ns})
         assert status == 201, mine
-        status, denied = _as_user(nobody, nobody, sock_path, "POST", "/v1/apply", {
+        status, denied = as_user(nobody, nobody, sock_path, "POST", "/v1/apply", {
             "documents": [{"apiVersion": "networkservicemesh.io/v1", "kind": "NetworkService",
                            "metadata": {"name": "shared"}, "spec": {"payload": "IP"}}]})
         assert status == 403 and denied["policy"] == "services[0]", denied
         # root's vWire is not the group member's to close; its own is
         roots = d.cli_json("connect", "private", "--netns", app_ns)
-        status, denied = _as_user(nobody, nobody, sock_path, "DELETE",
+        status, denied = as_user(nobody, nobody, sock_path, "DELETE",
                                   f"/v1/connections/{roots['id']}")
         assert status == 403 and denied["policy"] == "close_by_owner", denied
-        status, _ = _as_user(nobody, nobody, sock_path, "DELETE",
+        status, _ = as_user(nobody, nobody, sock_path, "DELETE",
                              f"/v1/connections/{mine['id']}")
         assert status == 200
         assert [c["id"] for c in d.cli_json("get", "connections")] == [roots["id"]]
         # someone outside the group does not get through the socket at all
         with pytest.raises(PermissionError):
-            _connect_as(4242, 4242, sock_path)
+            connect_as(4242, 4242, sock_path)
     finally:
         for name in os.listdir(run_dir):
             os.unlink(os.path.join(run_dir, name))
         os.rmdir(run_dir)
-
-
-def _connect_as(uid: int, gid: int, sock_path: str) -> None:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        errno_seen = 0
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.connect(sock_path)
-        except OSError as err:
-            errno_seen = err.errno or 0
-        finally:
-            os.write(write_end, str(errno_seen).encode())
-            os._exit(0)
-    os.close(write_end)
-    seen = int(os.read(read_end, 16) or b"0")
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    if seen:
-        raise PermissionError(seen, os.strerror(seen))
 
 
 def test_svid_renewal_and_ca_rotation_under_a_live_vwire_lose_nothing(netns, daemon,

@@ -116,6 +116,19 @@ async def test_a_chained_signed_path_from_its_signer_passes(bed):
     assert conn.path.path_segments[1].expires == exp
 
 
+async def test_a_caller_token_that_claims_to_last_for_ever_ends_with_our_lifetime(bed):
+    now = bed.clock.time()
+    svid = bed.svids[A]
+    for_ever = tokens.jwt.encode({"sub": A, "aud": B, "exp": 253402300799}, svid.key,
+                                 algorithm="ES256")   # 9999-12-31
+    conn = await call(bed, peer_request(bed, caller_token=for_ever), as_peer(svid))
+    assert conn.path.path_segments[1].expires == now + 600   # our token lifetime
+    # ... nor later than the certificate that signed it
+    bed.authorize.max_token_s = 10 * 365 * 86400
+    conn = await call(bed, peer_request(bed, caller_token=for_ever), as_peer(svid))
+    assert conn.path.path_segments[1].expires == svid.not_after.timestamp()
+
+
 async def test_forged_expired_unchained_wrong_audience_and_foreign_tokens(bed):
     now = bed.clock.time()
     a, evil = bed.svids[A], bed.svids[EVIL]

@@ -1,4 +1,8 @@
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nsmd.errors import NsmdError
 from nsmd.hosting import Hosting
@@ -59,6 +63,67 @@ def test_excluded_hosts_ranges_and_v6_are_each_avoided_and_bad_ones_named():
     with pytest.raises(ValueError, match="10.0.0.300"):
         pool.allocate(["10.0.0.300/32"])
     assert pool.is_free("10.0.0.8")  # the refused request took nothing
+
+
+class ReferencePool:
+    """Next fit read plainly: every address from the cursor on, once round (small pools)."""
+
+    def __init__(self, prefix: str):
+        self.hosts = list(ipaddress.ip_network(prefix).hosts())
+        self.used: set = set()
+        self.cursor = 0
+
+    def allocate(self, excluded: list[str]) -> str | None:
+        nets = [ipaddress.ip_network(e, strict=False) for e in excluded]
+        for step in range(len(self.hosts)):
+            i = (self.cursor + step) % len(self.hosts)
+            ip = self.hosts[i]
+            if ip not in self.used and not any(ip.version == n.version and ip in n
+                                               for n in nets):
+                self.used.add(ip)
+                self.cursor = i + 1
+                return str(ip)
+        return None
+
+
+prefixes = st.builds(lambda base, length: f"10.0.0.{base}/{length}",
+                     st.integers(0, 255), st.integers(24, 32)) | st.sampled_from(
+                         ["0.0.0.0/0", "fd00::/8", "10.0.0.0/8", "9.0.0.0/8"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.lists(prefixes, max_size=6)), max_size=40))
+def test_allocation_matches_a_plain_walk(steps):
+    pool, reference = Pool("10.0.0.0/27"), ReferencePool("10.0.0.0/27")
+    held: list[str] = []
+    for release, excluded in steps:
+        if release and held:
+            address = held.pop(0)
+            pool.release(address)
+            reference.used.discard(ipaddress.ip_address(address))
+            continue
+        excluded = [str(ipaddress.ip_network(e, strict=False)) for e in excluded]
+        expected = reference.allocate(excluded)
+        if expected is None:
+            with pytest.raises(NsmdError, match="exhausted"):
+                pool.allocate(excluded)
+        else:
+            assert pool.allocate(excluded) == expected
+            held.append(expected)
+
+
+def test_exclusions_wider_than_the_pool_cost_one_jump():
+    v6 = Pool("2001:db8::/64")
+    with pytest.raises(NsmdError, match="exhausted"):
+        v6.allocate(["::/0"])
+    assert v6.allocate(["2001:db8::/65"]) == "2001:db8:0:0:8000::"
+    big = Pool("100.64.0.0/10")
+    assert big.allocate(["100.64.0.0/11", "100.96.0.0/12", "100.112.0.0/13",
+                         "100.120.0.0/14", "100.124.0.0/15", "100.126.0.0/16",
+                         "100.127.0.0/17", "100.127.128.0/18",
+                         "100.127.192.0/19"]) == "100.127.224.0"
+    with pytest.raises(ValueError, match="at most 16384"):
+        big.allocate([f"100.64.{i // 256}.{i % 256}" for i in range(16385)])
 
 
 async def test_pairs_with_mutual_routes_distinct_per_connection(env, make_request):
