@@ -97,7 +97,8 @@ def chain_docs(gw_ns: str, fw_functions: list) -> dict[str, list]:
 
 
 def one_host(spaces: Namespaces, work: str, args) -> dict:
-    d = DaemonProc(os.path.join(work, "one"), "one")
+    d = DaemonProc(os.path.join(work, "one"), "one",
+                   env={"NSMD_CAPTURE_MAX_BYTES": "200000000"})
     os.makedirs(d.state_dir)
     d.start()
     try:
@@ -108,9 +109,8 @@ def one_host(spaces: Namespaces, work: str, args) -> dict:
             "firewall_100_rules": [{"name": "firewall", "config": {"rules": MANY_RULES}}],
             "nat": [{"name": "nat"}],
             "ratelimit": [{"name": "ratelimit", "config": {"bits_per_s": 10**12}}],
-            "capture": [{"name": "capture", "config": {
-                "path": os.path.join(work, "cap", "{connection}.pcap"),
-                "max_bytes": 200_000_000}}],
+            "capture": [{"name": "capture", "config": {   # in the daemon's capture dir
+                "path": "{connection}.pcap", "max_bytes": 200_000_000}}],
         }
         results = {}
         print("--- one host", flush=True)

@@ -17,6 +17,8 @@ import urllib.parse
 
 from cryptography import x509
 
+from nsmd.errors import PermissionDenied
+
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13; Python 3.11 lacks the name
 MAX_GROUPS = 256
 
@@ -101,3 +103,13 @@ def local_caller(transport) -> Caller:
     if sock is None or sock.family != socket.AF_UNIX:
         raise ValueError("not a unix socket connection")
     return unix_caller(sock)
+
+
+def check_local_netns(caller: Caller, netns: str, what: str) -> None:
+    """local_namespaces: a local user other than root puts `what` only into named network
+    namespaces (`ip netns`, which only root creates), never into the daemon's own
+    namespace or one reached by a path (/proc/1/ns/net)."""
+    if caller.kind == "local" and not caller.is_root and (not netns or "/" in netns):
+        where = repr(netns) if netns else "the daemon's own"
+        raise PermissionDenied("local_namespaces", f"{caller} may put {what} only into named "
+                               f"network namespaces (ip netns), not {where}")

@@ -62,6 +62,7 @@ class Config:
     rekey_after_s: float = defaults.REKEY_AFTER_S
     tunnel_aead: str = "auto"   # the tunnels' AEADs, preferred first (tunnel_keys.py)
     dns_upstream: str = ""      # IP[:PORT],... for names outside vL3 zones ("" = resolv.conf)
+    capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES  # the largest file a function writes
 
     def validate(self) -> Config:
         if not self.name:
@@ -97,6 +98,9 @@ class Config:
                                   "keys are refused 180 s after they were made)",
                                   self.rekey_after_s)
         parse_aeads(self.tunnel_aead, "tunnel-aead")
+        if self.capture_max_bytes < 124:
+            raise ValidationError("capture-max-bytes", "at least 124 bytes",
+                                  self.capture_max_bytes)
         if self.listen:
             listen_address(self.listen)
         dns_servers(self.dns_upstream)

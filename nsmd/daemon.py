@@ -34,6 +34,7 @@ from nsmd.identity.identity import Identity
 from nsmd.manager.build import Manager
 from nsmd.metrics import Metrics
 from nsmd.peer.client import PeerClient
+from nsmd.plugins.api import FunctionHost
 from nsmd.policy import Policy
 from nsmd.registry import Registry
 from nsmd.registry.etcd import EtcdRegistry, EtcdTls
@@ -93,7 +94,9 @@ class Daemon:
                                heal_detect_s=cfg.heal_detect_s,
                                rekey_after_s=cfg.rekey_after_s,
                                dns_upstream=upstream, foreign=self.foreign,
-                               registry_only=cfg.registry_only)
+                               registry_only=cfg.registry_only,
+                               function_host=FunctionHost(cfg.state_dir,
+                                                          cfg.capture_max_bytes))
         self.metrics.add_live_source(lambda: len(self.manager.server_begin),
                                      self.dataplane.totals)
         if not cfg.registry_only:  # a floating registry runs no data plane

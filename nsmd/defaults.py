@@ -12,3 +12,4 @@ KEEPALIVE_S = 1.0            # an idle tunnel sends a keepalive this often
 HEAL_DETECT_S = 3.0          # a dead data plane is found within this
 REKEY_AFTER_S = 120.0        # WireGuard's RekeyAfterTime
 CONNECT_TIMEOUT_S = 15.0     # a first request is retried this long (NSM_REQUEST_TIMEOUT)
+CAPTURE_MAX_BYTES = 100_000_000  # the largest file a function (capture) writes

@@ -24,12 +24,17 @@ Everything here runs on the daemon's event loop, never per packet (docs/plugins.
   both directions of that vWire; None if the function never touches packets.
 - VWireFunction.flush() runs every FLUSH_INTERVAL_S for slow-path work (the capture
   writing its ring to disk); stats() gives counters; close() ends it with its vWire.
+- host: what the daemon lends a function (a FunctionHost), set before the first attach:
+  a directory of its own for files (`files_dir(name)`) and the operator's size limit on
+  any one file. A function writes nowhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
+import os
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol
 
@@ -55,11 +60,24 @@ class VWireFunction(Protocol):
     def close(self) -> None: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class FunctionHost:
+    """What the daemon lends its functions: its state directory, in which each function may
+    keep files in a directory named after it, and the largest file it may write there."""
+
+    state_dir: str
+    max_file_bytes: int
+
+    def files_dir(self, function: str) -> str:
+        return os.path.join(self.state_dir, function)
+
+
 class Function:
     """Base of network service functions; one instance per endpoint and `functions` entry."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]  # a dataclass of the config's fields (nsmd.model.codec.field)
+    host: FunctionHost | None = None  # set by the daemon before the first attach
 
     def __init__(self, config: Any, where: str):
         self.config = config

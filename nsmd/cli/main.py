@@ -35,7 +35,9 @@ TUNING = (
     f"tunnels), heal-detect-s ({defaults.HEAL_DETECT_S:g}: a dead data plane is found within "
     f"this and healed within 1 s after), rekey-after-s ({defaults.REKEY_AFTER_S:g}), "
     "tunnel-aead (auto: aes-256-gcm first where the CPU has AES instructions, else "
-    "chacha20-poly1305; or either or both, comma-separated, preferred first).")
+    "chacha20-poly1305; or either or both, comma-separated, preferred first), "
+    f"capture-max-bytes ({defaults.CAPTURE_MAX_BYTES}: the largest file a function such as "
+    "capture writes, in <state-dir>/capture).")
 
 
 def build_parser() -> Parser:

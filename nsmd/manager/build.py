@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 
 from nsmd import defaults
-from nsmd.caller import CALLER, DAEMON, Caller
+from nsmd.caller import CALLER, DAEMON, Caller, check_local_netns
 from nsmd.clock import Clock, sleep
 from nsmd.dataplane import Dataplane
 from nsmd.errors import DataplaneError, NotFound, NsmdError, PermissionDenied, SelectionError
@@ -68,6 +68,7 @@ from nsmd.model import (
     State,
 )
 from nsmd.peer.client import PeerClient
+from nsmd.plugins.api import FunctionHost
 from nsmd.policy import Policy
 from nsmd.registry import RegistryView
 from nsmd.registry.foreign import ForeignRegistries
@@ -89,7 +90,8 @@ class Manager:
                  heal_detect_s: float = defaults.HEAL_DETECT_S,
                  rekey_after_s: float = defaults.REKEY_AFTER_S,
                  dns_upstream: list[tuple[str, int]] | None = None,
-                 foreign: ForeignRegistries | None = None, registry_only: bool = False):
+                 foreign: ForeignRegistries | None = None, registry_only: bool = False,
+                 function_host: FunctionHost | None = None):
         self.name = name
         self.clock = clock
         self.registry = registry
@@ -105,7 +107,7 @@ class Manager:
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
         self.vl3_ipam = Vl3Ipam(hosting, registry, db, self.own_id)
-        self.functions = Functions(hosting, dataplane, clock)
+        self.functions = Functions(hosting, dataplane, clock, function_host)
         self.supplies = Supplies(hosting, db, clock, name, self.server_begin.each)
         self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon,
                                        self.supplies)
@@ -234,10 +236,7 @@ class Manager:
             raise DataplaneError("this daemon runs --registry-only: it holds services and "
                                  "endpoints but makes no vWires")
         self.policy.check("request", service, caller)
-        if caller.kind == "local" and not caller.is_root and (not netns or "/" in netns):
-            where = repr(netns) if netns else "the daemon's own"
-            raise PermissionDenied("local_namespaces", f"{caller} may put interfaces only "
-                                   f"into named network namespaces (ip netns), not {where}")
+        check_local_netns(caller, netns, "interfaces")
         conn_id = str(uuid.uuid4())
         labels = {NODE_LABEL: self.name, **labels}  # NSM's clientinfo (the client may say)
         conn = Connection(

@@ -20,14 +20,22 @@ from nsmd.hosting import Hosting
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, NetworkServiceRequest
 from nsmd.model.endpoint_spec import EndpointSpec
-from nsmd.plugins.api import FLUSH_INTERVAL_S, Function, VWireFunction, parse_functions
+from nsmd.plugins.api import (
+    FLUSH_INTERVAL_S,
+    Function,
+    FunctionHost,
+    VWireFunction,
+    parse_functions,
+)
 
 log = logging.getLogger("nsmd.manager.functions")
 
 
 class Functions(Element):
-    def __init__(self, hosting: Hosting, dataplane: Dataplane, clock: Clock):
+    def __init__(self, hosting: Hosting, dataplane: Dataplane, clock: Clock,
+                 host: FunctionHost | None = None):
         self.hosting = hosting
+        self.host = host
         self.dataplane = dataplane
         self.clock = clock
         self._parsed: dict[str, tuple[EndpointSpec, list[Function]]] = {}
@@ -63,6 +71,8 @@ class Functions(Element):
         if cached is None or cached[0] is not spec:
             cached = (spec, parse_functions(spec.functions,
                                             f"endpoint {endpoint!r}: spec.nsmd."))
+            for function in cached[1]:
+                function.host = self.host
             self._parsed[endpoint] = cached
         return cached[1]
 

@@ -2,7 +2,9 @@
 services and endpoints looked up.
 
 Every service a manifest names is checked against the policy ("register") before
-anything is written: all of it is allowed, or nothing changes. An endpoint's record may
+anything is written, and an endpoint a local user other than root hosts must keep its
+interfaces in named namespaces and supply nothing (local_namespaces): all of it is
+allowed, or nothing changes. An endpoint's record may
 be replaced only by the daemon hosting it; deleting an endpoint closes its vWires first
 (their clients heal elsewhere).
 """
@@ -14,11 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from nsmd import netns
-from nsmd.caller import DAEMON, Caller
+from nsmd.caller import DAEMON, Caller, check_local_netns
 from nsmd.errors import Conflict, NotFound, PermissionDenied
 from nsmd.hosting import Hosting
 from nsmd.manifest import Resource, to_manifest
 from nsmd.model import NetworkService, NetworkServiceEndpoint
+from nsmd.model.endpoint_spec import EndpointSpec
 from nsmd.policy import Policy
 from nsmd.registry import RegistryView
 from nsmd.vl3 import router
@@ -55,6 +58,8 @@ class Manifests:
                 res.endpoint.network_service_names if res.endpoint else [])
             for service in services:
                 self.policy.check("register", service, caller)
+            if res.spec is not None:
+                _check_local_endpoint(res.spec, caller)
         results = []
         for res in resources:
             if res.service is not None:
@@ -103,3 +108,18 @@ class Manifests:
             await router.remove(spec.netns, name)
         log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)
         return nse or NetworkServiceEndpoint(name=name)
+
+
+def _check_local_endpoint(spec: EndpointSpec, caller: Caller) -> None:
+    """What a local user other than root may host: interfaces in named namespaces only
+    (the vL3 router's too, if it names one), and no supplier (it creates namespaces)."""
+    if caller.kind != "local" or caller.is_root:
+        return
+    if spec.supplier is not None:
+        raise PermissionDenied("local_namespaces", f"{caller} may not host a supplier: "
+                               "supplied endpoints create namespaces (root only)")
+    if spec.vl3 is not None:
+        if spec.netns:
+            check_local_netns(caller, spec.netns, "a vL3 router")
+    elif not spec.builds_no_device:
+        check_local_netns(caller, spec.netns, "an endpoint's interfaces")

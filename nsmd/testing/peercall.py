@@ -1,7 +1,7 @@
 """Calls a daemon's peer API with any SVID, as another daemon (or an attacker holding an
 SVID of the trust domain) would: `python -m nsmd.testing.peercall IDENTITY_DIR METHOD URL
-[JSON_BODY]` prints {"status": ..., "body": ..., "seconds": the time to the answer}. For tests; run it inside a namespace to
-call from that host's address."""
+[JSON_BODY]` prints {"status": ..., "body": ..., "seconds": the time to the answer}. For
+tests; run it inside a namespace to call from that host's address."""
 
 from __future__ import annotations
 

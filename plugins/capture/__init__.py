@@ -1,18 +1,23 @@
 """capture: a size-bounded pcap file per vWire (stage.pyx copies packets into a ring; the
 file is written on the slow path, every flush).
 
-    config: {path: /var/lib/nsmd/capture/{endpoint}-{connection}.pcap, max_bytes: 10000000}
+    config: {path: "{endpoint}-{connection}.pcap", max_bytes: 10000000}
 
-`{connection}` (the vWire's id, first 8 characters) and `{endpoint}` are filled in; a
-path without `{connection}` gets `-{connection}` before its extension, so each vWire has
-its own file. Files are pcap (LINKTYPE_RAW: IP packets), 0600; once a file reaches
-max_bytes, its vWire is captured no more. Both directions go to the same file.
+Files go to the daemon's capture directory (`<state-dir>/capture`, 0700) and nowhere
+else: `path` is a file name, in which `{connection}` (the vWire's id, first 8 characters)
+and `{endpoint}` are filled in (nothing else is: it is not a format string); a name without
+`{connection}` gets `-{connection}` before its extension, so each vWire has its own file.
+A file is created anew (never through a link, never an existing file's contents kept),
+pcap (LINKTYPE_RAW: IP packets), 0600; once it reaches max_bytes, or the daemon's
+`capture-max-bytes` if that is less, its vWire is captured no more. Both directions go to
+the same file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import struct
 import time
 from typing import Any
@@ -21,11 +26,14 @@ from nsmd.errors import ValidationError
 from nsmd.model import Connection
 from nsmd.plugins.api import Function, VWireFunction
 
-DEFAULT_PATH = "/var/lib/nsmd/capture/{endpoint}-{connection}.pcap"
+DEFAULT_PATH = "{endpoint}-{connection}.pcap"
 RING_BYTES = 4 << 20
 LINKTYPE_RAW = 101
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW)
 RECORD = struct.Struct("<IIII")
+# a file name: letters, digits, . _ - @, and the two fields; never a leading dot
+NAME = re.compile(r"(?!\.)(?:[A-Za-z0-9._@-]|\{endpoint\}|\{connection\})+\.pcap")
+UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
 @dataclasses.dataclass
@@ -40,23 +48,29 @@ class Capture(Function):
 
     def check(self) -> None:
         cfg = self.config
-        if not os.path.isabs(cfg.path) or not cfg.path.endswith(".pcap"):
-            raise ValidationError(f"{self.where}.config.path", "an absolute path ending in "
-                                  ".pcap", cfg.path)
+        if not NAME.fullmatch(cfg.path):
+            raise ValidationError(f"{self.where}.config.path", "a file name ending in .pcap "
+                                  "(letters, digits, ._@-, {endpoint}, {connection}); "
+                                  "captures go to the daemon's capture directory", cfg.path)
         if cfg.max_bytes < len(PCAP_HEADER) + 100:
             raise ValidationError(f"{self.where}.config.max_bytes", "at least 124 bytes",
                                   cfg.max_bytes)
 
-    def path_for(self, conn: Connection) -> str:
-        path = self.config.path
-        if "{connection}" not in path:
-            path = path[:-len(".pcap")] + "-{connection}.pcap"
-        return path.format(connection=conn.id[:8], endpoint=conn.network_service_endpoint_name)
+    def file_name(self, conn: Connection) -> str:
+        name = self.config.path
+        if "{connection}" not in name:
+            name = name[:-len(".pcap")] + "-{connection}.pcap"
+        fields = {"{connection}": conn.id[:8], "{endpoint}": conn.network_service_endpoint_name}
+        return re.sub(r"\{(?:connection|endpoint)\}",
+                      lambda m: UNSAFE.sub("_", fields[m.group(0)]), name)
 
     def attach(self, conn: Connection) -> VWireFunction:
         from nsmd.plugins.capture.stage import CaptureStage
 
-        writer = PcapWriter(self.path_for(conn), self.config.max_bytes)
+        if self.host is None:
+            raise RuntimeError("capture: no FunctionHost set (the daemon sets one)")
+        writer = PcapWriter(self.host.files_dir(self.name), self.file_name(conn),
+                            min(self.config.max_bytes, self.host.max_file_bytes))
         stage = CaptureStage(RING_BYTES, writer)
         return stage
 
@@ -65,11 +79,23 @@ class Capture(Function):
 
 
 class PcapWriter:
-    """Appends pcap records to one file until it holds max_bytes (then says so)."""
+    """Appends pcap records to one new file in `directory` until it holds max_bytes (then
+    says so). Neither the directory nor the file is reached through a symbolic link; an
+    earlier file of that name (this vWire's, before a restart) is unlinked, not reused."""
 
-    def __init__(self, path: str, max_bytes: int):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    def __init__(self, directory: str, name: str, max_bytes: int):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            self.fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        path = os.path.join(directory, name)
         os.write(self.fd, PCAP_HEADER)
         self.written = len(PCAP_HEADER)
         self.max_bytes = max_bytes

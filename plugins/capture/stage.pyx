@@ -85,7 +85,7 @@ cdef class CaptureStage:
 
     cdef Stage stage
     cdef Ring ring
-    cdef object writer
+    cdef readonly object writer   # the PcapWriter (or any callable) it hands packets to
 
     def __cinit__(self, uint64_t ring_bytes, writer):
         if ring_bytes & (ring_bytes - 1) or ring_bytes < 4096:

@@ -4,6 +4,7 @@ namespaces, on one host and across hosts."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -125,8 +126,8 @@ def test_nat_and_capture_on_one_vwire(netns, daemon, tmp_path):
     the client's vWire address; the capture after the NAT sees the translated packets."""
     d = daemon("n1")
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
-    pcap = str(tmp_path / "cap.pcap")
-    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" + CHAIN % (nse_ns, pcap))
+    d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" + CHAIN % (nse_ns,
+                                                                               "cap.pcap"))
     conn = d.cli_json("connect", "svc", "--netns", nsc_ns)
     ipc = conn["context"]["ip_context"]
     target, mine = host(ipc["dst_ip_addrs"][0]), host(ipc["src_ip_addrs"][0])
@@ -148,7 +149,8 @@ def test_nat_and_capture_on_one_vwire(netns, daemon, tmp_path):
         server.kill()
     assert seen_by_server == mine                   # the endpoint saw the vWire address
     assert reply.stdout.strip() == mine, reply.stderr   # and the answer found its way back
-    capture_file = pcap.replace(".pcap", f"-{conn['path']['path_segments'][-1]['id'][:8]}.pcap")
+    capture_file = os.path.join(d.state_dir, "capture",
+                                f"cap-{conn['path']['path_segments'][-1]['id'][:8]}.pcap")
     wait_until(lambda: b"hello" in open(capture_file, "rb").read(), timeout=3)
     out = sh("tcpdump", "-n", "-r", capture_file).stdout
     assert f"{mine}." in out and f"> {target}.5300: UDP" in out and "100.64.77.5" not in out

@@ -45,14 +45,14 @@ def test_a_plugin_package_runs_its_own_cython_stage(installed_plugin, netns, dae
     d = daemon("n1")
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
     bad = d.cli("apply", "-f", "-", check=False, stdin=service_manifest("svc") + "---" +
-                MARKED % (nse_ns, 99, tmp_path / "c.pcap"))
+                MARKED % (nse_ns, 99, "c.pcap"))
     assert bad.returncode == 1 and "functions[0].config.dscp: expected a DSCP" in bad.stderr
     d.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
-          MARKED % (nse_ns, 46, tmp_path / "c.pcap"))
+          MARKED % (nse_ns, 46, "c.pcap"))
     conn = d.cli_json("connect", "svc", "--netns", nsc_ns)
     assert ping(nsc_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]), 3).returncode == 0
     segment = conn["path"]["path_segments"][-1]["id"]
-    pcap = tmp_path / f"c-{segment[:8]}.pcap"
+    pcap = Path(d.state_dir) / "capture" / f"c-{segment[:8]}.pcap"
     wait_until(lambda: pcap.exists() and pcap.stat().st_size > 200, timeout=3)
     shown = sh("tcpdump", "-n", "-v", "-r", str(pcap)).stdout
     requests = [line for line in shown.splitlines() if "tos" in line]

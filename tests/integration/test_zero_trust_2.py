@@ -6,12 +6,23 @@ the legitimate vWire alongside loses nothing. docs/security.md lists each one.""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 import subprocess
+import tempfile
 import time
 
 from nsmd.identity import tokens
-from nsmd.testing.attacker import EVIL, IP2, N2, Bed
-from nsmd.testing.sandbox import endpoint_manifest, host, ping_report
+from nsmd.testing.attacker import EVIL, IP2, N2, Bed, as_user
+from nsmd.testing.sandbox import (
+    endpoint_manifest,
+    host,
+    ping,
+    ping_report,
+    service_manifest,
+    sh,
+    wait_until,
+)
 
 FAR = f"https://{IP2}:7000"
 
@@ -67,3 +78,75 @@ def test_a_caller_token_for_ever_ends_with_the_servers_lifetime(netns, daemon, t
     ends = dt.datetime.fromisoformat(caller_segment["expires"]).timestamp()
     assert ends <= min(now + 600 + 5, bed.evil.not_after.timestamp()), caller_segment
     bed.attack("POST", f"{FAR}/v1/peer/close", result["body"])
+
+
+def endpoint_doc(name: str, nsmd: dict) -> dict:
+    return {"apiVersion": "networkservicemesh.io/v1", "kind": "NetworkServiceEndpoint",
+            "metadata": {"name": name},
+            "spec": {"network_service_names": ["shared"], "nsmd": nsmd}}
+
+
+def test_a_local_api_group_member_hosts_endpoints_only_in_named_namespaces(netns, daemon,
+                                                                           tmp_path):
+    """Finding 3: `--api-group` members could apply endpoint manifests with interfaces in
+    the daemon's own namespace or /proc/1/ns/net, and a capture path through a link of
+    theirs made root truncate and write any file."""
+    nobody = 65534
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+services:
+  - name: shared
+    request: ["unix:gid={nobody}", "unix:uid=0"]
+    register: ["unix:gid={nobody}", "unix:uid=0"]
+""")
+    run_dir = tempfile.mkdtemp(prefix="nsmdt-run-")
+    os.chmod(run_dir, 0o755)
+    sock = os.path.join(run_dir, "api.sock")
+    victim = tmp_path / "root-only"
+    victim.write_bytes(b"root's")
+    victim.chmod(0o600)
+    try:
+        d = daemon("n1", args=("--policy", str(policy), "--api-group", str(nobody)),
+                   socket=sock)
+        d.cli("apply", "-f", "-", stdin=service_manifest("shared"))
+        nse_ns, app_ns = netns("nse"), netns("app")
+        before = (d.cli_json("get", "endpoints"), sh("ip", "-o", "link").stdout)
+
+        def apply_as_nobody(*docs):
+            return as_user(nobody, nobody, sock, "POST", "/v1/apply", {"documents": list(docs)})
+
+        ipam = {"prefix": "169.254.30.0/24"}
+        for where in ("", "/proc/1/ns/net"):
+            status, body = apply_as_nobody(endpoint_doc("e-x", {"netns": where, "ipam": ipam}))
+            assert status == 403 and body["policy"] == "local_namespaces", body
+        status, body = apply_as_nobody(endpoint_doc("e-x", {"supplier": {"ipam": ipam}}))
+        assert status == 403 and body["policy"] == "local_namespaces", body
+        # all or nothing: a good endpoint beside a bad one is not applied either
+        status, body = apply_as_nobody(endpoint_doc("e-ok", {"netns": nse_ns, "ipam": ipam}),
+                                       endpoint_doc("e-x", {"netns": "", "ipam": ipam}))
+        assert status == 403 and body["policy"] == "local_namespaces", body
+        link = os.path.join(run_dir, "link.pcap")   # a link of the user's to root's file
+        os.symlink(victim, link)
+        status, body = apply_as_nobody(endpoint_doc("e-x", {
+            "netns": nse_ns, "ipam": ipam,
+            "functions": [{"name": "capture", "config": {"path": link}}]}))
+        assert status == 400 and body["field"].endswith("functions[0].config.path"), body
+        assert (d.cli_json("get", "endpoints"), sh("ip", "-o", "link").stdout) == before
+
+        # what the member may do: an endpoint in a named namespace, capturing to its file
+        status, body = apply_as_nobody(endpoint_doc("e-ok", {
+            "netns": nse_ns, "ipam": ipam,
+            "functions": [{"name": "capture", "config": {"path": "mine.pcap",
+                                                         "max_bytes": 10**9}}]}))
+        assert status == 200, body
+        status, conn = as_user(nobody, nobody, sock, "POST", "/v1/connections",
+                               {"network_service": "shared", "netns": app_ns})
+        assert status == 201, conn
+        assert ping(app_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
+                    2).returncode == 0
+        seg = conn["path"]["path_segments"][-1]["id"][:8]
+        pcap = os.path.join(d.state_dir, "capture", f"mine-{seg}.pcap")
+        wait_until(lambda: os.path.exists(pcap) and os.path.getsize(pcap) > 100, timeout=3)
+        assert victim.read_bytes() == b"root's"
+    finally:
+        shutil.rmtree(run_dir)

@@ -9,20 +9,24 @@ import time
 
 import pytest
 
+from nsmd.errors import ValidationError
 from nsmd.model import Connection, ConnectionContext, IPContext
-from nsmd.plugins.api import parse_function
+from nsmd.plugins.api import FunctionHost, parse_function
 from nsmd.testing.packets import addresses, arrives, checksums_ok, ipv4_flow
 from nsmd.testing.sandbox import wait_briefly
 
 CLIENT, ENDPOINT, LAN = "169.254.1.1", "169.254.1.2", "100.64.77.5"
 
 
-def attach(name: str, config: dict, conn: Connection | None = None):
+def attach(name: str, config: dict, conn: Connection | None = None,
+           host: FunctionHost | None = None):
     conn = conn or Connection(id="c0ffee00-0000", network_service_endpoint_name="e1",
                               context=ConnectionContext(ip_context=IPContext(
                                   src_ip_addrs=[f"{CLIENT}/32"],
                                   dst_ip_addrs=[f"{ENDPOINT}/32"])))
-    return parse_function(name, config, "functions[0]").attach(conn)
+    function = parse_function(name, config, "functions[0]")
+    function.host = host
+    return function.attach(conn)
 
 
 def install(wire, part):
@@ -100,15 +104,15 @@ def test_the_rate_limiter_needs_a_limit():
 
 def test_capture_writes_a_bounded_pcap_that_tcpdump_reads(wire, tmp_path):
     _, _, client, endpoint = wire
-    path = str(tmp_path / "cap" / "{endpoint}.pcap")
-    capture = attach("capture", {"path": path, "max_bytes": 2000})
+    capture = attach("capture", {"path": "{endpoint}.pcap", "max_bytes": 2000},
+                     host=FunctionHost(str(tmp_path), 10**6))
     install(wire, capture)
     for i in range(30):
         assert arrives(client, endpoint, ipv4_flow("udp", CLIENT, ENDPOINT, 1000 + i, 5300,
                                                    payload=b"z" * 60))
     capture.flush()
     capture.close()
-    written = tmp_path / "cap" / "e1-c0ffee00.pcap"
+    written = tmp_path / "capture" / "e1-c0ffee00.pcap"
     assert 0 < written.stat().st_size <= 2000
     assert oct(written.stat().st_mode & 0o777) == "0o600"
     out = subprocess.run(["tcpdump", "-n", "-r", str(written)], capture_output=True, text=True)
@@ -116,3 +120,34 @@ def test_capture_writes_a_bounded_pcap_that_tcpdump_reads(wire, tmp_path):
     assert out.returncode == 0 and 10 <= len(lines) < 30, out.stderr
     assert f"{CLIENT}.1000 > {ENDPOINT}.5300: UDP, length 60" in lines[0], lines[0]
     assert wait_briefly(lambda: capture.stats()["stopped"] == 1)
+
+
+@pytest.mark.parametrize("path", ["/etc/shadow.pcap", "../up.pcap", "a/b.pcap", ".hidden.pcap",
+                                  "{connection.__class__}.pcap", "{0}.pcap", "cap.txt", ""])
+def test_capture_takes_a_file_name_only(path):
+    with pytest.raises(ValidationError, match=r"functions\[0\]\.config\.path"):
+        parse_function("capture", {"path": path}, "functions[0]")
+
+
+def test_capture_files_stay_in_the_capture_directory_and_within_the_daemons_limit(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"root's file")
+    host = FunctionHost(str(tmp_path / "state"), 500)
+    (tmp_path / "state" / "capture").mkdir(parents=True)
+    planted = tmp_path / "state" / "capture" / "e1-c0ffee00.pcap"
+    planted.symlink_to(victim)                      # a link where the file will go
+    conn = Connection(id="c0ffee00-0000", network_service_endpoint_name="../../e1")
+    part = attach("capture", {"path": "{endpoint}-{connection}.pcap", "max_bytes": 10**6},
+                  conn, host)
+    part.close()
+    assert victim.read_bytes() == b"root's file"    # unlinked, not followed
+    written = tmp_path / "state" / "capture" / ".._.._e1-c0ffee00.pcap"
+    assert written.exists() and not written.is_symlink()
+    part = attach("capture", {"max_bytes": 10**6}, host=host)
+    assert part.writer.max_bytes == 500             # the daemon's limit wins
+    part.close()
+    # the directory itself may not be a link either
+    (tmp_path / "state" / "capture").rename(tmp_path / "elsewhere")
+    (tmp_path / "state" / "capture").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        attach("capture", {}, host=host)
