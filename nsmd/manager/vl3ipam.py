@@ -80,7 +80,8 @@ class Vl3Ipam(LeasingElement):
         ipc = conn.context.ip_context
         peer = conn.labels.get(subnets.PEER_LABEL, "")
         if peer:
-            theirs = self._peer_subnet(peer, conn.network_service, spec.vl3.prefix)
+            theirs = self._peer_subnet(peer, conn.network_service, spec.vl3.prefix,
+                                       spec.vl3.subnet_prefix_len, endpoint, subnet)
             their_router = subnets.router_address(theirs)
             ipc.src_ip_addrs = [f"{their_router}/{bits}"]
             ipc.dst_ip_addrs = [f"{router}/{bits}"]
@@ -115,12 +116,22 @@ class Vl3Ipam(LeasingElement):
         found = self.names.get(endpoint)
         return set(found.get(name, ())) if found else set()
 
-    def _peer_subnet(self, peer: str, service: str, prefix: str) -> str:
+    def _peer_subnet(self, peer: str, service: str, prefix: str, length: int, ours: str,
+                     mine: str) -> str:
+        """The subnet a mesh peer routes to us: its own registered claim for the service,
+        a /length of the prefix, overlapping neither ours nor any other endpoint's."""
         nse = self.registry.endpoints.get(peer)
         theirs = subnets.subnet_of(nse, service) if nse is not None else ""
-        if not theirs or not subnets.fits(theirs, prefix, subnets.length(theirs)):
+        if not subnets.fits(theirs, prefix, length):
             raise PermissionDenied("vl3_peer", f"{peer!r} is no registered vL3 endpoint of "
-                                   f"{service!r} holding a subnet of {prefix}")
+                                   f"{service!r} holding a /{length} subnet of {prefix}")
+        held = [(ours, mine)] + [(o.name, subnets.subnet_of(o, service))
+                                 for o in self.registry.endpoints_of(service)
+                                 if o.name not in (peer, ours)]
+        for name, subnet in held:
+            if subnet and subnets.overlaps(theirs, subnet):
+                raise PermissionDenied("vl3_peer", f"{peer!r}'s subnet {theirs} overlaps "
+                                       f"{subnet} of endpoint {name!r}")
         caller = tunnel_peer(CALLER.get())
         asking = caller.spiffe_id if caller is not None else self.own_id()
         assert nse is not None

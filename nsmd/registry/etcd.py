@@ -231,8 +231,7 @@ class EtcdRegistry(RegistryView):
         if nse.expiration_time and nse.expiration_time <= now:
             raise ValidationError("expiration_time", "a time in the future", nse.expiration_time)
         key = ENDPOINTS + nse.name.encode()
-        for service in nse.network_service_names:
-            subnets.check_unique(nse, self.endpoints_of(service), service)
+        subnets.check_claims(nse, self.endpoints_of)
         for _ in range(TXN_TRIES):
             if not self.lease:
                 raise RegistryUnavailable(f"registry {self.url}: no etcd lease yet")

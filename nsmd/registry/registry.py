@@ -75,8 +75,7 @@ class Registry(RegistryView):
         old = self.endpoints.get(nse.name)
         nse.path_ids = check_owner(old.path_ids if old else None, owner,
                                    f"network service endpoint {nse.name!r}", self.self_id)
-        for service in nse.network_service_names:
-            subnets.check_unique(nse, self.endpoints_of(service), service)
+        subnets.check_claims(nse, self.endpoints_of)
         now = self.clock.time()
         expires = now + self.nse_expiry_s
         if nse.expiration_time:

@@ -47,3 +47,23 @@ async def test_a_device_comes_up_addressed_and_routed_and_errors_carry_errno(net
         assert ip_json(ns, "link", "show", name)[0]["mtu"] == 1300
     finally:
         await namespaces.run_in(ns, tundev.remove, fds)
+
+
+async def test_a_route_another_device_holds_is_never_taken(netns):
+    """Routes are exclusive: a second device asking for the first one's prefix gets EEXIST
+    and the route stays where it was (a vL3 peer's claim on a victim's /32, say)."""
+    ns = netns("rtx")
+    first, name1 = await namespaces.run_in(ns, tundev.create, tundev.InterfaceConfig(
+        name="own0", addresses=["100.64.7.1/32"], routes=["100.64.7.9/32"], mtu=1500), True)
+    second, name2 = await namespaces.run_in(ns, tundev.create, tundev.InterfaceConfig(
+        name="thief0", addresses=["100.64.7.2/32"], routes=[], mtu=1500), True)
+    try:
+        with pytest.raises(OSError) as taken:
+            await namespaces.run_in(ns, configure, name2, 1500, ["100.64.7.2/32"],
+                                    ["100.64.7.9/32"])
+        assert taken.value.errno == 17  # EEXIST
+        (route,) = ip_json(ns, "route", "show", "100.64.7.9/32")
+        assert route["dev"] == name1
+    finally:
+        for fds in (first, second):
+            await namespaces.run_in(ns, tundev.remove, fds)

@@ -13,14 +13,16 @@ import tempfile
 import time
 
 from nsmd.identity import tokens
-from nsmd.testing.attacker import EVIL, IP2, N2, Bed, as_user
+from nsmd.testing.attacker import EVIL, IP1, IP2, IP_EVIL, N2, Bed, as_user, refused
 from nsmd.testing.sandbox import (
+    VL3_SERVICE,
     endpoint_manifest,
     host,
     ping,
     ping_report,
     service_manifest,
     sh,
+    vl3_endpoint_manifest,
     wait_until,
 )
 
@@ -150,3 +152,47 @@ services:
         assert victim.read_bytes() == b"root's"
     finally:
         shutil.rmtree(run_dir)
+
+
+def test_a_vl3_peer_routes_only_its_own_registered_subnet(netns, daemon, tmp_path):
+    """Finding 1: an endpoint registered for a decoy service, with a vl3Subnet label of
+    the vL3 service naming a victim client's /32, could ask a real vL3 endpoint for a mesh
+    vWire: the claim was read without checking the endpoint offers the service, any prefix
+    length was taken, and the route replaced the victim's."""
+    bed = Bed(netns, daemon, tmp_path)
+    router = netns("router")
+    bed.near.cli("apply", "-f", "-", stdin=VL3_SERVICE)
+    bed.far.cli("apply", "-f", "-", stdin=vl3_endpoint_manifest("vl3-far", router))
+    wait_until(lambda: any(e["name"] == "vl3-far" and e["network_service_labels"]["vl3"]
+                           ["labels"].get("vl3Subnet") for e in bed.near.cli_json(
+                               "get", "endpoints")))
+    victim_ns = netns("victim")
+    victim = bed.far.cli_json("connect", "vl3", "--netns", victim_ns)
+    target = host(victim["context"]["ip_context"]["src_ip_addrs"][0])
+    route_before = sh("ip", "route", "get", target, netns=router).stdout
+    registry = f"https://{IP1}:7000"
+
+    def register(name: str, services: list[str], subnet: str) -> dict:
+        return bed.attack("POST", f"{registry}/v1/endpoints", {
+            "name": name, "network_service_names": services,
+            "network_service_labels": {"vl3": {"labels": {"vl3Subnet": subnet}}},
+            "url": f"https://{IP_EVIL}:7000"})
+
+    def mesh_request(peer: str) -> dict:
+        body = bed.request(endpoint="vl3-far", service="vl3")
+        body["connection"]["labels"] = {"vl3Peer": peer}
+        return bed.attack("POST", f"{FAR}/v1/peer/request", body)
+
+    # a claim under a service the endpoint does not offer: refused by the registry
+    result = register("evil-decoy", ["decoy"], f"{target}/32")
+    assert result["status"] == 400, result
+    assert result["body"]["field"] == "network_service_labels.vl3.labels.vl3Subnet", result
+    # a claim overlapping a held subnet: refused as before
+    assert register("evil-vl3", ["vl3"], f"{target}/32")["status"] == 409
+    # a free /32 of the prefix is registered, but routes no mesh vWire: not a /24
+    assert register("evil-vl3", ["vl3"], "100.64.250.7/32")["status"] == 200
+    refused(mesh_request("evil-vl3"), "vl3_peer")
+    refused(mesh_request("evil-decoy"), "vl3_peer")
+    assert sh("ip", "route", "get", target, netns=router).stdout == route_before
+    assert ping(victim_ns, host(victim["context"]["ip_context"]["dst_ip_addrs"][0]),
+                1).returncode == 0
