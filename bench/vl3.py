@@ -134,7 +134,8 @@ def main() -> int:
             registry = ("--registry", f"https://{ip1}:7000") if name == "n2" else ()
             d = DaemonProc(os.path.join(bed.work, name), name, ns, (
                 "--listen", f"{ip}:7000", *registry, "--identity-dir",
-                ids[f"spiffe://{DOMAIN}/{name}"], "--dns-upstream", "127.0.0.1:5353"))
+                ids[f"spiffe://{DOMAIN}/{name}"], "--dns-upstream", "127.0.0.1:5353",
+                "--vl3-dns-forward"))
             os.makedirs(d.state_dir)
             daemons.append(d.start())
         d1, d2 = daemons

@@ -61,7 +61,8 @@ class Config:
     heal_detect_s: float = defaults.HEAL_DETECT_S  # then healed within 1 s
     rekey_after_s: float = defaults.REKEY_AFTER_S
     tunnel_aead: str = "auto"   # the tunnels' AEADs, preferred first (tunnel_keys.py)
-    dns_upstream: str = ""      # IP[:PORT],... for names outside vL3 zones ("" = resolv.conf)
+    dns_upstream: str = ""      # IP[:PORT],... of the host's resolvers ("" = resolv.conf)
+    vl3_dns_forward: bool = False  # vL3 resolvers forward names outside their zones
     capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES  # the largest file a function writes
 
     def validate(self) -> Config:

@@ -93,7 +93,8 @@ class Daemon:
                                tunnel_mtu=cfg.tunnel_mtu, keepalive_s=cfg.keepalive_s,
                                heal_detect_s=cfg.heal_detect_s,
                                rekey_after_s=cfg.rekey_after_s,
-                               dns_upstream=upstream, foreign=self.foreign,
+                               dns_upstream=upstream if cfg.vl3_dns_forward else [],
+                               foreign=self.foreign,
                                registry_only=cfg.registry_only,
                                function_host=FunctionHost(cfg.state_dir,
                                                           cfg.capture_max_bytes))

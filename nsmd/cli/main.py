@@ -104,8 +104,12 @@ def build_parser() -> Parser:
                      help="trust peers of another trust domain with that domain's CA bundle "
                      "(repeatable); what they may do is up to --policy")
     run.add_argument("--dns-upstream", metavar="IP[:PORT],...",
-                     help="where vL3 resolvers send lookups outside their zones (default: "
-                     "the nameservers of /etc/resolv.conf)")
+                     help="the host's resolvers: for DNS SRV lookups of other domains and, "
+                     "with --vl3-dns-forward, vL3 names outside their zones (default: the "
+                     "nameservers of /etc/resolv.conf)")
+    run.add_argument("--vl3-dns-forward", action="store_true", default=None,
+                     help="let vL3 resolvers forward names outside their zones to "
+                     "--dns-upstream, from the host's namespace (default: refused)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                      help="the least severe messages logged (default info)")
 
@@ -218,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                          "tunnel_port", "engines", "local_queues", "registry",
                                          "registry_id", "registry_ca", "registry_cert",
                                          "registry_key", "identity_dir", "spiffe_socket",
-                                         "policy", "api_group", "dns_upstream", "log_level",
+                                         "policy", "api_group", "dns_upstream",
+                                         "vl3_dns_forward", "log_level",
                                          "domain", "domains", "registry_only")}
     if args.federate:
         cli["federate"] = ",".join(args.federate)

@@ -68,6 +68,7 @@ class Vl3Resolvers:
         self.running[endpoint] = (ns, address, resolver)
         log.info("vL3 endpoint %s: DNS for zone %s on %s:53", endpoint, service, address)
 
-    def _peers(self, endpoint: str, service: str) -> list[str]:
-        return [subnets.router_address(subnet) for nse in self.registry.endpoints_of(service)
+    def _peers(self, endpoint: str, service: str) -> list[tuple[str, str]]:
+        return [(subnets.router_address(subnet), subnet)
+                for nse in self.registry.endpoints_of(service)
                 if nse.name != endpoint and (subnet := subnets.subnet_of(nse, service))]

@@ -4,8 +4,11 @@ It listens on the endpoint's router address, port 53, inside its router namespac
 answers A/AAAA queries for `NAME.SERVICE.` from the names of its own clients; a name it
 does not know in the zone is asked of the other endpoints' resolvers over the mesh
 (queries from peers carry RD=0 and are answered from local names only, so nothing
-loops), and everything outside the zone goes to the host's resolvers. dnslib does the
-wire format.
+loops). A peer's answer counts only for the name asked and only with addresses of that
+peer's own subnet, so no mesh member can speak for another's clients. Names outside the
+zone go to the host's resolvers, from the daemon's namespace, only where the operator
+enabled it (`vl3-dns-forward`); otherwise they are refused. At most MAX_PENDING queries
+are resolved at once; more are dropped and counted. dnslib does the wire format.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ PORT = 53
 TTL_S = 5
 PEER_TIMEOUT_S = 0.5
 UPSTREAM_TIMEOUT_S = 2.0
+MAX_PENDING = 256   # queries being resolved at once (each may wait on peers or upstream)
 IP_FREEBIND = 15  # bind to the router address before any device carries it
 log = logging.getLogger("nsmd.vl3.dns")
 
 Names = Callable[[str], set[str]]  # DNS label -> addresses of the clients that have it
+Peers = Callable[[], list[tuple[str, str]]]  # the other endpoints: (router address, subnet)
 
 
 def upstream_servers(configured: list[tuple[str, int]],
@@ -50,17 +55,18 @@ def upstream_servers(configured: list[tuple[str, int]],
 class Resolver(asyncio.DatagramProtocol):
     """One vL3 endpoint's resolver for zone `service`."""
 
-    def __init__(self, service: str, names: Names, peers: Callable[[], list[str]],
+    def __init__(self, service: str, names: Names, peers: Peers,
                  upstream: list[tuple[str, int]], port: int = PORT):
         self.port = port              # ours and the peers'
         self.zone = service.lower().rstrip(".") + "."
         self.names = names
-        self.peers = peers            # the other endpoints' router addresses
-        self.upstream = upstream
+        self.peers = peers
+        self.upstream = upstream      # [] = names outside the zone are refused
         self.transport: asyncio.DatagramTransport | None = None
         self._mesh: DnsExchange | None = None   # asks peers, from the router namespace
         self._out: DnsExchange | None = None    # asks upstream, from the daemon's namespace
-        self.answered = self.forwarded = self.malformed = 0
+        self.pending = 0
+        self.answered = self.forwarded = self.malformed = self.dropped = 0
 
     async def start(self, router_ns: str, address: str) -> None:
         loop = asyncio.get_running_loop()
@@ -69,8 +75,9 @@ class Resolver(asyncio.DatagramProtocol):
         asker = await netns.run_in(router_ns, _bound, family, address, 0)
         await loop.create_datagram_endpoint(lambda: self, sock=listener)
         _, self._mesh = await loop.create_datagram_endpoint(DnsExchange, sock=asker)
-        _, self._out = await loop.create_datagram_endpoint(DnsExchange, local_addr=(
-            "::" if any(":" in h for h, _ in self.upstream) else "0.0.0.0", 0))
+        if self.upstream:
+            _, self._out = await loop.create_datagram_endpoint(DnsExchange, local_addr=(
+                "::" if any(":" in h for h, _ in self.upstream) else "0.0.0.0", 0))
 
     def close(self) -> None:
         for part in (self, self._mesh, self._out):
@@ -86,10 +93,17 @@ class Resolver(asyncio.DatagramProtocol):
         except DNSError:
             self.malformed += 1  # dropped and counted, like a malformed packet
             return
+        if self.pending >= MAX_PENDING or not query.questions:
+            self.dropped += 1
+            return
+        self.pending += 1
         asyncio.ensure_future(self._answer(query, addr))
 
     async def _answer(self, query: DNSRecord, addr) -> None:
-        reply = await self.resolve(query)
+        try:
+            reply = await self.resolve(query)
+        finally:
+            self.pending -= 1
         if self.transport is not None and reply is not None:
             self.transport.sendto(reply.pack(), addr)
 
@@ -119,12 +133,24 @@ class Resolver(asyncio.DatagramProtocol):
             return set()
         local = DNSRecord.parse(query.pack())
         local.header.rd = 0  # answer from your own clients only
-        answers = await asyncio.gather(*(self._mesh.ask(local, (peer, self.port), PEER_TIMEOUT_S)
-                                         for peer in self.peers()))
-        return {str(rr.rdata) for answer in answers if answer is not None
-                for rr in answer.rr if rr.rtype in (QTYPE.A, QTYPE.AAAA)}
+        peers = self.peers()
+        answers = await asyncio.gather(*(self._mesh.ask(local, (router, self.port),
+                                                        PEER_TIMEOUT_S)
+                                         for router, _ in peers))
+        asked = str(query.q.qname).lower()
+        found = set()
+        for (_, subnet), answer in zip(peers, answers, strict=True):
+            for rr in answer.rr if answer is not None else ():
+                if rr.rtype in (QTYPE.A, QTYPE.AAAA) and str(rr.rname).lower() == asked \
+                        and ipaddress.ip_address(str(rr.rdata)) in ipaddress.ip_network(subnet):
+                    found.add(str(rr.rdata))
+        return found
 
     async def _forward(self, query: DNSRecord) -> DNSRecord | None:
+        if not self.upstream:
+            reply = query.reply()
+            reply.header.rcode = RCODE.REFUSED   # not ours to answer, and not enabled
+            return reply
         for server in self.upstream:
             if self._out is None:
                 break

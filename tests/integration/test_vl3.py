@@ -46,7 +46,8 @@ def test_clients_on_different_hosts_reach_each_other_over_vl3(netns, daemon, tmp
 def test_vl3_clients_find_each_other_by_name_and_other_names_still_resolve(
         netns, daemon, tmp_path):
     # the "host's resolver" of n1: a fixed answer on n1's own loopback
-    daemons = build_vl3(netns, daemon, tmp_path, env={"NSMD_DNS_UPSTREAM": "127.0.0.1:5353"})
+    daemons = build_vl3(netns, daemon, tmp_path, env={"NSMD_DNS_UPSTREAM": "127.0.0.1:5353",
+                                                      "NSMD_VL3_DNS_FORWARD": "1"})
     node_n1 = [ns for ns in netns.__self__.made if ns.endswith("-n1")][0]
     upstream = subprocess.Popen(
         ["ip", "netns", "exec", node_n1, sys.executable, "-m", "dnslib.fixedresolver",

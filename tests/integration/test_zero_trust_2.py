@@ -6,9 +6,11 @@ the legitimate vWire alongside loses nothing. docs/security.md lists each one.""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -25,6 +27,7 @@ from nsmd.testing.sandbox import (
     vl3_endpoint_manifest,
     wait_until,
 )
+from tests.integration.beds import address, build_vl3, lookup, subnets_of
 
 FAR = f"https://{IP2}:7000"
 
@@ -196,3 +199,75 @@ def test_a_vl3_peer_routes_only_its_own_registered_subnet(netns, daemon, tmp_pat
     assert sh("ip", "route", "get", target, netns=router).stdout == route_before
     assert ping(victim_ns, host(victim["context"]["ip_context"]["dst_ip_addrs"][0]),
                 1).returncode == 0
+
+
+FLOOD = """
+import socket, sys, time
+from dnslib import DNSRecord
+server, count = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+deadline = time.monotonic() + 5
+for i in range(count):
+    s.sendto(DNSRecord.question(f"x{i}.vl3").pack(), (server, 53))
+    if time.monotonic() > deadline:
+        break
+"""
+# A mesh member's resolver that answers every question with an address of another
+# endpoint's subnet, for the name asked and for another one.
+POISONER = """
+import socket, sys
+from dnslib import QTYPE, RR, A, DNSRecord
+poison = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5354))
+s.settimeout(60)
+while True:
+    data, addr = s.recvfrom(512)
+    query = DNSRecord.parse(data)
+    reply = query.reply()
+    reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(poison), ttl=60))
+    reply.add_answer(RR("web.vl3.", QTYPE.A, rdata=A(poison), ttl=60))
+    s.sendto(reply.pack(), addr)
+"""
+
+
+def test_a_vl3_resolver_takes_no_poison_forwards_nothing_and_stays_bounded(
+        netns, daemon, tmp_path):
+    """Finding 8: peers' answers were taken for any name with any address (any mesh member
+    could speak for another's clients); names outside the zone went to the host's
+    resolvers without anyone enabling it; queries waited on peers without bound (65,536 in
+    flight looped DnsExchange.ask for ever: tests/vl3/test_dns.py)."""
+    d1, d2 = build_vl3(netns, daemon, tmp_path, names=("n1", "n2"),
+                       env={"NSMD_DNS_UPSTREAM": "127.0.0.1:5353"})
+    made = netns.__self__.made
+    node1 = [ns for ns in made if ns.endswith("-n1")][0]
+    router2 = [ns for ns in made if ns.endswith("-r-n2")][0]
+    poison = str(ipaddress.ip_network(subnets_of(d1)["vl3-n1"])[77])
+    for command in ("add table ip nsmdt",     # n2's resolver is the poisoner's now
+                    "add chain ip nsmdt pre { type nat hook prerouting priority -100 ; }",
+                    "add rule ip nsmdt pre udp dport 53 redirect to :5354"):
+        sh("nft", *command.split(), netns=router2)
+    helpers = [subprocess.Popen(["ip", "netns", "exec", router2, sys.executable, "-c",
+                                 POISONER, poison]),
+               subprocess.Popen(["ip", "netns", "exec", node1, sys.executable, "-m",
+                                 "dnslib.fixedresolver", "--address", "127.0.0.1", "--port",
+                                 "5353", "--response", ". 60 IN A 198.51.100.7", "--log=-"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        client_ns = netns("c-flood")
+        conn = d1.cli_json("connect", "vl3", "--netns", client_ns, "--client-name", "web")
+        server = host(conn["context"]["dns_context"]["configs"][0]["dns_server_ips"][0])
+        time.sleep(0.5)
+        assert lookup(client_ns, "web.vl3") == [address(conn)]
+        assert lookup(client_ns, "ghost.vl3") == []          # the poisoner's answer is not n2's
+        assert lookup(client_ns, "www.example.test") == []   # not forwarded: not enabled
+        sh(sys.executable, "-c", FLOOD, server, "20000", netns=client_ns, timeout=30)
+        started = time.monotonic()
+        d1.cli_json("status")                                # the daemon answers at once
+        assert time.monotonic() - started < 1.0
+        wait_until(lambda: lookup(client_ns, "web.vl3") == [address(conn)], timeout=5)
+    finally:
+        for helper in helpers:
+            helper.kill()
+            helper.wait(5)

@@ -7,8 +7,9 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from nsmd.config import dns_servers
+from nsmd.dnsclient import MAX_IN_FLIGHT, DnsExchange
 from nsmd.errors import ValidationError
-from nsmd.vl3.dns import Resolver, upstream_servers
+from nsmd.vl3.dns import MAX_PENDING, Resolver, upstream_servers
 
 NAMES = {"web": {"100.64.0.2"}, "db": {"100.64.0.3", "fd00::3"}}
 
@@ -44,11 +45,15 @@ async def test_unknown_names_are_asked_of_the_peers_only_for_clients():
             asked.append(query.header.rd)
             reply = query.reply()
             reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A("100.64.1.2"), ttl=5))
+            # a poisoner's extras: an address outside its subnet, and another name
+            reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A("100.64.0.9"), ttl=5))
+            reply.add_answer(RR("db.vl3.", QTYPE.A, rdata=A("100.64.1.3"), ttl=5))
             self.transport.sendto(reply.pack(), addr)
 
     peer, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.2", 0))
     port = peer.get_extra_info("sockname")[1]
-    r = Resolver("vl3", lambda label: set(), lambda: ["127.0.0.2"], [], port=port)
+    r = Resolver("vl3", lambda label: set(), lambda: [("127.0.0.2", "100.64.1.0/24")], [],
+                 port=port)
     await r.start("", "127.0.0.1")  # "" = this namespace (loopback stands in for the mesh)
     try:
         reply = await r.resolve(DNSRecord.question("far.vl3"))
@@ -63,9 +68,43 @@ async def test_unknown_names_are_asked_of_the_peers_only_for_clients():
         peer.close()
 
 
-async def test_other_names_go_upstream_and_fail_cleanly_without_one():
+async def test_other_names_are_refused_unless_forwarding_is_enabled():
     reply = await resolver().resolve(DNSRecord.question("www.example.test"))
-    assert reply.header.rcode == RCODE.SERVFAIL
+    assert reply.header.rcode == RCODE.REFUSED
+
+
+async def test_an_exchange_takes_answers_only_from_the_server_asked_for_the_question():
+    loop = asyncio.get_running_loop()
+    transport, exchange = await loop.create_datagram_endpoint(
+        DnsExchange, local_addr=("127.0.0.1", 0))
+    server = ("127.0.0.2", 5300)
+    try:
+        asking = asyncio.ensure_future(exchange.ask(DNSRecord.question("web.vl3"), server, 2))
+        await asyncio.sleep(0)
+        (qid,) = exchange.waiting
+        forged = DNSRecord.question("web.vl3")
+        forged.header.id = qid
+        exchange.datagram_received(forged.reply().pack(), ("127.0.0.3", 5300))  # not asked
+        other = DNSRecord.question("db.vl3")
+        other.header.id = qid
+        exchange.datagram_received(other.reply().pack(), server)              # not the question
+        assert not asking.done()
+        exchange.datagram_received(forged.reply().pack(), server)
+        assert (await asking) is not None
+        # full: the next question fails at once instead of waiting for an id
+        exchange.waiting.update({i: (loop.create_future(), server, ("x.", 1))
+                                 for i in range(MAX_IN_FLIGHT)})
+        assert await exchange.ask(DNSRecord.question("web.vl3"), server, 5) is None
+        assert exchange.refused == 1
+    finally:
+        transport.close()
+
+
+async def test_queries_beyond_the_pending_bound_are_dropped_and_counted():
+    r = resolver()
+    r.pending = MAX_PENDING
+    r.datagram_received(DNSRecord.question("web.vl3").pack(), ("127.0.0.1", 5))
+    assert r.dropped == 1 and r.pending == MAX_PENDING
 
 
 async def test_malformed_queries_are_dropped_and_counted():
