@@ -106,7 +106,8 @@ class Manager:
         self.monitor = Monitor(self.server_begin)
         self.timeout = Timeout(clock, self.server_begin)
         self.ipam = Ipam(hosting, db)
-        self.vl3_ipam = Vl3Ipam(hosting, registry, db, self.own_id)
+        self.vl3_ipam = Vl3Ipam(hosting, registry, db, self.own_id,
+                                lambda conn_id: self.held.owner(conn_id))
         self.functions = Functions(hosting, dataplane, clock, function_host)
         self.supplies = Supplies(hosting, db, clock, name, self.server_begin.each)
         self.passthrough = Passthrough(hosting, registry, lambda: self._as_daemon,

@@ -7,12 +7,18 @@ request (label vl3Peer: the asking endpoint) gets no address of ours: each side 
 router address and routes the other's subnet. Only the SPIFFE ID that registered the
 asking endpoint may make its mesh vWires, and only for the subnet the registry gave it.
 Leases are stored, so refresh, heal and restarts give a client its address back.
+
+A DNS name belongs to its first holder on this endpoint: the peer daemon (SPIFFE ID)
+whose client took it, or the local user (uid) who connected; while it holds the name,
+another's client of that name gets its address but no name (and a warning is logged), so
+a peer's client segment or a local --client-name cannot take over a name in use.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +35,7 @@ from nsmd.state import StateDB
 from nsmd.vl3 import subnets
 
 _NOT_IN_NAME = re.compile(r"[^a-z0-9-]+")
+log = logging.getLogger("nsmd.manager.vl3ipam")
 
 
 @dataclasses.dataclass(slots=True)
@@ -36,7 +43,8 @@ class Vl3Lease:
     endpoint: str
     subnet: str
     address: str
-    name: str
+    name: str          # "" = no DNS name (none asked, or held by another)
+    owner: str = ""    # who holds the name: a peer's SPIFFE ID, unix:uid=N, or "" (us)
 
 
 def dns_name(conn: Connection) -> str:
@@ -52,19 +60,22 @@ class Vl3Ipam(LeasingElement):
     table = "vl3"
 
     def __init__(self, hosting: Hosting, registry: RegistryView, db: StateDB,
-                 own_id: Callable[[], str]):
+                 own_id: Callable[[], str],
+                 local_owner: Callable[[str], list[str]] = lambda conn_id: []):
         super().__init__(db)
         self.hosting = hosting
         self.registry = registry
         self.own_id = own_id
+        self.local_owner = local_owner  # a local client's id -> its user's policy subjects
         self._pools: dict[tuple[str, str], Pool] = {}
-        # endpoint -> DNS name -> addresses, for its resolver
+        # endpoint -> DNS name -> addresses, for its resolver; and who holds each name
         self.names: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self.holders: dict[str, dict[str, str]] = defaultdict(dict)
         for conn_id, doc in db.items("vl3"):
             lease = Vl3Lease(**doc)
             self.leases[conn_id] = lease
             self._pool(lease.endpoint, lease.subnet).reserve(lease.address)
-            self.names[lease.endpoint][lease.name].add(lease.address)
+            self._name(lease)
 
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         conn = request.connection
@@ -99,9 +110,14 @@ class Vl3Ipam(LeasingElement):
             if kept is not None:
                 pool.reserve(kept)
             lease = Vl3Lease(endpoint, subnet, kept or pool.allocate(ipc.excluded_prefixes),
-                             dns_name(conn))
+                             dns_name(conn), self._name_owner(conn))
             self.leases[conn.id] = lease
-            self.names[endpoint][lease.name].add(lease.address)
+            if not self._name(lease):
+                log.warning("vL3 endpoint %s: DNS name %r is held by %s; vWire %s (%s) gets "
+                            "%s without a name", endpoint, lease.name,
+                            self.holders[endpoint][lease.name] or "this daemon",
+                            conn.vwire_id(), lease.owner or "this daemon", lease.address)
+                lease.name = ""
         assert lease is not None
         ipc.src_ip_addrs = [f"{lease.address}/{bits}"]
         ipc.dst_ip_addrs = [f"{router}/{bits}"]
@@ -110,6 +126,25 @@ class Vl3Ipam(LeasingElement):
         conn.context.dns_context.configs = [DNSConfig(
             dns_server_ips=[router], search_domains=[conn.network_service])]
         return await self.request_with(request, nxt, lease, fresh)
+
+    def _name_owner(self, conn: Connection) -> str:
+        """Who a client's name would belong to: the peer daemon that asked for it, or the
+        local user who connected (held by the client side), or "" for this daemon."""
+        peer = tunnel_peer(CALLER.get())
+        if peer is not None:
+            return peer.spiffe_id
+        subjects = self.local_owner(conn.vwire_id())
+        return subjects[0] if subjects else ""
+
+    def _name(self, lease: Vl3Lease) -> bool:
+        """Serves the lease's name unless another holds it; False if another does."""
+        if not lease.name:
+            return True
+        holders = self.holders[lease.endpoint]
+        if holders.setdefault(lease.name, lease.owner) != lease.owner:
+            return False
+        self.names[lease.endpoint][lease.name].add(lease.address)
+        return True
 
     def addresses_of(self, endpoint: str, name: str) -> set[str]:
         """The addresses of `endpoint`'s clients called `name` (its resolver's answers)."""
@@ -149,9 +184,11 @@ class Vl3Ipam(LeasingElement):
         if pool is not None:
             pool.release(lease.address)
         names = self.names[lease.endpoint]
-        names[lease.name].discard(lease.address)
-        if not names[lease.name]:
-            del names[lease.name]
+        if lease.name:
+            names[lease.name].discard(lease.address)
+            if not names[lease.name]:
+                del names[lease.name]
+                self.holders[lease.endpoint].pop(lease.name, None)
         self.db.delete("vl3", conn_id)
 
     def _pool(self, endpoint: str, subnet: str) -> Pool:

@@ -34,7 +34,8 @@ class Bed:
     """n1 (registry, the client's host), n2 (hosts far-1 of remote-svc), and the
     attacker's host; the attacker has no daemon, only its SVID."""
 
-    def __init__(self, netns, daemon, tmp_path, n1_args=(), n2_args=(), env=None):
+    def __init__(self, netns, daemon, tmp_path, n1_args=(), n2_args=(), env=None,
+                 n2_socket: str = ""):
         nodes = underlay(netns, ["n1", "n2", "evil"])
         self.n1_ns, self.n2_ns, self.evil_ns = nodes
         ids = trust_domain(str(tmp_path), TD, [N1, N2, EVIL])
@@ -45,7 +46,8 @@ class Bed:
                                               ids[N1], *n1_args), env)
         self.far = daemon("n2", self.n2_ns, ("--listen", f"{IP2}:7000", "--registry",
                                              f"https://{IP1}:7000", "--registry-id", N1,
-                                             "--identity-dir", ids[N2], *n2_args), env)
+                                             "--identity-dir", ids[N2], *n2_args), env,
+                          n2_socket)
         self.nse_ns, self.nsc_ns = netns("nse"), netns("nsc")
         self.far.cli("apply", "-f", "-", stdin=service_manifest("remote-svc") + "---" +
                      endpoint_manifest("far-1", "remote-svc", self.nse_ns, "100.64.50.0/24"))
@@ -61,7 +63,7 @@ class Bed:
 
     def request(self, *, aud: str = N2, first=None, caller_token=None, path_tail=(),
                 mechanism: Mechanism | None = None, endpoint: str = "far-1",
-                service: str = "remote-svc") -> dict:
+                service: str = "remote-svc", client: str = "nsc@evil") -> dict:
         """A Request as the attacker's own daemon would send it: path [client, evil]."""
         now = time.time()
         seg0 = tokens.sign(self.evil, EVIL, now, 600)[0] if first is None else first
@@ -70,7 +72,7 @@ class Bed:
         conn = Connection(id="evil-seg", network_service=service,
                           network_service_endpoint_name=endpoint,
                           path=Path(index=1, path_segments=[
-                              PathSegment(name="nsc@evil", id="evil-client", token=seg0),
+                              PathSegment(name=client, id="evil-client", token=seg0),
                               PathSegment(name="evil", id="evil-seg", token=seg1),
                               *path_tail]))
         mech = mechanism or Mechanism(cls="REMOTE", type="NSMD_UDP", parameters={

@@ -271,3 +271,41 @@ def test_a_vl3_resolver_takes_no_poison_forwards_nothing_and_stays_bounded(
         for helper in helpers:
             helper.kill()
             helper.wait(5)
+
+
+def test_a_vl3_dns_name_stays_with_its_first_holder(netns, daemon, tmp_path):
+    """Finding 2: names were not owned: a peer whose (unverified) client segment is named
+    nsc@db, or a local user with --client-name db, added its address under db, and the
+    endpoint's resolver then answered with it."""
+    nobody = 65534
+    run_dir = tempfile.mkdtemp(prefix="nsmdt-run-")
+    os.chmod(run_dir, 0o755)
+    sock = os.path.join(run_dir, "api.sock")
+    try:
+        bed = Bed(netns, daemon, tmp_path, n2_args=("--api-group", str(nobody)),
+                  n2_socket=sock)
+        router = netns("router")
+        bed.near.cli("apply", "-f", "-", stdin=VL3_SERVICE)
+        bed.far.cli("apply", "-f", "-", stdin=vl3_endpoint_manifest("vl3-far", router))
+        wait_until(lambda: bed.far.cli_json("get", "endpoints") and any(
+            e["network_service_labels"].get("vl3", {}).get("labels", {}).get("vl3Subnet")
+            for e in bed.far.cli_json("get", "endpoints")))
+        db_ns, app_ns, user_ns = netns("db"), netns("app"), netns("user")
+        db = bed.far.cli_json("connect", "vl3", "--netns", db_ns, "--client-name", "db")
+        bed.far.cli_json("connect", "vl3", "--netns", app_ns)
+        wait_until(lambda: lookup(app_ns, "db.vl3") == [address(db)], timeout=5)
+        # a peer's client calling itself db
+        result = bed.attack("POST", f"{FAR}/v1/peer/request",
+                            bed.request(endpoint="vl3-far", service="vl3", client="nsc@db"))
+        assert result["status"] == 200, result   # its vWire, with an address, but no name
+        # a local user's client calling itself db
+        status, mine = as_user(nobody, nobody, sock, "POST", "/v1/connections", {
+            "network_service": "vl3", "netns": user_ns, "client": "db"})
+        assert status == 201, mine
+        assert lookup(app_ns, "db.vl3") == [address(db)]
+        assert "DNS name 'db' is held by" in bed.far.log()
+        # the holder's name frees when its vWire closes; then it is the next one's
+        bed.far.cli("close", db["id"])
+        wait_until(lambda: lookup(app_ns, "db.vl3") == [], timeout=5)
+    finally:
+        shutil.rmtree(run_dir)
