@@ -76,6 +76,7 @@ class Daemon:
                 (cfg.registry_ca and not cfg.registry_cert):  # etcd with our SVID
             await self._load_identity()
         own_id = self.id.spiffe_id if self.id else ""
+        policy.home = self.id.trust_domain if self.id else ""
         self.registry = self._registry(own_id)
         upstream = upstream_servers(dns_servers(cfg.dns_upstream))
         own_domain = cfg.domain or (self.id.trust_domain if self.id else "")

@@ -11,9 +11,12 @@ it or its endpoints (`nsmd run --policy FILE`, YAML).
 
 Subjects are SPIFFE IDs (peer daemons) and `unix:uid=N` / `unix:gid=N` (local callers on
 the API socket), each exact or a glob (`spiffe://example.org/node/*`, `*`). Without a file
-everything is allowed that the built-in policies allow (see docs/security.md). This
-daemon acting for a caller it already checked (refresh, heal) is not checked again.
-SIGHUP reads the file again; a file that does not parse leaves the one in force.
+everything is allowed that the built-in policies allow (see docs/security.md), to peers
+of this daemon's own trust domain: a peer (or a path's origin) of a federated trust
+domain passes only a subject that names its trust domain (`spiffe://other.org/...`),
+never `*` nor the absence of a file. This daemon acting for a caller it already checked
+(refresh, heal) is not checked again. SIGHUP reads the file again; a file that does not
+parse leaves the one in force.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ class Rule:
     service: str                    # glob of service names ("*" for default)
     lists: dict[str, tuple[str, ...]]
 
-    def allows(self, action: str, caller: Caller) -> bool:
+    def allows(self, action: str, caller: Caller, foreign: str = "") -> bool:
+        """Whether a subject of `caller` matches the list; for a peer of `foreign` (another
+        trust domain) only subjects that name that trust domain count."""
         patterns = self.lists[action]
+        if foreign:
+            patterns = tuple(p for p in patterns if p.startswith(f"spiffe://{foreign}/"))
         return any(fnmatch.fnmatchcase(s, p) for p in patterns for s in caller.subjects)
 
 
@@ -48,6 +55,7 @@ class Policy:
         self.rules = rules
         self.default = default
         self.source = source
+        self.home = ""  # this daemon's trust domain: peers of others must be named
 
     @classmethod
     def allow_all(cls) -> Policy:
@@ -114,9 +122,17 @@ class Policy:
         if caller.kind == "daemon":
             return
         rule = self.rule_for(service)
-        if not rule.allows(action, caller):
+        foreign = _trust_domain(caller.spiffe_id) if caller.kind == "peer" else ""
+        if foreign == self.home or not self.home:
+            foreign = ""
+        if not rule.allows(action, caller, foreign):
+            why = f" (no subject names its federated trust domain {foreign})" if foreign else ""
             raise PermissionDenied(rule.name, f"{caller} may not {action} network service "
-                                   f"{service!r} (policy {self.source})")
+                                   f"{service!r}{why} (policy {self.source})")
+
+
+def _trust_domain(spiffe_id: str) -> str:
+    return spiffe_id.removeprefix("spiffe://").split("/", 1)[0]
 
 
 def _no_unknown(doc: dict, known: tuple[str, ...], where: str) -> None:

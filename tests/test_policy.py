@@ -74,3 +74,22 @@ def test_unreadable_and_broken_files_are_one_clear_error(tmp_path):
     (tmp_path / "bad.yaml").write_text("services: [")
     with pytest.raises(ValidationError, match="not valid YAML"):
         Policy.load(str(tmp_path / "bad.yaml"))
+
+
+def test_a_federated_trust_domain_passes_only_where_a_subject_names_it():
+    from nsmd.caller import Caller
+
+    own, other = Caller("peer", spiffe_id="spiffe://a.test/n"), \
+        Caller("peer", spiffe_id="spiffe://b.test/n")
+    for policy in (Policy.allow_all(),
+                   Policy.parse({"default": {"request": ["*", "spiffe://*"]}}, "p")):
+        policy.home = "a.test"
+        policy.check("request", "svc", own)
+        with pytest.raises(PermissionDenied, match="federated trust domain b.test"):
+            policy.check("request", "svc", other)
+    named = Policy.parse({"services": [{"name": "svc", "request": ["spiffe://b.test/*"]}]},
+                         "p")
+    named.home = "a.test"
+    named.check("request", "svc", other)
+    with pytest.raises(PermissionDenied, match=r"services\[0\]"):
+        named.check("register", "svc", other)   # named for requests, not registrations

@@ -102,7 +102,8 @@ def build_parser() -> Parser:
                      "vWires")
     run.add_argument("--federate", action="append", metavar="TRUST_DOMAIN=BUNDLE.pem",
                      help="trust peers of another trust domain with that domain's CA bundle "
-                     "(repeatable); what they may do is up to --policy")
+                     "(repeatable); they may do only what a --policy subject naming their "
+                     "trust domain allows")
     run.add_argument("--dns-upstream", metavar="IP[:PORT],...",
                      help="the host's resolvers: for DNS SRV lookups of other domains and, "
                      "with --vl3-dns-forward, vL3 names outside their zones (default: the "

@@ -1,23 +1,27 @@
 """Calls a daemon's peer API with any SVID, as another daemon (or an attacker holding an
 SVID of the trust domain) would: `python -m nsmd.testing.peercall IDENTITY_DIR METHOD URL
 [JSON_BODY]` prints {"status": ..., "body": ..., "seconds": the time to the answer}. For
-tests; run it inside a namespace to call from that host's address."""
+tests; run it inside a namespace to call from that host's address. NSMD_FEDERATE
+(TD=BUNDLE.pem,... as --federate) lets it call daemons of other trust domains."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
 import aiohttp
 
+from nsmd.identity.federation import load_bundles
 from nsmd.identity.svid import load_svid_dir
 from nsmd.identity.tls import TlsContexts
 
 
 async def call(identity_dir: str, method: str, url: str, body: object = None) -> dict:
-    tls = TlsContexts(load_svid_dir(identity_dir))
+    tls = TlsContexts(load_svid_dir(identity_dir),
+                      load_bundles(os.environ.get("NSMD_FEDERATE", "")))
     async with aiohttp.ClientSession() as session:
         started = time.monotonic()
         async with session.request(method, url, json=body, ssl=tls.client(),

@@ -63,9 +63,14 @@ def test_requests_cross_domains_and_a_floating_registry(netns, daemon, tmp_path)
                                             "--identity-dir", svids[key], *extra),
                           {"NSMD_KEEPALIVE_S": "0.5"})
 
+        # federated trust domains get only what a policy names them for
+        b_policy, f_policy = tmp_path / "b-policy.yaml", tmp_path / "f-policy.yaml"
+        b_policy.write_text('default: {request: ["*", "spiffe://a.test/*"]}\n')
+        f_policy.write_text('default: {register: ["*", "spiffe://b.test/*"]}\n')
         da = start("a", "--domains", str(table), *federate("b", "f"))
-        db = start("b", "--dns-upstream", "127.0.0.1:5353", *federate("a", "f"))
-        df = start("f", "--registry-only", *federate("a", "b"))
+        db = start("b", "--dns-upstream", "127.0.0.1:5353", "--policy", str(b_policy),
+                   *federate("a", "f"))
+        df = start("f", "--registry-only", "--policy", str(f_policy), *federate("a", "b"))
         dc = start("c", *federate("a"))
 
         # A -> B: service@domain

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ from nsmd.testing.sandbox import (
     ping_report,
     service_manifest,
     sh,
+    trust_domain,
+    underlay,
     vl3_endpoint_manifest,
     wait_until,
 )
@@ -309,3 +312,53 @@ def test_a_vl3_dns_name_stays_with_its_first_holder(netns, daemon, tmp_path):
         wait_until(lambda: lookup(app_ns, "db.vl3") == [], timeout=5)
     finally:
         shutil.rmtree(run_dir)
+
+
+def test_a_federated_trust_domain_gets_only_what_a_policy_names_it_for(netns, daemon,
+                                                                      tmp_path):
+    """Finding 10: without a policy file a federated SVID registered names (and vL3
+    claims) in our registry and requested any service."""
+    (na, ip_a), (nb, ip_b) = underlay(netns, ["na", "nb"]).items()
+    a_id, b_id = "spiffe://a.test/node/a", "spiffe://b.test/node/b"
+    a_dir = trust_domain(str(tmp_path), "a.test", [a_id])[a_id]
+    b_dir = trust_domain(str(tmp_path), "b.test", [b_id])[b_id]
+    db = daemon("b", nb, ("--listen", f"{ip_b}:7000", "--identity-dir", b_dir, "--federate",
+                          f"a.test={a_dir}/bundle.pem"))
+    nse, client = netns("nse"), netns("client")
+    db.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+           endpoint_manifest("nse-b", "svc", nse, "100.64.63.0/24"))
+    registry = f"https://{ip_b}:7000"
+
+    def as_a(method: str, path: str, body=None) -> dict:
+        args = ["env", f"NSMD_FEDERATE=b.test={b_dir}/bundle.pem", sys.executable, "-m",
+                "nsmd.testing.peercall", a_dir, method, registry + path]
+        return json.loads(sh(*args, *([json.dumps(body)] if body else []), netns=na).stdout)
+
+    before = db.cli_json("get", "endpoints")
+    result = as_a("POST", "/v1/endpoints", {"name": "a-1", "network_service_names": ["svc"],
+                                            "url": f"https://{ip_a}:7000"})
+    assert result["status"] == 403 and result["body"]["policy"] == "default", result
+    assert "federated trust domain a.test" in result["body"]["error"]
+    assert db.cli_json("get", "endpoints") == before
+    da = daemon("a", na, ("--listen", f"{ip_a}:7000", "--identity-dir", a_dir, "--federate",
+                          f"b.test={b_dir}/bundle.pem", "--domains", str(_table(
+                              tmp_path, ip_b))))
+    denied = da.cli("connect", "svc@b.test", "--netns", client, "--timeout", "0",
+                    check=False)
+    assert denied.returncode != 0 and "federated trust domain a.test" in denied.stderr
+    assert db.cli_json("get", "connections") == []
+    # named by B's policy: served
+    policy = tmp_path / "b.yaml"
+    policy.write_text('default: {request: ["*", "spiffe://a.test/node/a"]}\n')
+    db.stop()
+    db.args = db.args + ("--policy", str(policy))
+    db.start()
+    conn = da.cli_json("connect", "svc@b.test", "--netns", client)
+    assert ping(client, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
+                2).returncode == 0
+
+
+def _table(tmp_path, ip_b: str):
+    table = tmp_path / "domains.toml"
+    table.write_text(f'"b.test" = "https://{ip_b}:7000"\n')
+    return table
