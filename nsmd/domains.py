@@ -1,10 +1,14 @@
 """Inter-domain names (NSM's interdomain): `service@domain`, `endpoint@domain`.
 
 A name without `@`, or with this daemon's own domain, is local. Any other domain's
-registry is found in the `--domains` file (TOML: "DOMAIN" = "https://HOST:PORT") or by
-DNS SRV `_nsmd-registry._tcp.DOMAIN` (the target's A/AAAA record and the SRV port),
-asked of the host's resolvers (`--dns-upstream` or resolv.conf). dnslib does the wire
-format.
+registry is found in the `--domains` file (TOML: "DOMAIN" = "https://HOST:PORT", or
+"DOMAIN" = {url = "https://HOST:PORT", trust_domain = "TD"}) or by DNS SRV
+`_nsmd-registry._tcp.DOMAIN` (the target's A/AAAA record and the SRV port), asked of the
+host's resolvers (`--dns-upstream` or resolv.conf). dnslib does the wire format.
+
+Wherever the address came from, the registry must present an SVID of that domain's
+trust domain (the domain's own name unless the file says another): whoever answers DNS
+and holds any SVID we trust cannot stand in for another domain's registry.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ def split(name: str) -> tuple[str, str]:
     return local, domain
 
 
-def load_table(path: str) -> dict[str, str]:
-    """The --domains file: {domain: registry URL}; errors name the file and the key."""
+def load_table(path: str) -> dict[str, tuple[str, str]]:
+    """The --domains file: {domain: (registry URL, its trust domain)}; errors name the file
+    and the key."""
     if not path:
         return {}
     try:
@@ -39,18 +44,32 @@ def load_table(path: str) -> dict[str, str]:
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ValidationError("domains", "a TOML file of \"DOMAIN\" = \"https://HOST:PORT\"",
                               path, detail=f"domains: {path}: {err}") from None
-    for domain, url in raw.items():
+    table = {}
+    for domain, entry in raw.items():
+        url, td = (entry, domain) if isinstance(entry, str) else (
+            (entry.get("url"), entry.get("trust_domain", domain)) if isinstance(entry, dict)
+            else (None, None))
         if not isinstance(url, str) or not url.startswith("https://"):
-            raise ValidationError(f"domains: {path}: {domain}", "https://HOST:PORT", url)
-    return dict(raw)
+            raise ValidationError(f"domains: {path}: {domain}", "https://HOST:PORT, or "
+                                  "{url = \"https://HOST:PORT\", trust_domain = \"TD\"}", entry)
+        if not isinstance(td, str) or not td or "/" in td:
+            raise ValidationError(f"domains: {path}: {domain}.trust_domain",
+                                  "a trust domain name", td)
+        table[domain] = (url, td)
+    return table
 
 
 class Domains:
-    def __init__(self, own: str, table: dict[str, str] | None = None,
+    def __init__(self, own: str, table: dict[str, tuple[str, str]] | None = None,
                  dns_servers: list[tuple[str, int]] | None = None):
         self.own = own
         self.table = table or {}
         self.dns_servers = dns_servers or []
+
+    def registry_id(self, domain: str) -> str:
+        """What that domain's registry must present: "spiffe://TD", any ID of its trust
+        domain (the domain's name unless the --domains file says another)."""
+        return f"spiffe://{self.table[domain][1] if domain in self.table else domain}"
 
     def foreign(self, name: str) -> str:
         """The domain of `name` if it is another domain's, else ""."""
@@ -64,7 +83,7 @@ class Domains:
 
     async def registry_url(self, domain: str) -> str:
         if domain in self.table:
-            return self.table[domain]
+            return self.table[domain][0]
         try:
             host, port = await self._srv(domain)
         except (OSError, DNSError, TimeoutError) as err:

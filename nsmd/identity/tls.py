@@ -28,8 +28,9 @@ from nsmd.identity.svid import IdentityError, Svid, spiffe_id_of
 
 class PeerPolicy:
     """Who may talk to us: any ID in our trust domain (or a federated one), or only the
-    listed ones. With federation, a peer's certificate must come from a CA of its own
-    trust domain's bundle."""
+    listed ones (an entry "spiffe://TD", without a path, lists all of that trust domain).
+    With federation, a peer's certificate must come from a CA of its own trust domain's
+    bundle."""
 
     def __init__(self, trust_domain: str, allowed: frozenset[str] = frozenset(),
                  federated: Bundles | None = None,
@@ -49,8 +50,10 @@ class PeerPolicy:
             if not issued_by_bundle(leaf, bundle):
                 raise IdentityError(f"peer {peer}'s certificate is not from a CA of trust "
                                     f"domain {domain}")
-        if self.allowed and str(peer) not in self.allowed:
-            raise IdentityError(f"peer {peer} is not among the allowed peers")
+        if self.allowed and str(peer) not in self.allowed and \
+                f"spiffe://{domain}" not in self.allowed:
+            raise IdentityError(f"peer {peer} is not among the allowed peers "
+                                f"({', '.join(sorted(self.allowed))})")
 
 
 def _sslobject_class(policy: PeerPolicy) -> type[ssl.SSLObject]:
@@ -100,9 +103,9 @@ class TlsContexts:
 
     def client(self, expect: str = "") -> ssl.SSLContext:
         """A client context for calls to `expect` ("" = any ID of our trust domain or a
-        federated one). The same object until the next update(), so pooled connections
-        are reused; after it, calls use new connections made with the new SVID and
-        bundle."""
+        federated one; "spiffe://TD" = any of that trust domain). The same object until
+        the next update(), so pooled connections are reused; after it, calls use new
+        connections made with the new SVID and bundle."""
         ctx = self._clients.get(expect)
         if ctx is None:
             allowed = frozenset({expect}) if expect else frozenset()

@@ -54,8 +54,9 @@ def localize_endpoint(nse: NetworkServiceEndpoint, domain: str) -> NetworkServic
 class DomainMirror(RemoteRegistry):
     """Another domain's registry, mirrored, each record copied into `into` qualified."""
 
-    def __init__(self, peer: PeerClient, url: str, domain: str, into: RegistryView):
-        super().__init__(peer, url)
+    def __init__(self, peer: PeerClient, url: str, domain: str, into: RegistryView,
+                 expect: str = ""):
+        super().__init__(peer, url, expect)
         self.domain = domain
         self.into = into
 
@@ -102,14 +103,16 @@ class ForeignRegistries:
             raise NotFound(f"domain {domain!r}: reaching other domains needs --listen and an "
                            "identity")
         url = await self.domains.registry_url(domain)
-        mirror = DomainMirror(self.peer, url, domain, self.view)
+        mirror = DomainMirror(self.peer, url, domain, self.view,
+                              self.domains.registry_id(domain))
         mirror.start_timeout_s = SYNC_TIMEOUT_S
         await mirror.start()
         if not mirror.synced:  # say why, and try again on the next request
             mirror.close()
             raise SelectionError(f"domain {domain}: its registry at {url} did not answer "
-                                 f"({mirror.last_error or 'no reply'}); a registry of another "
-                                 "trust domain needs --federate")
+                                 f"({mirror.last_error or 'no reply'}); it must present an SVID "
+                                 f"of {self.domains.registry_id(domain)}, and a registry of "
+                                 "another trust domain needs --federate")
         self.mirrors[domain] = mirror
         log.info("domain %s: following its registry at %s", domain, url)
         return mirror

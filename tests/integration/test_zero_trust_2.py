@@ -362,3 +362,45 @@ def _table(tmp_path, ip_b: str):
     table = tmp_path / "domains.toml"
     table.write_text(f'"b.test" = "https://{ip_b}:7000"\n')
     return table
+
+
+SRV_ZONE = """
+_nsmd-registry._tcp.b.test. 60 IN SRV 0 0 7000 registry.b.test.
+registry.b.test. 60 IN A {ip}
+"""
+
+
+def test_a_domain_found_by_dns_srv_is_served_only_by_its_trust_domain(netns, daemon,
+                                                                       tmp_path):
+    """Finding 9: registries found by DNS SRV were not pinned to an identity: whoever
+    answered DNS and held any SVID we trust (ours, or a federated domain's) became that
+    domain's registry."""
+    (na, ip_a), (nc, ip_c) = underlay(netns, ["na", "nc"]).items()
+    a_id, c_id = "spiffe://a.test/node/a", "spiffe://c.test/node/c"
+    a_dir = trust_domain(str(tmp_path), "a.test", [a_id])[a_id]
+    c_dir = trust_domain(str(tmp_path), "c.test", [c_id])[c_id]
+    zone = tmp_path / "b.zone"
+    zone.write_text(SRV_ZONE.format(ip=ip_c))   # DNS says C's host is b.test's registry
+    srv = subprocess.Popen(["ip", "netns", "exec", na, sys.executable, "-m",
+                            "dnslib.zoneresolver", "--zone", str(zone), "--address",
+                            "127.0.0.1", "--port", "5353", "--log=-"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        dc = daemon("c", nc, ("--listen", f"{ip_c}:7000", "--identity-dir", c_dir,
+                              "--federate", f"a.test={a_dir}/bundle.pem"))
+        dc.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+               endpoint_manifest("nse-c", "svc", netns("nse"), "100.64.64.0/24"))
+        da = daemon("a", na, ("--listen", f"{ip_a}:7000", "--identity-dir", a_dir,
+                              "--federate", f"c.test={c_dir}/bundle.pem", "--dns-upstream",
+                              "127.0.0.1:5353"))
+        client = netns("client")
+        time.sleep(0.3)
+        denied = da.cli("connect", "svc@b.test", "--netns", client, "--timeout", "0",
+                        check=False)
+        assert denied.returncode != 0
+        assert "must present an SVID of spiffe://b.test" in denied.stderr, denied.stderr
+        assert not [e for e in da.cli_json("get", "endpoints") if e["name"].endswith("@b.test")]
+        assert "not among the allowed peers" in da.log()
+    finally:
+        srv.terminate()
+        srv.wait(timeout=5)

@@ -25,8 +25,16 @@ def test_records_are_qualified_and_localized_both_ways():
 
 def test_the_domains_file(tmp_path):
     good = tmp_path / "d.toml"
-    good.write_text('"b.test" = "https://192.0.2.2:7000"\n')
-    assert load_table(str(good)) == {"b.test": "https://192.0.2.2:7000"}
+    good.write_text('"b.test" = "https://192.0.2.2:7000"\n'
+                    '"c.test" = {url = "https://192.0.2.3:7000", trust_domain = "c.org"}\n')
+    table = load_table(str(good))
+    assert table == {"b.test": ("https://192.0.2.2:7000", "b.test"),
+                     "c.test": ("https://192.0.2.3:7000", "c.org")}
+    domains = Domains("a.test", table)
+    # the registry each domain must present an SVID of: its own name's trust domain
+    # unless the file says another, also for domains found by DNS SRV
+    assert [domains.registry_id(d) for d in ("b.test", "c.test", "srv.test")] == [
+        "spiffe://b.test", "spiffe://c.org", "spiffe://srv.test"]
     bad = tmp_path / "bad.toml"
     bad.write_text('"b.test" = "192.0.2.2:7000"\n')
     with pytest.raises(ValidationError, match="b.test"):
