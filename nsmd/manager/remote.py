@@ -24,6 +24,7 @@ from nsmd.dataplane import Dataplane, Wire
 from nsmd.errors import DataplaneError, NsmdError, SelectionError
 from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
+from nsmd.manager.answer import check_answer
 from nsmd.manager.updatetoken import sign_segment
 from nsmd.manager.wire import ethernet
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, to_wire
@@ -169,8 +170,9 @@ class RemoteConnect:
                      self.clock.time(), self.token_lifetime_s)
         remote = NetworkServiceRequest(connection=outgoing, mechanism_preferences=[
             Mechanism(cls="REMOTE", type=mechanisms.TUNNEL, parameters=offer)])
-        answer = from_wire(Connection, await client.call(
-            "POST", f"{url}/v1/peer/request", to_wire(remote), expect=expect))
+        answer = check_answer(url, outgoing, from_wire(Connection, await client.call(
+            "POST", f"{url}/v1/peer/request", to_wire(remote), expect=expect)),
+            self.clock.time(), self.token_lifetime_s)
         if answer.mechanism is None or answer.mechanism.type != mechanisms.TUNNEL:
             raise SelectionError(f"peer {url} answered without a tunnel mechanism")
         params = mechanisms.check_tunnel_params(dict(answer.mechanism.parameters),

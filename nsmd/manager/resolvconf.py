@@ -15,6 +15,7 @@ import logging
 import os
 from collections import defaultdict
 
+from nsmd.manager.answer import dns_problem
 from nsmd.manager.chain import Element, Next
 from nsmd.model import Connection, DNSConfig, NetworkServiceRequest
 
@@ -59,7 +60,8 @@ class ResolvConf(Element):
             log.warning("%s was not written by nsmd: leaving it as it is (the namespace's "
                         "vL3 names resolve only through its own DNS)", path)
             return
-        configs = [c for cs in self._dns.get(ns, {}).values() for c in cs]
+        configs = [c for cs in self._dns.get(ns, {}).values() for c in cs
+                   if not dns_problem(c)]   # never a line nobody checked
         if not configs:
             self._dns.pop(ns, None)
             with contextlib.suppress(FileNotFoundError):

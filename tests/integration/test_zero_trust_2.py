@@ -404,3 +404,56 @@ def test_a_domain_found_by_dns_srv_is_served_only_by_its_trust_domain(netns, dae
     finally:
         srv.terminate()
         srv.wait(timeout=5)
+
+
+def test_a_client_takes_only_the_answer_to_what_it_asked(netns, daemon, tmp_path):
+    """Finding 6: the client's daemon took the endpoint host's answer wholesale: another
+    service or endpoint (so a refresh connected a user to one its policy denied), the
+    caller's path rewritten, another connection's id, an expiry that drives refresh
+    timing, and DNS contexts written to resolv.conf unchecked (a newline in a search domain
+    added `nameserver 203.0.113.9`)."""
+    bed = Bed(netns, daemon, tmp_path)
+    registry = f"https://{IP1}:7000"
+    assert bed.attack("POST", f"{registry}/v1/services", {"name": "evil-svc"})["status"] == 200
+    assert bed.attack("POST", f"{registry}/v1/endpoints", {
+        "name": "evil-ep", "network_service_names": ["evil-svc"],
+        "url": f"https://{IP_EVIL}:7000"})["status"] == 200
+    wait_until(lambda: any(e["name"] == "evil-ep" for e in bed.near.cli_json("get", "endpoints")))
+    links = sh("ip", "-o", "link", netns=bed.nsc_ns).stdout
+
+    def evil_peer(mode: str) -> subprocess.Popen:
+        proc = subprocess.Popen(["ip", "netns", "exec", bed.evil_ns, sys.executable, "-m",
+                                 "nsmd.testing.evilpeer", bed.evil_dir, f"{IP_EVIL}:7000",
+                                 mode])
+        wait_until(lambda: ":7000" in sh("ss", "-ltn", netns=bed.evil_ns).stdout)
+        return proc
+
+    for mode, told in (("service", "for network service 'other-svc'"),
+                       ("endpoint", "from endpoint 'other-ep'"),
+                       ("path", "with the path before its hop rewritten"),
+                       ("id", "for connection"),
+                       ("dns", "a search domain that is no domain name")):
+        peer = evil_peer(mode)
+        try:
+            denied = bed.near.cli("connect", "evil-svc", "--netns", bed.nsc_ns,
+                                  "--timeout", "0", check=False)
+        finally:
+            peer.terminate()
+            peer.wait(5)
+        assert denied.returncode != 0, (mode, denied.stdout)
+        assert "denied by policy peer_answer" in denied.stderr and told in denied.stderr, \
+            (mode, denied.stderr)
+        assert bed.near.cli_json("get", "connections") == []
+        assert sh("ip", "-o", "link", netns=bed.nsc_ns).stdout == links
+        assert not os.path.exists(f"/etc/netns/{bed.nsc_ns}/resolv.conf")
+    # an expiry in 9999 is taken only up to our token lifetime
+    peer = evil_peer("expires")
+    try:
+        now = time.time()
+        conn = bed.near.cli_json("connect", "evil-svc", "--netns", bed.nsc_ns)
+        far = conn["path"]["path_segments"][-1]
+        assert dt.datetime.fromisoformat(far["expires"]).timestamp() <= now + 600 + 5, far
+        bed.near.cli("close", conn["id"])
+    finally:
+        peer.terminate()
+        peer.wait(5)
