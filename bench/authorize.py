@@ -26,6 +26,8 @@ from benchlib import p50_p99, save, setup_latency_ms
 from nsmd.caller import CALLER, peer_caller
 from nsmd.identity import tokens
 from nsmd.identity.ca import init_ca, issue_svid
+from nsmd.identity.files import FileIdentity
+from nsmd.identity.identity import Identity
 from nsmd.identity.svid import load_svid_dir
 from nsmd.manager.authorize import Authorize
 from nsmd.manager.begin import Begin
@@ -57,8 +59,8 @@ def requests(svids: list, count: int, now: float) -> list[NetworkServiceRequest]
     ids = [str(s.spiffe_id) for s in svids]
     out = []
     for n in range(count):
-        segments = [PathSegment(name="nsc", id=f"c{n}", token=tokens.sign(
-            svids[0], ids[0], now, 600)[0])]
+        segments = [PathSegment(name="nsc", id=f"c{n}", token=tokens.sign(  # the origin's
+            svids[0], ids[0], now, 600, with_chain=True)[0])]
         for i, svid in enumerate(svids):
             aud = ids[i + 1] if i + 1 < len(ids) else SELF
             segments.append(PathSegment(name=f"hop{i}", id=f"h{i}-{n}",
@@ -71,12 +73,16 @@ def requests(svids: list, count: int, now: float) -> list[NetworkServiceRequest]
     return out
 
 
-async def authorize_cost(svids: list, count: int) -> dict:
+async def authorize_cost(svids: list, count: int, identity_dir: str) -> dict:
+    """Per request, as the endpoint's daemon does it: its Identity checks the origin's
+    certificate chain (remembered after the first request of each origin)."""
     clock = FakeClock(start=time.time())
     policy = Policy.parse({"services": [{"name": "svc", "request": [
         f"spiffe://{TD}/node/*"]}]}, "bench")
+    identity = Identity(FileIdentity(identity_dir))
+    await identity.start()
     chain = Chain(Authorize("self", Begin(), Hosted(), policy, clock, lambda: SELF,
-                            lambda: frozenset({TD})))  # type: ignore[arg-type]
+                            lambda: frozenset({TD}), identity.trust_chain))  # type: ignore
     todo = requests(svids, count, clock.time())
     caller = peer_caller(svids[-1].chain[0], str(svids[-1].spiffe_id), "192.0.2.1")
     token = CALLER.set(caller)
@@ -88,6 +94,7 @@ async def authorize_cost(svids: list, count: int) -> dict:
             times.append((time.perf_counter_ns() - t0) / 1000)
     finally:
         CALLER.reset(token)
+        identity.close()
     return {"segments": len(svids) + 1, "us": p50_p99(times)}
 
 
@@ -148,8 +155,9 @@ def main() -> int:
         init_ca(ca, TD)
         svids = [load_svid_dir(issue_svid(ca, f"spiffe://{TD}/node/h{i}",
                                           os.path.join(work, f"h{i}"))) for i in range(5)]
-        two = asyncio.run(authorize_cost(svids[:1], args.requests))
-        six = asyncio.run(authorize_cost(svids, args.requests))
+        own = issue_svid(ca, SELF, os.path.join(work, "self"))
+        two = asyncio.run(authorize_cost(svids[:1], args.requests, own))
+        six = asyncio.run(authorize_cost(svids, args.requests, own))
         costs = token_costs(svids[0], args.requests)
         connect = cross_host_connects(work, args.connects)
     finally:

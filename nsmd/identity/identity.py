@@ -9,18 +9,22 @@ whether a CA left the bundle, so connections authenticated by that CA can be clo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from nsmd import defaults
 from nsmd.identity import tokens
 from nsmd.identity.federation import Bundles, load_bundles
 from nsmd.identity.files import FileIdentity
-from nsmd.identity.svid import Svid
+from nsmd.identity.svid import IdentityError, Svid, spiffe_id_of, verify_chain
 from nsmd.identity.tls import TlsContexts
 from nsmd.identity.workload import WorkloadIdentity
 
 log = logging.getLogger("nsmd.identity")
+TRUSTED_CHAINS = 4096  # verified chains remembered (one per daemon that began a path)
 
 
 class Source(Protocol):
@@ -39,6 +43,10 @@ class Identity:
         self.token_lifetime_s = token_lifetime_s
         # Called with ca_removed after every change, once the new contexts are in place.
         self.on_change: list[Callable[[bool], object]] = []
+        # chains trust_chain verified: x5c -> (SPIFFE ID, key, valid until), kept for one
+        # SVID update (an update may change the bundles: a CA may have left)
+        self._trusted: dict[tuple[str, ...], tuple[str, ec.EllipticCurvePublicKey, float]] = {}
+        self._trusted_for: object = None
 
         self.where = ""   # the directory or Workload API it comes from (for status)
 
@@ -76,6 +84,31 @@ class Identity:
     def svid_pem(self) -> tuple[bytes, bytes]:
         """The current SVID as PEM: (certificate chain, key)."""
         return self.svid.chain_pem(), self.svid.key_pem()
+
+    def trust_chain(self, x5c: tuple[str, ...]) -> tokens.Trusted:
+        """The SPIFFE ID and key of a certificate chain's leaf (an x5c header: base64 DER)
+        if a CA of its own trust domain's bundle (ours or a federated one) issued it and it
+        is valid now; IdentityError otherwise. Verified chains are remembered, until the
+        leaf expires or the bundles change."""
+        if self._trusted_for is not self.tls.svid:   # rotated: bundles may have changed
+            self._trusted, self._trusted_for = {}, self.tls.svid
+        known = self._trusted.get(x5c)
+        if known is not None and known[2] > time.time():
+            return known[0], known[1]
+        chain = tokens.chain_of(x5c)
+        domain = spiffe_id_of(chain[0]).trust_domain.name
+        bundle = self.svid.bundle if domain == self.trust_domain else \
+            self.tls.federated.get(domain)
+        if not bundle:
+            raise IdentityError(f"{domain} is neither our trust domain nor a federated one")
+        spiffe_id = str(verify_chain(chain, bundle))
+        key = chain[0].public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise IdentityError(f"the certificate of {spiffe_id} holds no EC key")
+        if len(self._trusted) >= TRUSTED_CHAINS:
+            self._trusted.clear()
+        self._trusted[x5c] = (spiffe_id, key, chain[0].not_valid_after_utc.timestamp())
+        return spiffe_id, key
 
     @property
     def trust_domains(self) -> frozenset[str]:

@@ -5,15 +5,25 @@ ID, `aud` the next hop's, `exp` the token's end, never later than the SVID's own
 Signing, decoding and signature checks go through PyJWT (its JWS layer for decoding, which
 parses a token once); the claims are judged here, on the daemon's clock (so expiry is
 checked on the same clock that armed the timers), never on PyJWT's wall clock.
+
+The first token of a path (the client's segment, signed by the client's daemon) carries
+its signer's certificate chain in the `x5c` header (RFC 7515 4.1.6): any later hop can
+check who began the path against its trust bundle, so a policy on the path's origin means
+what it says. The other hops' tokens do not (each is checked by the next hop, which holds
+the signer's certificate from mTLS), which keeps paths short.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 from collections.abc import Callable
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.api_jws import PyJWS
 
@@ -21,6 +31,7 @@ from nsmd import defaults
 from nsmd.identity.svid import Svid
 
 ALGORITHM = "ES256"
+MAX_CHAIN = 4  # certificates an x5c header may carry (a leaf and its intermediates)
 _JWS = PyJWS(algorithms=[ALGORITHM])  # JWS layer only: claims are checked here, not by PyJWT
 
 
@@ -39,12 +50,47 @@ class Claims:
     exp: float
 
 
-def sign(svid: Svid, aud: str, now: float, lifetime_s: float) -> tuple[str, float]:
-    """A token from `svid` for audience `aud`: (the JWT, its expiry in epoch seconds)."""
+def sign(svid: Svid, aud: str, now: float, lifetime_s: float,
+         with_chain: bool = False) -> tuple[str, float]:
+    """A token from `svid` for audience `aud`: (the JWT, its expiry in epoch seconds);
+    `with_chain`: the SVID's certificate chain in its x5c header (a path's first token)."""
     exp = min(now + lifetime_s, svid.not_after.timestamp())
+    headers = {"x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+                       for c in svid.chain]} if with_chain else None
     token = jwt.encode({"sub": str(svid.spiffe_id), "aud": aud, "exp": exp, "iat": now},
-                       svid.key, algorithm=ALGORITHM)
+                       svid.key, algorithm=ALGORITHM, headers=headers)
     return token, exp
+
+
+# what a trust check makes of an x5c header: the leaf's SPIFFE ID and public key
+Trusted = tuple[str, ec.EllipticCurvePublicKey]
+
+
+def verify_chained(token: str, trust: Callable[[tuple[str, ...]], Trusted]) -> Claims:
+    """The claims of a token whose x5c chain `trust` accepts (it gets the header's
+    certificates, base64 DER as sent, and returns the leaf's SPIFFE ID and key, or raises),
+    signed by the leaf's key, with that SPIFFE ID as `sub`."""
+    try:
+        x5c = _JWS.get_unverified_header(token).get("x5c")
+    except jwt.PyJWTError as err:
+        raise TokenError(f"not a JWT ({err})") from None
+    if not isinstance(x5c, list) or not 0 < len(x5c) <= MAX_CHAIN or \
+            not all(isinstance(c, str) for c in x5c):
+        raise TokenError(f"no x5c header with 1 to {MAX_CHAIN} certificates")
+    spiffe_id, key = trust(tuple(x5c))
+    claims = verify(token, key)
+    if claims.sub != spiffe_id:
+        raise TokenError(f"it is signed as {claims.sub} by the certificate of {spiffe_id}")
+    return claims
+
+
+def chain_of(x5c: tuple[str, ...]) -> list[x509.Certificate]:
+    """The certificates of an x5c header (base64 DER, leaf first)."""
+    try:
+        return [x509.load_der_x509_certificate(base64.b64decode(c, validate=True))
+                for c in x5c]
+    except (ValueError, binascii.Error):
+        raise TokenError("its x5c header holds no DER certificates") from None
 
 
 def read(token: str) -> Claims:
@@ -97,5 +143,5 @@ class Signer:
     def spiffe_id(self) -> str:
         return str(self._svid().spiffe_id)
 
-    def sign(self, aud: str, now: float) -> tuple[str, float]:
-        return sign(self._svid(), aud, now, self.lifetime_s)
+    def sign(self, aud: str, now: float, with_chain: bool = False) -> tuple[str, float]:
+        return sign(self._svid(), aud, now, self.lifetime_s, with_chain)

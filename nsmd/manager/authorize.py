@@ -24,6 +24,7 @@ from nsmd.caller import CALLER, DAEMON, Caller
 from nsmd.clock import Clock
 from nsmd.errors import PermissionDenied
 from nsmd.hosting import Hosting
+from nsmd.identity.tokens import Trusted
 from nsmd.manager import mechanisms
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Element, Next
@@ -55,9 +56,11 @@ class Authorize(Element):
     def __init__(self, name: str, begin: Begin, hosting: Hosting, policy: Policy,
                  clock: Clock, own_id: Callable[[], str],
                  trust_domains: Callable[[], frozenset[str]],
+                 trust_chain: Callable[[tuple[str, ...]], Trusted],
                  max_token_s: float = defaults.TOKEN_LIFETIME_S):
         self.name = name
         self.max_token_s = max_token_s
+        self.trust_chain = trust_chain   # an x5c chain -> its leaf's SPIFFE ID and key
         self.begin = begin
         self.hosting = hosting
         self.policy = policy
@@ -73,7 +76,7 @@ class Authorize(Element):
         self._check_caller_segment(conn.path)
         self._take_our_segments(conn.path, caller)
         expires, origin = check_path(conn.path, caller, self.own_id(), self.trust_domains(),
-                                     self.clock.time(), self.max_token_s)
+                                     self.clock.time(), self.max_token_s, self.trust_chain)
         # The caller's segment ends when its token does: our timeout fires then.
         conn.path.path_segments[conn.path.index].expires = expires
         _check_mechanisms(request, caller)

@@ -27,7 +27,8 @@ from nsmd.dataplane import Dataplane
 from nsmd.errors import DataplaneError, NotFound, NsmdError, PermissionDenied, SelectionError
 from nsmd.hosting import NODE_LABEL, Hosting
 from nsmd.identity.identity import Identity
-from nsmd.identity.tokens import Signer
+from nsmd.identity.svid import IdentityError
+from nsmd.identity.tokens import Signer, Trusted
 from nsmd.manager.authorize import ActAsDaemon, Authorize
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Chain, Next
@@ -123,7 +124,7 @@ class Manager:
         )
         self.server = Chain(
             Authorize(name, self.server_begin, hosting, self.policy, clock, self.own_id,
-                      self.trust_domains, token_lifetime_s),
+                      self.trust_domains, self.trust_chain, token_lifetime_s),
             UpdatePath(name),
             self.server_begin,
             UpdateToken(clock, token_lifetime_s, self.signer),
@@ -181,6 +182,12 @@ class Manager:
     def trust_domains(self) -> frozenset[str]:
         identity = self.identity()
         return identity.trust_domains if identity else frozenset()
+
+    def trust_chain(self, x5c: tuple[str, ...]) -> Trusted:
+        identity = self.identity()
+        if identity is None:
+            raise IdentityError("this daemon has no identity to check certificates with")
+        return identity.trust_chain(x5c)
 
     async def recover(self) -> None:
         """Start-up after a restart, in the order that loses nothing: re-attach the vWire

@@ -5,8 +5,11 @@ pkg/tools/opa/policies): every token is an ES256 JWT (tokens_valid), none has ex
 (tokens_expired), each names the next hop as its audience and the caller's names us
 (tokens_chained), every SPIFFE ID in them belongs to a trust domain we accept
 (tokens_trust_domain), and the caller's token is signed by the key of the certificate
-it presented in mTLS, as itself (prev_token_signed). Other hops' signatures cannot be
-checked here (we do not hold their certificates); each hop checked its predecessor's.
+it presented in mTLS, as itself (prev_token_signed), and the path's first token, where
+it began, unless it names the caller (who may sign as itself anyway), is signed by the
+certificate chain its x5c header carries, which our bundles trust, as its `sub`
+(origin_signed: so a policy on the origin cannot be met by a forged first segment). Other hops' signatures cannot be checked here (we do not hold their
+certificates); each hop checked its predecessor's.
 
 The caller's segment ends when its token does, but never later than the certificate that
 signed it, nor than this daemon's own token lifetime from now: a token claiming to last
@@ -16,17 +19,20 @@ until 9999 must not keep a connection that its owner stopped refreshing.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from spiffe import SpiffeId
 
 from nsmd.caller import Caller
 from nsmd.errors import PermissionDenied
 from nsmd.identity import tokens
+from nsmd.identity.svid import IdentityError
 from nsmd.model import Path
 
 
 def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset[str],
-               now: float, max_lifetime_s: float) -> tuple[float, str]:
+               now: float, max_lifetime_s: float,
+               trust: Callable[[tuple[str, ...]], tokens.Trusted]) -> tuple[float, str]:
     """Raises PermissionDenied naming the first policy the path fails; returns the end of
     the caller's segment (its token's expiry, capped as above) and the SPIFFE ID the path
     began with."""
@@ -71,6 +77,12 @@ def check_path(path: Path, caller: Caller, own_id: str, trust_domains: frozenset
                                f"{last.sub}, but the caller is {caller.spiffe_id}")
     if unsigned:
         raise PermissionDenied("prev_token_signed", f"the caller's token: {unsigned}")
+    if claims[0].sub != caller.spiffe_id:  # another began the path: its chain must say so
+        try:
+            tokens.verify_chained(segments[0].token, trust)
+        except (tokens.TokenError, IdentityError) as err:
+            raise PermissionDenied("origin_signed", f"path segment 0 "
+                                   f"({segments[0].name!r}): {err}") from None
     signer_ends = caller.certificate.not_valid_after_utc.timestamp()
     return min(last.exp, signer_ends, now + max_lifetime_s), claims[0].sub
 

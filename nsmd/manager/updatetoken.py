@@ -5,7 +5,8 @@ as `sub` and, here, as `aud` too: the next hop is this daemon's own manager or a
 endpoint. A hop towards another daemon signs its segment again for that daemon just
 before calling it (remote.py). `expires` is the token's expiry: it drives the client's
 refresh and the next hop's timeout. A daemon without an identity (no peers) stamps
-`expires` only.
+`expires` only. The path's first segment (the client's) carries the certificate chain
+(tokens.py): it says who began the path to every later hop.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from nsmd.model import Connection, NetworkServiceRequest, PathSegment
 
 
 def sign_segment(segment: PathSegment, signer: Signer | None, aud: str, now: float,
-                 lifetime_s: float) -> None:
+                 lifetime_s: float, origin: bool = False) -> None:
     if signer is None:
         segment.expires = now + lifetime_s
         return
-    segment.token, segment.expires = signer.sign(aud, now)
+    segment.token, segment.expires = signer.sign(aud, now, with_chain=origin)
 
 
 class UpdateToken(Element):
@@ -38,5 +39,6 @@ class UpdateToken(Element):
         conn = request.connection
         signer = self.signer()
         sign_segment(conn.path.path_segments[conn.path.index], signer,
-                     signer.spiffe_id if signer else "", self.clock.time(), self.lifetime_s)
+                     signer.spiffe_id if signer else "", self.clock.time(), self.lifetime_s,
+                     origin=conn.path.index == 0)
         return await nxt.request(request)

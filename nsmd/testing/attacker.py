@@ -66,7 +66,8 @@ class Bed:
                 service: str = "remote-svc", client: str = "nsc@evil") -> dict:
         """A Request as the attacker's own daemon would send it: path [client, evil]."""
         now = time.time()
-        seg0 = tokens.sign(self.evil, EVIL, now, 600)[0] if first is None else first
+        seg0 = tokens.sign(self.evil, EVIL, now, 600, with_chain=True)[0] if first is None \
+            else first
         seg1 = tokens.sign(self.evil, aud, now, 600)[0] if caller_token is None \
             else caller_token
         conn = Connection(id="evil-seg", network_service=service,

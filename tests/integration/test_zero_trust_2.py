@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from nsmd.identity import tokens
-from nsmd.testing.attacker import EVIL, IP1, IP2, IP_EVIL, N2, Bed, as_user, refused
+from nsmd.testing.attacker import EVIL, IP1, IP2, IP_EVIL, N1, N2, Bed, as_user, refused
 from nsmd.testing.sandbox import (
     VL3_SERVICE,
     endpoint_manifest,
@@ -457,3 +457,23 @@ def test_a_client_takes_only_the_answer_to_what_it_asked(netns, daemon, tmp_path
     finally:
         peer.terminate()
         peer.wait(5)
+
+
+def test_a_relay_cannot_begin_a_path_in_anothers_name(netns, daemon, tmp_path):
+    """Finding 7: the path's origin (claims[0].sub) was read without checking its
+    signature, and --policy matched it: through a relay, a forged first segment with
+    sub=frontend passed a rule meant for paths that began at frontend."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"services: [{{name: remote-svc, request: [{N1}, {EVIL}]}}]\n")
+    bed = Bed(netns, daemon, tmp_path, n2_args=("--policy", str(policy)))
+    now = time.time()
+    as_frontend = tokens.jwt.encode({"sub": N1, "aud": EVIL, "exp": now + 600},
+                                    bed.evil.key, algorithm="ES256")
+    before = bed.footprint()
+    refused(bed.attack("POST", f"{FAR}/v1/peer/request", bed.request(first=as_frontend)),
+            "origin_signed")
+    assert bed.footprint() == before
+    # the path that really began at n1 (its first token carries n1's certificate) passes
+    conn = bed.near.cli_json("connect", "remote-svc", "--netns", bed.nsc_ns)
+    assert ping(bed.nsc_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
+                2).returncode == 0

@@ -11,7 +11,7 @@ from nsmd.caller import CALLER, DAEMON, Caller, peer_caller
 from nsmd.errors import PermissionDenied
 from nsmd.identity import tokens
 from nsmd.identity.ca import init_ca, issue_svid
-from nsmd.identity.svid import load_svid_dir
+from nsmd.identity.svid import load_svid_dir, verify_chain
 from nsmd.manager.authorize import Authorize
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Chain
@@ -38,6 +38,11 @@ def svids(tmp_path_factory):
     return out
 
 
+def trusted(x5c, bundle):
+    chain = tokens.chain_of(x5c)
+    return str(verify_chain(chain, bundle)), chain[0].public_key()
+
+
 class Hosted:
     """Hosting as authorize sees it: which endpoints live here."""
 
@@ -53,8 +58,10 @@ def bed(svids):
     clock = FakeClock(start=time.time())
     begin, count = Begin(), Count()
     policy = Policy.allow_all()
+    bundle = svids[A].bundle   # the test CA, as B's identity trusts it
     authorize = Authorize("b", begin, Hosted("e1"), policy, clock, lambda: B,
-                          lambda: frozenset({TD}))
+                          lambda: frozenset({TD}),
+                          lambda x5c: trusted(x5c, bundle))
     chain = Chain(authorize, UpdatePath("b"), begin, count)
 
     class Bed:
@@ -77,7 +84,8 @@ def peer_request(bed, *, caller_svid=None, first_token=None, caller_token=None,
     now = bed.clock.time()
     svid = caller_svid or bed.svids[A]
     sub = str(svid.spiffe_id)
-    segments = [PathSegment(name="nsc", id="c0", token=first_token or signed(svid, sub, now)),
+    origin = tokens.sign(svid, sub, now, 600, with_chain=True)[0]   # as a client's daemon
+    segments = [PathSegment(name="nsc", id="c0", token=first_token or origin),
                 PathSegment(name="a", id="a-seg", token=caller_token or signed(svid, B, now)),
                 *extra_segments]
     conn = Connection(id="a-seg", network_service="svc", network_service_endpoint_name=endpoint,
@@ -127,6 +135,34 @@ async def test_a_caller_token_that_claims_to_last_for_ever_ends_with_our_lifetim
     bed.authorize.max_token_s = 10 * 365 * 86400
     conn = await call(bed, peer_request(bed, caller_token=for_ever), as_peer(svid))
     assert conn.path.path_segments[1].expires == svid.not_after.timestamp()
+
+
+async def test_a_path_begins_where_its_first_tokens_certificate_says(bed, tmp_path):
+    """origin_signed: a relay cannot begin a path in another's name: the first token must
+    be signed by the certificate its x5c chain carries, trusted by our bundle, as `sub`."""
+    now = bed.clock.time()
+    evil, a = bed.svids[EVIL], bed.svids[A]
+    a_chain = tokens._JWS.get_unverified_header(
+        tokens.sign(a, EVIL, now, 600, with_chain=True)[0])["x5c"]
+    init_ca(str(tmp_path / "rogue"), TD)   # another CA calling itself the same trust domain
+    rogue = load_svid_dir(issue_svid(str(tmp_path / "rogue"), A, str(tmp_path / "rogue-a")))
+    claims = {"sub": A, "aud": EVIL, "exp": now + 600}
+    for first in (
+            tokens.jwt.encode(claims, evil.key, algorithm="ES256"),    # no chain at all
+            tokens.jwt.encode(claims, evil.key, algorithm="ES256",     # A's chain, evil's key
+                              headers={"x5c": a_chain}),
+            tokens.jwt.encode(claims, evil.key, algorithm="ES256",     # sub A, evil's chain
+                              headers={"x5c": tokens._JWS.get_unverified_header(
+                                  tokens.sign(evil, EVIL, now, 600, with_chain=True)[0])
+                                  ["x5c"]}),
+            tokens.sign(rogue, EVIL, now, 600, with_chain=True)[0]):   # a chain we do not trust
+        request = peer_request(bed, caller_svid=evil, first_token=first,
+                               caller_token=signed(evil, B, now))
+        err = await denied(bed, request, as_peer(evil), "origin_signed")
+        assert "path segment 0" in str(err)
+    # a path the caller began itself needs no chain: it may sign as itself anyway
+    await call(bed, peer_request(bed, caller_svid=evil, first_token=signed(evil, EVIL, now),
+                                 caller_token=signed(evil, B, now)), as_peer(evil))
 
 
 async def test_forged_expired_unchained_wrong_audience_and_foreign_tokens(bed):
