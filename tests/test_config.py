@@ -96,7 +96,7 @@ def test_the_config_template_names_every_option_with_its_default(tmp_path):
     text = render()
     assert all(line.startswith("#") or not line for line in text.splitlines())
     options = [m for line in text.splitlines()
-               if (m := re.fullmatch(r"# ([a-z][a-z-]*) = (.*)", line))]
+               if (m := re.fullmatch(r"# ([a-z][a-z0-9-]*) = (.*)", line))]
     assert sorted(m[1] for m in options) == sorted(
         f.name.replace("_", "-") for f in dataclasses.fields(Config))
     uncommented = tmp_path / "all.toml"   # every option line, taken at its word
