@@ -8,8 +8,9 @@ pkg/tools/opa/policies): every token is an ES256 JWT (tokens_valid), none has ex
 it presented in mTLS, as itself (prev_token_signed), and the path's first token, where
 it began, unless it names the caller (who may sign as itself anyway), is signed by the
 certificate chain its x5c header carries, which our bundles trust, as its `sub`
-(origin_signed: so a policy on the origin cannot be met by a forged first segment). Other hops' signatures cannot be checked here (we do not hold their
-certificates); each hop checked its predecessor's.
+(origin_signed: so a policy on the origin cannot be met by a forged first segment).
+Other hops' signatures cannot be checked here (we do not hold their certificates); each
+hop checked its predecessor's.
 
 The caller's segment ends when its token does, but never later than the certificate that
 signed it, nor than this daemon's own token lifetime from now: a token claiming to last
