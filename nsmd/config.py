@@ -20,6 +20,7 @@ from nsmd.errors import ValidationError
 from nsmd.identity.ca import parse_spiffe_id
 from nsmd.identity.federation import parse_federate
 from nsmd.model.registry import check_name
+from nsmd.quotas import Limits
 from nsmd.tunnel_keys import parse_aeads
 
 # Rekeys must come well before the engine refuses a keypair (fastpath REJECT_AFTER_S, 180 s).
@@ -64,6 +65,12 @@ class Config:
     dns_upstream: str = ""      # IP[:PORT],... of the host's resolvers ("" = resolv.conf)
     vl3_dns_forward: bool = False  # vL3 resolvers forward names outside their zones
     capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES  # the largest file a function writes
+    # quotas.py: what one peer or local user may hold of this daemon
+    quota_connections_per_peer: int = Limits.connections_per_peer
+    quota_connections_per_user: int = Limits.connections_per_user
+    quota_records_per_registrant: int = Limits.records_per_registrant
+    quota_watches_per_peer: int = Limits.watches_per_peer
+    quota_body_bytes: int = Limits.body_bytes
 
     def validate(self) -> Config:
         if not self.name:
@@ -99,6 +106,10 @@ class Config:
                                   "keys are refused 180 s after they were made)",
                                   self.rekey_after_s)
         parse_aeads(self.tunnel_aead, "tunnel-aead")
+        for f in dataclasses.fields(Limits):
+            if getattr(self, f"quota_{f.name}") < 1:
+                raise ValidationError(f"quota-{f.name.replace('_', '-')}", "at least 1",
+                                      getattr(self, f"quota_{f.name}"))
         if self.capture_max_bytes < 124:
             raise ValidationError("capture-max-bytes", "at least 124 bytes",
                                   self.capture_max_bytes)
@@ -147,6 +158,11 @@ class Config:
                                   "bundle.pem, or --spiffe-socket (peering needs an "
                                   "identity; see `nsmd ca`)")
         return self
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(**{f.name: getattr(self, f"quota_{f.name}")
+                         for f in dataclasses.fields(Limits)})
 
     @property
     def url(self) -> str:

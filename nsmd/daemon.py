@@ -36,6 +36,7 @@ from nsmd.metrics import Metrics
 from nsmd.peer.client import PeerClient
 from nsmd.plugins.api import FunctionHost
 from nsmd.policy import Policy
+from nsmd.quotas import Quotas
 from nsmd.registry import Registry
 from nsmd.registry.etcd import EtcdRegistry, EtcdTls
 from nsmd.registry.foreign import ForeignRegistries
@@ -72,6 +73,7 @@ class Daemon:
         self.policy = policy = Policy.load(cfg.policy) if cfg.policy else Policy.allow_all()
         self.db = StateDB(cfg.state_dir)
         self.metrics = Metrics()
+        self.quotas = Quotas(cfg.limits, self.metrics.quota_refusals)
         if cfg.listen or cfg.registry.startswith("https://") or \
                 (cfg.registry_ca and not cfg.registry_cert):  # etcd with our SVID
             await self._load_identity()
@@ -98,7 +100,8 @@ class Daemon:
                                foreign=self.foreign,
                                registry_only=cfg.registry_only,
                                function_host=FunctionHost(cfg.state_dir,
-                                                          cfg.capture_max_bytes))
+                                                          cfg.capture_max_bytes),
+                               quotas=self.quotas)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin),
                                      self.dataplane.totals)
         if not cfg.registry_only:  # a floating registry runs no data plane

@@ -25,6 +25,8 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
         self.rekeys = Counter("nsmd_tunnel_rekeys", "Tunnel keypairs replaced (either side)",
                               registry=self.registry)
+        self.quota_refusals = Counter("nsmd_quota_refusals", "Calls refused by a quota",
+                                      ["quota"], registry=self.registry)
 
     def add_live_source(self, connections: Callable[[], int],
                         dataplane_totals: Callable[[], dict[str, Any]]) -> None:

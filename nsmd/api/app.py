@@ -12,9 +12,10 @@ from cryptography import x509
 
 from nsmd import __version__
 from nsmd.api import connections, registry
-from nsmd.api.codec import errors_middleware, reply, work_middleware
+from nsmd.api.codec import body_quota_middleware, errors_middleware, reply, work_middleware
 from nsmd.api.keys import DAEMON
 from nsmd.api.openapi import openapi_document
+from nsmd.caller import local_caller
 from nsmd.config import group_id
 from nsmd.identity.svid import verify_chain
 from nsmd.identity.tls import peer_certificate
@@ -66,8 +67,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(daemon) -> web.Application:
-    app = web.Application(middlewares=[work_middleware(daemon.heap.touch), errors_middleware],
-                          client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[
+        work_middleware(daemon.heap.touch), errors_middleware,
+        body_quota_middleware(daemon.quotas, lambda r: local_caller(r.transport))],
+        client_max_size=MAX_BODY_BYTES)
     app[DAEMON] = daemon
     app.add_routes(misc)
     app.add_routes(registry.routes)

@@ -15,8 +15,10 @@ import msgpack
 import msgspec
 from aiohttp import web
 
+from nsmd.caller import Caller
 from nsmd.errors import NsmdError, ValidationError
 from nsmd.model.codec import MSGPACK
+from nsmd.quotas import Quotas
 
 BIG_BODY = 256 << 10   # bodies above this are decoded in a worker thread
 log = logging.getLogger("nsmd.api")
@@ -86,6 +88,19 @@ async def errors_middleware(request: web.Request, handler):
         return web.json_response(
             {"error": f"internal error ({type(err).__name__}: {err}); see the daemon's log"},
             status=500)
+
+
+def body_quota_middleware(quotas: Quotas, caller_of: Callable[[web.Request], Caller]):
+    """Bodies beyond the body-bytes quota are refused before they are read, but root's on
+    the API socket (a manifest of many thousand endpoints is an admin's to apply)."""
+    @web.middleware
+    async def limit(request: web.Request, handler):
+        if request.body_exists:
+            who = caller_of(request)
+            if not who.is_root:
+                quotas.check_size("body-bytes", request.content_length, who)
+        return await handler(request)
+    return limit
 
 
 def query_labels(values: list[str], where: str = "label") -> dict[str, str]:

@@ -17,6 +17,7 @@ from nsmd.hosting import Hosting
 from nsmd.identity.identity import Identity
 from nsmd.manager.build import Manager
 from nsmd.metrics import Metrics
+from nsmd.quotas import Quotas
 from nsmd.registry import RegistryView
 
 
@@ -31,6 +32,7 @@ class Served(Protocol):
     manager: Manager
     dataplane: Dataplane
     metrics: Metrics
+    quotas: Quotas
 
 
 DAEMON: web.AppKey[Served] = web.AppKey("daemon")

@@ -8,6 +8,8 @@ authorize element or, for rekeys, by the same owner and address rules.
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from nsmd.api import registry as local_registry
@@ -41,9 +43,31 @@ def caller(request: web.Request) -> Caller:
                        request.headers.get(URL_HEADER, ""))
 
 
-routes.get("/v1/services")(local_registry.find_services)
+def _check_records(daemon, who: Caller) -> None:
+    daemon.quotas.check("records-per-registrant", daemon.registry.records_of(who.spiffe_id),
+                        who)
+
+
+@routes.get("/v1/services")
+async def find_services(request: web.Request) -> web.StreamResponse:
+    with _watching(request):
+        return await local_registry.find_services(request)
+
+
+@routes.get("/v1/endpoints")
+async def find_endpoints(request: web.Request) -> web.StreamResponse:
+    with _watching(request):
+        return await local_registry.find_endpoints(request)
+
+
+def _watching(request: web.Request):
+    """A peer's watch stream counts against its quota while it is open."""
+    if not local_registry.watch_requested(request):
+        return contextlib.nullcontext()
+    return request.app[DAEMON].quotas.hold("watches-per-peer", caller(request).spiffe_id)
+
+
 routes.get("/v1/services/{name}")(local_registry.get_service)
-routes.get("/v1/endpoints")(local_registry.find_endpoints)
 routes.get("/v1/endpoints/{name}")(local_registry.get_endpoint)
 
 
@@ -52,6 +76,8 @@ async def register_service(request: web.Request) -> web.Response:
     ns = from_wire(NetworkService, await read_body(request))
     daemon, who = request.app[DAEMON], caller(request)
     daemon.manager.policy.check("register", ns.name, who)
+    if ns.name not in daemon.registry.services:
+        _check_records(daemon, who)
     return reply(request, to_wire(await daemon.registry.register_service(
         ns, owner=who.spiffe_id)))
 
@@ -69,6 +95,8 @@ async def register_endpoint(request: web.Request) -> web.Response:
     daemon, who = request.app[DAEMON], caller(request)
     for service in nse.network_service_names:
         daemon.manager.policy.check("register", service, who)
+    if nse.name not in daemon.registry.endpoints:
+        _check_records(daemon, who)
     return reply(request, to_wire(await daemon.registry.register_endpoint(
         nse, owner=who.spiffe_id)))
 
@@ -114,9 +142,11 @@ async def peer_rekey(request: web.Request) -> web.Response:
 
 
 def build_peer_app(daemon) -> web.Application:
-    from nsmd.api.codec import errors_middleware, work_middleware
+    from nsmd.api.codec import body_quota_middleware, errors_middleware, work_middleware
 
-    app = web.Application(middlewares=[work_middleware(daemon.heap.touch), errors_middleware])
+    app = web.Application(middlewares=[work_middleware(daemon.heap.touch), errors_middleware,
+                                       body_quota_middleware(daemon.quotas, caller)],
+                          client_max_size=daemon.quotas.limits.body_bytes)
     app[DAEMON] = daemon
     app.add_routes(routes)
     return app

@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 BIG_MANIFEST = 100  # documents; more are parsed in a worker thread
 
 
-def _watch_requested(request: web.Request) -> bool:
+def watch_requested(request: web.Request) -> bool:
     value = request.query.get("watch", "")
     if value not in ("", "0", "1", "true", "false"):
         raise ValidationError("watch", "true or false", value)
@@ -50,7 +50,7 @@ async def find_services(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     query = ServiceQuery(name=request.query.get("name", ""),
                          payload=request.query.get("payload", ""))
-    if _watch_requested(request):
+    if watch_requested(request):
         watch = daemon.registry.watch_services(query)
         try:
             return await stream_ndjson(request, _with_sync_marker(watch), _event,
@@ -88,7 +88,7 @@ async def find_endpoints(request: web.Request) -> web.StreamResponse:
     query = EndpointQuery(name=request.query.get("name", ""),
                           network_service_names=tuple(request.query.getall("service", [])),
                           url=request.query.get("url", ""))
-    if _watch_requested(request):
+    if watch_requested(request):
         watch = daemon.registry.watch_endpoints(query)
         try:
             return await stream_ndjson(request, _with_sync_marker(watch), _event,

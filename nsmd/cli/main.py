@@ -37,7 +37,9 @@ TUNING = (
     "tunnel-aead (auto: aes-256-gcm first where the CPU has AES instructions, else "
     "chacha20-poly1305; or either or both, comma-separated, preferred first), "
     f"capture-max-bytes ({defaults.CAPTURE_MAX_BYTES}: the largest file a function such as "
-    "capture writes, in <state-dir>/capture).")
+    "capture writes, in <state-dir>/capture); quota-connections-per-peer, "
+    "quota-connections-per-user, quota-records-per-registrant, quota-watches-per-peer, "
+    "quota-body-bytes (what one peer or local user may hold; see docs/security.md).")
 
 
 def build_parser() -> Parser:

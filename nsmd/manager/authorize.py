@@ -31,6 +31,7 @@ from nsmd.manager.chain import Element, Next
 from nsmd.manager.tokenchain import check_path
 from nsmd.model import Connection, NetworkServiceRequest, Path
 from nsmd.policy import Policy
+from nsmd.quotas import Quotas
 
 
 class ActAsDaemon(Element):
@@ -57,8 +58,10 @@ class Authorize(Element):
                  clock: Clock, own_id: Callable[[], str],
                  trust_domains: Callable[[], frozenset[str]],
                  trust_chain: Callable[[tuple[str, ...]], Trusted],
-                 max_token_s: float = defaults.TOKEN_LIFETIME_S):
+                 max_token_s: float = defaults.TOKEN_LIFETIME_S,
+                 quotas: Quotas | None = None):
         self.name = name
+        self.quotas = quotas or Quotas()
         self.max_token_s = max_token_s
         self.trust_chain = trust_chain   # an x5c chain -> its leaf's SPIFFE ID and key
         self.begin = begin
@@ -74,7 +77,9 @@ class Authorize(Element):
             return await nxt.request(request)
         conn = request.connection
         self._check_caller_segment(conn.path)
-        self._take_our_segments(conn.path, caller)
+        if self._take_our_segments(conn.path, caller) is None:   # a new one: within quota?
+            self.quotas.check("connections-per-peer", self.begin.held_by(caller.spiffe_id),
+                              caller)
         expires, origin = check_path(conn.path, caller, self.own_id(), self.trust_domains(),
                                      self.clock.time(), self.max_token_s, self.trust_chain)
         # The caller's segment ends when its token does: our timeout fires then.

@@ -13,6 +13,7 @@ for as long as its vWires live, and every reader gets a fresh object anyway.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -59,6 +60,7 @@ class Begin(Element):
         self.on_dropped: list[Callable[[Connection, Owner], object]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, int] = {}
+        self._per_owner: collections.Counter[str] = collections.Counter()  # SPIFFE ID -> held
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,6 +83,10 @@ class Begin(Element):
     def get(self, conn_id: str) -> Connection | None:
         entry = self._entries.get(conn_id)
         return self._connection(entry) if entry else None
+
+    def held_by(self, spiffe_id: str) -> int:
+        """How many connections the peer `spiffe_id` created here (its quota)."""
+        return self._per_owner[spiffe_id]
 
     def owner(self, conn_id: str) -> str | None:
         """The SPIFFE ID of the peer that created the connection ("" for this daemon's own
@@ -172,6 +178,9 @@ class Begin(Element):
         entry = self._entries.pop(conn_id, None)
         if entry is None:
             return False  # NSM: closing an unknown connection is a no-op
+        self._per_owner[entry.owner.spiffe_id] -= 1
+        if not self._per_owner[entry.owner.spiffe_id]:
+            del self._per_owner[entry.owner.spiffe_id]
         await entry.nxt.close(self._connection(entry))
         return True
 
@@ -182,6 +191,8 @@ class Begin(Element):
               owner: Owner) -> None:
         packed = self._packer.pack(NetworkServiceRequest(connection=conn,
                                                          mechanism_preferences=preferences))
+        if conn.id not in self._entries:
+            self._per_owner[owner.spiffe_id] += 1
         self._entries[conn.id] = _Entry(packed, self._nexts.setdefault(nxt.place(), nxt),
                                         self._owners.setdefault(owner, owner))
 

@@ -71,6 +71,7 @@ from nsmd.model import (
 from nsmd.peer.client import PeerClient
 from nsmd.plugins.api import FunctionHost
 from nsmd.policy import Policy
+from nsmd.quotas import Quotas
 from nsmd.registry import RegistryView
 from nsmd.registry.foreign import ForeignRegistries
 from nsmd.state import StateDB
@@ -92,7 +93,7 @@ class Manager:
                  rekey_after_s: float = defaults.REKEY_AFTER_S,
                  dns_upstream: list[tuple[str, int]] | None = None,
                  foreign: ForeignRegistries | None = None, registry_only: bool = False,
-                 function_host: FunctionHost | None = None):
+                 function_host: FunctionHost | None = None, quotas: Quotas | None = None):
         self.name = name
         self.clock = clock
         self.registry = registry
@@ -100,6 +101,7 @@ class Manager:
         self.peer = peer
         self.identity = identity
         self.policy = policy or Policy.allow_all()
+        self.quotas = quotas or Quotas()
         self.server_begin = Begin()
         self.foreign = foreign
         self.registry_only = registry_only  # a floating registry: no vWires here
@@ -124,7 +126,7 @@ class Manager:
         )
         self.server = Chain(
             Authorize(name, self.server_begin, hosting, self.policy, clock, self.own_id,
-                      self.trust_domains, self.trust_chain, token_lifetime_s),
+                      self.trust_domains, self.trust_chain, token_lifetime_s, self.quotas),
             UpdatePath(name),
             self.server_begin,
             UpdateToken(clock, token_lifetime_s, self.signer),
@@ -245,6 +247,9 @@ class Manager:
                                  "endpoints but makes no vWires")
         self.policy.check("request", service, caller)
         check_local_netns(caller, netns, "interfaces")
+        if caller.kind == "local" and not caller.is_root:
+            self.quotas.check("connections-per-user", self.held.held_by(caller.subjects[0]),
+                              caller)
         conn_id = str(uuid.uuid4())
         labels = {NODE_LABEL: self.name, **labels}  # NSM's clientinfo (the client may say)
         conn = Connection(

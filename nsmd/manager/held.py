@@ -7,6 +7,7 @@ interface and addresses. The local user who made it is written down with it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 from nsmd.manager.chain import Element, Next
@@ -22,6 +23,7 @@ class Held(Element):
         # their connections many: each distinct list of subjects is kept once.
         self._owners: dict[str, tuple[str, ...]] = {}
         self._subjects: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._per_user: collections.Counter[str] = collections.Counter()  # unix:uid=N -> held
 
     def stored(self) -> list[tuple[NetworkServiceRequest, list[str]]]:
         found = []
@@ -33,10 +35,21 @@ class Held(Element):
 
     def own(self, conn_id: str, subjects: list[str]) -> None:
         kept = tuple(subjects)
+        self.disown(conn_id)
         self._owners[conn_id] = self._subjects.setdefault(kept, kept)
+        if kept:
+            self._per_user[kept[0]] += 1
 
     def disown(self, conn_id: str) -> None:
-        self._owners.pop(conn_id, None)
+        kept = self._owners.pop(conn_id, None)
+        if kept:
+            self._per_user[kept[0]] -= 1
+            if not self._per_user[kept[0]]:
+                del self._per_user[kept[0]]
+
+    def held_by(self, subject: str) -> int:
+        """How many connections the local user `subject` (unix:uid=N) holds (its quota)."""
+        return self._per_user[subject]
 
     def owner(self, conn_id: str) -> list[str]:
         return list(self._owners.get(conn_id, ()))

@@ -6,7 +6,7 @@ on it, so lookups on the request path never leave the process.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from nsmd.errors import PermissionDenied
 from nsmd.model import NetworkService, NetworkServiceEndpoint
@@ -25,6 +25,7 @@ class RegistryView:
         self.services: dict[str, NetworkService] = {}
         self.endpoints: dict[str, NetworkServiceEndpoint] = {}
         self._by_service: dict[str, set[str]] = defaultdict(set)
+        self._per_registrant: Counter[str] = Counter()  # first path id -> records it holds
         self.service_watchers = Watchers()
         self.endpoint_watchers = Watchers()
 
@@ -52,6 +53,10 @@ class RegistryView:
         found = [self.endpoints[n] for n in self._by_service.get(service, ())]
         found.sort(key=lambda nse: (nse.initial_registration_time, nse.name))
         return found
+
+    def records_of(self, registrant: str) -> int:
+        """How many services and endpoints `registrant` (a SPIFFE ID) holds (its quota)."""
+        return self._per_registrant[registrant]
 
     def watch_services(self, query: ServiceQuery = ANY_SERVICE) -> Watch:
         return self.service_watchers.open(query.matches, self.find_services(query))
@@ -89,11 +94,13 @@ class RegistryView:
     # -- in-memory changes (callers persist or forward first) -------------------------------
 
     def _put_service(self, ns: NetworkService) -> None:
+        self._count(self.services.get(ns.name), -1)
         self.services[ns.name] = ns
+        self._count(ns, 1)
         self.service_watchers.publish(ns)
 
     def _drop_service(self, ns: NetworkService) -> None:
-        self.services.pop(ns.name, None)
+        self._count(self.services.pop(ns.name, None), -1)
         self.service_watchers.publish(ns, deleted=True)
 
     def _put_endpoint(self, nse: NetworkServiceEndpoint) -> None:
@@ -101,6 +108,7 @@ class RegistryView:
         if old is not None:
             self._unindex(old)
         self.endpoints[nse.name] = nse
+        self._count(nse, 1)
         for service in nse.network_service_names:
             self._by_service[service].add(nse.name)
         self.endpoint_watchers.publish(nse)
@@ -110,7 +118,15 @@ class RegistryView:
             self._unindex(self.endpoints[nse.name])
         self.endpoint_watchers.publish(nse, deleted=True)
 
+    def _count(self, record: NetworkService | NetworkServiceEndpoint | None, step: int) -> None:
+        if record is not None and record.path_ids:
+            registrant = record.path_ids[0]
+            self._per_registrant[registrant] += step
+            if not self._per_registrant[registrant]:
+                del self._per_registrant[registrant]
+
     def _unindex(self, nse: NetworkServiceEndpoint) -> None:
+        self._count(nse, -1)
         del self.endpoints[nse.name]
         for service in nse.network_service_names:
             names = self._by_service.get(service)

@@ -477,3 +477,92 @@ def test_a_relay_cannot_begin_a_path_in_anothers_name(netns, daemon, tmp_path):
     conn = bed.near.cli_json("connect", "remote-svc", "--netns", bed.nsc_ns)
     assert ping(bed.nsc_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
                 2).returncode == 0
+
+
+WATCHES = """
+import asyncio, json, sys
+import aiohttp
+from nsmd.identity.svid import load_svid_dir
+from nsmd.identity.tls import TlsContexts
+
+async def main(identity_dir, url, count):
+    tls = TlsContexts(load_svid_dir(identity_dir))
+    async with aiohttp.ClientSession() as session:
+        open_ = []
+        for _ in range(count):   # one after the other, each kept open
+            resp = await session.get(url, ssl=tls.client())
+            open_.append(resp)
+        print(json.dumps([r.status for r in open_]))
+        for r in open_:
+            r.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def test_one_peer_or_user_cannot_use_up_the_daemon(netns, daemon, tmp_path):
+    """Finding 11: no quotas anywhere: per-peer connections, registry records, watch
+    streams, body sizes (a local user's up to 256 MiB)."""
+    nobody = 65534
+    run_dir = tempfile.mkdtemp(prefix="nsmdt-run-")
+    os.chmod(run_dir, 0o755)
+    sock = os.path.join(run_dir, "api.sock")
+    quotas = {"NSMD_QUOTA_CONNECTIONS_PER_PEER": "2", "NSMD_QUOTA_RECORDS_PER_REGISTRANT": "3",
+              "NSMD_QUOTA_WATCHES_PER_PEER": "2", "NSMD_QUOTA_CONNECTIONS_PER_USER": "1",
+              "NSMD_QUOTA_BODY_BYTES": "65536"}
+    try:
+        bed = Bed(netns, daemon, tmp_path, env=quotas, n2_args=("--api-group", str(nobody)),
+                  n2_socket=sock)
+
+        def quota(result: dict, name: str) -> None:
+            assert result["status"] == 429 and result["body"]["quota"] == name, result
+            assert f"quota {name} exceeded" in result["body"]["error"]
+
+        # connections: a refresh is not a new one
+        for i in range(2):
+            body = bed.request()
+            body["connection"]["path"]["path_segments"][1]["id"] = f"evil-seg-{i}"
+            body["connection"]["id"] = f"evil-seg-{i}"
+            assert bed.attack("POST", f"{FAR}/v1/peer/request", body)["status"] == 200
+        quota(bed.attack("POST", f"{FAR}/v1/peer/request", bed.request()),
+              "connections-per-peer")
+        # registry records (the near daemon holds the registry; its quotas are the same)
+        registry = f"https://{IP1}:7000"
+        for i in range(3):
+            assert bed.attack("POST", f"{registry}/v1/services",
+                              {"name": f"evil-{i}"})["status"] == 200
+        assert bed.attack("POST", f"{registry}/v1/services",
+                          {"name": "evil-0", "payload": "IP"})["status"] == 200   # an update
+        quota(bed.attack("POST", f"{registry}/v1/services", {"name": "evil-3"}),
+              "records-per-registrant")
+        # watch streams
+        statuses = json.loads(sh(sys.executable, "-c", WATCHES, bed.evil_dir,
+                                 f"{registry}/v1/services?watch=true", "3",
+                                 netns=bed.evil_ns).stdout)
+        assert statuses == [200, 200, 429], statuses
+        # bodies: a peer's, a local user's; root's may be large
+        quota(bed.attack("POST", f"{registry}/v1/services",
+                         {"name": "big", "matches": [{"metadata": {"x" * 70_000: ""}}]}),
+              "body-bytes")
+        big = {"documents": [{"apiVersion": "networkservicemesh.io/v1",
+                              "kind": "NetworkService", "metadata": {"name": f"s{i}"},
+                              "spec": {"payload": "IP"}} for i in range(1500)]}
+        status, body = as_user(nobody, nobody, sock, "POST", "/v1/apply", big)
+        assert status == 429 and body["quota"] == "body-bytes", body
+        # a local user's connections
+        app_ns = netns("app")
+        status, body = as_user(nobody, nobody, sock, "POST", "/v1/connections",
+                               {"network_service": "remote-svc", "netns": app_ns})
+        assert status == 201, body
+        status, body = as_user(nobody, nobody, sock, "POST", "/v1/connections",
+                               {"network_service": "remote-svc", "netns": netns("app2")})
+        assert status == 429 and body["quota"] == "connections-per-user", body
+        # legit traffic alongside: root's vWire from the client host
+        conn = bed.near.cli_json("connect", "remote-svc", "--netns", bed.nsc_ns)
+        assert ping(bed.nsc_ns, host(conn["context"]["ip_context"]["dst_ip_addrs"][0]),
+                    2).returncode == 0
+        metrics = bed.far.client.call("GET", "/metrics")   # text: Prometheus exposition
+        assert 'nsmd_quota_refusals_total{quota="connections-per-peer"} 1.0' in metrics
+        assert 'nsmd_quota_refusals_total{quota="body-bytes"} 1.0' in metrics
+    finally:
+        shutil.rmtree(run_dir)
