@@ -7,6 +7,7 @@ error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import grp
 import ipaddress
 import os
@@ -17,11 +18,7 @@ from typing import Any
 
 from nsmd import defaults
 from nsmd.errors import ValidationError
-from nsmd.identity.ca import parse_spiffe_id
-from nsmd.identity.federation import parse_federate
-from nsmd.model.registry import check_name
 from nsmd.quotas import Limits
-from nsmd.tunnel_keys import parse_aeads
 
 # Rekeys must come well before the engine refuses a keypair (fastpath REJECT_AFTER_S, 180 s).
 REKEY_LIMIT_S = 150.0
@@ -30,49 +27,110 @@ _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
 
 
+def option(default: Any, help: str, metavar: str = "", *, flag: bool = True,
+           choices: tuple[str, ...] = (), repeat: bool = False, **field: Any) -> Any:
+    """One option of `nsmd run`, declared once: its default, its --help line and how the
+    command line takes it; the TOML file, NSMD_<OPTION> variables, --help, the tuning
+    epilog and the installed nsmd.toml are all made from this (nsmd/cli/options.py).
+    flag=False: a tuning option (TOML and NSMD_* only); repeat: a repeatable flag whose
+    values join with commas."""
+    meta = {"help": help, "metavar": metavar, "flag": flag, "choices": choices,
+            "repeat": repeat}
+    if "default_factory" in field:
+        return dataclasses.field(metadata=meta, **field)
+    return dataclasses.field(default=default, metadata=meta, **field)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    name: str = dataclasses.field(default_factory=socket.gethostname)
-    state_dir: str = defaults.STATE_DIR
-    api_socket: str = defaults.API_SOCKET
-    listen: str = ""            # HOST:PORT of the mTLS peer listener ("" = none)
-    tunnel_port: int = defaults.TUNNEL_PORT  # first tunnel UDP port (one per engine)
-    engines: int = 0            # packet engine threads; 0 = one per CPU
-    local_queues: int = 1       # queues per same-host vWire device (flows over engines)
-    registry: str = ""          # https://HOST:PORT of another daemon, etcd://HOST:PORT[,...]
-                                # of an etcd cluster; "" = our own SQLite
-    registry_id: str = ""       # the SPIFFE ID that daemon must present ("" = any of ours)
-    domain: str = ""            # this daemon's domain for NAME@DOMAIN ("" = its trust domain)
-    domains: str = ""           # TOML file: "DOMAIN" = "https://HOST:PORT" of its registry
-    registry_only: bool = False  # a floating registry: registry and API, no data plane
-    federate: str = ""          # TD=BUNDLE.pem,... other trust domains whose IDs pass mTLS
-    registry_ca: str = ""       # etcd over mutual TLS: its CA, our certificate and key
-    registry_cert: str = ""
-    registry_key: str = ""
-    identity_dir: str = ""      # svid.pem, svid.key, bundle.pem (needed to peer) ...
-    spiffe_socket: str = ""     # ... or a SPIFFE Workload API: unix:///path
-    policy: str = ""            # YAML authorization policies ("" = the built-in ones only)
-    api_group: str = ""         # group allowed on the API socket (0660); "" = root only
-    log_level: str = "info"
-    token_lifetime_s: float = defaults.TOKEN_LIFETIME_S
-    nse_expiry_s: float = defaults.NSE_EXPIRY_S
-    local_mtu: int = defaults.LOCAL_MTU
-    tunnel_mtu: int = defaults.TUNNEL_MTU
-    keepalive_s: float = defaults.KEEPALIVE_S  # idle tunnels send this often
-    heal_detect_s: float = defaults.HEAL_DETECT_S  # then healed within 1 s
-    rekey_after_s: float = defaults.REKEY_AFTER_S
-    tunnel_aead: str = "auto"   # the tunnels' AEADs, preferred first (tunnel_keys.py)
-    dns_upstream: str = ""      # IP[:PORT],... of the host's resolvers ("" = resolv.conf)
-    vl3_dns_forward: bool = False  # vL3 resolvers forward names outside their zones
-    capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES  # the largest file a function writes
-    # quotas.py: what one peer or local user may hold of this daemon
-    quota_connections_per_peer: int = Limits.connections_per_peer
-    quota_connections_per_user: int = Limits.connections_per_user
-    quota_records_per_registrant: int = Limits.records_per_registrant
-    quota_watches_per_peer: int = Limits.watches_per_peer
-    quota_body_bytes: int = Limits.body_bytes
+    name: str = option(None, "node name in path segments (default: the hostname)",
+                       default_factory=socket.gethostname)
+    state_dir: str = option(defaults.STATE_DIR, "registry, connections and keys", "DIR")
+    api_socket: str = option(defaults.API_SOCKET, "unix socket of the API", "PATH")
+    listen: str = option("", "mTLS listener for peer daemons; tunnels use the same IP "
+                         "(none: no peers)", "IP:PORT")
+    tunnel_port: int = option(defaults.TUNNEL_PORT, "first UDP port of the tunnels, one per "
+                              "engine", "PORT")
+    engines: int = option(0, "packet engine threads (0: one per CPU)", "N")
+    local_queues: int = option(1, "queues per same-host vWire device, spreading its flows "
+                               "over engines (1: cheaper setup)", "N")
+    registry: str = option("", "https://IP:PORT: use another daemon's registry instead of "
+                           "our own; etcd://HOST:PORT[,HOST:PORT...]: keep it in an etcd "
+                           "cluster shared with other daemons", "URL")
+    registry_ca: str = option("", "etcd over mutual TLS: the CA of the etcd servers (with "
+                              "--registry-cert and --registry-key; plaintext otherwise, with "
+                              "a warning)", "PEM")
+    registry_cert: str = option("", "our client certificate for etcd", "PEM")
+    registry_key: str = option("", "its private key", "PEM")
+    registry_id: str = option("", "the SPIFFE ID the --registry daemon must present (none: "
+                              "any ID of our trust domain, with a warning)", "SPIFFE_ID")
+    identity_dir: str = option("", "svid.pem, svid.key, bundle.pem (from `nsmd ca issue`); "
+                               "needed to peer; reloaded when the files change", "DIR")
+    spiffe_socket: str = option("", "SPIFFE Workload API giving SVIDs, rotated live (env "
+                                "SPIFFE_ENDPOINT_SOCKET)", "unix:///PATH")
+    policy: str = option("", "YAML authorization policies: who may request or register "
+                         "which network services (see docs/security.md); SIGHUP reads it "
+                         "again", "FILE")
+    api_group: str = option("", "group allowed to use the API socket (mode 0660; none: root "
+                            "only, 0600)", "GROUP")
+    domain: str = option("", "this daemon's domain in NAME@DOMAIN names (none: its trust "
+                         "domain)", "NAME")
+    domains: str = option("", "TOML: \"DOMAIN\" = \"https://HOST:PORT\" of each other "
+                          "domain's registry (otherwise DNS SRV _nsmd-registry._tcp.DOMAIN)",
+                          "FILE")
+    registry_only: bool = option(False, "hold services and endpoints (a floating registry) "
+                                 "and make no vWires")
+    federate: str = option("", "trust peers of another trust domain with that domain's CA "
+                           "bundle (repeatable; in TOML comma-separated); they may do only "
+                           "what a --policy subject naming their trust domain allows",
+                           "TRUST_DOMAIN=BUNDLE.pem", repeat=True)
+    dns_upstream: str = option("", "the host's resolvers: for DNS SRV lookups of other "
+                               "domains and, with --vl3-dns-forward, vL3 names outside their "
+                               "zones (none: the nameservers of /etc/resolv.conf)",
+                               "IP[:PORT],...")
+    vl3_dns_forward: bool = option(False, "let vL3 resolvers forward names outside their "
+                                   "zones to --dns-upstream, from the host's namespace "
+                                   "(otherwise refused)")
+    log_level: str = option("info", "the least severe messages logged",
+                            choices=("debug", "info", "warning", "error"))
+    # tuning: TOML and NSMD_* only
+    token_lifetime_s: float = option(defaults.TOKEN_LIFETIME_S, "path tokens; clients "
+                                     "refresh at 1/5 to 1/3 of it", flag=False)
+    nse_expiry_s: float = option(defaults.NSE_EXPIRY_S, "registrations of peers' endpoints",
+                                 flag=False)
+    local_mtu: int = option(defaults.LOCAL_MTU, "same-host vWires", flag=False)
+    tunnel_mtu: int = option(defaults.TUNNEL_MTU, "vWires over tunnels", flag=False)
+    keepalive_s: float = option(defaults.KEEPALIVE_S, "idle tunnels send this often",
+                                flag=False)
+    heal_detect_s: float = option(defaults.HEAL_DETECT_S, "a dead data plane is found within "
+                                  "this and healed within 1 s after", flag=False)
+    rekey_after_s: float = option(defaults.REKEY_AFTER_S, "tunnel keys are replaced this "
+                                  "often", flag=False)
+    tunnel_aead: str = option("auto", "the tunnels' AEADs, preferred first, comma-separated: "
+                              "aes-256-gcm, chacha20-poly1305, or auto (AES-GCM first where "
+                              "the CPU has AES instructions)", flag=False)
+    capture_max_bytes: int = option(defaults.CAPTURE_MAX_BYTES, "the largest file a function "
+                                    "such as capture writes, in <state-dir>/capture",
+                                    flag=False)
+    # quotas.py: what one peer or local user may hold of this daemon (docs/security.md)
+    quota_connections_per_peer: int = option(Limits.connections_per_peer, "vWires one peer "
+                                             "daemon holds here", flag=False)
+    quota_connections_per_user: int = option(Limits.connections_per_user, "vWires one local "
+                                             "user (uid) holds here", flag=False)
+    quota_records_per_registrant: int = option(Limits.records_per_registrant, "services and "
+                                               "endpoints one peer registered here",
+                                               flag=False)
+    quota_watches_per_peer: int = option(Limits.watches_per_peer, "registry watch streams "
+                                         "one peer keeps open", flag=False)
+    quota_body_bytes: int = option(Limits.body_bytes, "a request body (root's on the API "
+                                   "socket excepted)", flag=False)
 
     def validate(self) -> Config:
+        # imported here: the CLI reads the declarations without loading cryptography
+        from nsmd.identity.ca import parse_spiffe_id
+        from nsmd.identity.federation import parse_federate
+        from nsmd.model.registry import check_name
+
         if not self.name:
             raise ValidationError("name", "a non-empty node name")
         for key in ("state_dir", "api_socket"):
@@ -105,7 +163,6 @@ class Config:
             raise ValidationError("rekey-after-s", f"1 to {REKEY_LIMIT_S:.0f} seconds (tunnel "
                                   "keys are refused 180 s after they were made)",
                                   self.rekey_after_s)
-        parse_aeads(self.tunnel_aead, "tunnel-aead")
         for f in dataclasses.fields(Limits):
             if getattr(self, f"quota_{f.name}") < 1:
                 raise ValidationError(f"quota-{f.name.replace('_', '-')}", "at least 1",
@@ -113,9 +170,7 @@ class Config:
         if self.capture_max_bytes < 124:
             raise ValidationError("capture-max-bytes", "at least 124 bytes",
                                   self.capture_max_bytes)
-        if self.listen:
-            listen_address(self.listen)
-        dns_servers(self.dns_upstream)
+        _parsed = (self.tunnel_aeads, self.listen_at, self.upstream)  # bad ones refused now
         if self.domain:
             check_name(self.domain, "domain")
             if "@" in self.domain:
@@ -158,6 +213,24 @@ class Config:
                                   "bundle.pem, or --spiffe-socket (peering needs an "
                                   "identity; see `nsmd ca`)")
         return self
+
+    # Parsed values, each parsed once (validate() touches them all): the daemon uses these.
+
+    @functools.cached_property
+    def tunnel_aeads(self) -> tuple[str, ...]:
+        from nsmd.tunnel_keys import parse_aeads
+
+        return parse_aeads(self.tunnel_aead, "tunnel-aead")
+
+    @functools.cached_property
+    def listen_at(self) -> tuple[str, int] | None:
+        """(host, port) of --listen, or None."""
+        return listen_address(self.listen) if self.listen else None
+
+    @functools.cached_property
+    def upstream(self) -> list[tuple[str, int]]:
+        """--dns-upstream's servers, as given ([] = resolv.conf's)."""
+        return dns_servers(self.dns_upstream)
 
     @property
     def limits(self) -> Limits:

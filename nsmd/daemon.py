@@ -24,7 +24,7 @@ from nsmd import netns
 from nsmd.api.app import build_app, drop_untrusted_peers, serve_peers, serve_unix
 from nsmd.api.peer import build_peer_app
 from nsmd.clock import Clock, SystemClock
-from nsmd.config import Config, dns_servers, listen_address
+from nsmd.config import Config
 from nsmd.dataplane import Dataplane
 from nsmd.domains import Domains, load_table
 from nsmd.errors import Conflict, NsmdError, one_line
@@ -43,7 +43,6 @@ from nsmd.registry.foreign import ForeignRegistries
 from nsmd.registry.remote import RemoteRegistry
 from nsmd.state import StateDB
 from nsmd.systemd import Notifier
-from nsmd.tunnel_keys import parse_aeads
 from nsmd.vl3.dns import upstream_servers
 
 log = logging.getLogger("nsmd")
@@ -80,12 +79,12 @@ class Daemon:
         own_id = self.id.spiffe_id if self.id else ""
         policy.home = self.id.trust_domain if self.id else ""
         self.registry = self._registry(own_id)
-        upstream = upstream_servers(dns_servers(cfg.dns_upstream))
+        upstream = upstream_servers(cfg.upstream)
         own_domain = cfg.domain or (self.id.trust_domain if self.id else "")
         self.foreign = ForeignRegistries(self.registry, self.peer, Domains(
             own_domain, load_table(cfg.domains), upstream))
         self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues,
-                                   parse_aeads(cfg.tunnel_aead, "tunnel-aead"))
+                                   cfg.tunnel_aeads)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url, cfg.name)
         self.hosting.foreign = self.foreign
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
@@ -106,8 +105,8 @@ class Daemon:
                                      self.dataplane.totals)
         if not cfg.registry_only:  # a floating registry runs no data plane
             self.dataplane.start()
-            if cfg.listen:
-                self.dataplane.open_udp(listen_address(cfg.listen)[0], cfg.tunnel_port)
+            if cfg.listen_at is not None:
+                self.dataplane.open_udp(cfg.listen_at[0], cfg.tunnel_port)
         await self.registry.start()
         if isinstance(self.registry, RemoteRegistry | EtcdRegistry):
             self.registry.on_resync.append(self.hosting.reregister_all)

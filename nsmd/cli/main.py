@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 from nsmd import __version__, defaults
-from nsmd.cli import output
+from nsmd.cli import options, output
 from nsmd.cli.client import Client, ClientError
 from nsmd.errors import NsmdError
 
@@ -27,21 +27,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-TUNING = (
-    "Tuning, in the TOML file or NSMD_* variables only: "
-    f"token-lifetime-s ({defaults.TOKEN_LIFETIME_S:g}: path tokens; clients refresh at 1/5 to "
-    f"1/3 of it), nse-expiry-s ({defaults.NSE_EXPIRY_S:g}), local-mtu ({defaults.LOCAL_MTU}), "
-    f"tunnel-mtu ({defaults.TUNNEL_MTU}), keepalive-s ({defaults.KEEPALIVE_S:g}: idle "
-    f"tunnels), heal-detect-s ({defaults.HEAL_DETECT_S:g}: a dead data plane is found within "
-    f"this and healed within 1 s after), rekey-after-s ({defaults.REKEY_AFTER_S:g}), "
-    "tunnel-aead (auto: aes-256-gcm first where the CPU has AES instructions, else "
-    "chacha20-poly1305; or either or both, comma-separated, preferred first), "
-    f"capture-max-bytes ({defaults.CAPTURE_MAX_BYTES}: the largest file a function such as "
-    "capture writes, in <state-dir>/capture); quota-connections-per-peer, "
-    "quota-connections-per-user, quota-records-per-registrant, quota-watches-per-peer, "
-    "quota-body-bytes (what one peer or local user may hold; see docs/security.md).")
-
-
 def build_parser() -> Parser:
     p = Parser(prog="nsmd", description="Network Service Mesh for Linux hosts: the daemon and "
                "its client commands.")
@@ -52,69 +37,9 @@ def build_parser() -> Parser:
     run = sub.add_parser("run", help="run the daemon (manager + registry + fast path)",
                          description="Run the daemon. Every option can also come from the TOML "
                          "file (--config or NSMD_CONFIG) and from NSMD_<OPTION> variables, "
-                         "e.g. NSMD_STATE_DIR.", epilog=TUNING)
+                         "e.g. NSMD_STATE_DIR.", epilog=options.tuning_epilog())
     run.add_argument("--config", metavar="FILE", help="TOML file with any of the options below")
-    run.add_argument("--name", help="node name in path segments (default: the hostname)")
-    run.add_argument("--state-dir", metavar="DIR",
-                     help=f"registry, connections and keys (default {defaults.STATE_DIR})")
-    run.add_argument("--api-socket", metavar="PATH",
-                     help=f"unix socket of the API (default {defaults.API_SOCKET})")
-    run.add_argument("--listen", metavar="IP:PORT",
-                     help="mTLS listener for peer daemons; tunnels use the same IP")
-    run.add_argument("--tunnel-port", type=int, metavar="PORT",
-                     help="first UDP port of the tunnels, one per engine (default "
-                     f"{defaults.TUNNEL_PORT})")
-    run.add_argument("--engines", type=int, metavar="N",
-                     help="packet engine threads (default: one per CPU)")
-    run.add_argument("--local-queues", type=int, metavar="N",
-                     help="queues per same-host vWire device, spreading its flows over "
-                     "engines (default 1: cheaper setup)")
-    run.add_argument("--registry", metavar="URL",
-                     help="https://IP:PORT: use another daemon's registry instead of our own; "
-                     "etcd://HOST:PORT[,HOST:PORT...]: keep it in an etcd cluster shared with "
-                     "other daemons")
-    run.add_argument("--registry-ca", metavar="PEM",
-                     help="etcd over mutual TLS: the CA of the etcd servers (with "
-                     "--registry-cert and --registry-key; plaintext otherwise, with a warning)")
-    run.add_argument("--registry-cert", metavar="PEM", help="our client certificate for etcd")
-    run.add_argument("--registry-key", metavar="PEM", help="its private key")
-    run.add_argument("--registry-id", metavar="SPIFFE_ID",
-                     help="the SPIFFE ID the --registry daemon must present (default: any "
-                     "ID of our trust domain, with a warning)")
-    run.add_argument("--identity-dir", metavar="DIR",
-                     help="svid.pem, svid.key, bundle.pem (from `nsmd ca issue`); needed to "
-                     "peer; reloaded when the files change")
-    run.add_argument("--spiffe-socket", metavar="unix:///PATH",
-                     help="SPIFFE Workload API giving SVIDs, rotated live "
-                     "(env SPIFFE_ENDPOINT_SOCKET)")
-    run.add_argument("--policy", metavar="FILE",
-                     help="YAML authorization policies: who may request or register which "
-                     "network services (see docs/security.md); SIGHUP reads it again")
-    run.add_argument("--api-group", metavar="GROUP",
-                     help="group allowed to use the API socket (mode 0660; default: root "
-                     "only, 0600)")
-    run.add_argument("--domain", metavar="NAME",
-                     help="this daemon's domain in NAME@DOMAIN names (default: its trust "
-                     "domain)")
-    run.add_argument("--domains", metavar="FILE",
-                     help="TOML: \"DOMAIN\" = \"https://HOST:PORT\" of each other domain's "
-                     "registry (otherwise DNS SRV _nsmd-registry._tcp.DOMAIN)")
-    run.add_argument("--registry-only", action="store_true", default=None,
-                     help="hold services and endpoints (a floating registry) and make no "
-                     "vWires")
-    run.add_argument("--federate", action="append", metavar="TRUST_DOMAIN=BUNDLE.pem",
-                     help="trust peers of another trust domain with that domain's CA bundle "
-                     "(repeatable); they may do only what a --policy subject naming their "
-                     "trust domain allows")
-    run.add_argument("--dns-upstream", metavar="IP[:PORT],...",
-                     help="the host's resolvers: for DNS SRV lookups of other domains and, "
-                     "with --vl3-dns-forward, vL3 names outside their zones (default: the "
-                     "nameservers of /etc/resolv.conf)")
-    run.add_argument("--vl3-dns-forward", action="store_true", default=None,
-                     help="let vL3 resolvers forward names outside their zones to "
-                     "--dns-upstream, from the host's namespace (default: refused)")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                     help="the least severe messages logged (default info)")
+    options.add_run_options(run)
 
     def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
         cp = sub.add_parser(name, help=help_text, description=help_text, **kw)
@@ -221,15 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nsmd import config
     from nsmd.daemon import run
 
-    cli = {k: getattr(args, k) for k in ("name", "state_dir", "api_socket", "listen",
-                                         "tunnel_port", "engines", "local_queues", "registry",
-                                         "registry_id", "registry_ca", "registry_cert",
-                                         "registry_key", "identity_dir", "spiffe_socket",
-                                         "policy", "api_group", "dns_upstream",
-                                         "vl3_dns_forward", "log_level",
-                                         "domain", "domains", "registry_only")}
-    if args.federate:
-        cli["federate"] = ",".join(args.federate)
+    cli = options.given(args)
     cfg = config.load(cli, args.config)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
