@@ -65,3 +65,28 @@ async def every(clock: Clock, interval_s: float, stopping: asyncio.Event,
         if stopping.is_set():
             return
         yield
+
+
+class Backoff:
+    """A retry loop's pause: `first_s`, doubled after each failed try up to `max_s`, back
+    to `first_s` once a try succeeds. wait() sleeps it on the clock; step() hands it to a
+    loop that waits its own way (etcd waits for its channel, at most that long)."""
+
+    def __init__(self, clock: Clock, first_s: float, max_s: float):
+        self.clock = clock
+        self.first_s, self.max_s = first_s, max_s
+        self.next_s = first_s   # the pause the next wait() or step() takes
+
+    def step(self) -> float:
+        pause, self.next_s = self.next_s, min(self.next_s * 2, self.max_s)
+        return pause
+
+    async def wait(self) -> None:
+        await sleep(self.clock, self.step())
+
+    def reset(self) -> None:
+        self.next_s = self.first_s
+
+
+def backoff(clock: Clock, first_s: float, max_s: float) -> Backoff:
+    return Backoff(clock, first_s, max_s)

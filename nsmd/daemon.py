@@ -155,7 +155,7 @@ class Daemon:
                 log.warning("--registry-id not given: any daemon of trust domain %s is "
                             "accepted as the registry at %s", self.id and self.id.trust_domain,
                             cfg.registry)
-            return RemoteRegistry(self.peer, cfg.registry, cfg.registry_id)
+            return RemoteRegistry(self.peer, cfg.registry, cfg.registry_id, self.clock)
         return Registry(self.db, self.clock, cfg.nse_expiry_s, own_id)
 
     async def stop(self) -> None:

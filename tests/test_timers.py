@@ -63,3 +63,20 @@ async def test_churn_leaves_no_stale_entries_behind():
     assert len(timers._heap) <= 2 * len(timers.armed()) + 64
     await clock.run(1000)
     assert fired == ["kept"]
+
+
+async def test_a_backoff_doubles_to_its_ceiling_on_the_clock_and_resets():
+    from nsmd.clock import backoff
+
+    clock = FakeClock()
+    pause = backoff(clock, 0.2, 1.0)
+    assert [pause.step() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    pause.reset()
+    waiting = asyncio.ensure_future(pause.wait())
+    await asyncio.sleep(0)
+    clock.advance(0.19)
+    await asyncio.sleep(0)
+    assert not waiting.done()              # waits on the clock, not the loop
+    clock.advance(0.01)
+    await asyncio.sleep(0)
+    assert waiting.done() and pause.next_s == 0.4

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from nsmd import defaults
 from nsmd.caller import CALLER, DAEMON, Caller, check_local_netns
-from nsmd.clock import Clock, sleep
+from nsmd.clock import Clock, backoff
 from nsmd.dataplane import Dataplane
 from nsmd.errors import DataplaneError, NotFound, NsmdError, PermissionDenied, SelectionError
 from nsmd.hosting import NODE_LABEL, Hosting
@@ -265,18 +265,17 @@ class Manager:
             mechanism_preferences=[Mechanism(cls="LOCAL", type=KERNEL, parameters=params)])
         self.held.own(conn_id, caller.subjects)
         deadline = self.clock.time() + timeout_s
-        pause = RETRY_S
+        pause = backoff(self.clock, RETRY_S, MAX_RETRY_S)
         try:
             while True:
                 try:
                     return self.with_metrics(await self.client.request(request.clone()))
                 except SelectionError as err:
-                    if self.clock.time() + pause > deadline:
+                    if self.clock.time() + pause.next_s > deadline:
                         raise
                     log.info("connect %s to %s: %s; retrying in %.1f s", conn_id, service,
-                             err, pause)
-                await sleep(self.clock, pause)
-                pause = min(pause * 2, MAX_RETRY_S)
+                             err, pause.next_s)
+                await pause.wait()
         finally:
             if self.client_begin.owner(conn_id) is None:
                 self.held.disown(conn_id)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from nsmd.clock import Clock, sleep
+from nsmd.clock import Clock, backoff
 from nsmd.errors import NsmdError
 from nsmd.manager.begin import Begin
 from nsmd.manager.chain import Element, Next
@@ -72,7 +72,7 @@ class Heal(Element):
         await nxt.close(conn)
 
     async def _heal(self, conn_id: str, known_dead: str | None) -> None:
-        pause = self.retry_s
+        pause = backoff(self.clock, self.retry_s, self.max_retry_s)
         try:
             while (conn := self.begin.get(conn_id)) is not None:
                 dead, known_dead = known_dead or self.probe(conn), None
@@ -83,9 +83,8 @@ class Heal(Element):
                     healed = await self.begin.request_again(conn_id, reselect=dead is not None)
                 except NsmdError as err:
                     log.warning("healing %s: %s failed (%s%s); next try in %.1f s", conn_id,
-                                how, err, f"; data plane: {dead}" if dead else "", pause)
-                    await sleep(self.clock, pause)
-                    pause = min(pause * 2, self.max_retry_s)
+                                how, err, f"; data plane: {dead}" if dead else "", pause.next_s)
+                    await pause.wait()
                     continue
                 if healed is not None:
                     self.healed[how] += 1

@@ -30,7 +30,7 @@ import grpc
 from aetcd import rpc
 
 from nsmd import defaults
-from nsmd.clock import Clock
+from nsmd.clock import Clock, backoff
 from nsmd.config import etcd_members
 from nsmd.errors import Conflict, NotFound, NsmdError, ValidationError
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
@@ -337,7 +337,7 @@ class EtcdRegistry(RegistryView):
     async def _keep_lease(self) -> None:
         """Takes this daemon's lease and keeps it alive; if etcd lost it (the daemon was
         cut off longer than its TTL), takes a new one and puts its endpoints on it."""
-        pause = FIRST_RETRY_S
+        pause = backoff(self.clock, FIRST_RETRY_S, MAX_RETRY_S)
         while True:
             try:
                 if not self.lease:
@@ -348,7 +348,8 @@ class EtcdRegistry(RegistryView):
                     log.info("registry %s: lease %x, %d s", self.url, self.lease, self.ttl)
                     await self._put_mine_again()
                 async for answer in self._leases.LeaseKeepAlive(self._every_third()):
-                    pause, self._failure = FIRST_RETRY_S, ""
+                    pause.reset()
+                    self._failure = ""
                     if answer.TTL <= 0:
                         log.warning("registry %s: lease %x expired; taking a new one and "
                                     "registering this daemon's endpoints again", self.url,
@@ -359,9 +360,8 @@ class EtcdRegistry(RegistryView):
                 raise
             except (grpc.aio.AioRpcError, NsmdError) as err:
                 log.warning("registry %s: lease keepalive failed (%s); retrying within %.1f s",
-                            self.url, self._failed(err), pause)
-            await self._retry_after(pause)
-            pause = min(pause * 2, MAX_RETRY_S)
+                            self.url, self._failed(err), pause.next_s)
+            await self._retry_after(pause.step())
 
     async def _every_third(self) -> AsyncIterator[Any]:
         while True:
@@ -381,7 +381,7 @@ class EtcdRegistry(RegistryView):
     async def _follow(self) -> None:
         """Loads a snapshot, then follows the watch from the next revision; a broken watch
         resumes from the last revision seen, a compacted one reloads."""
-        pause = FIRST_RETRY_S
+        pause = backoff(self.clock, FIRST_RETRY_S, MAX_RETRY_S)
         need_snapshot = True
         while True:
             try:
@@ -393,7 +393,8 @@ class EtcdRegistry(RegistryView):
                             listener()
                     self._synced.set()
                 async for reply in self._watch.Watch(self._watch_from(self.revision + 1)):
-                    pause, self._failure = FIRST_RETRY_S, ""
+                    pause.reset()
+                    self._failure = ""
                     if reply.compact_revision:
                         log.warning("registry %s: history compacted past revision %d; "
                                     "reloading", self.url, self.revision)
@@ -408,9 +409,9 @@ class EtcdRegistry(RegistryView):
                 raise
             except (grpc.aio.AioRpcError, NsmdError) as err:
                 log.warning("registry %s: watch failed (%s); resuming from revision %d within "
-                            "%.1f s", self.url, self._failed(err), self.revision + 1, pause)
-            await self._retry_after(pause)
-            pause = min(pause * 2, MAX_RETRY_S)
+                            "%.1f s", self.url, self._failed(err), self.revision + 1,
+                            pause.next_s)
+            await self._retry_after(pause.step())
 
     async def _watch_from(self, revision: int) -> AsyncIterator[Any]:
         yield rpc.WatchRequest(create_request=rpc.WatchCreateRequest(

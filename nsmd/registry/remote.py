@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from nsmd.clock import Clock, SystemClock, backoff
 from nsmd.model import NetworkService, NetworkServiceEndpoint, from_wire, to_wire
 from nsmd.peer.client import PeerClient
 from nsmd.registry.view import RegistryView
@@ -28,9 +29,11 @@ log = logging.getLogger("nsmd.registry.remote")
 class RemoteRegistry(RegistryView):
     start_timeout_s = START_TIMEOUT_S
 
-    def __init__(self, peer: PeerClient, base_url: str, expect: str = ""):
+    def __init__(self, peer: PeerClient, base_url: str, expect: str = "",
+                 clock: Clock | None = None):
         super().__init__()
         self.peer = peer
+        self.clock = clock or SystemClock()
         self.base = base_url.rstrip("/")
         self.expect = expect  # the registry daemon's SPIFFE ID ("" = any of our domain)
         self.on_resync: list[Callable[[], object]] = []
@@ -92,7 +95,7 @@ class RemoteRegistry(RegistryView):
 
     async def _follow(self, kind: str) -> None:
         model = NetworkService if kind == "services" else NetworkServiceEndpoint
-        pause = FIRST_RETRY_S
+        pause = backoff(self.clock, FIRST_RETRY_S, MAX_RETRY_S)
         while True:
             try:
                 snapshot: list | None = []
@@ -108,7 +111,7 @@ class RemoteRegistry(RegistryView):
                             for listener in self.on_resync:
                                 listener()
                         self._synced[kind].set()
-                        pause = FIRST_RETRY_S
+                        pause.reset()
                         continue
                     self._apply(kind, from_wire(model, event["item"]), event["deleted"])
                 log.warning("registry %s ended the %s watch; reopening", self.base, kind)
@@ -117,9 +120,8 @@ class RemoteRegistry(RegistryView):
             except Exception as err:  # any failure: log, back off, resync
                 self.last_error = str(err)
                 log.warning("registry %s: %s watch failed (%s); retrying in %.1f s",
-                            self.base, kind, err, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_RETRY_S)
+                            self.base, kind, err, pause.next_s)
+            await pause.wait()
 
     def _replace(self, kind: str, items: list) -> None:
         current = self.services if kind == "services" else self.endpoints
