@@ -4,21 +4,22 @@ Pipeline, per wake-up of the worker, with the GIL never taken:
 
   local wire   TUN fd --read(2) x BATCH--> classify --write(2)--> the other TUN fd
                (with vnet headers both ends: 64 KiB TCP super-packets pass whole)
-  tunnel, out  (tunnel_out.pxd) TUN fd --read(2) x BATCH--> classify --> (vnet header:
-               a 64 KiB TCP super-packet cut into MSS segments, offload.pxd) --> header +
+  tunnel, out  (tunnel_out.pyx) TUN fd --read(2) x BATCH--> classify --> (vnet header:
+               a 64 KiB TCP super-packet cut into MSS segments, offload.pyx) --> header +
                seal in place (keypair CURRENT, counter++) --> UDP GSO sendmsg per
                super-packet or run of equal-sized datagrams, sendmmsg otherwise --> UDP socket
-  tunnel, in   (tunnel_in.pxd) UDP socket --recvmmsg, UDP GRO--> header checks -->
+  tunnel, in   (tunnel_in.pyx) UDP socket --recvmmsg, UDP GRO--> header checks -->
                receiver index -> wire and keypair (within its life) --> replay pre-check
                --> open in place --> replay mark (a packet under NEXT promotes it) -->
                counted --> classify --> runs of one TCP flow (GSO) or UDP flow (USO)
-               merged (gro.pxd) --write(2)--> TUN fd
+               merged (gro.pyx) --write(2)--> TUN fd
   relay wire   (tunnel_in.pyx) a hop between two other hosts: opened from one tunnel -->
                [stages] --> sealed in place for the other --> sent as above
   every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s (tunnel_out)
 
 This module owns the worker loop, the wire table and the Python API; the tunnel's two
-directions live in tunnel_out.pxd and tunnel_in.pxd (inline, compiled in here).
+directions are modules of their own, tunnel_out.pyx and tunnel_in.pyx, whose C functions
+it calls through their .pxd (the pumps, wire.pxd's state).
 
 Every packet is counted per wire and direction, drops by reason; datagrams that name no
 wire are counted engine-wide. Python calls (add/remove wires, install keys, read stats)

@@ -38,6 +38,8 @@ class ActAsDaemon(Element):
     """Marks what follows as this daemon's own doing (its client side, replays, a
     passthrough's onward request), remembering whom it acts for."""
 
+    label = "act as daemon"
+
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         token = CALLER.set(_daemon_for(CALLER.get()))
         try:

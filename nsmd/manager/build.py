@@ -1,12 +1,14 @@
 """The manager's chains, in order, and the operations the API calls.
 
-server: what any caller of this daemon reaches (its own client side, peer daemons)
-    authorize -> updatepath(node) -> begin -> updatetoken -> metrics -> timeout -> monitor
-    -> discover -> connect -> [endpoint: updatepath(nse) -> updatetoken -> ipam -> functions
-                               -> passthrough (onward: act as daemon -> server) or wire]
-                           or [remote: tunnel to the endpoint's daemon]
 client: the connections this daemon holds for `nsmd connect` users
-    heal -> begin -> updatetoken -> held -> resolvconf -> refresh -> act as daemon -> server
+    heal -> begin -> updatetoken -> held -> excluded -> resolvconf -> refresh
+    -> act as daemon -> server
+server: what any caller of this daemon reaches (its own client side, peer daemons)
+    authorize -> updatepath -> begin -> updatetoken -> metrics -> timeout -> monitor
+    -> discover -> connect [endpoint here: updatepath -> updatetoken -> vl3ipam -> ipam
+    -> functions -> passthrough -> wire | elsewhere: remote]
+(Chain.describe() gives these; tests/manager/test_chains.py keeps them and
+docs/architecture.md equal. A passthrough's onward request goes act as daemon -> server.)
 
 Local users are checked against the policy where they enter (connect, close); peers by
 authorize at the head of the server chain.
@@ -137,6 +139,7 @@ class Manager:
             Connect(hosting, endpoint,
                     RemoteConnect(registry, dataplane, peer, clock, self.signer, keepalive_s,
                                   tunnel_mtu, token_lifetime_s)),
+            name="server",
         )
         self._as_daemon = Chain(ActAsDaemon(), self.server)  # a passthrough's onward requests
         self.client_begin = Begin()
@@ -156,6 +159,7 @@ class Manager:
             self.refresh,
             ActAsDaemon(),
             self.server,
+            name="client",
         )
         self.server_begin.on_dropped.append(self.heal.on_server_dropped)
         self.drop_notices = DropNotices(peer, dataplane, self.server_begin, self.client_begin,

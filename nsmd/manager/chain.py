@@ -41,6 +41,12 @@ class Next:
 class Element:
     """Pass-through by default; subclasses override what their feature needs."""
 
+    label = ""   # its name in a chain's description (default: the class name, lowercased)
+
+    def describe(self) -> str:
+        """What this element is in a chain's description (Chain.describe)."""
+        return self.label or type(self).__name__.lower()
+
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         return await nxt.request(request)
 
@@ -49,10 +55,19 @@ class Element:
 
 
 class Chain(Element):
-    """A sequence of elements; itself an element, so chains nest."""
+    """A sequence of elements; itself an element, so chains nest. A named chain appears in
+    another's description by its name."""
 
-    def __init__(self, *elements: Element):
+    def __init__(self, *elements: Element, name: str = ""):
         self.elements = tuple(elements)
+        self.label = name
+
+    def describe(self, expand: bool = False) -> str:
+        """Its elements in order, `a -> b -> c` (the docs and build.py show this; a test
+        keeps them equal); a named chain inside another is its name unless `expand`."""
+        if self.label and not expand:
+            return self.label
+        return " -> ".join(e.describe() for e in self.elements)
 
     async def request(self, request: NetworkServiceRequest, nxt: Next | None = None) -> Connection:
         conn = await Next(self.elements, 0).request(request)

@@ -19,6 +19,10 @@ class Connect(Element):
         self.local = local
         self.remote = remote
 
+    def describe(self) -> str:
+        return f"connect [endpoint here: {self.local.describe(expand=True)} | " \
+               "elsewhere: remote]"
+
     async def request(self, request: NetworkServiceRequest, nxt: Next) -> Connection:
         if self.hosting.spec(request.connection.network_service_endpoint_name) is not None:
             conn = await self.local.request(request)

@@ -19,6 +19,8 @@ from nsmd.model import Connection, NetworkServiceRequest, State
 
 
 class ExcludedPrefixes(Element):
+    label = "excluded"
+
     def __init__(self) -> None:
         # connection id -> (the namespace of its interface, its client addresses)
         self._given: dict[str, tuple[str, tuple[str, ...]]] = {}

@@ -10,6 +10,8 @@ from nsmd.model import Connection, NetworkServiceRequest
 
 
 class RequestMetrics(Element):
+    label = "metrics"
+
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
 

@@ -37,6 +37,8 @@ def ethernet(conn: Connection) -> bool:
 
 
 class VWire(Element):
+    label = "wire"
+
     def __init__(self, dataplane: Dataplane, hosting: Hosting, local_mtu: int = defaults.LOCAL_MTU,
                  tunnel_mtu: int = defaults.TUNNEL_MTU, keepalive_s: float = defaults.KEEPALIVE_S,
                  own_id: Callable[[], str] = lambda: ""):
