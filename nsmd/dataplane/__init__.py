@@ -26,7 +26,7 @@ from nsmd import tundev
 from nsmd.dataplane import stats as counters
 from nsmd.dataplane.devices import Devices
 from nsmd.dataplane.placement import Engines
-from nsmd.dataplane.wires import Lane, Side, Wire
+from nsmd.dataplane.wires import Lane, Side, Wire, WireKind
 from nsmd.errors import DataplaneError
 from nsmd.fastpath.aead import AEADS
 from nsmd.fastpath.stage import DIRECTIONS
@@ -36,7 +36,7 @@ CLIENT_TO_ENDPOINT = DIRECTIONS["client_to_endpoint"]
 ENDPOINT_TO_CLIENT = DIRECTIONS["endpoint_to_client"]
 log = logging.getLogger("nsmd.dataplane")
 
-__all__ = ["AEADS", "Dataplane", "Lane", "Side", "Wire"]
+__all__ = ["AEADS", "Dataplane", "Lane", "Side", "Wire", "WireKind"]
 
 
 class Dataplane:
@@ -91,7 +91,7 @@ class Dataplane:
         endpoint = dataclasses.replace(endpoint, queues=queues)
         (fds_c, name_c), (fds_e, name_e) = await self.devices.create_pair(
             client_ns, client, client_exclusive, endpoint_ns, endpoint)
-        wire = Wire(conn_id, "local", Side(client_ns, name_c, list(client.addresses)),
+        wire = Wire(conn_id, WireKind.LOCAL, Side(client_ns, name_c, list(client.addresses)),
                     Side(endpoint_ns, name_e, list(endpoint.addresses)), client.mtu,
                     devices=[fds_c, fds_e], offload=client.offload, l2=client.tap,
                     vwire=_differing(vwire, conn_id))
@@ -110,10 +110,10 @@ class Dataplane:
         self._check_new(endpoint_key)
         lanes = [self.engines.place_relay(keepalive_s, l2)]  # shared: one engine wire,
         stages: dict[int, list] = {}                          # one stage list
-        halves = (Wire(client_key, "relay", None, None, mtu, lanes=lanes, side=0,
+        halves = (Wire(client_key, WireKind.RELAY, None, None, mtu, lanes=lanes, side=0,
                        partner=endpoint_key, stages=stages, l2=l2,
                        vwire=_differing(vwire, client_key)),
-                  Wire(endpoint_key, "relay", None, None, mtu, lanes=lanes, side=1,
+                  Wire(endpoint_key, WireKind.RELAY, None, None, mtu, lanes=lanes, side=1,
                        partner=client_key, stages=stages, l2=l2,
                        vwire=_differing(vwire, endpoint_key)))
         for half in halves:
@@ -129,7 +129,7 @@ class Dataplane:
         self.engines.require_tunnels()
         fds, name = await self.devices.create(ns, cfg, exclusive)
         side = Side(ns, name, list(cfg.addresses))
-        wire = Wire(conn_id, "tunnel", side if role == "client" else None,
+        wire = Wire(conn_id, WireKind.TUNNEL, side if role == "client" else None,
                     side if role == "endpoint" else None, cfg.mtu, devices=[fds],
                     offload=cfg.offload, l2=cfg.tap, vwire=_differing(vwire, conn_id))
         await self._start(wire, keepalive_s=keepalive_s)
@@ -162,7 +162,7 @@ class Dataplane:
         """Whether the wire's receive side can take TCP segments whose checksum the peer
         left partial: it hands TCP checksums to its kernel through vnet headers (an IP
         tunnel wire with offloads; a relay passes packets on as they came)."""
-        return wire.kind == "tunnel" and wire.offload and not wire.l2
+        return wire.kind == WireKind.TUNNEL and wire.offload and not wire.l2
 
     def install_keys(self, wire: Wire, local_index: int, remote_index: int, send: bytes,
                      recv: bytes, confirmed: bool, aead: str, csum_partial: bool = False) -> None:
@@ -201,7 +201,7 @@ class Dataplane:
         to_endpoint, to_client = ordered, list(reversed(ordered))
         # side 0 is the first TUN (the client's, unless this host has only the endpoint's),
         # or a relay's tunnel from the client's side
-        if wire.client is not None or wire.kind == "relay":
+        if wire.client is not None or wire.kind == WireKind.RELAY:
             sides = ((0, CLIENT_TO_ENDPOINT, to_endpoint), (1, ENDPOINT_TO_CLIENT, to_client))
         else:
             sides = ((1, CLIENT_TO_ENDPOINT, to_endpoint), (0, ENDPOINT_TO_CLIENT, to_client))

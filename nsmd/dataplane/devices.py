@@ -13,7 +13,7 @@ import logging
 import os
 
 from nsmd import netns, tundev
-from nsmd.dataplane.wires import Side, Wire
+from nsmd.dataplane.wires import Side, Wire, WireKind
 from nsmd.errors import DataplaneError
 from nsmd.state import StateDB
 
@@ -63,7 +63,7 @@ class Devices:
                     os.close(fd)
 
     def record(self, wire: Wire) -> None:
-        if wire.kind != "relay":  # relays hold no device to re-attach after a restart
+        if wire.kind != WireKind.RELAY:  # relays hold no device to re-attach after a restart
             self.db.put("wires", wire.conn_id, wire.record())
 
     def forget(self, conn_id: str) -> None:

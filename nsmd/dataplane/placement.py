@@ -15,7 +15,7 @@ import os
 import socket
 
 from nsmd import tundev
-from nsmd.dataplane.wires import Lane, Wire
+from nsmd.dataplane.wires import Lane, Wire, WireKind
 from nsmd.errors import DataplaneError
 from nsmd.fastpath.engine import Engine
 
@@ -79,7 +79,7 @@ class Engines:
         """Puts the wire's devices on engines as lanes (see the module's doc)."""
         hdr = tundev.VNET_HDR_BYTES if wire.offload else 0
         least = self._least_loaded()
-        if wire.kind == "local":
+        if wire.kind == WireKind.LOCAL:
             pairs = list(zip(*wire.devices, strict=True))
             for k, (fd_c, fd_e) in enumerate(pairs):
                 engine = k if len(pairs) > 1 else least

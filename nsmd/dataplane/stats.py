@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from nsmd.dataplane.wires import Wire
+from nsmd.dataplane.wires import Wire, WireKind
 from nsmd.fastpath.engine import Engine
 
 
@@ -27,7 +27,7 @@ def wire_stats(engines: list[Engine], wire: Wire) -> dict | None:
     # a_to_b counts what fd[0] sent: the client's TUN, or the endpoint's on its host.
     forward, backward = raw["a_to_b"], raw["b_to_a"]
     dead_by_side = {"client": dead[0], "endpoint": dead[1]}
-    if wire.kind == "tunnel" and wire.endpoint is not None:
+    if wire.kind == WireKind.TUNNEL and wire.endpoint is not None:
         forward, backward = backward, forward
         dead_by_side = {"client": False, "endpoint": dead[0]}
     result = {"client_to_endpoint": forward, "endpoint_to_client": backward,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import sys
 import time
 import types
@@ -11,6 +12,14 @@ from collections.abc import Mapping
 # A wire's tunnel parameters until it is keyed: one shared, read-only empty mapping
 # (tunnel_keys replaces it whole), so an idle local vWire does not carry an empty dict.
 NOTHING_AGREED: Mapping[str, str] = types.MappingProxyType({})
+
+
+class WireKind(enum.StrEnum):
+    """What a wire joins (kept as its value in the wire records)."""
+
+    LOCAL = "local"     # two devices on this host (KERNEL)
+    TUNNEL = "tunnel"   # one device and a tunnel (NSMD_UDP, either side)
+    RELAY = "relay"     # two tunnels, no device (a composed chain's middle hop)
 
 
 @dataclasses.dataclass(slots=True)
@@ -34,7 +43,7 @@ class Lane:
 @dataclasses.dataclass(slots=True)
 class Wire:
     conn_id: str
-    kind: str                       # "local", "tunnel" or "relay"
+    kind: WireKind
     client: Side | None             # the sides on this host; a tunnel wire has one
     endpoint: Side | None
     mtu: int
@@ -97,7 +106,7 @@ class Wire:
     @classmethod
     def from_record(cls, conn_id: str, doc: dict) -> Wire:
         sides = [Side(**doc[k]) if doc.get(k) else None for k in ("client", "endpoint")]
-        return cls(conn_id, doc.get("kind", "local"), sides[0], sides[1], doc["mtu"],
+        return cls(conn_id, WireKind(doc.get("kind", "local")), sides[0], sides[1], doc["mtu"],
                    peer=tuple(doc["peer"]) if doc.get("peer") else None,
                    offload=doc.get("offload", False), l2=doc.get("tap", False),
                    owner=doc.get("owner"), vwire=doc.get("vwire", ""))

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from nsmd import defaults
 from nsmd.caller import CALLER, tunnel_peer
 from nsmd.clock import Clock
-from nsmd.dataplane import Dataplane, Wire
+from nsmd.dataplane import Dataplane, Wire, WireKind
 from nsmd.errors import DataplaneError, NsmdError, SelectionError
 from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
 from nsmd.manager.answer import check_answer
+from nsmd.manager.mechanisms import ethernet
 from nsmd.manager.updatetoken import sign_segment
-from nsmd.manager.wire import ethernet
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, to_wire
 from nsmd.peer.client import PeerClient
 from nsmd.registry import RegistryView
@@ -85,7 +85,8 @@ class RemoteConnect:
         wire = self.dataplane.get(conn.id)
         created = False
         l2 = ethernet(conn)
-        if wire is not None and (wire.kind != "tunnel" or wire.client is None or wire.l2 != l2):
+        if wire is not None and (wire.kind != WireKind.TUNNEL or wire.client is None
+                                 or wire.l2 != l2):
             await self.dataplane.disconnect(conn.id)
             wire = None
         if wire is None:

@@ -1,4 +1,6 @@
-"""The mechanisms nsmd offers, and the parameters a tunnel mechanism carries.
+"""The mechanisms nsmd offers, and the parameters a tunnel mechanism carries. Each
+mechanism's endpoint side is a module of this package (kernel.py, nsmd_udp.py), listed in
+wire.py's table by mechanism type: a new mechanism is one module and one line there.
 
 KERNEL (class LOCAL): a TUN device in the client's namespace; parameters `netns`, `name`.
 NSMD_UDP (class REMOTE): the encrypted UDP tunnel between two daemons, like NSM's
@@ -13,12 +15,19 @@ from __future__ import annotations
 import ipaddress
 
 from nsmd.errors import ValidationError
-from nsmd.model import Mechanism, NetworkServiceRequest
+from nsmd.model import Connection, Mechanism, NetworkServiceRequest
 from nsmd.model.endpoint_spec import check_ifname, check_netns
 from nsmd.tunnel_keys import decode_public
 
 KERNEL = "KERNEL"
 TUNNEL = "NSMD_UDP"
+DEFAULT_CLIENT_IFNAME = "nsm%d"
+ETH_HEADER_BYTES = 14
+
+
+def ethernet(conn: Connection) -> bool:
+    """An ETHERNET (L2) vWire: TAP devices at both ends, frames in the tunnel."""
+    return conn.payload == "ETHERNET"
 
 
 def find(request: NetworkServiceRequest, mech_type: str) -> Mechanism | None:
