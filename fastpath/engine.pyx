@@ -61,6 +61,7 @@ from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_REASONS, INITIAL_WIRES,
 import ipaddress
 import os
 import socket
+import sys
 
 from .aead import AEADS, suite_of
 
@@ -260,6 +261,10 @@ cdef dict _tunnel_dict(Tunnel *t):
         "last_tx_age_s": now - t.last_tx,
         "keepalives_tx": t.keepalives_tx,
         "keepalives_rx": t.keepalives_rx,
+        # s_addr holds the address's bytes in network order: as they lie in memory
+        "peer": (socket.inet_ntoa(int(t.peer.sin_addr.s_addr).to_bytes(4, sys.byteorder)),
+                 socket.ntohs(t.peer.sin_port)),
+        "roams": t.roams,
     }
 
 

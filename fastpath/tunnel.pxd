@@ -45,7 +45,8 @@ cdef struct Keypair:
     double reject_at            # created + the engine's reject_after_s: unusable from then
 
 cdef struct Tunnel:
-    sockaddr_in peer
+    sockaddr_in peer            # where datagrams go: set by the control plane, then moved to
+                                # the source of each authenticated datagram (roaming)
     Keypair kp[3]               # KP_PREVIOUS, KP_CURRENT, KP_NEXT
     double last_rx              # monotonic time of the last authenticated packet
     double last_tx
@@ -53,6 +54,7 @@ cdef struct Tunnel:
     int keepalive_due           # send one at the next tick (confirms a new keypair)
     uint64_t keepalives_tx
     uint64_t keepalives_rx
+    uint64_t roams              # times an authenticated datagram moved `peer`
     uint32_t index_seq
 
 

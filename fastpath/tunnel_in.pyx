@@ -3,7 +3,7 @@
     recvmmsg (32 x 64 KiB; with UDP GRO a message holds many datagrams of one size) -->
     header checks --> receiver index -> wire and keypair (within its life) --> replay
     pre-check --> open in place --> replay mark (a packet under NEXT promotes it) -->
-    counted --> classify --> [stages, per wire] --> runs of one TCP or UDP flow merged
+    counted, and the tunnel's peer moved to the datagram's source (roaming) --> classify --> [stages, per wire] --> runs of one TCP or UDP flow merged
     (gro.pyx) --> one write per run to the TUN device; or, on a relay wire, sealed again
     in place for its other tunnel and sent on
 
@@ -21,7 +21,8 @@ from .classify cimport VERDICT_PASS
 from .gro cimport (GRO_HEAD_BYTES, GRO_MAX_SEGMENTS, Flow, flow_build, flow_run,
                    tcp_csum_to_kernel)
 from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, IPPROTO_UDP,
-                                MSG_DONTWAIT, MSG_TRUNC, UDP_GRO, cmsghdr, msghdr, recvmmsg)
+                                MSG_DONTWAIT, MSG_TRUNC, UDP_GRO, cmsghdr, msghdr, recvmmsg,
+                                sockaddr_in)
 from .offload cimport VNET_HDR_BYTES
 from .replay cimport replay_accept, replay_would_accept
 from .stage cimport Packet
@@ -37,11 +38,13 @@ from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_BAD_TAG, DROP_NO_KEY, D
 
 
 cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double now,
-                       Wire **out, int *side_out) noexcept nogil:
+                       const sockaddr_in *src, Wire **out, int *side_out) noexcept nogil:
     """Authenticates, de-duplicates and decrypts one datagram in place; returns the
     plaintext length (the packet is at datagram + HEADER_BYTES), its wire and the tunnel
     it came in on (a relay wire has two), or -1 if it was dropped (and counted) or was a
-    keepalive."""
+    keepalive. A datagram that authenticates from another address than the tunnel's peer
+    moves the peer there (WireGuard's roaming: a peer behind a NAT whose mapping changed,
+    or a host that moved); one that does not authenticate never does."""
     cdef uint32_t index, slot
     cdef uint64_t counter
     cdef Wire *w
@@ -87,10 +90,15 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double no
     if not replay_accept(&kp.replay, counter):
         s.drops[DROP_REPLAY] += 1
         return -1
-    # Counted only now: what an attacker sends cannot move the wire's counters.
+    # Counted only now: what an attacker sends cannot move the wire's counters, nor its peer.
     s.rx_packets += 1
     s.rx_bytes += length
     t.last_rx = now
+    if src != NULL and (t.peer.sin_addr.s_addr != src.sin_addr.s_addr
+                        or t.peer.sin_port != src.sin_port):
+        t.peer.sin_addr.s_addr = src.sin_addr.s_addr
+        t.peer.sin_port = src.sin_port
+        t.roams += 1
     if kp == &t.kp[KP_NEXT]:
         # The peer sends under the new keypair: it has it, so we may send with it too.
         t.kp[KP_PREVIOUS] = t.kp[KP_CURRENT]
@@ -251,14 +259,14 @@ cdef int gro_size(msghdr *hdr) noexcept nogil:
 
 
 cdef void take(EngineState *st, uint8_t *datagram, int length, double now,
-               int *ready) noexcept nogil:
+               const sockaddr_in *src, int *ready) noexcept nogil:
     cdef Wire *w
     cdef RxBatch *b = st.rx
     cdef int plain, side
     if length > DATAGRAM_BUF_BYTES:
         st.udp_drops[UDP_OVERSIZE] += 1
         return
-    plain = open_datagram(st, datagram, length, now, &w, &side)
+    plain = open_datagram(st, datagram, length, now, src, &w, &side)
     if plain > 0 and ready[0] < RX_PENDING:
         b.pend_wires[ready[0]] = w
         b.pend_data[ready[0]] = datagram + HEADER_BYTES
@@ -294,13 +302,13 @@ cdef void pump_udp(EngineState *st, double now) noexcept nogil:
             length = b.msgs[i].msg_len
             size = gro_size(&b.msgs[i].msg_hdr)
             if size <= 0:
-                take(st, base, length, now, &ready)
+                take(st, base, length, now, &b.addrs[i], &ready)
                 continue
             st.gro_receives += 1
             off = 0
             while off < length:
                 take(st, base + off, size if length - off > size else length - off, now,
-                     &ready)
+                     &b.addrs[i], &ready)
                 off += size
         stage_pending(st, b.pend_wires, b.pend_side, b.pend_data, b.pend_len, ready)
         write_pending(st, b.pend_wires, b.pend_side, b.pend_data, b.pend_len, ready)

@@ -9,8 +9,8 @@ naming its policy and changing nothing, since nothing has run yet:
   (taken from our record, never from the caller), so a peer cannot point us at another
   connection's segments;
 - the token policies of tokenchain.py (valid, unexpired, chained, signed by the caller);
-- remote_mechanisms_only: an NSMD_UDP tunnel offer from the caller's own address
-  (tunnel_offer_address), never a local interface;
+- remote_mechanisms_only: an NSMD_UDP tunnel offer, never a local interface; the tunnel
+  goes to the caller's own address, whatever the offer says (mechanisms.aim_at_caller);
 - hosted_endpoints_only: an endpoint this daemon hosts; no relaying for a peer;
 - the --policy file's `request` list for the service (caller and path origin).
 """
@@ -163,7 +163,4 @@ def _check_mechanisms(request: NetworkServiceRequest, caller: Caller) -> None:
             raise PermissionDenied("remote_mechanisms_only", f"a peer may only ask for "
                                    f"{mechanisms.TUNNEL} (REMOTE) tunnels, not {mech.cls} "
                                    f"{mech.type or '(no type)'}")
-        src = mech.parameters.get("src_ip", "")
-        if src != caller.address:
-            raise PermissionDenied("tunnel_offer_address", f"the tunnel offer's src_ip "
-                                   f"{src!r} is not the caller's address {caller.address}")
+        mechanisms.aim_at_caller(mech.parameters, caller)

@@ -416,6 +416,10 @@ class Manager:
                 "rx_packets": str(down["tx_packets"]), "rx_bytes": str(down["tx_bytes"]),
                 "drops": str(sum(up["drops"].values()) + sum(down["drops"].values())),
             }
+            tunnel = stats.get("tunnel")
+            if tunnel is not None:  # where its datagrams go now, and how often that moved
+                last.metrics["tunnel_peer"] = "{}:{}".format(*tunnel["peer"])
+                last.metrics["tunnel_roams"] = str(tunnel["roams"])
         for segment in conn.path.path_segments:  # each hop's functions, on its segment
             segment.metrics.update(self.functions.stats(segment.id))
         return conn

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from nsmd import defaults
 from nsmd.caller import Caller
 from nsmd.clock import every
-from nsmd.dataplane import Dataplane, Wire
+from nsmd.dataplane import Dataplane, Wire, WireKind
 from nsmd.errors import NotFound, NsmdError, PermissionDenied
 from nsmd.manager import mechanisms
 from nsmd.metrics import Metrics
@@ -97,12 +97,10 @@ def answer_rekey(manager: Manager, keying: TunnelKeying, metrics: Metrics, calle
                                f"{owner or 'this daemon'}, not {caller.spiffe_id}")
     conn = manager.server_begin.get(conn_id)
     wire = keying.dataplane.wire_of([s.id for s in conn.path.path_segments]) if conn else None
-    if wire is None or wire.remote is not None or wire.kind == "local":
+    if wire is None or wire.remote is not None or wire.kind == WireKind.LOCAL:
         raise NotFound(f"no tunnel vWire for connection {conn_id!r}")
-    offer = mechanisms.check_tunnel_params(dict(offer), OFFER_KEYS, "offer")
-    if offer["src_ip"] != caller.address:
-        raise PermissionDenied("tunnel_offer_address", f"the offer's src_ip {offer['src_ip']!r}"
-                               f" is not the caller's address {caller.address}")
+    offer = mechanisms.aim_at_caller(
+        mechanisms.check_tunnel_params(dict(offer), OFFER_KEYS, "offer"), caller)
     answer = keying.respond(wire, offer, Binding(caller.spiffe_id, manager.own_id(),
                                                  offer["key_context"]), rekey=True)
     metrics.rekeys.inc()

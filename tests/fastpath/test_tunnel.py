@@ -168,6 +168,7 @@ def test_replayed_tampered_and_foreign_datagrams_are_dropped_and_counted(pair):
     a, b = pair
     _, (ib, k_ab) = key_up(a, b)
     attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attacker.bind(("127.0.0.1", 0))
     target = ("127.0.0.1", b.port)
     good = header(ib, 1000) + seal_packet(k_ab, 1000, header(ib, 1000), ipv4(b"forged-ok"))
     attacker.sendto(good, target)
@@ -187,7 +188,6 @@ def test_replayed_tampered_and_foreign_datagrams_are_dropped_and_counted(pair):
         attacker.sendto(header(ib, counter) + seal_packet(k_ab, counter, header(ib, counter),
                                                           ipv4()), target)
     attacker.sendto(stale, target)
-    attacker.close()
     expected_udp = {"truncated": 1, "oversize": 1, "bad_type": 1, "unknown_index": 1}
     assert wait_briefly(lambda: b.engine.totals()["udp_drops"] == expected_udp)
     assert wait_briefly(lambda: b.stats()["b_to_a"]["drops"]["replay"] == 2)
@@ -197,7 +197,14 @@ def test_replayed_tampered_and_foreign_datagrams_are_dropped_and_counted(pair):
     # only what authenticated is counted as received: forgeries move no counter
     assert b.stats()["b_to_a"]["rx_packets"] == 4
     assert [b.app.recv(2000) for _ in range(3)] == [ipv4()] * 3  # the three valid ones
-    # and the tunnel still works (B to A: A to B now sits far behind the forged counters)
+    # datagrams that authenticate move the peer to their source (roaming): whoever holds
+    # the keys may; the forged, replayed and foreign ones did not
+    tunnel = b.stats()["tunnel"]
+    assert tunnel["peer"] == attacker.getsockname() and tunnel["roams"] == 1
+    attacker.close()
+    # and the tunnel still works once pointed back (B to A: A to B now sits far behind the
+    # forged counters)
+    b.engine.set_peer(b.handle, "127.0.0.1", a.port)
     b.app.send(ipv4(b"still-fine"))
     assert a.app.recv(2000) == ipv4(b"still-fine")
 

@@ -566,3 +566,18 @@ def test_one_peer_or_user_cannot_use_up_the_daemon(netns, daemon, tmp_path):
         assert 'nsmd_quota_refusals_total{quota="body-bytes"} 1.0' in metrics
     finally:
         shutil.rmtree(run_dir)
+
+
+def test_a_tunnel_goes_to_the_callers_own_address_whatever_the_offer_names(netns, daemon,
+                                                                           tmp_path):
+    """A client behind NAT offers its private address; an attacker could name a third
+    party's. Either way the tunnel is aimed at the address the caller's TLS connection came
+    from (it used to be refused as tunnel_offer_address)."""
+    bed = Bed(netns, daemon, tmp_path)
+    offer = bed.request()
+    offer["mechanism_preferences"][0]["parameters"]["src_ip"] = IP1   # a third party's
+    result = bed.attack("POST", f"{FAR}/v1/peer/request", offer)
+    assert result["status"] == 200, result
+    assert result["body"]["mechanism"]["parameters"]["src_ip"] == IP_EVIL
+    (held,) = bed.far.cli_json("get", "connections")
+    assert held["mechanism"]["parameters"]["src_ip"] == IP_EVIL

@@ -192,9 +192,13 @@ async def test_peers_get_no_local_interfaces_no_relaying_and_no_foreign_offers(b
     error = await denied(bed, peer_request(bed, mech_cls="LOCAL", mech_type="KERNEL"), a,
                          "remote_mechanisms_only")
     assert "KERNEL" in str(error)
-    await denied(bed, peer_request(bed, src_ip="198.51.100.7"), a, "tunnel_offer_address")
     await denied(bed, peer_request(bed, endpoint="elsewhere"), a, "hosted_endpoints_only")
     await denied(bed, peer_request(bed, endpoint=""), a, "hosted_endpoints_only")
+    # an offer naming another address (a private one behind a NAT, or a third party's) is
+    # aimed at the caller's own address
+    request = peer_request(bed, src_ip="198.51.100.7")
+    await call(bed, request, a)
+    assert request.mechanism_preferences[0].parameters["src_ip"] == A_IP
 
 
 async def test_refresh_and_close_only_by_the_creator_and_only_of_its_own_segments(bed):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from nsmd.caller import Caller
 from nsmd.errors import ValidationError
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest
 from nsmd.model.endpoint_spec import check_ifname, check_netns
@@ -55,6 +56,15 @@ def client_interface(request: NetworkServiceRequest) -> tuple[str, str]:
     if name:
         check_ifname(name, "mechanism.parameters.name")
     return netns, name
+
+
+def aim_at_caller(offer: dict[str, str], caller: Caller) -> dict[str, str]:
+    """A peer's tunnel offer, pointed at the address its TLS connection came from whatever
+    it says: behind a NAT a client offers its private address, and nobody may point a
+    tunnel at a third party. The port is the offer's; the first authenticated datagram
+    from the client moves the tunnel to where the NAT really maps it (roaming, engine)."""
+    offer["src_ip"] = caller.address
+    return offer
 
 
 def check_tunnel_params(params: dict[str, str], keys: tuple[str, ...],

@@ -1,0 +1,53 @@
+"""Hosts behind NAT (nftables routers in namespaces, nsmd/testing/nat.py): a client's daemon
+behind a masquerading router gets its cross-host vWire with no option, the endpoint's
+daemon aiming the tunnel at the address the client's TLS connection came from and
+following the client's authenticated datagrams to wherever the NAT maps them."""
+
+from __future__ import annotations
+
+import pytest
+
+from nsmd.testing.nat import nat_bed
+from nsmd.testing.sandbox import (
+    endpoint_manifest,
+    host,
+    ping,
+    service_manifest,
+    tcp_transfer,
+    trust_domain,
+    wait_until,
+)
+
+TD = "nat.nsmd"
+PUB, HOME = f"spiffe://{TD}/node/pub", f"spiffe://{TD}/node/home"
+
+
+@pytest.mark.parametrize("mode", ["masquerade", "random"])
+def test_a_client_behind_a_nat_reaches_a_public_endpoint(netns, daemon, tmp_path, mode):
+    hosts = nat_bed(netns, public=["pub"], behind=["home"], mode=mode)
+    pub, home = hosts["pub"], hosts["home"]
+    ids = trust_domain(str(tmp_path), TD, [PUB, HOME])
+    env = {"NSMD_KEEPALIVE_S": "0.5"}
+    d_pub = daemon("pub", pub.ns, ("--listen", f"{pub.ip}:7000", "--identity-dir", ids[PUB]),
+                   env)
+    d_home = daemon("home", home.ns, ("--listen", f"{home.ip}:7000", "--registry",
+                                      f"https://{pub.ip}:7000", "--registry-id", PUB,
+                                      "--identity-dir", ids[HOME]), env)
+    nse, client = netns("nse"), netns("client")
+    d_pub.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+              endpoint_manifest("e1", "svc", nse, "100.64.70.0/24"))
+    wait_until(lambda: any(e["name"] == "e1" for e in d_home.cli_json("get", "endpoints")))
+    conn = d_home.cli_json("connect", "svc", "--netns", client)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(client, target, 3).returncode == 0
+    assert tcp_transfer(nse, client, target, 1 << 20)
+    # the endpoint's side aimed the tunnel at the NAT's public address, not the private one
+    (served,) = d_pub.cli_json("get", "connections")
+    assert served["mechanism"]["parameters"]["src_ip"] == home.public_ip
+    # ... and its datagrams follow the client's to the port the NAT maps (a random one:
+    # roaming moved them there)
+    metrics = served["path"]["path_segments"][-1]["metrics"]
+    assert metrics["tunnel_peer"].startswith(f"{home.public_ip}:"), metrics
+    assert mode != "random" or int(metrics["tunnel_roams"]) >= 1, metrics
+    d_home.cli("close", conn["id"])
+    wait_until(lambda: d_pub.cli_json("get", "connections") == [])
