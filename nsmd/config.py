@@ -49,6 +49,11 @@ class Config:
     api_socket: str = option(defaults.API_SOCKET, "unix socket of the API", "PATH")
     listen: str = option("", "mTLS listener for peer daemons; tunnels use the same IP "
                          "(none: no peers)", "IP:PORT")
+    advertise: str = option("", "the address peers and tunnels reach this daemon at, behind "
+                            "a 1:1 NAT or a port forward (none: the --listen address); the "
+                            "listener stays on --listen; forward its TCP port and the tunnel "
+                            "ports (--tunnel-port and up, one per engine) unchanged",
+                            "IP[:PORT]")
     tunnel_port: int = option(defaults.TUNNEL_PORT, "first UDP port of the tunnels, one per "
                               "engine", "PORT")
     engines: int = option(0, "packet engine threads (0: one per CPU)", "N")
@@ -170,7 +175,8 @@ class Config:
         if self.capture_max_bytes < 124:
             raise ValidationError("capture-max-bytes", "at least 124 bytes",
                                   self.capture_max_bytes)
-        _parsed = (self.tunnel_aeads, self.listen_at, self.upstream)  # bad ones refused now
+        _parsed = (self.tunnel_aeads, self.listen_at, self.upstream,  # bad ones refused now
+                   self.advertised_at)
         if self.domain:
             check_name(self.domain, "domain")
             if "@" in self.domain:
@@ -228,6 +234,25 @@ class Config:
         return listen_address(self.listen) if self.listen else None
 
     @functools.cached_property
+    def advertised_at(self) -> tuple[str, int] | None:
+        """Where others reach this daemon: --advertise (its port defaulting to --listen's),
+        else --listen; None without a listener."""
+        if not self.advertise:
+            return self.listen_at
+        if self.listen_at is None:
+            raise ValidationError("advertise", "--listen too", detail="advertise: needs "
+                                  "--listen (the listener it is the public address of)")
+        host, sep, port = self.advertise.rpartition(":")
+        if not sep:
+            host, port = self.advertise, str(self.listen_at[1])
+        return listen_address(f"{host}:{port}", "advertise")
+
+    @property
+    def advertised_ip(self) -> str:
+        """The IP tunnels are reached at if --advertise says another than --listen, else ""."""
+        return self.advertised_at[0] if self.advertise and self.advertised_at else ""
+
+    @functools.cached_property
     def upstream(self) -> list[tuple[str, int]]:
         """--dns-upstream's servers, as given ([] = resolv.conf's)."""
         return dns_servers(self.dns_upstream)
@@ -239,8 +264,11 @@ class Config:
 
     @property
     def url(self) -> str:
-        """How other daemons and the registry name this one."""
-        return f"https://{self.listen}" if self.listen else f"unix://{self.api_socket}"
+        """How other daemons and the registry name this one (its advertised address)."""
+        if self.advertised_at is None:
+            return f"unix://{self.api_socket}"
+        host, port = self.advertised_at
+        return f"https://{host}:{port}"
 
 
 def group_id(name: str) -> int:
@@ -286,7 +314,7 @@ def dns_servers(value: str) -> list[tuple[str, int]]:
     return servers
 
 
-def listen_address(value: str) -> tuple[str, int]:
+def listen_address(value: str, option: str = "listen") -> tuple[str, int]:
     """HOST:PORT with an IPv4 host (the tunnel socket binds there too, so not 0.0.0.0)."""
     host, sep, port = value.rpartition(":")
     try:
@@ -296,8 +324,8 @@ def listen_address(value: str) -> tuple[str, int]:
         if address.is_unspecified:
             raise ValueError
     except ValueError:
-        raise ValidationError("listen", "IPV4:PORT of this host, e.g. 192.0.2.1:7000 (peers "
-                              "and tunnels use that address)", value) from None
+        raise ValidationError(option, "IPV4:PORT, e.g. 192.0.2.1:7000 (peers and tunnels use "
+                              "that address)", value) from None
     return host, int(port)
 
 

@@ -84,7 +84,7 @@ class Daemon:
         self.foreign = ForeignRegistries(self.registry, self.peer, Domains(
             own_domain, load_table(cfg.domains), upstream))
         self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues,
-                                   cfg.tunnel_aeads)
+                                   cfg.tunnel_aeads, cfg.advertised_ip)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url, cfg.name)
         self.hosting.foreign = self.foreign
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,

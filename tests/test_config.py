@@ -103,3 +103,16 @@ def test_the_config_template_names_every_option_with_its_default(tmp_path):
     uncommented.write_text("\n".join(m[0][2:] for m in options if m[1] != "name"))
     loaded = load({}, str(uncommented), environ={})
     assert dataclasses.replace(loaded, name="x") == dataclasses.replace(Config(), name="x")
+
+
+def test_advertise_names_where_others_reach_this_daemon(tmp_path):
+    listening = {"listen": "198.51.100.2:7000", "identity_dir": str(tmp_path)}
+    assert Config(**listening).url == "https://198.51.100.2:7000"
+    assert Config(**listening, advertise="192.0.2.101").url == "https://192.0.2.101:7000"
+    forwarded = Config(**listening, advertise="192.0.2.101:443")
+    assert forwarded.url == "https://192.0.2.101:443" and forwarded.advertised_ip == "192.0.2.101"
+    assert Config(**listening).advertised_ip == ""
+    with pytest.raises(ValidationError, match="advertise: needs --listen"):
+        Config(advertise="192.0.2.101").validate()
+    with pytest.raises(ValidationError, match="advertise: expected IPV4:PORT"):
+        Config(**listening, advertise="not-an-ip").validate()

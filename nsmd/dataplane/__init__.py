@@ -41,8 +41,9 @@ __all__ = ["AEADS", "Dataplane", "Lane", "Side", "Wire", "WireKind"]
 
 class Dataplane:
     def __init__(self, db: StateDB, engines: int = 0, local_queues: int = 1,
-                 aeads: tuple[str, ...] = ("chacha20-poly1305",)):
+                 aeads: tuple[str, ...] = ("chacha20-poly1305",), advertise: str = ""):
         self.engines = Engines(engines)
+        self.advertise = advertise  # the IP peers send tunnel datagrams to ("" = the socket's)
         self.aeads = aeads   # the tunnels' AEADs, preferred first (tunnel_keys.py)
         self.devices = Devices(db)
         self.local_queues = max(1, min(local_queues, len(self.engines)))
@@ -63,7 +64,10 @@ class Dataplane:
         return self.engines.open_udp(host, port)
 
     def tunnel_address(self, wire: Wire) -> tuple[str, int]:
-        return self.engines.tunnel_address(wire)
+        """Where the peer must send this wire's datagrams: its engine's socket, at the
+        advertised IP (a port forward keeps the port numbers)."""
+        host, port = self.engines.tunnel_address(wire)
+        return self.advertise or host, port
 
     def get(self, conn_id: str) -> Wire | None:
         return self.wires.get(conn_id)

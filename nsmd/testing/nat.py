@@ -29,9 +29,14 @@ class Host:
     router: str = ""         # its router's namespace, if behind one
 
 
+# what a port forward sends on to the host behind: its peer listener and tunnel ports
+FORWARDED = ("tcp dport 7000", "udp dport 51820-51899")
+
+
 def nat_bed(make_netns: Callable[[str], str], public: list[str], behind: list[str],
-            mode: str = "masquerade") -> dict[str, Host]:
-    """{tag: Host} for public hosts and hosts behind a NAT each (at most two)."""
+            mode: str = "masquerade", forward: bool = False) -> dict[str, Host]:
+    """{tag: Host} for public hosts and hosts behind a NAT each (at most two); `forward`:
+    the routers also forward FORWARDED ports of their outside address to the host."""
     assert mode in ("masquerade", "random") and len(behind) <= len(INSIDE)
     bridge = make_netns("inet")
     quiet_ipv6(bridge)
@@ -69,9 +74,14 @@ def nat_bed(make_netns: Callable[[str], str], public: list[str], behind: list[st
         sh("ip", "route", "add", "default", "via", f"{inside}.1", netns=ns)
         sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", netns=router)
         masquerade = "masquerade random" if mode == "random" else "masquerade"
-        for command in ("add table ip nat",
-                        "add chain ip nat post { type nat hook postrouting priority 100 ; }",
-                        f"add rule ip nat post oifname eth0 {masquerade}"):
+        commands = ["add table ip nat",
+                    "add chain ip nat post { type nat hook postrouting priority 100 ; }",
+                    f"add rule ip nat post oifname eth0 {masquerade}"]
+        if forward:
+            commands.append("add chain ip nat pre { type nat hook prerouting priority -100 ; }")
+            commands += [f"add rule ip nat pre iifname eth0 {ports} dnat to {inside}.2"
+                         for ports in FORWARDED]
+        for command in commands:
             sh("nft", *command.split(), netns=router)
         hosts[tag] = Host(ns, f"{inside}.2", outside, router)
     return hosts

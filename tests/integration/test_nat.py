@@ -51,3 +51,30 @@ def test_a_client_behind_a_nat_reaches_a_public_endpoint(netns, daemon, tmp_path
     assert mode != "random" or int(metrics["tunnel_roams"]) >= 1, metrics
     d_home.cli("close", conn["id"])
     wait_until(lambda: d_pub.cli_json("get", "connections") == [])
+
+
+def test_an_endpoint_behind_a_port_forward_is_reached_at_its_advertised_address(
+        netns, daemon, tmp_path):
+    """--advertise: the endpoint's host sits behind a NAT that forwards its peer port and
+    tunnel ports; it registers, answers and keys tunnels under the router's address."""
+    hosts = nat_bed(netns, public=["pub"], behind=["office"], forward=True)
+    pub, office = hosts["pub"], hosts["office"]
+    ids = trust_domain(str(tmp_path), TD, [PUB, HOME])
+    env = {"NSMD_KEEPALIVE_S": "0.5"}
+    d_pub = daemon("pub", pub.ns, ("--listen", f"{pub.ip}:7000", "--identity-dir", ids[PUB]),
+                   env)
+    d_office = daemon("office", office.ns, (
+        "--listen", f"{office.ip}:7000", "--advertise", office.public_ip, "--registry",
+        f"https://{pub.ip}:7000", "--registry-id", PUB, "--identity-dir", ids[HOME]), env)
+    nse, client = netns("nse"), netns("client")
+    d_office.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+                 endpoint_manifest("e1", "svc", nse, "100.64.71.0/24"))
+    wait_until(lambda: any(e["name"] == "e1" for e in d_pub.cli_json("get", "endpoints")))
+    (record,) = [e for e in d_pub.cli_json("get", "endpoints") if e["name"] == "e1"]
+    assert record["url"] == f"https://{office.public_ip}:7000"
+    conn = d_pub.cli_json("connect", "svc", "--netns", client)
+    assert conn["mechanism"]["parameters"]["remote"] == f"https://{office.public_ip}:7000"
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(client, target, 3).returncode == 0
+    assert tcp_transfer(nse, client, target, 1 << 20)
+    d_pub.cli("close", conn["id"])
