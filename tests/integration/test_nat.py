@@ -5,6 +5,9 @@ following the client's authenticated datagrams to wherever the NAT maps them."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import pytest
 
 from nsmd.testing.nat import nat_bed
@@ -12,7 +15,9 @@ from nsmd.testing.sandbox import (
     endpoint_manifest,
     host,
     ping,
+    ping_report,
     service_manifest,
+    sh,
     tcp_transfer,
     trust_domain,
     wait_until,
@@ -78,3 +83,44 @@ def test_an_endpoint_behind_a_port_forward_is_reached_at_its_advertised_address(
     assert ping(client, target, 3).returncode == 0
     assert tcp_transfer(nse, client, target, 1 << 20)
     d_pub.cli("close", conn["id"])
+
+
+def test_a_nat_mapping_lost_mid_stream_is_followed_at_once(netns, daemon, tmp_path):
+    """The client's router forgets its mappings (conntrack flushed) while packets flow: the
+    client's next datagram leaves from a new port, the endpoint's host roams there, and the
+    vWire goes on with the same addresses, losing at most a packet or two."""
+    hosts = nat_bed(netns, public=["pub"], behind=["home"], mode="random")
+    pub, home = hosts["pub"], hosts["home"]
+    ids = trust_domain(str(tmp_path), TD, [PUB, HOME])
+    env = {"NSMD_KEEPALIVE_S": "0.5"}
+    d_pub = daemon("pub", pub.ns, ("--listen", f"{pub.ip}:7000", "--identity-dir", ids[PUB]),
+                   env)
+    d_home = daemon("home", home.ns, ("--listen", f"{home.ip}:7000", "--registry",
+                                      f"https://{pub.ip}:7000", "--registry-id", PUB,
+                                      "--identity-dir", ids[HOME]), env)
+    nse, client = netns("nse"), netns("client")
+    d_pub.cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+              endpoint_manifest("e1", "svc", nse, "100.64.72.0/24"))
+    wait_until(lambda: any(e["name"] == "e1" for e in d_home.cli_json("get", "endpoints")))
+    conn = d_home.cli_json("connect", "svc", "--netns", client)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    assert ping(client, target, 2).returncode == 0
+
+    def roams() -> int:
+        (served,) = d_pub.cli_json("get", "connections")
+        return int(served["path"]["path_segments"][-1]["metrics"]["tunnel_roams"])
+
+    before = roams()
+    pinger = subprocess.Popen(["ip", "netns", "exec", client, "ping", "-c", "300", "-i",
+                               "0.02", "-W", "1", target], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        sh("conntrack", "-F", netns=home.router)
+    finally:
+        out = pinger.communicate(timeout=60)[0]
+    lost = 300 - int(out.split(" received")[0].rsplit(",", 1)[-1])
+    assert lost <= 3, ping_report(out)
+    assert roams() > before
+    (again,) = d_home.cli_json("get", "connections")
+    assert again["id"] == conn["id"] and again["context"]["ip_context"] == \
+        conn["context"]["ip_context"]
