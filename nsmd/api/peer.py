@@ -136,9 +136,9 @@ async def peer_rekey(request: web.Request) -> web.Response:
             or not isinstance(body.get("offer"), dict):
         raise ValidationError("body", "{connection_id, offer}")
     daemon = request.app[DAEMON]
-    return reply(request, answer_rekey(daemon.manager, TunnelKeying(daemon.dataplane),
-                                       daemon.metrics, caller(request),
-                                       body["connection_id"], body["offer"]))
+    return reply(request, answer_rekey(daemon.manager.server_begin, daemon.manager.own_id(),
+                                       TunnelKeying(daemon.dataplane), daemon.metrics,
+                                       caller(request), body["connection_id"], body["offer"]))
 
 
 def build_peer_app(daemon) -> web.Application:

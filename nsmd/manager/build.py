@@ -170,8 +170,11 @@ class Manager:
                                    self.close_endpoint_connections, self.own_id)
         self.hosting = hosting
         self._restart_notices: list[tuple[str, dict[str, str]]] = []
-        self.liveness = Liveness(self, hosting, timings(heal_detect_s)[0])
-        self.rekeyer = Rekeyer(self, dataplane, metrics, rekey_after_s)
+        self.liveness = Liveness(clock, self.server_begin, self.client_begin, self.client,
+                                 self.heal, self.probe, dataplane, hosting,
+                                 timings(heal_detect_s)[0])
+        self.rekeyer = Rekeyer(clock, self.server_begin, peer, self.signer, dataplane, metrics,
+                               rekey_after_s)
         self.mesh = Mesh(hosting, registry, clock, self.client_begin.each, self.connect,
                          self.close)
         self.resolvers = Vl3Resolvers(hosting, registry, clock, self.vl3_ipam.addresses_of,

@@ -14,24 +14,32 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import TYPE_CHECKING
 
 from nsmd import netns
-from nsmd.clock import every
+from nsmd.clock import Clock, every
+from nsmd.dataplane import Dataplane
 from nsmd.errors import NsmdError
 from nsmd.hosting import Hosting
+from nsmd.manager.begin import Begin
+from nsmd.manager.chain import Chain
+from nsmd.manager.heal import Heal
+from nsmd.manager.probe import DataplaneProbe
 from nsmd.model import Connection
-
-if TYPE_CHECKING:  # the manager builds this; a runtime import would be circular
-    from nsmd.manager.build import Manager
 
 log = logging.getLogger("nsmd.manager.liveness")
 
 
 class Liveness:
-    def __init__(self, manager: Manager, hosting: Hosting, interval_s: float):
-        self.manager = manager
-        self.probe = manager.probe
+    def __init__(self, clock: Clock, served: Begin, held: Begin, client: Chain, heal: Heal,
+                 probe: DataplaneProbe, dataplane: Dataplane, hosting: Hosting,
+                 interval_s: float):
+        self.clock = clock
+        self.served = served      # the server chain's begin: every vWire served here
+        self.held = held          # the client chain's: those held for local clients
+        self.client = client      # closes a held one (its client is gone)
+        self.heal = heal
+        self.probe = probe
+        self.dataplane = dataplane
         self.hosting = hosting
         self.interval_s = interval_s
         self._closing: dict[str, asyncio.Task] = {}
@@ -41,22 +49,21 @@ class Liveness:
         await self.hosting.check_namespaces()
         netns.reap()
         found = []
-        manager = self.manager
-        for conn in manager.server_begin.each():
+        for conn in self.served.each():
             if not conn.path.path_segments or conn.id in self._closing:
                 continue
             # ours onwards: the wire is this hop's or a later one's (a relay has two halves)
-            wire = manager.dataplane.wire_of([s.id for s in conn.path.path_segments[
+            wire = self.dataplane.wire_of([s.id for s in conn.path.path_segments[
                 conn.path.index:]])
             verdict = self.probe.wire(wire) if wire is not None else None
             if verdict is None:
                 continue
             found.append(conn.id)
-            held = manager.client_begin.get(conn.path.path_segments[0].id)
+            held = self.held.get(conn.path.path_segments[0].id)
             if held is not None and not verdict.startswith("client"):
-                if held.id not in manager.heal.healing():
+                if held.id not in self.heal.healing():
                     log.info("vWire %s: %s; healing", conn.id, verdict)
-                    manager.heal.start(held.id)
+                    self.heal.start(held.id)
                 continue
             log.info("vWire %s: %s; closing", conn.id, verdict)
             task = asyncio.ensure_future(self._close(conn, held))
@@ -68,7 +75,7 @@ class Liveness:
         self._closing.pop(conn_id, None)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        async for _ in every(self.manager.clock, self.interval_s, stopping):
+        async for _ in every(self.clock, self.interval_s, stopping):
             await self.check_once()
         for task in self._closing.values():
             task.cancel()
@@ -76,8 +83,8 @@ class Liveness:
     async def _close(self, conn: Connection, held: Connection | None) -> None:
         try:
             if held is not None:  # the client is gone: so is what it held
-                await self.manager.client.close(held)
+                await self.client.close(held)
             else:
-                await self.manager.server_begin.close_by_id(conn.id)
+                await self.served.close_by_id(conn.id)
         except NsmdError as err:
             log.warning("closing dead vWire %s failed: %s", conn.id, err)

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from nsmd import defaults
 from nsmd.caller import Caller
-from nsmd.clock import every
+from nsmd.clock import Clock, every
 from nsmd.dataplane import Dataplane, Wire, WireKind
 from nsmd.errors import NotFound, NsmdError, PermissionDenied
+from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
+from nsmd.manager.begin import Begin
 from nsmd.metrics import Metrics
 from nsmd.model import Connection
+from nsmd.peer.client import PeerClient
 from nsmd.tunnel_keys import ANSWER_KEYS, OFFER_KEYS, Binding, TunnelKeying
-
-if TYPE_CHECKING:  # the manager builds this; a runtime import would be circular
-    from nsmd.manager.build import Manager
 
 REKEY_AFTER_MESSAGES = 2**60        # WireGuard's RekeyAfterMessages
 CHECK_INTERVAL_S = 0.5
@@ -38,21 +38,25 @@ def due(stats: dict, rekey_after_s: float) -> bool:
 
 
 class Rekeyer:
-    def __init__(self, manager: Manager, dataplane: Dataplane, metrics: Metrics,
+    def __init__(self, clock: Clock, served: Begin, peer: Callable[[], PeerClient | None],
+                 signer: Callable[[], Signer | None], dataplane: Dataplane, metrics: Metrics,
                  rekey_after_s: float = defaults.REKEY_AFTER_S):
-        self.manager = manager
+        self.clock = clock
+        self.served = served      # the server chain's begin: the vWires to look at
+        self.peer = peer
+        self.signer = signer
         self.dataplane = dataplane
         self.keying = TunnelKeying(dataplane)
         self.metrics = metrics
         self.rekey_after_s = rekey_after_s
 
     async def run(self, stopping: asyncio.Event) -> None:
-        async for _ in every(self.manager.clock, CHECK_INTERVAL_S, stopping):
+        async for _ in every(self.clock, CHECK_INTERVAL_S, stopping):
             await self.check_once()
 
     async def check_once(self) -> int:
         done = 0
-        begin = self.manager.server_begin
+        begin = self.served
         for conn_id in begin.ids():  # every 0.5 s: only the due ones are unpacked
             wire = self.dataplane.get(conn_id)
             if wire is None or wire.remote is None or not wire.keyed:
@@ -70,7 +74,7 @@ class Rekeyer:
         return done
 
     async def rekey(self, conn: Connection, wire: Wire) -> None:
-        client, signer = self.manager.peer(), self.manager.signer()
+        client, signer = self.peer(), self.signer()
         if client is None or signer is None or wire.remote is None:
             return
         url, expect = wire.remote
@@ -85,23 +89,23 @@ class Rekeyer:
         log.info("tunnel %s rekeyed (index %s)", wire.conn_id, offer["src_index"])
 
 
-def answer_rekey(manager: Manager, keying: TunnelKeying, metrics: Metrics, caller: Caller,
-                 conn_id: str, offer: dict) -> dict:
+def answer_rekey(served: Begin, own_id: str, keying: TunnelKeying, metrics: Metrics,
+                 caller: Caller, conn_id: str, offer: dict) -> dict:
     """The endpoint side of a rekey, for the peer that owns the connection: installs the
     offered keypair as NEXT, answers."""
-    owner = manager.server_begin.owner(conn_id)
+    owner = served.owner(conn_id)
     if owner is None:
         raise NotFound(f"no connection with id {conn_id!r}")
     if owner != caller.spiffe_id:
         raise PermissionDenied("refresh_by_owner", f"connection {conn_id} belongs to "
                                f"{owner or 'this daemon'}, not {caller.spiffe_id}")
-    conn = manager.server_begin.get(conn_id)
+    conn = served.get(conn_id)
     wire = keying.dataplane.wire_of([s.id for s in conn.path.path_segments]) if conn else None
     if wire is None or wire.remote is not None or wire.kind == WireKind.LOCAL:
         raise NotFound(f"no tunnel vWire for connection {conn_id!r}")
     offer = mechanisms.aim_at_caller(
         mechanisms.check_tunnel_params(dict(offer), OFFER_KEYS, "offer"), caller)
-    answer = keying.respond(wire, offer, Binding(caller.spiffe_id, manager.own_id(),
+    answer = keying.respond(wire, offer, Binding(caller.spiffe_id, own_id,
                                                  offer["key_context"]), rekey=True)
     metrics.rekeys.inc()
     return answer
