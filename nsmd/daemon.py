@@ -57,35 +57,52 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self._lock_fd = -1
-        self._runner: web.AppRunner | None = None
-        self._peer_runner: web.AppRunner | None = None
+        self._exit = contextlib.AsyncExitStack()   # start() fills it, stop() empties it
+        self._peer_runner: web.AppRunner | None = None  # for dropping untrusted peers
         self.peer: PeerClient | None = None
         self.id: Identity | None = None
         self._tasks: list[asyncio.Task] = []
         self.heap = HeapTrimmer()  # the API touches it; it trims when work stops
 
     async def start(self) -> None:
+        """Starts every part in order. What each takes is given back by stop(), in the
+        reverse order, or at once if starting fails half-way (one exit stack pairs them)."""
+        self._exit = contextlib.AsyncExitStack()
+        try:
+            await self._start(self._exit)
+        except BaseException:
+            await self._exit.aclose()
+            raise
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.config
         _raise_fd_limit()
         self._take_lock()
+        stack.callback(self._release_lock)
         _refuse_live_socket(cfg.api_socket)
         self.policy = policy = Policy.load(cfg.policy) if cfg.policy else Policy.allow_all()
         self.db = StateDB(cfg.state_dir)
+        stack.callback(self.db.close)
+        stack.callback(netns.stop_all)
         self.metrics = Metrics()
         self.quotas = Quotas(cfg.limits, self.metrics.quota_refusals)
         if cfg.listen or cfg.registry.startswith("https://") or \
                 (cfg.registry_ca and not cfg.registry_cert):  # etcd with our SVID
-            await self._load_identity()
+            await self._load_identity(stack)
         own_id = self.id.spiffe_id if self.id else ""
         policy.home = self.id.trust_domain if self.id else ""
         self.registry = self._registry(own_id)
+        stack.callback(self.registry.close)
         upstream = upstream_servers(cfg.upstream)
         own_domain = cfg.domain or (self.id.trust_domain if self.id else "")
         self.foreign = ForeignRegistries(self.registry, self.peer, Domains(
             own_domain, load_table(cfg.domains), upstream))
+        stack.callback(self.foreign.close)
         self.dataplane = Dataplane(self.db, cfg.engines, cfg.local_queues,
                                    cfg.tunnel_aeads, cfg.advertised_ip)
+        stack.push_async_callback(self.dataplane.shutdown)
         self.hosting = Hosting(self.db, self.registry, self.clock, self.url, cfg.name)
+        stack.callback(self.hosting.close)
         self.hosting.foreign = self.foreign
         self.manager = Manager(name=cfg.name, registry=self.registry, hosting=self.hosting,
                                dataplane=self.dataplane, db=self.db, clock=self.clock,
@@ -101,6 +118,7 @@ class Daemon:
                                function_host=FunctionHost(cfg.state_dir,
                                                           cfg.capture_max_bytes),
                                quotas=self.quotas)
+        stack.callback(self.manager.shutdown)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin),
                                      self.dataplane.totals)
         if not cfg.registry_only:  # a floating registry runs no data plane
@@ -113,11 +131,14 @@ class Daemon:
         await self.manager.recover()
         self._tasks = [asyncio.ensure_future(self.manager.run(self.stopping)),
                        asyncio.ensure_future(self.heap.run(self.stopping))]
-        self._runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
+        stack.push_async_callback(self._end_tasks)
+        runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
+        stack.push_async_callback(runner.cleanup)
         if cfg.listen:
             assert self.id is not None
             self._peer_runner = await serve_peers(build_peer_app(self), cfg.listen,
                                                   self.id.tls.listener)
+            stack.push_async_callback(self._peer_runner.cleanup)
             self.manager.announce_restart()
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
@@ -160,39 +181,27 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stops serving; vWires and held connections stay for the next run."""
+        self.stopping.set()   # first: streams and loops end rather than wait
+        await self._exit.aclose()
+        self._peer_runner = None
+        log.info("nsmd %s stopped", self.config.name)
+
+    async def _end_tasks(self) -> None:
         self.stopping.set()
         for task in self._tasks:
             await task
-        for runner in (self._runner, self._peer_runner):
-            if runner is not None:
-                await runner.cleanup()
-        self._runner = self._peer_runner = None
-        if self.peer is not None:
-            await self.peer.close()
-        if self.id is not None:
-            self.id.close()
-        if hasattr(self, "manager"):
-            self.manager.shutdown()
-            self.foreign.close()
-            self.hosting.close()
-            self.registry.close()
-            await self.dataplane.shutdown()
-            netns.stop_all()
-            self.db.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-        log.info("nsmd %s stopped", self.config.name)
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _load_identity(self) -> None:
+    async def _load_identity(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.config
         self.id = Identity.from_config(cfg.identity_dir, cfg.spiffe_socket,
                                        cfg.token_lifetime_s, cfg.federate)
         await self.id.start()
+        stack.callback(self.id.close)
         self.id.on_change.append(self._identity_changed)
         self.peer = PeerClient(self.id.tls, self.url if cfg.listen else "")
+        stack.push_async_callback(self.peer.close)
 
     def _identity_changed(self, ca_removed: bool) -> None:
         """New handshakes use the new SVID and bundle already; when a CA left the bundle,
@@ -224,6 +233,10 @@ class Daemon:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        os.close(self._lock_fd)
+        self._lock_fd = -1
 
 
 def _raise_fd_limit() -> None:
