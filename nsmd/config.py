@@ -96,8 +96,11 @@ class Config:
     vl3_dns_forward: bool = option(False, "let vL3 resolvers forward names outside their "
                                    "zones to --dns-upstream, from the host's namespace "
                                    "(otherwise refused)")
-    log_level: str = option("info", "the least severe messages logged",
-                            choices=("debug", "info", "warning", "error"))
+    log_level: str = option("info", "the least severe messages logged (SIGUSR1 switches to "
+                            "debug and back)", choices=("debug", "info", "warning", "error"))
+    log_format: str = option("text", "text lines, or one JSON object a line with the "
+                             "structured fields of each message (policy, subject, ...)",
+                             choices=("text", "json"))
     # tuning: TOML and NSMD_* only
     token_lifetime_s: float = option(defaults.TOKEN_LIFETIME_S, "path tokens; clients "
                                      "refresh at 1/5 to 1/3 of it", flag=False)
@@ -144,6 +147,8 @@ class Config:
                                       getattr(self, key))
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValidationError("log-level", "debug, info, warning or error", self.log_level)
+        if self.log_format not in ("text", "json"):
+            raise ValidationError("log-format", "text or json", self.log_format)
         if not 0 < self.tunnel_port < 65536 - 64:
             raise ValidationError("tunnel-port", "a UDP port (1-65471)", self.tunnel_port)
         if not 0 <= self.engines <= 64:

@@ -20,7 +20,7 @@ import time
 
 from aiohttp import web
 
-from nsmd import netns
+from nsmd import logs, netns
 from nsmd.api.app import build_app, drop_untrusted_peers, serve_peers, serve_unix
 from nsmd.api.peer import build_peer_app
 from nsmd.clock import Clock, SystemClock
@@ -269,6 +269,7 @@ async def run(config: Config) -> None:
     systemd = Notifier()
     await daemon.start()
     loop.add_signal_handler(signal.SIGHUP, daemon.reload_policy)
+    loop.add_signal_handler(signal.SIGUSR1, logs.toggle_debug)
     systemd.ready(f"serving on {config.api_socket}" + (f" and {config.listen}"
                                                          if config.listen else ""))
     watchdog = asyncio.ensure_future(systemd.watchdog(

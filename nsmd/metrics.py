@@ -27,6 +27,8 @@ class Metrics:
                               registry=self.registry)
         self.quota_refusals = Counter("nsmd_quota_refusals", "Calls refused by a quota",
                                       ["quota"], registry=self.registry)
+        self.denials = Counter("nsmd_denials", "Calls refused by a policy (403), by its name",
+                               ["policy"], registry=self.registry)
 
     def add_live_source(self, connections: Callable[[], int],
                         dataplane_totals: Callable[[], dict[str, Any]]) -> None:

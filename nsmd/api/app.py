@@ -12,7 +12,13 @@ from cryptography import x509
 
 from nsmd import __version__
 from nsmd.api import connections, registry
-from nsmd.api.codec import body_quota_middleware, errors_middleware, reply, work_middleware
+from nsmd.api.codec import (
+    audit_middleware,
+    body_quota_middleware,
+    errors_middleware,
+    reply,
+    work_middleware,
+)
 from nsmd.api.keys import DAEMON
 from nsmd.api.openapi import openapi_document
 from nsmd.caller import local_caller
@@ -67,10 +73,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(daemon) -> web.Application:
+    caller = lambda r: local_caller(r.transport)  # noqa: E731
     app = web.Application(middlewares=[
         work_middleware(daemon.heap.touch), errors_middleware,
-        body_quota_middleware(daemon.quotas, lambda r: local_caller(r.transport))],
-        client_max_size=MAX_BODY_BYTES)
+        audit_middleware(caller, lambda policy: daemon.metrics.denials.labels(policy).inc()),
+        body_quota_middleware(daemon.quotas, caller)], client_max_size=MAX_BODY_BYTES)
     app[DAEMON] = daemon
     app.add_routes(misc)
     app.add_routes(registry.routes)

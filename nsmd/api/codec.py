@@ -16,12 +16,13 @@ import msgspec
 from aiohttp import web
 
 from nsmd.caller import Caller
-from nsmd.errors import NsmdError, ValidationError
+from nsmd.errors import NsmdError, PermissionDenied, ValidationError
 from nsmd.model.codec import MSGPACK
-from nsmd.quotas import Quotas
+from nsmd.quotas import QuotaExceeded, Quotas
 
 BIG_BODY = 256 << 10   # bodies above this are decoded in a worker thread
 log = logging.getLogger("nsmd.api")
+audit_log = logging.getLogger("nsmd.audit")
 
 
 async def read_body(request: web.Request) -> Any:
@@ -88,6 +89,26 @@ async def errors_middleware(request: web.Request, handler):
         return web.json_response(
             {"error": f"internal error ({type(err).__name__}: {err}); see the daemon's log"},
             status=500)
+
+
+def audit_middleware(caller_of: Callable[[web.Request], Caller],
+                     denied: Callable[[str], None]) -> Callable:
+    """The audit trail: every refusal by a policy (403) or a quota (429) is logged once,
+    with the policy or quota, the caller and the request; denied(policy) counts it."""
+    @web.middleware
+    async def audit(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except (PermissionDenied, QuotaExceeded) as err:
+            name = err.policy if isinstance(err, PermissionDenied) else err.quota
+            who, what = str(caller_of(request)), f"{request.method} {request.path}"
+            audit_log.warning("%s: %s refused: %s", who, what, err, extra={
+                "policy" if isinstance(err, PermissionDenied) else "quota": name,
+                "subject": who, "request": what})
+            if isinstance(err, PermissionDenied):
+                denied(name)
+            raise
+    return audit
 
 
 def body_quota_middleware(quotas: Quotas, caller_of: Callable[[web.Request], Caller]):

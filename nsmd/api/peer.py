@@ -142,11 +142,18 @@ async def peer_rekey(request: web.Request) -> web.Response:
 
 
 def build_peer_app(daemon) -> web.Application:
-    from nsmd.api.codec import body_quota_middleware, errors_middleware, work_middleware
+    from nsmd.api.codec import (
+        audit_middleware,
+        body_quota_middleware,
+        errors_middleware,
+        work_middleware,
+    )
 
-    app = web.Application(middlewares=[work_middleware(daemon.heap.touch), errors_middleware,
-                                       body_quota_middleware(daemon.quotas, caller)],
-                          client_max_size=daemon.quotas.limits.body_bytes)
+    app = web.Application(middlewares=[
+        work_middleware(daemon.heap.touch), errors_middleware,
+        audit_middleware(caller, lambda policy: daemon.metrics.denials.labels(policy).inc()),
+        body_quota_middleware(daemon.quotas, caller)],
+        client_max_size=daemon.quotas.limits.body_bytes)
     app[DAEMON] = daemon
     app.add_routes(routes)
     return app

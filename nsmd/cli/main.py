@@ -143,15 +143,12 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
-    from nsmd import config
+    from nsmd import config, logs
     from nsmd.daemon import run
 
     cli = options.given(args)
     cfg = config.load(cli, args.config)
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pyroute2", "aiohttp.access", "asyncio"):  # their debug is not ours
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    logs.setup(cfg.log_level, cfg.log_format)
     uvloop.run(run(cfg))
     # Stopped, and everything is written: exit without freeing the heap object by object,
     # which takes seconds with 100,000 endpoints while systemd waits for the exit.

@@ -581,3 +581,19 @@ def test_a_tunnel_goes_to_the_callers_own_address_whatever_the_offer_names(netns
     assert result["body"]["mechanism"]["parameters"]["src_ip"] == IP_EVIL
     (held,) = bed.far.cli_json("get", "connections")
     assert held["mechanism"]["parameters"]["src_ip"] == IP_EVIL
+
+
+def test_every_refusal_is_in_the_audit_trail_once(netns, daemon, tmp_path):
+    """Policy denials were not logged. Each 403 and 429 is now one log line (JSON with
+    --log-format json: its policy or quota, the caller, the request) and counted."""
+    bed = Bed(netns, daemon, tmp_path, env={"NSMD_LOG_FORMAT": "json"})
+    refused(bed.attack("POST", f"{FAR}/v1/peer/request", bed.request(aud=N1)),
+            "tokens_chained")   # the caller's token is for another daemon
+    lines = [json.loads(line) for line in bed.far.log().splitlines() if line.startswith("{")]
+    audit = [line for line in lines if line["logger"] == "nsmd.audit"]
+    assert len(audit) == 1, audit
+    (entry,) = audit
+    assert entry["policy"] == "tokens_chained" and entry["subject"].startswith(EVIL), entry
+    assert entry["request"] == "POST /v1/peer/request" and entry["level"] == "warning"
+    metrics = bed.far.client.call("GET", "/metrics")
+    assert 'nsmd_denials_total{policy="tokens_chained"} 1.0' in metrics
