@@ -96,6 +96,9 @@ class Config:
     vl3_dns_forward: bool = option(False, "let vL3 resolvers forward names outside their "
                                    "zones to --dns-upstream, from the host's namespace "
                                    "(otherwise refused)")
+    metrics_listen: str = option("", "serve Prometheus /metrics over plain HTTP at IP:PORT "
+                                 "(none: only on the API socket); keep it on loopback or a "
+                                 "management network", "IP:PORT")
     log_level: str = option("info", "the least severe messages logged (SIGUSR1 switches to "
                             "debug and back)", choices=("debug", "info", "warning", "error"))
     log_format: str = option("text", "text lines, or one JSON object a line with the "
@@ -181,7 +184,7 @@ class Config:
             raise ValidationError("capture-max-bytes", "at least 124 bytes",
                                   self.capture_max_bytes)
         _parsed = (self.tunnel_aeads, self.listen_at, self.upstream,  # bad ones refused now
-                   self.advertised_at)
+                   self.advertised_at, self.metrics_at)
         if self.domain:
             check_name(self.domain, "domain")
             if "@" in self.domain:
@@ -251,6 +254,11 @@ class Config:
         if not sep:
             host, port = self.advertise, str(self.listen_at[1])
         return listen_address(f"{host}:{port}", "advertise")
+
+    @functools.cached_property
+    def metrics_at(self) -> tuple[str, int] | None:
+        return listen_address(self.metrics_listen, "metrics-listen") \
+            if self.metrics_listen else None
 
     @property
     def advertised_ip(self) -> str:

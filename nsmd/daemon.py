@@ -21,7 +21,7 @@ import time
 from aiohttp import web
 
 from nsmd import logs, netns
-from nsmd.api.app import build_app, drop_untrusted_peers, serve_peers, serve_unix
+from nsmd.api.app import build_app, drop_untrusted_peers, serve_metrics, serve_peers, serve_unix
 from nsmd.api.peer import build_peer_app
 from nsmd.clock import Clock, SystemClock
 from nsmd.config import Config
@@ -121,6 +121,8 @@ class Daemon:
         stack.callback(self.manager.shutdown)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin),
                                      self.dataplane.totals)
+        if self.id is not None:
+            self.metrics.add_identity_source(self.id.expiries)
         if not cfg.registry_only:  # a floating registry runs no data plane
             self.dataplane.start()
             if cfg.listen_at is not None:
@@ -134,6 +136,9 @@ class Daemon:
         stack.push_async_callback(self._end_tasks)
         runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         stack.push_async_callback(runner.cleanup)
+        if cfg.metrics_at is not None:
+            metrics_runner = await serve_metrics(self.metrics, *cfg.metrics_at)
+            stack.push_async_callback(metrics_runner.cleanup)
         if cfg.listen:
             assert self.id is not None
             self._peer_runner = await serve_peers(build_peer_app(self), cfg.listen,

@@ -1,21 +1,39 @@
 """Prometheus metrics of one daemon (its own registry, so several daemons can share a process).
 
 Request outcomes are counted by the metrics element; connection, packet, byte and drop
-counts are read from the manager and the fast path when /metrics is scraped.
+counts are read from the manager and the fast path when /metrics is scraped, as are the
+SVID's and the trust bundle's expiry; process_* and python_* come from prometheus-client's
+own collectors, nsmd_build_info says which nsmd this is. Served on the API socket, and
+with --metrics-listen over plain HTTP for a Prometheus to scrape.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from nsmd import __version__
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Info("nsmd_build", "This nsmd", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version()})
         self.requests = Counter(
             "nsmd_requests", "Manager requests and closes by outcome",
             ["op", "result"], registry=self.registry)
@@ -33,6 +51,10 @@ class Metrics:
     def add_live_source(self, connections: Callable[[], int],
                         dataplane_totals: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_LiveCollector(connections, dataplane_totals))
+
+    def add_identity_source(self, expiries: Callable[[], tuple[float, float]]) -> None:
+        """expiries() -> (the SVID's not-after, the earliest CA of the bundle's), epoch s."""
+        self.registry.register(_IdentityCollector(expiries))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -78,3 +100,19 @@ class _LiveCollector:
         for reason, count in totals["udp_drops"].items():
             stray.add_metric([reason], count)
         yield stray
+
+
+class _IdentityCollector:
+    def __init__(self, expiries: Callable[[], tuple[float, float]]):
+        self._expiries = expiries
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        svid, ca = self._expiries()
+        yield GaugeMetricFamily("nsmd_svid_expiry_timestamp_seconds",
+                                "When this daemon's SVID expires (renewal must come first)",
+                                value=svid)
+        yield GaugeMetricFamily("nsmd_bundle_ca_expiry_timestamp_seconds",
+                                "When the earliest CA of the trust bundle expires", value=ca)

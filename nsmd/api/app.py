@@ -117,6 +117,21 @@ async def serve_peers(app: web.Application, listen: str, ssl_context) -> web.App
 
 
 
+async def serve_metrics(metrics, host: str, port: int) -> web.AppRunner:
+    """Prometheus /metrics alone, over plain HTTP (--metrics-listen): what a scraper
+    reaches, nothing of the API."""
+    async def scrape(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
 def drop_untrusted_peers(runner: web.AppRunner,
                          bundle: tuple[x509.Certificate, ...]) -> int:
     """Closes the peer connections whose certificate `bundle` no longer vouches for (a CA

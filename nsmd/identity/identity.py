@@ -115,6 +115,11 @@ class Identity:
         """Ours and the federated ones: whose IDs may appear in a path's tokens."""
         return frozenset({self.tls.trust_domain, *self.tls.federated})
 
+    def expiries(self) -> tuple[float, float]:
+        """(the SVID's not-after, the earliest bundle CA's), epoch seconds (for metrics)."""
+        return (self.svid.chain[0].not_valid_after_utc.timestamp(),
+                min(c.not_valid_after_utc.timestamp() for c in self.svid.bundle))
+
     def describe(self) -> dict:
         """What `nsmd status` shows of it."""
         leaf = self.svid.chain[0]
