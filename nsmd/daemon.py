@@ -23,7 +23,7 @@ from aiohttp import web
 from nsmd import logs, netns
 from nsmd.api.app import build_app, drop_untrusted_peers, serve_metrics, serve_peers, serve_unix
 from nsmd.api.peer import build_peer_app
-from nsmd.clock import Clock, SystemClock
+from nsmd.clock import Clock, SystemClock, every
 from nsmd.config import Config
 from nsmd.dataplane import Dataplane
 from nsmd.domains import Domains, load_table
@@ -47,6 +47,7 @@ from nsmd.vl3.dns import upstream_servers
 
 log = logging.getLogger("nsmd")
 LOCK_FILE = "nsmd.lock"
+EXPIRY_CHECK_S = 60.0
 
 
 class Daemon:
@@ -133,6 +134,8 @@ class Daemon:
         await self.manager.recover()
         self._tasks = [asyncio.ensure_future(self.manager.run(self.stopping)),
                        asyncio.ensure_future(self.heap.run(self.stopping))]
+        if self.id is not None:
+            self._tasks.append(asyncio.ensure_future(self._watch_expiry(self.id)))
         stack.push_async_callback(self._end_tasks)
         runner = await serve_unix(build_app(self), cfg.api_socket, cfg.api_group)
         stack.push_async_callback(runner.cleanup)
@@ -190,6 +193,18 @@ class Daemon:
         await self._exit.aclose()
         self._peer_runner = None
         log.info("nsmd %s stopped", self.config.name)
+
+    async def _watch_expiry(self, identity: Identity) -> None:
+        """Logs, once per SVID, when renewal is due (nsmd_svid_expiry_timestamp_seconds
+        says it to a scraper all the time)."""
+        def check() -> None:
+            warning = identity.expiry_warning(self.clock.time())
+            if warning:
+                log.warning("%s", warning)
+
+        check()
+        async for _ in every(self.clock, EXPIRY_CHECK_S, self.stopping):
+            check()
 
     async def _end_tasks(self) -> None:
         self.stopping.set()

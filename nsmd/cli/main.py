@@ -15,6 +15,7 @@ from nsmd.cli import options, output
 from nsmd.cli.client import Client, ClientError
 from nsmd.errors import NsmdError
 
+DEFAULT_SVID_HOURS = 24 * 90.0   # nsmd.identity.ca's default: development certificates
 KINDS = {
     "service": "services", "services": "services", "networkservice": "services", "ns": "services",
     "endpoint": "endpoints", "endpoints": "endpoints", "networkserviceendpoint": "endpoints",
@@ -94,7 +95,7 @@ def build_parser() -> Parser:
                         description="Create a development trust domain and issue X.509 SVIDs, "
                         "so first runs and tests need no SPIRE.")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True, parser_class=Parser,
-                               metavar="init|issue")
+                               metavar="init|issue|renew|print|verify")
     ca_init = ca_sub.add_parser("init", help="create the CA of a trust domain")
     ca_init.add_argument("--state-dir", required=True, metavar="DIR",
                          help="where the CA goes (DIR/ca/, mode 0700)")
@@ -104,7 +105,19 @@ def build_parser() -> Parser:
     ca_issue.add_argument("--state-dir", required=True, metavar="DIR",
                           help="the directory given to `ca init`")
     ca_issue.add_argument("--out", required=True, metavar="DIR", help="where the files go")
-    ca_issue.add_argument("--hours", type=float, default=24.0, help="lifetime (default 24)")
+    ca_issue.add_argument("--hours", type=float, default=DEFAULT_SVID_HOURS,
+                          help=f"lifetime (default {DEFAULT_SVID_HOURS:g}: 90 days)")
+    ca_renew = ca_sub.add_parser("renew", help="a new SVID for the same SPIFFE ID into an "
+                                 "SVID directory (a daemon using it reloads it live)")
+    ca_renew.add_argument("directory", metavar="DIR", help="svid.pem, svid.key, bundle.pem")
+    ca_renew.add_argument("--state-dir", required=True, metavar="DIR",
+                          help="the directory given to `ca init`")
+    ca_renew.add_argument("--hours", type=float, default=DEFAULT_SVID_HOURS,
+                          help=f"lifetime (default {DEFAULT_SVID_HOURS:g}: 90 days)")
+    for name, text in (("print", "show an SVID directory's ID, validity and CAs"),
+                       ("verify", "check that its SVID is valid now and chains to its bundle")):
+        ca_sub.add_parser(name, help=text, description=text).add_argument(
+            "directory", metavar="DIR", help="svid.pem, svid.key, bundle.pem")
 
     demo = sub.add_parser("demo", help="run a daemon, an endpoint and a client in namespaces "
                           "and ping through the vWire", description="A self-contained tour: "
@@ -241,10 +254,20 @@ def cmd_ca(args: argparse.Namespace) -> int:
         print(f"CA of trust domain {args.trust_domain} created in "
               f"{ca.init_ca(args.state_dir, args.trust_domain)}")
         return 0
+    if args.ca_command == "print":
+        print("\n".join(ca.describe_svid(args.directory)))
+        return 0
+    if args.ca_command == "verify":
+        print(ca.verify_svid(args.directory))
+        return 0
     if not 0 < args.hours <= 24 * 3650:
         raise NsmdError("--hours: expected a lifetime between 0 and 87600 hours")
-    out = ca.issue_svid(args.state_dir, args.spiffe_id, args.out,
-                        dt.timedelta(hours=args.hours))
+    lifetime = dt.timedelta(hours=args.hours)
+    if args.ca_command == "renew":
+        ca.renew_svid(args.state_dir, args.directory, lifetime)
+        print(f"SVID in {args.directory} renewed: {ca.verify_svid(args.directory)}")
+        return 0
+    out = ca.issue_svid(args.state_dir, args.spiffe_id, args.out, lifetime)
     print(f"SVID for {args.spiffe_id} written to {out} (svid.pem, svid.key, bundle.pem)")
     return 0
 

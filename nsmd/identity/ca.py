@@ -1,4 +1,5 @@
-"""A development trust domain: a CA and the X.509 SVIDs it signs (`nsmd ca init|issue`).
+"""A development trust domain: a CA and the X.509 SVIDs it signs (`nsmd ca init|issue`),
+and what an operator does with an SVID directory (`nsmd ca print|verify|renew`).
 
 For first runs and tests, so nothing needs SPIRE. Keys are EC P-256, files 0600. The CA
 signs leaves with the SPIFFE ID as the only URI SAN and both TLS usages, as SPIRE does.
@@ -22,7 +23,7 @@ CA_DIR = "ca"
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
 SVID_CERT, SVID_KEY, BUNDLE = "svid.pem", "svid.key", "bundle.pem"
 CA_LIFETIME = dt.timedelta(days=3650)
-DEFAULT_SVID_LIFETIME = dt.timedelta(hours=24)
+DEFAULT_SVID_LIFETIME = dt.timedelta(days=90)   # development; production rotates (SPIRE)
 
 
 def parse_spiffe_id(value: str, where: str = "spiffe_id") -> SpiffeId:
@@ -98,6 +99,47 @@ def issue_svid(state_dir: str, spiffe_id: str, out_dir: str,
     _write(os.path.join(out_dir, SVID_CERT), cert.public_bytes(serialization.Encoding.PEM))
     _write(os.path.join(out_dir, BUNDLE), ca_cert.public_bytes(serialization.Encoding.PEM))
     return out_dir
+
+
+def describe_svid(directory: str) -> list[str]:
+    """What `nsmd ca print` shows of an SVID directory, a line a fact."""
+    from nsmd.identity.svid import load_svid_dir
+
+    svid = load_svid_dir(directory)
+    leaf, left = svid.chain[0], svid.not_after - _now()
+    return [f"spiffe id   {svid.spiffe_id}",
+            f"serial      {leaf.serial_number:x}",
+            f"valid       {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+            f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({_span(left)} left)",
+            f"issuer      {leaf.issuer.rfc4514_string()}",
+            *(f"bundle CA   {c.subject.rfc4514_string()}, until "
+              f"{c.not_valid_after_utc:%Y-%m-%d}" for c in svid.bundle)]
+
+
+def verify_svid(directory: str) -> str:
+    """One line if the SVID is valid now and chains to its bundle; IdentityError if not."""
+    from nsmd.identity.svid import IdentityError, load_svid_dir, verify_chain
+
+    try:
+        svid = load_svid_dir(directory)
+        verify_chain(svid.chain, svid.bundle)
+    except IdentityError as err:
+        raise ValidationError("svid", "a certificate valid now, issued by the bundle's CA",
+                              detail=f"{directory}: {err}") from None
+    return f"{svid.spiffe_id}: valid, chains to the bundle, {_span(svid.not_after - _now())} left"
+
+
+def renew_svid(state_dir: str, directory: str,
+               lifetime: dt.timedelta = DEFAULT_SVID_LIFETIME) -> str:
+    """A new SVID for the same SPIFFE ID into `directory` (a daemon using it reloads it)."""
+    from nsmd.identity.svid import load_svid_dir
+
+    return issue_svid(state_dir, str(load_svid_dir(directory).spiffe_id), directory, lifetime)
+
+
+def _span(delta: dt.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if abs(hours) >= 48 else f"{hours:.1f} h"
 
 
 def load_ca(state_dir: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

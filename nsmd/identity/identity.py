@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nsmd import defaults
@@ -47,6 +48,7 @@ class Identity:
         # SVID update (an update may change the bundles: a CA may have left)
         self._trusted: dict[tuple[str, ...], tuple[str, ec.EllipticCurvePublicKey, float]] = {}
         self._trusted_for: object = None
+        self._warned = 0   # the serial of the SVID whose coming expiry was logged
 
         self.where = ""   # the directory or Workload API it comes from (for status)
 
@@ -115,6 +117,18 @@ class Identity:
         """Ours and the federated ones: whose IDs may appear in a path's tokens."""
         return frozenset({self.tls.trust_domain, *self.tls.federated})
 
+    def expiry_warning(self, now: float) -> str:
+        """A warning, once per SVID, when it enters the last third of its life (renewal is
+        due: files renewed with `nsmd ca renew`, or SPIRE rotates it); else ""."""
+        leaf = self.svid.chain[0]
+        if not renewal_due(leaf, now) or self._warned == leaf.serial_number:
+            return ""
+        self._warned = leaf.serial_number
+        left_h = (leaf.not_valid_after_utc.timestamp() - now) / 3600
+        return (f"SVID {self.spiffe_id} (serial {leaf.serial_number:x}) expires in "
+                f"{left_h:.1f} h, at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: renew it "
+                f"({self.where or 'its source'})")
+
     def expiries(self) -> tuple[float, float]:
         """(the SVID's not-after, the earliest bundle CA's), epoch seconds (for metrics)."""
         return (self.svid.chain[0].not_valid_after_utc.timestamp(),
@@ -138,3 +152,10 @@ class Identity:
                  "; a CA left the bundle" if ca_removed else "")
         for listener in self.on_change:
             listener(ca_removed)
+
+
+def renewal_due(leaf: x509.Certificate, now: float) -> bool:
+    """Whether a certificate is in the last third of its life."""
+    start = leaf.not_valid_before_utc.timestamp()
+    end = leaf.not_valid_after_utc.timestamp()
+    return now >= end - (end - start) / 3

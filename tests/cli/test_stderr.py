@@ -7,13 +7,14 @@ pyproject.toml allows, which is where such warnings appear first)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 
 import pytest
 
-from nsmd.cli.main import COMMANDS
+from nsmd.cli.main import COMMANDS, build_parser
 
 NSMD = os.environ.get("NSMD_CLI") or os.path.join(os.path.dirname(sys.executable), "nsmd")
 NO_DAEMON = "/nonexistent/nsmd.sock"
@@ -35,13 +36,23 @@ ERROR_PATHS = {
                 "nsmd ca: trust-domain: Invalid trust domain"),
     "ca issue": (["ca", "issue", "spiffe://example.org/w", "--state-dir", "/nonexistent",
                   "--out", "/nonexistent/out"], "nsmd ca: no CA in /nonexistent/ca"),
+    "ca renew": (["ca", "renew", "/nonexistent", "--state-dir", "/nonexistent"],
+                 "nsmd ca: identity-dir: /nonexistent/svid.pem is missing"),
+    "ca print": (["ca", "print", "/nonexistent"],
+                 "nsmd ca: identity-dir: /nonexistent/svid.pem is missing"),
+    "ca verify": (["ca", "verify", "/nonexistent"],
+                  "nsmd ca: identity-dir: /nonexistent/svid.pem is missing"),
     "demo": (["demo", "--count", "many"], "nsmd demo: error: argument --count: invalid int"),
     "": ([], "nsmd: error: the following arguments are required: COMMAND"),
 }
 
 
 def test_every_command_has_an_error_path_here():
-    assert set(ERROR_PATHS) == {*COMMANDS, "ca init", "ca issue", ""} - {"ca"}
+    ca = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+              ).choices["ca"]
+    ca_commands = next(a for a in ca._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(ERROR_PATHS) == {*COMMANDS, *(f"ca {c}" for c in ca_commands.choices),
+                                ""} - {"ca"}
 
 
 def test_the_cli_under_test_exists():
