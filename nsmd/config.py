@@ -345,20 +345,35 @@ def listen_address(value: str, option: str = "listen") -> tuple[str, int]:
 def load(cli: dict[str, Any], config_file: str | None = None,
          environ: Mapping[str, str] | None = None) -> Config:
     """Merges the sources; `cli` holds only the options given on the command line."""
+    return load_with_sources(cli, config_file, environ)[0]
+
+
+def load_with_sources(cli: dict[str, Any], config_file: str | None = None,
+                      environ: Mapping[str, str] | None = None,
+                      ) -> tuple[Config, dict[str, str]]:
+    """The configuration, and where each value given came from (`nsmd run --check-config`):
+    the file, a variable or the command line; options not named are defaults."""
     env: Mapping[str, str] = os.environ if environ is None else environ
     fields = {f.name: f for f in dataclasses.fields(Config)}
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     path = config_file or env.get(ENV_PREFIX + "CONFIG")
     if path:
-        values.update(_from_toml(path, fields))
+        from_file = _from_toml(path, fields)
+        values.update(from_file)
+        sources.update(dict.fromkeys(from_file, path))
     if env.get("SPIFFE_ENDPOINT_SOCKET"):  # the SPIFFE standard variable
         values["spiffe_socket"] = env["SPIFFE_ENDPOINT_SOCKET"]
+        sources["spiffe_socket"] = "SPIFFE_ENDPOINT_SOCKET"
     for name, f in fields.items():
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None:
             values[name] = _coerce(f, raw, ENV_PREFIX + name.upper())
-    values.update({k: v for k, v in cli.items() if v is not None and k in fields})
-    return Config(**values).validate()
+            sources[name] = ENV_PREFIX + name.upper()
+    given = {k: v for k, v in cli.items() if v is not None and k in fields}
+    values.update(given)
+    sources.update(dict.fromkeys(given, "command line"))
+    return Config(**values).validate(), sources
 
 
 def _from_toml(path: str, fields: dict[str, dataclasses.Field]) -> dict[str, Any]:

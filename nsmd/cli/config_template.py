@@ -8,6 +8,7 @@ import dataclasses
 import textwrap
 
 from nsmd.cli.options import described, flagged, key, tuning
+from nsmd.config import Config
 
 HEADER = """\
 # nsmd's options, for `nsmd run --config /etc/nsmd/nsmd.toml` (the systemd unit's).
@@ -35,6 +36,15 @@ def render() -> str:
             out += [textwrap.fill(described(field), 92, initial_indent="# ",
                                   subsequent_indent="#   "), f"# {key(field)} = {value}", ""]
     return "\n".join(out)
+
+
+def effective(config: Config, sources: dict[str, str]) -> str:
+    """The configuration in force, as TOML, each line saying where its value came from."""
+    lines = ["# nsmd's effective configuration (`nsmd run --check-config`): it would start"]
+    for field in dataclasses.fields(config):
+        value = toml_value(getattr(config, field.name))
+        lines.append(f"{key(field)} = {value}  # {sources.get(field.name, 'default')}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

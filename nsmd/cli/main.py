@@ -40,6 +40,9 @@ def build_parser() -> Parser:
                          "file (--config or NSMD_CONFIG) and from NSMD_<OPTION> variables, "
                          "e.g. NSMD_STATE_DIR.", epilog=options.tuning_epilog())
     run.add_argument("--config", metavar="FILE", help="TOML file with any of the options below")
+    run.add_argument("--check-config", action="store_true",
+                     help="check the configuration, print it with where each value came "
+                     "from, and exit (0: it would start)")
     options.add_run_options(run)
 
     def client_parser(name: str, help_text: str, **kw: Any) -> Parser:
@@ -157,9 +160,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
     from nsmd import config, logs
+    from nsmd.cli import config_template
     from nsmd.daemon import run
 
     cli = options.given(args)
+    if args.check_config:
+        print(config_template.effective(*config.load_with_sources(cli, args.config)), end="")
+        return 0
     cfg = config.load(cli, args.config)
     logs.setup(cfg.log_level, cfg.log_format)
     uvloop.run(run(cfg))

@@ -34,3 +34,27 @@ def test_every_option_is_in_help_once():
     for field in dataclasses.fields(Config):
         name = options.key(field)
         assert (f"--{name}" in text) != (f"{name} (" in options.tuning_epilog()), name
+
+
+def test_check_config_prints_each_value_with_its_source(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    conf = tmp_path / "nsmd.toml"
+    conf.write_text('log-level = "debug"\nengines = 2\n')
+    env = dict(os.environ, NSMD_ENGINES="3", NSMD_TUNNEL_PORT="40000")
+    out = subprocess.run([sys.executable, "-m", "nsmd", "run", "--config", str(conf),
+                          "--state-dir", str(tmp_path / "s"), "--check-config"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert f'log-level = "debug"  # {conf}' in lines
+    assert "engines = 3  # NSMD_ENGINES" in lines            # the variable beats the file
+    assert f'state-dir = "{tmp_path}/s"  # command line' in lines
+    assert 'api-socket = "/run/nsmd/nsmd.sock"  # default' in lines
+    assert not (tmp_path / "s").exists()                      # nothing started
+    bad = subprocess.run([sys.executable, "-m", "nsmd", "run", "--config", str(conf),
+                          "--state-dir", "relative", "--check-config"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "state-dir" in bad.stderr
