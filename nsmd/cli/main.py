@@ -122,6 +122,16 @@ def build_parser() -> Parser:
         ca_sub.add_parser(name, help=text, description=text).add_argument(
             "directory", metavar="DIR", help="svid.pem, svid.key, bundle.pem")
 
+    doctor = sub.add_parser("doctor", help="check this host and configuration: one line per "
+                            "check, ok / warn / fail, with the fix", description="Checks "
+                            "what nsmd needs here (TUN, privileges, namespaces, AES, the "
+                            "SVID, the daemon, the registry and the clock); exit 0 all ok, "
+                            "1 a warning, 2 a failure.")
+    doctor.add_argument("--config", metavar="FILE", help="the daemon's TOML file")
+    doctor.add_argument("--api-socket", metavar="PATH",
+                        help="the daemon's API socket (env NSMD_API_SOCKET)")
+    doctor.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
     demo = sub.add_parser("demo", help="run a daemon, an endpoint and a client in namespaces "
                           "and ping through the vWire", description="A self-contained tour: "
                           "starts a daemon with its own state, creates two namespaces, "
@@ -279,6 +289,20 @@ def cmd_ca(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from nsmd.cli.doctor import exit_code, run_checks
+
+    checks = run_checks(args.config, args.api_socket or os.environ.get("NSMD_API_SOCKET"))
+    if args.output == "json":
+        print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
+    else:
+        print("\n".join(c.line() for c in checks))
+    return exit_code(checks)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from nsmd.cli.demo import run_demo
 
@@ -291,4 +315,4 @@ def _quote(value: str) -> str:
 
 COMMANDS = {"run": cmd_run, "apply": cmd_apply, "delete": cmd_delete, "get": cmd_get,
             "connect": cmd_connect, "close": cmd_close, "monitor": cmd_monitor,
-            "status": cmd_status, "ca": cmd_ca, "demo": cmd_demo}
+            "status": cmd_status, "ca": cmd_ca, "doctor": cmd_doctor, "demo": cmd_demo}

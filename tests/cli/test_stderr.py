@@ -42,6 +42,7 @@ ERROR_PATHS = {
                  "nsmd ca: identity-dir: /nonexistent/svid.pem is missing"),
     "ca verify": (["ca", "verify", "/nonexistent"],
                   "nsmd ca: identity-dir: /nonexistent/svid.pem is missing"),
+    "doctor": (["doctor", "-o", "xml"], "nsmd doctor: error: argument -o/--output: invalid"),
     "demo": (["demo", "--count", "many"], "nsmd demo: error: argument --count: invalid int"),
     "": ([], "nsmd: error: the following arguments are required: COMMAND"),
 }
