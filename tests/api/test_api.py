@@ -11,6 +11,7 @@ import aiohttp
 import msgpack
 import pytest
 
+from nsmd.api.app import build_app
 from nsmd.config import Config
 from nsmd.daemon import Daemon
 from nsmd.errors import Conflict
@@ -134,7 +135,7 @@ async def test_monitor_starts_with_the_initial_state(http):
 async def test_openapi_describes_every_route(http, daemon):
     async with http.get("/v1/openapi.json") as r:
         doc = await r.json()
-    app = daemon._runner.app
+    app = build_app(daemon)  # the routes the daemon serves
     routes = {(res.canonical, route.method.lower()) for res in app.router.resources()
               for route in res if route.method != "HEAD"}
     documented = {(path, m) for path, ops in doc["paths"].items() for m in ops}
