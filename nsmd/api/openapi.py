@@ -33,8 +33,9 @@ def openapi_document() -> dict:
             "/metrics": {"get": _op("Prometheus metrics")},
             "/v1/status": {"get": _op("Daemon summary")},
             "/v1/openapi.json": {"get": _op("This document")},
-            "/v1/apply": {"post": _op("Register the resources of NSM manifests (all or none)",
-                                      body="Apply")},
+            "/v1/apply": {"post": _op("Register the resources of NSM manifests (all or none); "
+                                      "dry_run=true checks them and changes nothing",
+                                      params=(("dry_run", "query"),), body="Apply")},
             "/v1/services": {
                 "get": _op("Find network services; watch=true streams changes",
                            params=(("name", "query"), ("payload", "query")) + watch),

@@ -62,7 +62,7 @@ async def find_endpoints(request: web.Request) -> web.StreamResponse:
 
 def _watching(request: web.Request):
     """A peer's watch stream counts against its quota while it is open."""
-    if not local_registry.watch_requested(request):
+    if not local_registry.flag(request, "watch"):
         return contextlib.nullcontext()
     return request.app[DAEMON].quotas.hold("watches-per-peer", caller(request).spiffe_id)
 

@@ -19,10 +19,11 @@ routes = web.RouteTableDef()
 BIG_MANIFEST = 100  # documents; more are parsed in a worker thread
 
 
-def watch_requested(request: web.Request) -> bool:
-    value = request.query.get("watch", "")
+def flag(request: web.Request, name: str) -> bool:
+    """A true/false query parameter (?watch=true, ?dry_run=1); absent is false."""
+    value = request.query.get(name, "")
     if value not in ("", "0", "1", "true", "false"):
-        raise ValidationError("watch", "true or false", value)
+        raise ValidationError(name, "true or false", value)
     return value in ("1", "true")
 
 
@@ -50,7 +51,7 @@ async def find_services(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     query = ServiceQuery(name=request.query.get("name", ""),
                          payload=request.query.get("payload", ""))
-    if watch_requested(request):
+    if flag(request, "watch"):
         watch = daemon.registry.watch_services(query)
         try:
             return await stream_ndjson(request, _with_sync_marker(watch), _event,
@@ -88,7 +89,7 @@ async def find_endpoints(request: web.Request) -> web.StreamResponse:
     query = EndpointQuery(name=request.query.get("name", ""),
                           network_service_names=tuple(request.query.getall("service", [])),
                           url=request.query.get("url", ""))
-    if watch_requested(request):
+    if flag(request, "watch"):
         watch = daemon.registry.watch_endpoints(query)
         try:
             return await stream_ndjson(request, _with_sync_marker(watch), _event,
@@ -131,4 +132,4 @@ async def apply(request: web.Request) -> web.Response:
     resources = await asyncio.to_thread(parse_documents, docs) if len(docs) > BIG_MANIFEST \
         else parse_documents(docs)
     return reply(request, {"applied": await request.app[DAEMON].manager.manifests.apply(
-        resources, local_caller(request.transport))})
+        resources, local_caller(request.transport), dry_run=flag(request, "dry_run"))})

@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.parse
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from nsmd import __version__, defaults
@@ -16,11 +17,13 @@ from nsmd.cli.client import Client, ClientError
 from nsmd.errors import NsmdError
 
 DEFAULT_SVID_HOURS = 24 * 90.0   # nsmd.identity.ca's default: development certificates
-KINDS = {
+KINDS = {   # what `delete` takes; `get` takes these and connections too
     "service": "services", "services": "services", "networkservice": "services", "ns": "services",
     "endpoint": "endpoints", "endpoints": "endpoints", "networkserviceendpoint": "endpoints",
     "nse": "endpoints",
 }
+LISTED = {**KINDS, "connection": "connections", "connections": "connections",
+          "conn": "connections"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -54,17 +57,24 @@ def build_parser() -> Parser:
     apply = client_parser("apply", "register the resources of NSM manifests (all or none)")
     apply.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                        help="YAML manifest ('-' for stdin); repeatable")
+    apply.add_argument("--dry-run", action="store_true",
+                       help="check everything (manifests, policies) and say what would "
+                       "change, changing nothing")
 
-    delete = client_parser("delete", "unregister a service or endpoint")
-    delete.add_argument("kind", choices=sorted(KINDS), metavar="KIND",
-                        help="service or endpoint")
-    delete.add_argument("name")
+    delete = client_parser("delete", "unregister services or endpoints, by name or manifest")
+    delete.add_argument("kind", nargs="?", choices=sorted(KINDS), metavar="KIND",
+                        help="service or endpoint (or ns, nse, ...)")
+    delete.add_argument("name", nargs="?")
+    delete.add_argument("-f", "--filename", action="append", metavar="FILE",
+                        help="delete what these manifests name ('-' for stdin); repeatable")
 
     get = client_parser("get", "list services, endpoints or connections")
-    get.add_argument("what", choices=("services", "endpoints", "connections"),
-                     metavar="services|endpoints|connections")
+    get.add_argument("what", choices=sorted(LISTED), metavar="services|endpoints|connections",
+                     help="also service, ns, endpoint, nse, connection, conn")
     get.add_argument("name", nargs="?", help="only this one")
     get.add_argument("-o", "--output", choices=output.FORMATS, default="table")
+    get.add_argument("-w", "--watch", action="store_true",
+                     help="then every change as it happens (until interrupted)")
 
     connect = client_parser("connect", "request a vWire to a network service")
     connect.add_argument("service")
@@ -188,17 +198,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     os._exit(0)
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def _documents(filenames: list[str]) -> list[dict]:
     from nsmd.manifest import load_yaml_documents
 
     docs = []
-    for name in args.filename:
+    for name in filenames:
         try:
             text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8").read()
         except OSError as err:
             raise ClientError(f"cannot read {name}: {err.strerror}") from None
         docs += load_yaml_documents(text, name)
-    result = Client(args.api_socket).call("POST", "/v1/apply", {"documents": docs})
+    return docs
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    docs = _documents(args.filename)
+    url = "/v1/apply" + ("?dry_run=true" if args.dry_run else "")
+    result = Client(args.api_socket).call("POST", url, {"documents": docs})
     for item in result["applied"]:
         waiting = item.get("waiting_for_netns")
         note = f" (registered once network namespace {waiting} exists)" if waiting else ""
@@ -207,25 +223,65 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    kind = KINDS[args.kind]
-    Client(args.api_socket).call("DELETE", f"/v1/{kind}/{_quote(args.name)}")
-    print(f"{kind[:-1]}/{args.name} deleted")
+    if args.filename:
+        if args.kind or args.name:
+            raise ClientError("delete: either KIND NAME or -f FILE, not both")
+        # endpoints before services: a service goes once nothing offers it
+        named = [(KINDS[str(d.get("kind", "")).lower()], str(d.get("metadata", {}).get("name")))
+                 for d in _documents(args.filename) if str(d.get("kind", "")).lower() in KINDS]
+        targets = sorted(named, key=lambda kn: kn[0] != "endpoints")
+    elif args.kind and args.name:
+        targets = [(KINDS[args.kind], args.name)]
+    else:
+        raise ClientError("delete: KIND NAME, or -f FILE (see nsmd delete --help)")
+    client = Client(args.api_socket)
+    for kind, name in targets:
+        client.call("DELETE", f"/v1/{kind}/{_quote(name)}")
+        print(f"{kind[:-1]}/{name} deleted")
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    what = LISTED[args.what]
     client = Client(args.api_socket)
     if args.name:
-        items = [client.call("GET", f"/v1/{args.what}/{_quote(args.name)}")]
+        items = [client.call("GET", f"/v1/{what}/{_quote(args.name)}")]
     else:
-        items = client.call("GET", f"/v1/{args.what}")
+        items = client.call("GET", f"/v1/{what}")
     tables = {"services": output.services_table, "endpoints": output.endpoints_table,
               "connections": output.connections_table}
     if args.output == "table" and not items:
-        print(f"no {args.what}")
-        return 0
-    print(output.emit(items, args.output, tables[args.what]))
+        print(f"no {what}")
+    else:
+        print(output.emit(items, args.output, tables[what]), flush=True)
+    if args.watch:
+        for line in _changes(client, what, args.name, args.output):
+            print(line, flush=True)
     return 0
+
+
+def _changes(client: Client, what: str, name: str | None, fmt: str) -> Iterator[str]:
+    """What changes after the listing just printed: the stream's own snapshot (a
+    registry watch's items up to its synced marker, the monitor's initial state) skipped."""
+    import json
+
+    if what == "connections":
+        url = "/v1/monitor" + (f"?connection={_quote(name)}" if name else "")
+    else:
+        url = f"/v1/{what}?watch=true" + (f"&name={_quote(name)}" if name else "")
+    in_snapshot = what != "connections"   # a registry watch's snapshot ends at its marker
+    for event in client.stream(url):
+        if event.get("synced"):
+            in_snapshot = False
+            continue
+        if in_snapshot or event.get("type") == "INITIAL_STATE_TRANSFER":
+            continue
+        if fmt == "json":
+            yield json.dumps(event)
+        elif what == "connections":
+            yield output.event_line(event)
+        else:
+            yield f"{'DELETED' if event['deleted'] else 'UPDATED'}  {event['item']['name']}"
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -258,7 +314,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(output.emit(Client(args.api_socket).call("GET", "/v1/status"), args.output, None))
+    print(output.emit(Client(args.api_socket).call("GET", "/v1/status"), args.output,
+                      output.status_table))
     return 0
 
 

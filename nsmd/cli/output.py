@@ -76,3 +76,21 @@ def _expires_in(stamp: str | None) -> str:
         return "-"
     from nsmd.model.codec import parse_time
     return f"{parse_time(stamp, 'expiration_time') - time.time():.0f}s"
+
+
+def status_table(status: dict) -> list[list[str]]:
+    """The daemon's status as FIELD VALUE rows (nested parts flattened with dots)."""
+    rows = [["FIELD", "VALUE"]]
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{prefix}.{key}" if prefix else key, inner)
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                add(f"{prefix}[{i}]", inner)
+        else:
+            rows.append([prefix, "-" if value is None else str(value)])
+
+    add("", status)
+    return rows

@@ -52,38 +52,48 @@ class Manifests:
             raise NotFound(f"network service endpoint {name!r} is not registered")
         return to_manifest(nse, self.hosting.spec(name))["spec"] | {"name": name}
 
-    async def apply(self, resources: list[Resource], caller: Caller = DAEMON) -> list[dict]:
-        for res in resources:  # all allowed, or nothing changes
-            services = [res.name] if res.service is not None else (
-                res.endpoint.network_service_names if res.endpoint else [])
-            for service in services:
-                self.policy.check("register", service, caller)
-            if res.spec is not None:
-                _check_local_endpoint(res.spec, caller)
-        results = []
-        for res in resources:
+    async def apply(self, resources: list[Resource], caller: Caller = DAEMON,
+                    dry_run: bool = False) -> list[dict]:
+        """Registers every resource, or (a refusal, a dry run) none: each is checked
+        against the policy, the caller's rights and ownership before anything is written."""
+        results = [self._check(res, caller) for res in resources]
+        if dry_run:
+            log.info("dry run of %s: allowed, nothing changed", _summary(results))
+            return [r | {"action": f"{r['action']} (dry run)"} for r in results]
+        for res, result in zip(resources, results, strict=True):
             if res.service is not None:
-                existed = res.name in self.registry.services
                 await self.registry.register_service(res.service)
             else:
                 assert res.endpoint is not None and res.spec is not None
-                existed = self.hosting.spec(res.name) is not None
-                other = self.registry.endpoints.get(res.name)
-                if other is not None and not existed and other.url != self.hosting.url:
-                    raise Conflict(f"endpoint {res.name!r} is registered by another daemon "
-                                   f"({other.url})")
                 await self.hosting.apply(res.endpoint, res.spec)
-            results.append({"kind": res.kind, "name": res.name,
-                            "action": "configured" if existed else "created"})
-            if res.spec is not None and not netns.exists(res.spec.netns):
-                results[-1]["waiting_for_netns"] = res.spec.netns
-            log.debug("applied %s %s (%s)", res.kind, res.name, results[-1]["action"])
+            log.debug("applied %s %s (%s)", res.kind, res.name, result["action"])
             await asyncio.sleep(0)  # a big manifest must not keep the API waiting
         created = sum(r["action"] == "created" for r in results)
-        named = ", ".join(f"{r['kind']} {r['name']}" for r in results[:3])
-        log.info("applied %s%s: %d created, %d configured", named,
-                 ", ..." if len(results) > 3 else "", created, len(results) - created)
+        log.info("applied %s: %d created, %d configured", _summary(results), created,
+                 len(results) - created)
         return results
+
+    def _check(self, res: Resource, caller: Caller) -> dict:
+        """What applying `res` would do, or the refusal (PermissionDenied, Conflict)."""
+        services = [res.name] if res.service is not None else (
+            res.endpoint.network_service_names if res.endpoint else [])
+        for service in services:
+            self.policy.check("register", service, caller)
+        if res.service is not None:
+            existed = res.name in self.registry.services
+        else:
+            assert res.spec is not None
+            _check_local_endpoint(res.spec, caller)
+            existed = self.hosting.spec(res.name) is not None
+            other = self.registry.endpoints.get(res.name)
+            if other is not None and not existed and other.url != self.hosting.url:
+                raise Conflict(f"endpoint {res.name!r} is registered by another daemon "
+                               f"({other.url})")
+        result = {"kind": res.kind, "name": res.name,
+                  "action": "configured" if existed else "created"}
+        if res.spec is not None and res.spec.vl3 is None and not netns.exists(res.spec.netns):
+            result["waiting_for_netns"] = res.spec.netns  # a vL3 router's is made for it
+        return result
 
     async def delete_endpoint(self, name: str, caller: Caller = DAEMON,
                               ) -> NetworkServiceEndpoint:
@@ -108,6 +118,11 @@ class Manifests:
             await router.remove(spec.netns, name)
         log.info("deleted endpoint %s (%d vWire(s) closed)", name, closed)
         return nse or NetworkServiceEndpoint(name=name)
+
+
+def _summary(results: list[dict]) -> str:
+    named = ", ".join(f"{r['kind']} {r['name']}" for r in results[:3])
+    return named + (", ..." if len(results) > 3 else "")
 
 
 def _check_local_endpoint(spec: EndpointSpec, caller: Caller) -> None:
