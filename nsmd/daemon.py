@@ -122,6 +122,8 @@ class Daemon:
         stack.callback(self.manager.shutdown)
         self.metrics.add_live_source(lambda: len(self.manager.server_begin),
                                      self.dataplane.totals)
+        self.metrics.add_mesh_source(self.manager.served_per_service, self.dataplane.peers,
+                                     self.manager.heal.counts)
         if self.id is not None:
             self.metrics.add_identity_source(self.id.expiries)
         if not cfg.registry_only:  # a floating registry runs no data plane

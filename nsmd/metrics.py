@@ -1,9 +1,11 @@
 """Prometheus metrics of one daemon (its own registry, so several daemons can share a process).
 
-Request outcomes are counted by the metrics element; connection, packet, byte and drop
-counts are read from the manager and the fast path when /metrics is scraped, as are the
-SVID's and the trust bundle's expiry; process_* and python_* come from prometheus-client's
-own collectors, nsmd_build_info says which nsmd this is. Served on the API socket, and
+Request outcomes are counted by the metrics element (per service: registered names only,
+so callers cannot grow the label set); connection, packet, byte and drop counts, per
+service and per peer daemon too, and heal attempts are read from the manager and the fast
+path when /metrics is scraped, as are the SVID's and the trust bundle's expiry; process_*
+and python_* come from prometheus-client's own collectors, nsmd_build_info says which
+nsmd this is. Served on the API socket, and
 with --metrics-listen over plain HTTP for a Prometheus to scrape.
 """
 
@@ -35,8 +37,8 @@ class Metrics:
         Info("nsmd_build", "This nsmd", registry=self.registry).info(
             {"version": __version__, "python": platform.python_version()})
         self.requests = Counter(
-            "nsmd_requests", "Manager requests and closes by outcome",
-            ["op", "result"], registry=self.registry)
+            "nsmd_requests", "Manager requests and closes by outcome and service",
+            ["op", "result", "service"], registry=self.registry)
         self.request_seconds = Histogram(
             "nsmd_request_duration_seconds", "Time to serve a Request, end to end",
             registry=self.registry,
@@ -51,6 +53,13 @@ class Metrics:
     def add_live_source(self, connections: Callable[[], int],
                         dataplane_totals: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_LiveCollector(connections, dataplane_totals))
+
+    def add_mesh_source(self, services: Callable[[], dict[str, int]],
+                        peers: Callable[[], list[dict]],
+                        heals: Callable[[], tuple[dict[str, int], dict[str, int], int]]) -> None:
+        """services() -> vWires served per service; peers() -> Dataplane.peers();
+        heals() -> (healed by how, failed attempts by how, connections healing now)."""
+        self.registry.register(_MeshCollector(services, peers, heals))
 
     def add_identity_source(self, expiries: Callable[[], tuple[float, float]]) -> None:
         """expiries() -> (the SVID's not-after, the earliest CA of the bundle's), epoch s."""
@@ -100,6 +109,55 @@ class _LiveCollector:
         for reason, count in totals["udp_drops"].items():
             stray.add_metric([reason], count)
         yield stray
+
+
+class _MeshCollector:
+    def __init__(self, services: Callable[[], dict[str, int]], peers: Callable[[], list[dict]],
+                 heals: Callable[[], tuple[dict[str, int], dict[str, int], int]]):
+        self._services = services
+        self._peers = peers
+        self._heals = heals
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        served = GaugeMetricFamily("nsmd_service_connections", "vWires served, per service",
+                                   labels=["service"])
+        for service, count in sorted(self._services().items()):
+            served.add_metric([service], count)
+        yield served
+        peers = self._peers()
+        wires = GaugeMetricFamily("nsmd_peer_wires", "Live tunnels with each peer daemon",
+                                  labels=["peer"])
+        heard = GaugeMetricFamily("nsmd_peer_last_receive_age_seconds",
+                                  "Time since the peer was last heard on any live tunnel",
+                                  labels=["peer"])
+        octets = CounterMetricFamily("nsmd_peer_bytes", "Tunnel payload bytes to (tx) and "
+                                     "from (rx) each peer daemon", labels=["peer", "direction"])
+        packets = CounterMetricFamily("nsmd_peer_packets", "Tunnel packets to (tx) and from "
+                                      "(rx) each peer daemon", labels=["peer", "direction"])
+        roams = CounterMetricFamily("nsmd_peer_roams", "Times a peer's tunnel address moved "
+                                    "(NAT rebinding, roaming)", labels=["peer"])
+        for row in peers:
+            peer = row["peer"]
+            wires.add_metric([peer], row["wires"])
+            if row["last_rx_age_s"] is not None:
+                heard.add_metric([peer], row["last_rx_age_s"])
+            for direction in ("rx", "tx"):
+                octets.add_metric([peer, direction], row[f"{direction}_bytes"])
+                packets.add_metric([peer, direction], row[f"{direction}_packets"])
+            roams.add_metric([peer], row["roams"])
+        yield from (wires, heard, octets, packets, roams)
+        healed, failed, healing = self._heals()
+        heals = CounterMetricFamily("nsmd_heal_attempts", "Heal attempts by how (restore the "
+                                    "path, reselect an endpoint) and result",
+                                    labels=["how", "result"])
+        for how in sorted(healed):
+            heals.add_metric([how, "ok"], healed[how])
+            heals.add_metric([how, "failed"], failed.get(how, 0))
+        yield heals
+        yield GaugeMetricFamily("nsmd_healing", "Connections being healed now", value=healing)
 
 
 class _IdentityCollector:

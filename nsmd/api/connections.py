@@ -65,6 +65,11 @@ async def list_connections(request: web.Request) -> web.Response:
                            if not service or c.network_service == service])
 
 
+@routes.get("/v1/peers")
+async def list_peers(request: web.Request) -> web.Response:
+    return reply(request, request.app[DAEMON].dataplane.peers())
+
+
 @routes.get("/v1/connections/{id}")
 async def get_connection(request: web.Request) -> web.Response:
     return reply(request, to_wire(request.app[DAEMON].manager.get(request.match_info["id"])))

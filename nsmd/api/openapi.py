@@ -58,6 +58,8 @@ def openapi_document() -> dict:
             "/v1/connections/{id}": {
                 "get": _op("One vWire", params=(("id", "path"),)),
                 "delete": _op("Close a vWire", params=(("id", "path"),))},
+            "/v1/peers": {"get": _op("Per peer daemon: tunnel address, wires, bytes and "
+                                     "packets each way, time since last heard")},
             "/v1/monitor": {"get": _op(
                 "Connection events: INITIAL_STATE_TRANSFER, then UPDATE / DELETE",
                 params=(("connection", "query"), ("service", "query")), stream=True)},

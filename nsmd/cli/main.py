@@ -23,7 +23,7 @@ KINDS = {   # what `delete` takes; `get` takes these and connections too
     "nse": "endpoints",
 }
 LISTED = {**KINDS, "connection": "connections", "connections": "connections",
-          "conn": "connections"}
+          "conn": "connections", "peer": "peers", "peers": "peers"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,9 +68,10 @@ def build_parser() -> Parser:
     delete.add_argument("-f", "--filename", action="append", metavar="FILE",
                         help="delete what these manifests name ('-' for stdin); repeatable")
 
-    get = client_parser("get", "list services, endpoints or connections")
-    get.add_argument("what", choices=sorted(LISTED), metavar="services|endpoints|connections",
-                     help="also service, ns, endpoint, nse, connection, conn")
+    get = client_parser("get", "list services, endpoints, connections or peers")
+    get.add_argument("what", choices=sorted(LISTED),
+                     metavar="services|endpoints|connections|peers",
+                     help="also service, ns, endpoint, nse, connection, conn, peer")
     get.add_argument("name", nargs="?", help="only this one")
     get.add_argument("-o", "--output", choices=output.FORMATS, default="table")
     get.add_argument("-w", "--watch", action="store_true",
@@ -243,13 +244,19 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     what = LISTED[args.what]
+    if what == "peers" and args.watch:
+        raise ClientError("get peers: counters have no changes to watch; run it again, or "
+                          "scrape --metrics-listen (nsmd_peer_*)")
     client = Client(args.api_socket)
-    if args.name:
+    if what == "peers":
+        items = [p for p in client.call("GET", "/v1/peers")
+                 if not args.name or p["peer"] == args.name]
+    elif args.name:
         items = [client.call("GET", f"/v1/{what}/{_quote(args.name)}")]
     else:
         items = client.call("GET", f"/v1/{what}")
     tables = {"services": output.services_table, "endpoints": output.endpoints_table,
-              "connections": output.connections_table}
+              "connections": output.connections_table, "peers": output.peers_table}
     if args.output == "table" and not items:
         print(f"no {what}")
     else:

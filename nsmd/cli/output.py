@@ -61,6 +61,25 @@ def connections_table(items: list[dict]) -> list[list[str]]:
     return rows
 
 
+def peers_table(items: list[dict]) -> list[list[str]]:
+    rows = [["PEER", "ADDRESS", "WIRES", "LAST-HEARD", "RX", "TX", "ROAMS"]]
+    for p in items:
+        heard = "-" if p["last_rx_age_s"] is None else f"{p['last_rx_age_s']:.0f}s ago"
+        rows.append([p["peer"], p["address"] or "-", str(p["wires"]), heard,
+                     _size(p["rx_bytes"]), _size(p["tx_bytes"]), str(p["roams"])])
+    return rows
+
+
+def _size(octets: int) -> str:
+    """Bytes as B, KiB, MiB or GiB (the largest unit that leaves at least 1)."""
+    power = 0
+    while power < 3 and octets >= 1024 ** (power + 1):
+        power += 1
+    if power == 0:
+        return f"{octets} B"
+    return f"{octets / 1024 ** power:.1f} {('KiB', 'MiB', 'GiB')[power - 1]}"
+
+
 def event_line(event: dict) -> str:
     conns = event.get("connections", {})
     if not conns:

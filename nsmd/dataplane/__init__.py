@@ -6,7 +6,8 @@ points tunnels, installs function stages and reports counters. Behind it:
 - placement.py: the engines (one native thread per core) with their tunnel sockets, and
   which engine carries which wire;
 - devices.py: the TUN/TAP devices and their records, re-attached after a restart;
-- stats.py: the engines' counters per wire, per daemon and per engine.
+- stats.py: the engines' counters per wire, per daemon and per engine;
+- peers.py: the tunnels' counters per peer daemon, closed wires' included.
 
 A local vWire is two devices, one in the client's namespace and one in the endpoint's,
 joined on an engine. With `local_queues` > 1 both are multi-queue and each queue pair is
@@ -25,6 +26,7 @@ import logging
 from nsmd import tundev
 from nsmd.dataplane import stats as counters
 from nsmd.dataplane.devices import Devices
+from nsmd.dataplane.peers import PeerTally
 from nsmd.dataplane.placement import Engines
 from nsmd.dataplane.wires import Lane, Side, Wire, WireKind
 from nsmd.errors import DataplaneError
@@ -48,6 +50,7 @@ class Dataplane:
         self.devices = Devices(db)
         self.local_queues = max(1, min(local_queues, len(self.engines)))
         self.wires: dict[str, Wire] = {}
+        self.peer_tally = PeerTally()
 
     def start(self) -> None:
         self.engines.start()
@@ -219,8 +222,11 @@ class Dataplane:
         wire = self.wires.pop(conn_id, None)
         if wire is None:
             return False
+        halves = [wire]
         if wire.partner:  # a relay: both halves go
-            self.wires.pop(wire.partner, None)
+            halves += [w for w in [self.wires.pop(wire.partner, None)] if w is not None]
+        for half in halves:  # their counters stay in their peers' totals
+            self.peer_tally.retire(half, self.stats_of(half))
         self.engines.remove(wire)
         self.devices.forget(conn_id)
         await self.devices.remove(wire)
@@ -230,7 +236,15 @@ class Dataplane:
     def stats(self, conn_id: str) -> dict | None:
         """Counters as seen from the client: client_to_endpoint and endpoint_to_client."""
         wire = self.wires.get(conn_id)
-        return counters.wire_stats(self.engines.engines, wire) if wire is not None else None
+        return self.stats_of(wire) if wire is not None else None
+
+    def stats_of(self, wire: Wire) -> dict | None:
+        return counters.wire_stats(self.engines.engines, wire)
+
+    def peers(self) -> list[dict]:
+        """Per peer daemon: tunnel address, live wires, bytes and packets each way, the
+        shortest silence (peers.py)."""
+        return self.peer_tally.rows((w, self.stats_of(w)) for w in self.wires.values())
 
     def totals(self) -> dict:
         return counters.totals(self.engines.engines, len(self.wires))

@@ -132,7 +132,7 @@ class Manager:
             UpdatePath(name),
             self.server_begin,
             UpdateToken(clock, token_lifetime_s, self.signer),
-            RequestMetrics(metrics),
+            RequestMetrics(metrics, lambda service: service in registry.services),
             self.timeout,
             self.monitor,
             self.discover,
@@ -339,6 +339,12 @@ class Manager:
     async def peer_dropped(self, conn: Connection, caller: Caller) -> str:
         """A peer daemon dropped its side of a connection we built towards it."""
         return await self.drop_notices.received(conn, caller)
+
+    def served_per_service(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for conn in self.server_begin.each():
+            counts[conn.network_service] = counts.get(conn.network_service, 0) + 1
+        return counts
 
     def connections(self) -> list[Connection]:
         """Every vWire served here, as its outermost hop in this daemon sees it; held

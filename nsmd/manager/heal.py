@@ -42,7 +42,8 @@ class Heal(Element):
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
         self._healing: dict[str, asyncio.Task] = {}
-        self.healed = {"restore": 0, "reselect": 0}
+        self.healed = {"restore": 0, "reselect": 0}   # attempts that healed, by how
+        self.failed = {"restore": 0, "reselect": 0}   # ... and that failed (retried)
 
     def start(self, conn_id: str, dead: str | None = None) -> None:
         """Starts healing `conn_id` unless it is already being healed. `dead`: why its data
@@ -65,6 +66,10 @@ class Heal(Element):
     def healing(self) -> set[str]:
         return set(self._healing)
 
+    def counts(self) -> tuple[dict[str, int], dict[str, int], int]:
+        """Healed and failed attempts by how, and the connections healing now."""
+        return dict(self.healed), dict(self.failed), len(self._healing)
+
     async def close(self, conn: Connection, nxt: Next) -> None:
         task = self._healing.pop(conn.id, None)
         if task is not None:
@@ -82,6 +87,7 @@ class Heal(Element):
                 try:
                     healed = await self.begin.request_again(conn_id, reselect=dead is not None)
                 except NsmdError as err:
+                    self.failed[how] += 1
                     log.warning("healing %s: %s failed (%s%s); next try in %.1f s", conn_id,
                                 how, err, f"; data plane: {dead}" if dead else "", pause.next_s)
                     await pause.wait()

@@ -62,10 +62,10 @@ def peer_port_blocked(node_ns: str, source: str | None = None) -> Iterator[None]
 
 def build_two_hosts(netns, daemon, tmp_path, env: dict, service: str = "remote-svc",
                     endpoint: str = "far-1", prefix: str = "100.64.50.0/24",
-                    nodes: dict[str, str] | None = None):
+                    nodes: dict[str, str] | None = None, args: dict[str, tuple] | None = None):
     """Two hosts, an endpoint of `service` hosted by n2 and seen from n1; returns
     (n1's daemon, n2's daemon, endpoint ns, client ns, {node ns: ip})."""
-    (near, far), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2"], env, nodes)
+    (near, far), nodes = build_hosts(netns, daemon, tmp_path, ["n1", "n2"], env, nodes, args)
     nse_ns, nsc_ns = netns("nse"), netns("nsc")
     far.cli("apply", "-f", "-", stdin=service_manifest(service) + "---" +
             endpoint_manifest(endpoint, service, nse_ns, prefix))
