@@ -148,6 +148,13 @@ def build_parser() -> Parser:
                           "starts a daemon with its own state, creates two namespaces, "
                           "connects them through a vWire, pings, cleans up.")
     demo.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
+
+    completion = sub.add_parser(
+        "completion", help="print a shell completion script", description="Prints the "
+        "completion script of SHELL, e.g. `nsmd completion bash > "
+        "/etc/bash_completion.d/nsmd`, or `source <(nsmd completion zsh)` in ~/.zshrc.")
+    completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL",
+                            help="bash or zsh")
     return p
 
 
@@ -373,10 +380,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.count)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from nsmd.cli.completion import script
+
+    print(script(build_parser(), args.shell))
+    return 0
+
+
 def _quote(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
 COMMANDS = {"run": cmd_run, "apply": cmd_apply, "delete": cmd_delete, "get": cmd_get,
             "connect": cmd_connect, "close": cmd_close, "monitor": cmd_monitor,
-            "status": cmd_status, "ca": cmd_ca, "doctor": cmd_doctor, "demo": cmd_demo}
+            "status": cmd_status, "ca": cmd_ca, "doctor": cmd_doctor, "demo": cmd_demo,
+            "completion": cmd_completion}

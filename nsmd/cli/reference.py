@@ -25,17 +25,18 @@ def cli() -> str:
     os.environ["COLUMNS"] = WIDTH
     parser = build_parser()
     out = [GENERATED, "# nsmd command line", "", "```", parser.format_help().rstrip(), "```"]
-    for name, sub in _subcommands(parser):
+    for name, sub in subcommands(parser):
         out += ["", f"## nsmd {name}", "", "```", sub.format_help().rstrip(), "```"]
     return "\n".join(out) + "\n"
 
 
-def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
+def subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
+    """(name, parser) of every command under `parser`, depth first ("ca issue", ...)."""
     for action in parser._actions:   # argparse keeps its subparsers only here
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield prefix + name, sub
-                yield from _subcommands(sub, f"{prefix}{name} ")
+                yield from subcommands(sub, f"{prefix}{name} ")
 
 
 def config() -> str:

@@ -44,6 +44,7 @@ ERROR_PATHS = {
                   "nsmd ca: identity-dir: /nonexistent/svid.pem is missing"),
     "doctor": (["doctor", "-o", "xml"], "nsmd doctor: error: argument -o/--output: invalid"),
     "demo": (["demo", "--count", "many"], "nsmd demo: error: argument --count: invalid int"),
+    "completion": (["completion", "fish"], "nsmd completion: error: argument SHELL: invalid"),
     "": ([], "nsmd: error: the following arguments are required: COMMAND"),
 }
 
