@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from nsmd.cli.reference import subcommands
+from nsmd.cli.parsers import subcommands
 
 # what an option's metavar says it takes: completed as file or directory names
 FILE_METAVARS = {"FILE", "PEM", "PATH", "TRUST_DOMAIN=BUNDLE.pem"}

@@ -18,10 +18,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from spiffe import SpiffeId, TrustDomain
 
 from nsmd.errors import NotFound, ValidationError
+from nsmd.identity.svid import (
+    BUNDLE,
+    SVID_CERT,
+    SVID_KEY,
+    IdentityError,
+    load_svid_dir,
+    verify_chain,
+)
 
 CA_DIR = "ca"
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
-SVID_CERT, SVID_KEY, BUNDLE = "svid.pem", "svid.key", "bundle.pem"
 CA_LIFETIME = dt.timedelta(days=3650)
 DEFAULT_SVID_LIFETIME = dt.timedelta(days=90)   # development; production rotates (SPIRE)
 
@@ -103,7 +110,6 @@ def issue_svid(state_dir: str, spiffe_id: str, out_dir: str,
 
 def describe_svid(directory: str) -> list[str]:
     """What `nsmd ca print` shows of an SVID directory, a line a fact."""
-    from nsmd.identity.svid import load_svid_dir
 
     svid = load_svid_dir(directory)
     leaf, left = svid.chain[0], svid.not_after - _now()
@@ -118,7 +124,6 @@ def describe_svid(directory: str) -> list[str]:
 
 def verify_svid(directory: str) -> str:
     """One line if the SVID is valid now and chains to its bundle; IdentityError if not."""
-    from nsmd.identity.svid import IdentityError, load_svid_dir, verify_chain
 
     try:
         svid = load_svid_dir(directory)
@@ -132,7 +137,6 @@ def verify_svid(directory: str) -> str:
 def renew_svid(state_dir: str, directory: str,
                lifetime: dt.timedelta = DEFAULT_SVID_LIFETIME) -> str:
     """A new SVID for the same SPIFFE ID into `directory` (a daemon using it reloads it)."""
-    from nsmd.identity.svid import load_svid_dir
 
     return issue_svid(state_dir, str(load_svid_dir(directory).spiffe_id), directory, lifetime)
 

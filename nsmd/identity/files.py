@@ -14,8 +14,7 @@ import os
 from collections.abc import Callable
 
 from nsmd.errors import NsmdError
-from nsmd.identity.ca import BUNDLE, SVID_CERT, SVID_KEY
-from nsmd.identity.svid import Svid, load_svid_dir
+from nsmd.identity.svid import BUNDLE, SVID_CERT, SVID_KEY, Svid, load_svid_dir
 
 POLL_S = 1.0
 log = logging.getLogger("nsmd.identity")

@@ -18,7 +18,8 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from spiffe import SpiffeId
 
 from nsmd.errors import NsmdError, ValidationError
-from nsmd.identity.ca import BUNDLE, SVID_CERT, SVID_KEY
+
+SVID_CERT, SVID_KEY, BUNDLE = "svid.pem", "svid.key", "bundle.pem"  # an identity dir's files
 
 
 class IdentityError(NsmdError):
