@@ -71,13 +71,16 @@ CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("nsmd_cal
 
 
 def peer_caller(certificate: x509.Certificate, spiffe_id: str, address: str,
-                said_url: str = "") -> Caller:
+                said_url: str = "", sealed: bool = False) -> Caller:
     """A peer daemon as its TLS connection proved it; the URL it says it listens on is
-    kept only if it is https on the very address the connection came from."""
+    kept only if it is https on the very address the connection came from. `sealed`: it
+    proved itself by a sealed call through the rendezvous (envelope.py), from behind a NAT
+    whose address is not its listener's: its URL is kept as said, since every call to it
+    expects its SPIFFE ID (mTLS) and falls back to the rendezvous."""
     parsed = urllib.parse.urlsplit(said_url)
     try:
-        url = said_url if parsed.scheme == "https" and parsed.hostname == address and \
-            parsed.port and not parsed.path.strip("/") else ""
+        url = said_url if parsed.scheme == "https" and (sealed or parsed.hostname == address) \
+            and parsed.port and not parsed.path.strip("/") else ""
     except ValueError:  # a bad port
         url = ""
     return Caller("peer", spiffe_id=spiffe_id, certificate=certificate, address=address,

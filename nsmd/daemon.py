@@ -22,7 +22,7 @@ from aiohttp import web
 
 from nsmd import logs, netns
 from nsmd.api.app import build_app, drop_untrusted_peers, serve_metrics, serve_peers, serve_unix
-from nsmd.api.peer import build_peer_app
+from nsmd.api.peer import build_peer_app, serve_sealed
 from nsmd.clock import Clock, SystemClock, every
 from nsmd.config import Config
 from nsmd.dataplane import Dataplane
@@ -34,6 +34,8 @@ from nsmd.identity.identity import Identity
 from nsmd.manager.build import Manager
 from nsmd.metrics import Metrics
 from nsmd.peer.client import PeerClient
+from nsmd.peer.envelope import Opener
+from nsmd.peer.rendezvous import Hub, Rendezvous
 from nsmd.plugins.api import FunctionHost
 from nsmd.policy import Policy
 from nsmd.quotas import Quotas
@@ -61,6 +63,7 @@ class Daemon:
         self._exit = contextlib.AsyncExitStack()   # start() fills it, stop() empties it
         self._peer_runner: web.AppRunner | None = None  # for dropping untrusted peers
         self.peer: PeerClient | None = None
+        self.hub: Hub | None = None   # the rendezvous, on a daemon holding the registry
         self.id: Identity | None = None
         self._tasks: list[asyncio.Task] = []
         self.heap = HeapTrimmer()  # the API touches it; it trims when work stops
@@ -149,10 +152,28 @@ class Daemon:
             self._peer_runner = await serve_peers(build_peer_app(self), cfg.listen,
                                                   self.id.tls.listener)
             stack.push_async_callback(self._peer_runner.cleanup)
+            self._start_rendezvous()
             self.manager.announce_restart()
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),
                  len(self.registry.endpoints))
+
+    def _start_rendezvous(self) -> None:
+        """Peer calls to daemons we cannot reach go through the registry daemon's
+        rendezvous (and calls for us come through our channel there); a daemon holding
+        the registry is that rendezvous."""
+        assert self.id is not None and self.peer is not None
+        cfg, remote = self.config, isinstance(self.registry, RemoteRegistry)
+        if not remote and not isinstance(self.registry, EtcdRegistry):
+            self.hub = Hub()
+        identity = self.id
+        rendezvous = Rendezvous(
+            self.peer, identity.signer, Opener(identity.trust_chain, lambda: identity.spiffe_id),
+            lambda opened, address: serve_sealed(self, opened, address), self.clock,
+            registry_url=cfg.registry if remote else "", registry_id=cfg.registry_id,
+            hub=self.hub, own_address=cfg.advertised_ip or (cfg.listen_at or ("",))[0])
+        self.peer.rendezvous = rendezvous
+        self._tasks.append(asyncio.ensure_future(rendezvous.run(self.stopping)))
 
     def reload_policy(self) -> None:
         """SIGHUP: the --policy file again. What does not parse is logged and changes

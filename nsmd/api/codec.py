@@ -100,15 +100,25 @@ def audit_middleware(caller_of: Callable[[web.Request], Caller],
         try:
             return await handler(request)
         except (PermissionDenied, QuotaExceeded) as err:
-            name = err.policy if isinstance(err, PermissionDenied) else err.quota
-            who, what = str(caller_of(request)), f"{request.method} {request.path}"
-            audit_log.warning("%s: %s refused: %s", who, what, err, extra={
-                "policy" if isinstance(err, PermissionDenied) else "quota": name,
-                "subject": who, "request": what})
-            if isinstance(err, PermissionDenied):
-                denied(name)
+            _audit(err, str(caller_of(request)), f"{request.method} {request.path}", denied)
             raise
     return audit
+
+
+def log_refusal(err: PermissionDenied | QuotaExceeded, who: str, what: str,
+                metrics) -> None:
+    """The audit trail's line for a refusal outside an HTTP request (a sealed call)."""
+    _audit(err, who, what, lambda policy: metrics.denials.labels(policy).inc())
+
+
+def _audit(err: PermissionDenied | QuotaExceeded, who: str, what: str,
+           denied: Callable[[str], None]) -> None:
+    name = err.policy if isinstance(err, PermissionDenied) else err.quota
+    audit_log.warning("%s: %s refused: %s", who, what, err, extra={
+        "policy" if isinstance(err, PermissionDenied) else "quota": name,
+        "subject": who, "request": what})
+    if isinstance(err, PermissionDenied):
+        denied(name)
 
 
 def body_quota_middleware(quotas: Quotas, caller_of: Callable[[web.Request], Caller]):

@@ -17,6 +17,7 @@ from nsmd.hosting import Hosting
 from nsmd.identity.identity import Identity
 from nsmd.manager.build import Manager
 from nsmd.metrics import Metrics
+from nsmd.peer.rendezvous import Hub
 from nsmd.quotas import Quotas
 from nsmd.registry import RegistryView
 
@@ -33,6 +34,7 @@ class Served(Protocol):
     dataplane: Dataplane
     metrics: Metrics
     quotas: Quotas
+    hub: Hub | None
 
 
 DAEMON: web.AppKey[Served] = web.AppKey("daemon")

@@ -3,20 +3,26 @@
 Registry: Find and watch like the local API, and writes on behalf of the caller's SPIFFE
 ID: a name belongs to whoever registered it first, and the --policy file says who may
 register what. Manager: Request, Close and tunnel rekeys, each checked by the manager's
-authorize element or, for rekeys, by the same owner and address rules.
+authorize element or, for rekeys, by the same owner and address rules. The manager's
+calls also arrive sealed through the rendezvous (serve_sealed), checked the same way for
+the caller the envelope proves. Rendezvous: on the registry daemon, the channels daemons
+behind NAT hold open, and the calls and replies it carries for them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from typing import Any
 
 from aiohttp import web
 
 from nsmd.api import registry as local_registry
-from nsmd.api.codec import read_body, reply
+from nsmd.api.codec import log_refusal, read_body, reply
 from nsmd.api.keys import DAEMON
+from nsmd.api.streams import stream_ndjson
 from nsmd.caller import Caller, peer_caller
-from nsmd.errors import ValidationError
+from nsmd.errors import NotFound, NsmdError, PermissionDenied, ValidationError
 from nsmd.identity.svid import spiffe_id_of
 from nsmd.identity.tls import peer_certificate
 from nsmd.manager.rekey import answer_rekey
@@ -28,10 +34,14 @@ from nsmd.model import (
     from_wire,
     to_wire,
 )
+from nsmd.peer import rendezvous
 from nsmd.peer.client import URL_HEADER
+from nsmd.peer.envelope import Opened
+from nsmd.quotas import QuotaExceeded
 from nsmd.tunnel_keys import TunnelKeying
 
 routes = web.RouteTableDef()
+log = logging.getLogger("nsmd.api.peer")
 
 
 def caller(request: web.Request) -> Caller:
@@ -108,37 +118,107 @@ async def unregister_endpoint(request: web.Request) -> web.Response:
     return reply(request, to_wire(nse))
 
 
-@routes.post("/v1/peer/request")
-async def peer_request(request: web.Request) -> web.Response:
-    req = from_wire(NetworkServiceRequest, await read_body(request))
-    conn = await request.app[DAEMON].manager.serve_peer(req, caller(request))
-    return reply(request, to_wire(conn))
+# -- the manager's calls: over mTLS (routes) or sealed through the rendezvous -----------
+
+async def op_request(daemon, body: Any, who: Caller) -> Any:
+    req = from_wire(NetworkServiceRequest, body)
+    return to_wire(await daemon.manager.serve_peer(req, who))
 
 
-@routes.post("/v1/peer/close")
-async def peer_close(request: web.Request) -> web.Response:
-    conn = from_wire(Connection, await read_body(request))
-    await request.app[DAEMON].manager.close_for_peer(conn, caller(request))
-    return reply(request, {"closed": conn.id})
+async def op_close(daemon, body: Any, who: Caller) -> Any:
+    conn = from_wire(Connection, body)
+    await daemon.manager.close_for_peer(conn, who)
+    return {"closed": conn.id}
 
 
-@routes.post("/v1/peer/dropped")
-async def peer_dropped(request: web.Request) -> web.Response:
-    conn = from_wire(Connection, await read_body(request))
-    healed = await request.app[DAEMON].manager.peer_dropped(conn, caller(request))
-    return reply(request, {"connection": healed})
+async def op_dropped(daemon, body: Any, who: Caller) -> Any:
+    conn = from_wire(Connection, body)
+    return {"connection": await daemon.manager.peer_dropped(conn, who)}
 
 
-@routes.post("/v1/peer/rekey")
-async def peer_rekey(request: web.Request) -> web.Response:
-    body = await read_body(request)
+async def op_rekey(daemon, body: Any, who: Caller) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("connection_id"), str) \
             or not isinstance(body.get("offer"), dict):
         raise ValidationError("body", "{connection_id, offer}")
-    daemon = request.app[DAEMON]
-    return reply(request, answer_rekey(daemon.manager.server_begin, daemon.manager.own_id(),
-                                       TunnelKeying(daemon.dataplane), daemon.metrics,
-                                       caller(request), body["connection_id"], body["offer"]))
+    return answer_rekey(daemon.manager.server_begin, daemon.manager.own_id(),
+                        TunnelKeying(daemon.dataplane), daemon.metrics, who,
+                        body["connection_id"], body["offer"])
+
+
+OPS = {"/v1/peer/request": op_request, "/v1/peer/close": op_close,
+       "/v1/peer/dropped": op_dropped, "/v1/peer/rekey": op_rekey}
+
+
+def _route(path: str):
+    async def handler(request: web.Request) -> web.Response:
+        return reply(request, await OPS[path](request.app[DAEMON], await read_body(request),
+                                              caller(request)))
+    handler.__name__ = "peer_" + path.rsplit("/", 1)[1]
+    return handler
+
+
+for _path in OPS:
+    routes.post(_path)(_route(_path))
+
+
+async def serve_sealed(daemon, opened: Opened, from_addr: str) -> tuple[int, Any]:
+    """A sealed call that came through the rendezvous: the operation it names, for the
+    caller the envelope proves, at the address the rendezvous saw it at (HTTP status,
+    payload). Refusals are audited as on the listener."""
+    who = peer_caller(opened.certificate, opened.sender, from_addr,
+                      str(opened.claims.get("url", "")), sealed=True)
+    op = opened.claims.get("op")
+    try:
+        if op not in OPS:
+            raise NotFound(f"no peer operation {op!r}")
+        return 200, await OPS[op](daemon, opened.body(), who)
+    except (PermissionDenied, QuotaExceeded) as err:
+        log_refusal(err, str(who), f"sealed {op}", daemon.metrics)
+        return err.status, err.to_json()
+    except NsmdError as err:
+        return err.status, err.to_json()
+    except Exception as err:  # a bug: logged with its trace, answered in one line
+        log.exception("sealed %s from %s crashed", op, who)
+        return 500, {"error": f"internal error ({type(err).__name__}: {err})"}
+
+
+# -- the rendezvous hub (on the registry daemon) ------------------------------------------
+
+def _hub(request: web.Request) -> rendezvous.Hub:
+    hub = request.app[DAEMON].hub
+    if hub is None:
+        raise NotFound("this daemon is no rendezvous (it holds no registry)")
+    return hub
+
+
+@routes.get(rendezvous.CHANNEL_PATH)
+async def rendezvous_channel(request: web.Request) -> web.StreamResponse:
+    hub, who = _hub(request), caller(request)
+    channel = hub.attach(who.spiffe_id, who.address)
+    try:
+        return await stream_ndjson(request, hub.events(channel), lambda e: e,
+                                   request.app[DAEMON].stopping)
+    finally:
+        hub.detach(channel)
+
+
+@routes.post(rendezvous.CALL_PATH)
+async def rendezvous_call(request: web.Request) -> web.Response:
+    hub, body = _hub(request), await read_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("to"), str) or \
+            not isinstance(body.get("envelope"), str):
+        raise ValidationError("body", "{to, envelope}")
+    sealed, address = await hub.call(body["to"], body["envelope"], caller(request).address)
+    return reply(request, {"envelope": sealed, "to_addr": address})
+
+
+@routes.post(rendezvous.REPLY_PATH)
+async def rendezvous_reply(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "{n, envelope}")
+    _hub(request).reply(caller(request).spiffe_id, body.get("n"), body.get("envelope"))
+    return reply(request, {})
 
 
 def build_peer_app(daemon) -> web.Application:

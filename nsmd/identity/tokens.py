@@ -55,11 +55,15 @@ def sign(svid: Svid, aud: str, now: float, lifetime_s: float,
     """A token from `svid` for audience `aud`: (the JWT, its expiry in epoch seconds);
     `with_chain`: the SVID's certificate chain in its x5c header (a path's first token)."""
     exp = min(now + lifetime_s, svid.not_after.timestamp())
+    return sign_claims(svid, {"aud": aud, "exp": exp, "iat": now}, with_chain), exp
+
+
+def sign_claims(svid: Svid, claims: dict, with_chain: bool = True) -> str:
+    """A JWT of `claims` (sub added: the SVID's ID), signed with the SVID's key."""
     headers = {"x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
                        for c in svid.chain]} if with_chain else None
-    token = jwt.encode({"sub": str(svid.spiffe_id), "aud": aud, "exp": exp, "iat": now},
-                       svid.key, algorithm=ALGORITHM, headers=headers)
-    return token, exp
+    return jwt.encode({"sub": str(svid.spiffe_id), **claims}, svid.key, algorithm=ALGORITHM,
+                      headers=headers)
 
 
 # what a trust check makes of an x5c header: the leaf's SPIFFE ID and public key
@@ -70,6 +74,12 @@ def verify_chained(token: str, trust: Callable[[tuple[str, ...]], Trusted]) -> C
     """The claims of a token whose x5c chain `trust` accepts (it gets the header's
     certificates, base64 DER as sent, and returns the leaf's SPIFFE ID and key, or raises),
     signed by the leaf's key, with that SPIFFE ID as `sub`."""
+    return _claims(verify_chained_payload(token, trust)[1])
+
+
+def verify_chained_payload(token: str, trust: Callable[[tuple[str, ...]], Trusted],
+                           ) -> tuple[tuple[str, ...], bytes]:
+    """(the x5c chain, the raw payload) of a token that verify_chained would accept."""
     try:
         x5c = _JWS.get_unverified_header(token).get("x5c")
     except jwt.PyJWTError as err:
@@ -78,10 +88,11 @@ def verify_chained(token: str, trust: Callable[[tuple[str, ...]], Trusted]) -> C
             not all(isinstance(c, str) for c in x5c):
         raise TokenError(f"no x5c header with 1 to {MAX_CHAIN} certificates")
     spiffe_id, key = trust(tuple(x5c))
-    claims = verify(token, key)
+    payload = _verified_payload(token, key)
+    claims = _claims(payload)
     if claims.sub != spiffe_id:
         raise TokenError(f"it is signed as {claims.sub} by the certificate of {spiffe_id}")
-    return claims
+    return tuple(x5c), payload
 
 
 def chain_of(x5c: tuple[str, ...]) -> list[x509.Certificate]:
@@ -106,6 +117,10 @@ def read(token: str) -> Claims:
 
 def verify(token: str, key: ec.EllipticCurvePublicKey) -> Claims:
     """The claims of a token whose ES256 signature verifies under `key`."""
+    return _claims(_verified_payload(token, key))
+
+
+def _verified_payload(token: str, key: ec.EllipticCurvePublicKey) -> bytes:
     try:
         parts = _JWS.decode_complete(token, key=key, algorithms=[ALGORITHM])
     except jwt.InvalidSignatureError:
@@ -113,7 +128,7 @@ def verify(token: str, key: ec.EllipticCurvePublicKey) -> Claims:
                              "certificate key") from None
     except jwt.PyJWTError as err:
         raise TokenError(f"not an {ALGORITHM} JWT ({err})") from None
-    return _claims(parts["payload"])
+    return parts["payload"]
 
 
 def _claims(payload: bytes) -> Claims:
@@ -145,3 +160,8 @@ class Signer:
 
     def sign(self, aud: str, now: float, with_chain: bool = False) -> tuple[str, float]:
         return sign(self._svid(), aud, now, self.lifetime_s, with_chain)
+
+    def sign_claims(self, claims: dict) -> str:
+        """`claims` signed, with this SVID's chain (x5c): checkable by anyone holding the
+        trust bundle, whoever carried it (sealed calls through a rendezvous)."""
+        return sign_claims(self._svid(), claims)

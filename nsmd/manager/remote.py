@@ -178,6 +178,9 @@ class RemoteConnect:
             raise SelectionError(f"peer {url} answered without a tunnel mechanism")
         params = mechanisms.check_tunnel_params(dict(answer.mechanism.parameters),
                                                 ANSWER_KEYS)
+        reached = client.reached_at(expect)
+        if reached:  # through the rendezvous: its NAT's address, where its datagrams leave
+            params["dst_ip"] = reached
         if mine is None and may_reoffer and any(
                 params[k] != wire.agreed.get(k) for k in ANSWER_KEYS):
             # The far side keyed the tunnel anew (its daemon restarted and forgot ours):

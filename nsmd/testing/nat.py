@@ -8,7 +8,10 @@ namespaces the test made:
       |-- router 192.0.2.102 == NAT == 203.0.113.1  -- host behind 203.0.113.2
 
 NAT modes (../shared/reference/NAT.md): "masquerade" keeps the source port when free
-(endpoint-independent in practice), "random" randomises it (port-dependent).
+(endpoint-independent in practice), "random" randomises it (port-dependent). Each router
+is also a firewall, as home and cloud NATs are: what comes from outside passes only as
+the reply to something sent from inside (or to a forwarded port); the rest is dropped
+before conntrack keeps it, so a hole punched from inside opens only its own mapping.
 """
 
 from __future__ import annotations
@@ -81,6 +84,16 @@ def nat_bed(make_netns: Callable[[str], str], public: list[str], behind: list[st
             commands.append("add chain ip nat pre { type nat hook prerouting priority -100 ; }")
             commands += [f"add rule ip nat pre iifname eth0 {ports} dnat to {inside}.2"
                          for ports in FORWARDED]
+        commands += [
+            "add table inet fw",
+            "add chain inet fw input { type filter hook input priority 0 ; policy drop ; }",
+            "add rule inet fw input ct state established,related accept",
+            "add rule inet fw input iifname in0 accept",
+            "add rule inet fw input iifname lo accept",
+            "add chain inet fw through { type filter hook forward priority 0 ; policy drop ; }",
+            "add rule inet fw through ct state established,related accept",
+            "add rule inet fw through iifname in0 accept",
+            "add rule inet fw through ct status dnat accept"]
         for command in commands:
             sh("nft", *command.split(), netns=router)
         hosts[tag] = Host(ns, f"{inside}.2", outside, router)

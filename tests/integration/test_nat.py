@@ -124,3 +124,69 @@ def test_a_nat_mapping_lost_mid_stream_is_followed_at_once(netns, daemon, tmp_pa
     (again,) = d_home.cli_json("get", "connections")
     assert again["id"] == conn["id"] and again["context"]["ip_context"] == \
         conn["context"]["ip_context"]
+
+
+OFFICE = f"spiffe://{TD}/node/office"
+
+
+def both_behind(netns, daemon, tmp_path, mode: str, prefix: str):
+    """The registry on a public host; the endpoint's host and the client's behind a NAT
+    each, neither reachable from outside: (hosts, registry's, endpoint's and client's
+    daemons, endpoint ns, client ns)."""
+    hosts = nat_bed(netns, public=["pub"], behind=["home", "office"], mode=mode)
+    pub, home, office = hosts["pub"], hosts["home"], hosts["office"]
+    ids = trust_domain(str(tmp_path), TD, [PUB, HOME, OFFICE])
+    env = {"NSMD_KEEPALIVE_S": "0.5"}
+    d_pub = daemon("pub", pub.ns, ("--listen", f"{pub.ip}:7000", "--identity-dir", ids[PUB]),
+                   env)
+    behind = [daemon(tag, hosts[tag].ns, (
+        "--listen", f"{hosts[tag].ip}:7000", "--registry", f"https://{pub.ip}:7000",
+        "--registry-id", PUB, "--identity-dir", ids[sid]), env)
+        for tag, sid in (("home", HOME), ("office", OFFICE))]
+    nse, client = netns("nse"), netns("client")
+    behind[0].cli("apply", "-f", "-", stdin=service_manifest("svc") + "---" +
+                  endpoint_manifest("e1", "svc", nse, prefix))
+    wait_until(lambda: any(e["name"] == "e1" for e in behind[1].cli_json("get", "endpoints")))
+    return hosts, d_pub, behind[0], behind[1], nse, client
+
+
+def test_both_behind_nat_meet_through_the_rendezvous_and_punch_a_direct_path(
+        netns, daemon, tmp_path):
+    """Neither host can be reached: the Request goes sealed through the registry daemon's
+    rendezvous, the endpoint's host answering over the channel it holds open; each aims
+    its tunnel at the other's NAT as the rendezvous saw it, and their keepalives punch
+    the path: packets then flow directly, never through the registry's host."""
+    hosts, d_pub, d_home, d_office, nse, client = both_behind(netns, daemon, tmp_path,
+                                                              "masquerade", "100.64.73.0/24")
+    conn = d_office.cli_json("connect", "svc", "--netns", client)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    wait_until(lambda: ping(client, target, 1).returncode == 0, timeout=10)
+    assert tcp_transfer(nse, client, target, 1 << 20)
+    (mine,) = d_office.cli_json("get", "peers")
+    (theirs,) = d_home.cli_json("get", "peers")
+    assert (mine["peer"], theirs["peer"]) == (HOME, OFFICE)
+    assert mine["address"].startswith(hosts["home"].public_ip + ":"), mine
+    assert theirs["address"].startswith(hosts["office"].public_ip + ":"), theirs
+    assert mine["rx_bytes"] > 1 << 20 or theirs["rx_bytes"] > 1 << 20
+    assert d_pub.cli_json("status")["dataplane"]["rx_packets"] == 0  # nothing relayed there
+    assert "through the rendezvous" in d_office.log()
+    d_office.cli("close", conn["id"])   # the close goes the same way
+    wait_until(lambda: d_home.cli_json("get", "connections") == [])
+
+
+def test_the_registry_host_reaches_an_endpoint_behind_nat_over_its_channel(
+        netns, daemon, tmp_path):
+    """A public client on the registry's own host: its call goes straight into the channel
+    the endpoint's host holds (no --advertise, no port forward), and the endpoint's
+    keepalives open the way back through its NAT."""
+    hosts, d_pub, d_home, _, nse, _ = both_behind(netns, daemon, tmp_path, "random",
+                                                  "100.64.74.0/24")
+    client = netns("client2")
+    conn = d_pub.cli_json("connect", "svc", "--netns", client)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    wait_until(lambda: ping(client, target, 1).returncode == 0, timeout=10)
+    assert tcp_transfer(nse, client, target, 1 << 20)
+    (peer,) = d_pub.cli_json("get", "peers")
+    assert peer["peer"] == HOME and peer["address"].startswith(hosts["home"].public_ip + ":")
+    d_pub.cli("close", conn["id"])
+    wait_until(lambda: d_home.cli_json("get", "connections") == [])
