@@ -134,7 +134,7 @@ def both_behind(netns, daemon, tmp_path, mode: str, prefix: str):
     each, neither reachable from outside: (hosts, registry's, endpoint's and client's
     daemons, endpoint ns, client ns)."""
     hosts = nat_bed(netns, public=["pub"], behind=["home", "office"], mode=mode)
-    pub, home, office = hosts["pub"], hosts["home"], hosts["office"]
+    pub = hosts["pub"]
     ids = trust_domain(str(tmp_path), TD, [PUB, HOME, OFFICE])
     env = {"NSMD_KEEPALIVE_S": "0.5"}
     d_pub = daemon("pub", pub.ns, ("--listen", f"{pub.ip}:7000", "--identity-dir", ids[PUB]),
