@@ -27,6 +27,7 @@ def extension(path, libraries=()):
 extensions = [
     extension("fastpath/engine", libraries=["pthread"]),
     extension("fastpath/local"),
+    extension("fastpath/forward"),
     extension("fastpath/tunnel_out"),
     extension("fastpath/tunnel_in"),
     extension("fastpath/stage"),

@@ -15,7 +15,10 @@ Pipeline, per wake-up of the worker, with the GIL never taken:
                merged (gro.pyx) --write(2)--> TUN fd
   relay wire   (tunnel_in.pyx) a hop between two other hosts: opened from one tunnel -->
                [stages] --> sealed in place for the other --> sent as above
-  every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s (tunnel_out)
+  forward wire (forward.pyx) a NAT relay: two UDP sockets, sealed datagrams passed from
+               one end to the other's latched address, never opened
+  every TICK_MS: keepalives for tunnels that sent nothing for keepalive_s, and probes of
+               a direct path (tunnel_out)
 
 This module owns the worker loop, the wire table and the Python API; the tunnel's two
 directions are modules of their own, tunnel_out.pyx and tunnel_in.pyx, whose C functions
@@ -45,7 +48,8 @@ from .includes.epoll cimport (EFD_CLOEXEC, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_C
 from .aead cimport aead_free, aead_init, sealable_alloc, sealable_free
 from .includes.pthread cimport (pthread_create, pthread_join, pthread_mutex_destroy,
                                 pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
-from .includes.sockets cimport AF_INET, mmsghdr
+from .includes.sockets cimport AF_INET, mmsghdr, sockaddr_in
+from .forward cimport pump_forward
 from .local cimport pump_local
 from .offload cimport VNET_HDR_BYTES
 from .stage cimport MAX_STAGES, STAGE_ABI_VERSION, Packet, Stage
@@ -53,10 +57,10 @@ from .tunnel cimport INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT, K
     KP_RECV_ONLY, Keypair, Tunnel, keypair_for
 from .tunnel_in cimport pump_udp
 from .tunnel_out cimport pump_tun_to_tunnel, send_keepalives
-from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_REASONS, INITIAL_WIRES, KIND_LOCAL,
-                    KIND_RELAY, KIND_TUNNEL, MAX_EVENTS, PACKET_BUF_BYTES, RX_BUF_BYTES, RX_MSGS,
+from .wire cimport (BATCH_SIZE, DATAGRAM_BUF_BYTES, DROP_REASONS, INITIAL_WIRES, KIND_FORWARD,
+                    KIND_LOCAL, KIND_RELAY, KIND_TUNNEL, MAX_EVENTS, PACKET_BUF_BYTES, RX_BUF_BYTES, RX_MSGS,
                     RX_PENDING, STAGE_BATCH, TICK_MS, UDP_REASONS, Batch, DirStats,
-                    EngineState, RxBatch, StageList, Wire, wire_tunnel)
+                    EngineState, Forward, RxBatch, StageList, Wire, wire_tunnel)
 
 import ipaddress
 import os
@@ -124,6 +128,8 @@ cdef void *run_worker(void *arg) noexcept nogil:
                 continue
             if w.kind == KIND_LOCAL:
                 pump_local(st, w, side)
+            elif w.kind == KIND_FORWARD:
+                pump_forward(st, w, side)
             else:
                 pump_tun_to_tunnel(st, w, now)
         if now - st.last_tick >= TICK_MS / 1000.0:
@@ -261,11 +267,17 @@ cdef dict _tunnel_dict(Tunnel *t):
         "last_tx_age_s": now - t.last_tx,
         "keepalives_tx": t.keepalives_tx,
         "keepalives_rx": t.keepalives_rx,
-        # s_addr holds the address's bytes in network order: as they lie in memory
-        "peer": (socket.inet_ntoa(int(t.peer.sin_addr.s_addr).to_bytes(4, sys.byteorder)),
-                 socket.ntohs(t.peer.sin_port)),
+        "peer": _address(&t.peer),
         "roams": t.roams,
+        "probes_tx": t.probes_tx,
     }
+
+
+cdef object _address(const sockaddr_in *a):
+    """(IP, port) of a socket address."""
+    # s_addr holds the address's bytes in network order: as they lie in memory
+    return (socket.inet_ntoa(int(a.sin_addr.s_addr).to_bytes(4, sys.byteorder)),
+            socket.ntohs(a.sin_port))
 
 
 cdef uint64_t _as_handle(handle) except? 0:
@@ -448,6 +460,56 @@ cdef class Engine:
         pointed like a tunnel wire (the `side` argument of set_peer, install_keypair ...)."""
         return self._add(KIND_RELAY, -1, -1, (0, 0), keepalive_s, 0, l2)
 
+    def add_forward_wire(self, int sock_a, int sock_b, allowed_a, allowed_b):
+        """A NAT relay between two vWire ends: datagrams that bound UDP socket `sock_a`
+        receives from address `allowed_a` go out of `sock_b` to where the other end's last
+        datagram came from (from `allowed_b`), and back; unopened (forward.pyx)."""
+        if sock_a < 0 or sock_b < 0 or sock_a == sock_b:
+            raise ValueError(f"add_forward_wire needs two distinct sockets, got {sock_a} "
+                             f"and {sock_b}")
+        cdef Forward *f = <Forward *>calloc(1, sizeof(Forward))
+        if f == NULL:
+            raise MemoryError()
+        f.allowed[0] = socket.htonl(_peer(allowed_a, 0)[0])
+        f.allowed[1] = socket.htonl(_peer(allowed_b, 0)[0])
+        try:
+            handle = self._add(KIND_FORWARD, sock_a, sock_b, None, 0.0, 0, False)
+        except BaseException:
+            free(f)
+            raise
+        cdef Wire *w
+        cdef uint64_t h = handle
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            w.forward = f   # before its first datagram: the worker sees no event earlier
+            pthread_mutex_unlock(&self.st.lock)
+        return handle
+
+    def probe(self, handle, peer_ip, int peer_port, int side=0):
+        """Sends a keepalive to peer_ip:peer_port at the next tick, leaving the tunnel's
+        peer as it is: a direct path tried while the tunnel runs relayed. If it gets
+        through, the far end roams to where it came from and answers from there, and this
+        end roams after it."""
+        address, port = _peer(peer_ip, peer_port)
+        cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
+        cdef Tunnel *t
+        cdef uint32_t a = socket.htonl(address)
+        cdef uint16_t p = socket.htons(port)
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL and w.tunnel != NULL:
+                t = wire_tunnel(w, side)
+                t.probe.sin_family = AF_INET
+                t.probe.sin_addr.s_addr = a
+                t.probe.sin_port = p
+                t.probe_due = 1
+            pthread_mutex_unlock(&self.st.lock)
+        if w == NULL or w.tunnel == NULL:
+            raise KeyError(f"no tunnel wire with handle {handle}")
+
     def set_peer(self, handle, peer_ip, int peer_port, int side=0):
         """Where a tunnel wire (or a relay wire's tunnel on `side`) sends its datagrams."""
         address, port = _peer(peer_ip, peer_port)
@@ -489,7 +551,8 @@ cdef class Engine:
         cdef uint32_t slot
         cdef epoll_event ev
         cdef int rc = 0, err = 0, side
-        cdef int sides = 2 if kind == KIND_LOCAL else (1 if kind == KIND_TUNNEL else 0)
+        cdef int sides = 2 if kind == KIND_LOCAL or kind == KIND_FORWARD else \
+            (1 if kind == KIND_TUNNEL else 0)
         cdef uint32_t peer_addr = 0
         cdef int peer_port = 0
         if peer is not None:
@@ -499,7 +562,7 @@ cdef class Engine:
         # so local wires stay small.
         cdef Tunnel *tunnel = NULL
         cdef Tunnel *tunnel2 = NULL
-        if kind != KIND_LOCAL:
+        if kind == KIND_TUNNEL or kind == KIND_RELAY:
             tunnel = _new_tunnel(peer_addr, peer_port, keepalive_s)
         if kind == KIND_RELAY:
             tunnel2 = _new_tunnel(0, 0, keepalive_s)
@@ -521,6 +584,7 @@ cdef class Engine:
                 memset(w.dirs, 0, sizeof(w.dirs))
                 w.tunnel = tunnel
                 w.tunnel2 = tunnel2
+                w.forward = NULL
                 if tunnel != NULL:
                     tunnel.index_seq = (w.gen * 37) & 0xFF
                 ev.events = EPOLLIN
@@ -727,6 +791,8 @@ cdef class Engine:
                     free(<Tunnel *>t)
             w.tunnel = NULL
             w.tunnel2 = NULL
+            free(w.forward)
+            w.forward = NULL
             for side in range(2):
                 free(w.stages[side])
                 w.stages[side] = NULL
@@ -762,6 +828,11 @@ cdef class Engine:
             result["tunnel"] = _tunnel_dict(w.tunnel)
         if w.tunnel2 != NULL:
             result["tunnel2"] = _tunnel_dict(w.tunnel2)
+        if w.forward != NULL:
+            result["forward"] = {
+                "latched": [_address(&w.forward.latched[i]) if w.forward.latched[i].sin_port
+                            else None for i in range(2)],
+                "refused": [w.forward.refused[i] for i in range(2)]}
         return result
 
     def totals(self):

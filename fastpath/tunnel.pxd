@@ -56,6 +56,9 @@ cdef struct Tunnel:
     uint64_t keepalives_rx
     uint64_t roams              # times an authenticated datagram moved `peer`
     uint32_t index_seq
+    sockaddr_in probe           # a keepalive goes here too at the next tick (probe_due):
+    int probe_due               # a direct path tried while the tunnel runs relayed
+    uint64_t probes_tx
 
 
 cdef inline void write_header(uint8_t *p, uint32_t receiver, uint64_t counter) noexcept nogil:

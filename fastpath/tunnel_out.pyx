@@ -398,9 +398,20 @@ cdef void send_keepalives(EngineState *st, double now) noexcept nogil:
 
 
 cdef void keepalive(EngineState *st, Tunnel *t, double now) noexcept nogil:
-    """An empty packet if the tunnel sent nothing for keepalive_s (or one is due)."""
+    """An empty packet if the tunnel sent nothing for keepalive_s (or one is due); and one
+    to a direct path being probed."""
     cdef uint8_t *datagram = st.tx.bufs
     cdef int size
+    if t.probe_due:
+        t.probe_due = 0
+        size = seal_into(st, t, datagram, 0)
+        if size >= 0:
+            st.tx.iov[0].iov_base = datagram
+            st.tx.iov[0].iov_len = size
+            st.tx.msgs[0].msg_hdr.msg_name = &t.probe
+            st.tx.msgs[0].msg_hdr.msg_namelen = sizeof(t.probe)
+            if send_batch(st, 1) == 1:
+                t.probes_tx += 1
     if not t.keepalive_due and (t.keepalive_s <= 0 or now - t.last_tx < t.keepalive_s):
         return
     if t.peer.sin_port == 0:

@@ -40,6 +40,8 @@ cdef enum:
     KIND_TUNNEL = 1             # fd[0] is a TUN device, the other side the UDP tunnel
     KIND_RELAY = 2              # no device: a tunnel towards the client (side 0) and one
                                 # towards the endpoint (side 1), a hop of a composed chain
+    KIND_FORWARD = 3            # fd[0] and fd[1] are UDP sockets: a NAT relay's two ends,
+                                # sealed datagrams passed on unopened (forward.pyx)
 
 # Per-wire drop reasons (indexes into DirStats.drops).
 cdef enum:
@@ -76,6 +78,13 @@ cdef struct StageList:
     int direction               # DIR_* passed to the stages
     Stage stages[8]             # MAX_STAGES
 
+cdef struct Forward:
+    # A NAT relay's two ends: each latches onto the source of what it receives (from its
+    # allowed address only) and the other end sends there.
+    sockaddr_in latched[2]      # sin_port 0: nothing received yet
+    uint32_t allowed[2]         # the one source address an end takes (network order)
+    uint64_t refused[2]         # datagrams from another address
+
 cdef struct Wire:
     int in_use
     int kind
@@ -88,6 +97,7 @@ cdef struct Wire:
     StageList *stages[2]        # stages for packets read from fd[0] / the other side; NULL: none
     Tunnel *tunnel              # KIND_TUNNEL, KIND_RELAY side 0 (owned; NULL for local wires)
     Tunnel *tunnel2             # KIND_RELAY side 1 (owned)
+    Forward *forward            # KIND_FORWARD (owned)
 
 cdef struct Batch:
     # Reused buffers for one recvmmsg/sendmmsg round (owned by the worker thread).
