@@ -190,7 +190,8 @@ def test_health_metrics_and_status(daemon, netns):
     assert d.client.call("GET", "/healthz") == {"ok": True}
     metrics = d.client.call("GET", "/metrics")
     assert "nsmd_connections 1.0" in metrics
-    assert 'nsmd_requests_total{op="request",result="ok"} 1.0' in metrics
+    assert 'nsmd_requests_total{op="request",result="ok",service="icmp-responder"} 1.0' \
+        in metrics
     tx = [line for line in metrics.splitlines()
           if line.startswith('nsmd_packets_total{direction="tx"}')]
     assert tx and float(tx[0].split()[-1]) >= 4
