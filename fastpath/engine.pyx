@@ -510,6 +510,29 @@ cdef class Engine:
         if w == NULL or w.tunnel == NULL:
             raise KeyError(f"no tunnel wire with handle {handle}")
 
+    def set_relay(self, handle, relay_ip="0.0.0.0", int relay_port=0, int side=0):
+        """The NAT relay port this tunnel also hears its peer through (port 0: none): while
+        the peer is heard directly, a datagram the relay passes on does not move the
+        tunnel back to it; once direct datagrams stop, one does."""
+        address, port = _peer(relay_ip, relay_port)
+        cdef uint64_t h = _as_handle(handle)
+        cdef Wire *w
+        cdef Tunnel *t
+        cdef uint32_t a = socket.htonl(address)
+        cdef uint16_t p = socket.htons(port)
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            w = self._lookup_locked(h)
+            if w != NULL and w.tunnel != NULL:
+                t = wire_tunnel(w, side)
+                t.relay.sin_family = AF_INET
+                t.relay.sin_addr.s_addr = a
+                t.relay.sin_port = p
+                t.last_direct_rx = 0.0
+            pthread_mutex_unlock(&self.st.lock)
+        if w == NULL or w.tunnel == NULL:
+            raise KeyError(f"no tunnel wire with handle {handle}")
+
     def set_peer(self, handle, peer_ip, int peer_port, int side=0):
         """Where a tunnel wire (or a relay wire's tunnel on `side`) sends its datagrams."""
         address, port = _peer(peer_ip, peer_port)

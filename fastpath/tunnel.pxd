@@ -12,6 +12,9 @@ from .replay cimport ReplayState
 
 cdef enum:
     MSG_TYPE_DATA = 1
+    # A tunnel that heard its peer directly this recently does not roam back to the relay
+    # on a datagram the relay passed on late (both paths carry it while it moves over).
+    DIRECT_HOLD_MS = 2000
     HEADER_BYTES = 16
     OVERHEAD_BYTES = 32                  # header + tag
     # The receiver index names the wire's slot (high 24 bits) and one of its keypairs
@@ -59,6 +62,8 @@ cdef struct Tunnel:
     sockaddr_in probe           # a keepalive goes here too at the next tick (probe_due):
     int probe_due               # a direct path tried while the tunnel runs relayed
     uint64_t probes_tx
+    sockaddr_in relay           # a NAT relay's port this tunnel also hears from (port 0: none)
+    double last_direct_rx       # the last authenticated datagram from elsewhere than it
 
 
 cdef inline void write_header(uint8_t *p, uint32_t receiver, uint64_t counter) noexcept nogil:

@@ -26,7 +26,7 @@ from .includes.sockets cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, IPPROTO_U
 from .offload cimport VNET_HDR_BYTES
 from .replay cimport replay_accept, replay_would_accept
 from .stage cimport Packet
-from .tunnel cimport (HEADER_BYTES, INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT,
+from .tunnel cimport (DIRECT_HOLD_MS, HEADER_BYTES, INDEX_SEQ_BITS, KP_ACTIVE, KP_CURRENT, KP_EMPTY, KP_NEXT,
                       KP_PREVIOUS, MSG_TYPE_DATA, OVERHEAD_BYTES, Keypair, Tunnel,
                       keypair_for, read_counter, read_index, reject_after_messages)
 from .tunnel_out cimport seal_into, send_batch
@@ -94,11 +94,8 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double no
     s.rx_packets += 1
     s.rx_bytes += length
     t.last_rx = now
-    if src != NULL and (t.peer.sin_addr.s_addr != src.sin_addr.s_addr
-                        or t.peer.sin_port != src.sin_port):
-        t.peer.sin_addr.s_addr = src.sin_addr.s_addr
-        t.peer.sin_port = src.sin_port
-        t.roams += 1
+    if src != NULL:
+        roam(t, src, now)
     if kp == &t.kp[KP_NEXT]:
         # The peer sends under the new keypair: it has it, so we may send with it too.
         t.kp[KP_PREVIOUS] = t.kp[KP_CURRENT]
@@ -115,6 +112,22 @@ cdef int open_datagram(EngineState *st, uint8_t *datagram, int length, double no
     out[0] = w
     side_out[0] = side
     return plain
+
+
+cdef inline void roam(Tunnel *t, const sockaddr_in *src, double now) noexcept nogil:
+    """The tunnel's peer moves to an authenticated datagram's source (WireGuard's
+    roaming), except back to a relay while the peer is heard directly."""
+    cdef bint from_relay = t.relay.sin_port != 0 and \
+        t.relay.sin_addr.s_addr == src.sin_addr.s_addr and t.relay.sin_port == src.sin_port
+    if not from_relay:
+        t.last_direct_rx = now
+    if t.peer.sin_addr.s_addr == src.sin_addr.s_addr and t.peer.sin_port == src.sin_port:
+        return
+    if from_relay and now - t.last_direct_rx < DIRECT_HOLD_MS / 1000.0:
+        return
+    t.peer.sin_addr.s_addr = src.sin_addr.s_addr
+    t.peer.sin_port = src.sin_port
+    t.roams += 1
 
 
 cdef void write_one(Wire *w, uint8_t *packet, int plain) noexcept nogil:

@@ -85,6 +85,10 @@ class Config:
                           "FILE")
     registry_only: bool = option(False, "hold services and endpoints (a floating registry) "
                                  "and make no vWires")
+    relay: bool = option(False, "forward sealed tunnel datagrams for hosts that cannot reach "
+                         "each other directly (both behind NAT), holding none of their keys; "
+                         "announced in the registry as service nsmd-relay, whose policy "
+                         "`request` rule says who may use it (needs --listen)")
     federate: str = option("", "trust peers of another trust domain with that domain's CA "
                            "bundle (repeatable; in TOML comma-separated); they may do only "
                            "what a --policy subject naming their trust domain allows",
@@ -135,6 +139,8 @@ class Config:
                                          "one peer keeps open", flag=False)
     quota_body_bytes: int = option(Limits.body_bytes, "a request body (root's on the API "
                                    "socket excepted)", flag=False)
+    quota_relays_per_peer: int = option(Limits.relays_per_peer, "relayed vWires one peer "
+                                        "holds at a --relay daemon", flag=False)
 
     def validate(self) -> Config:
         # imported here: the CLI reads the declarations without loading cryptography
@@ -180,6 +186,9 @@ class Config:
             if getattr(self, f"quota_{f.name}") < 1:
                 raise ValidationError(f"quota-{f.name.replace('_', '-')}", "at least 1",
                                       getattr(self, f"quota_{f.name}"))
+        if self.relay and (not self.listen or self.registry_only):
+            raise ValidationError("relay", "--listen (where the relay's ports are) and no "
+                                  "--registry-only (a relay forwards on its engines)")
         if self.capture_max_bytes < 124:
             raise ValidationError("capture-max-bytes", "at least 124 bytes",
                                   self.capture_max_bytes)

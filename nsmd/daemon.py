@@ -43,6 +43,7 @@ from nsmd.registry import Registry
 from nsmd.registry.etcd import EtcdRegistry, EtcdTls
 from nsmd.registry.foreign import ForeignRegistries
 from nsmd.registry.remote import RemoteRegistry
+from nsmd.relay import Relay
 from nsmd.state import StateDB
 from nsmd.systemd import Notifier
 from nsmd.vl3.dns import upstream_servers
@@ -64,6 +65,7 @@ class Daemon:
         self._peer_runner: web.AppRunner | None = None  # for dropping untrusted peers
         self.peer: PeerClient | None = None
         self.hub: Hub | None = None   # the rendezvous, on a daemon holding the registry
+        self.relay: Relay | None = None   # --relay
         self.id: Identity | None = None
         self._tasks: list[asyncio.Task] = []
         self.heap = HeapTrimmer()  # the API touches it; it trims when work stops
@@ -153,6 +155,12 @@ class Daemon:
                                                   self.id.tls.listener)
             stack.push_async_callback(self._peer_runner.cleanup)
             self._start_rendezvous()
+            if cfg.relay and cfg.listen_at is not None:
+                host = cfg.listen_at[0]
+                self.relay = Relay(self.dataplane, self.registry, self.clock, policy,
+                                   self.quotas, host, cfg.advertised_ip or host, self.url,
+                                   cfg.name)
+                self._tasks.append(asyncio.ensure_future(self.relay.run(self.stopping)))
             self.manager.announce_restart()
         log.info("nsmd %s ready: api %s, state %s, %d service(s), %d endpoint(s)", cfg.name,
                  cfg.api_socket, cfg.state_dir, len(self.registry.services),

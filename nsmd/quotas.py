@@ -8,6 +8,7 @@ names it (`{"error": "quota NAME exceeded: ...", "quota": NAME}`); nothing is cr
     quota-records-per-registrant    services and endpoints one peer registered   50,000
     quota-watches-per-peer          registry watch streams one peer keeps open        16
     quota-body-bytes                a request body, but root's on the API socket  4 MiB
+    quota-relays-per-peer           relayed vWires one peer holds at a --relay       256
 
 Root on the API socket and this daemon itself are not limited.
 """
@@ -29,6 +30,7 @@ class Limits:
     records_per_registrant: int = 50_000
     watches_per_peer: int = 16
     body_bytes: int = 4 << 20
+    relays_per_peer: int = 256
 
 
 class QuotaExceeded(NsmdError):

@@ -20,6 +20,7 @@ from nsmd.metrics import Metrics
 from nsmd.peer.rendezvous import Hub
 from nsmd.quotas import Quotas
 from nsmd.registry import RegistryView
+from nsmd.relay import Relay
 
 
 class Served(Protocol):
@@ -35,6 +36,7 @@ class Served(Protocol):
     metrics: Metrics
     quotas: Quotas
     hub: Hub | None
+    relay: Relay | None
 
 
 DAEMON: web.AppKey[Served] = web.AppKey("daemon")

@@ -145,8 +145,13 @@ async def op_rekey(daemon, body: Any, who: Caller) -> Any:
                         body["connection_id"], body["offer"])
 
 
+async def op_relayed(daemon, body: Any, who: Caller) -> Any:
+    return daemon.manager.paths.relayed(who, body)
+
+
 OPS = {"/v1/peer/request": op_request, "/v1/peer/close": op_close,
-       "/v1/peer/dropped": op_dropped, "/v1/peer/rekey": op_rekey}
+       "/v1/peer/dropped": op_dropped, "/v1/peer/rekey": op_rekey,
+       "/v1/peer/relayed": op_relayed}
 
 
 def _route(path: str):
@@ -180,6 +185,29 @@ async def serve_sealed(daemon, opened: Opened, from_addr: str) -> tuple[int, Any
     except Exception as err:  # a bug: logged with its trace, answered in one line
         log.exception("sealed %s from %s crashed", op, who)
         return 500, {"error": f"internal error ({type(err).__name__}: {err})"}
+
+
+# -- a relay (--relay): two ports per relayed vWire, over mTLS only ---------------------
+
+def _relay(request: web.Request):
+    relay = request.app[DAEMON].relay
+    if relay is None:
+        raise NotFound("this daemon is no relay (run it with --relay)")
+    return relay
+
+
+@routes.post("/v1/peer/relay")
+async def relay_allocate(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "{peer, peer_ip}")
+    return reply(request, _relay(request).allocate(caller(request), body.get("peer"),
+                                                   body.get("peer_ip")))
+
+
+@routes.delete("/v1/peer/relay/{id}")
+async def relay_release(request: web.Request) -> web.Response:
+    return reply(request, _relay(request).release(caller(request), request.match_info["id"]))
 
 
 # -- the rendezvous hub (on the registry daemon) ------------------------------------------

@@ -7,7 +7,8 @@ points tunnels, installs function stages and reports counters. Behind it:
   which engine carries which wire;
 - devices.py: the TUN/TAP devices and their records, re-attached after a restart;
 - stats.py: the engines' counters per wire, per daemon and per engine;
-- peers.py: the tunnels' counters per peer daemon, closed wires' included.
+- peers.py: the tunnels' counters per peer daemon, closed wires' included;
+- forwards.py: a NAT relay's socket pairs (--relay), passing other hosts' sealed datagrams.
 
 A local vWire is two devices, one in the client's namespace and one in the endpoint's,
 joined on an engine. With `local_queues` > 1 both are multi-queue and each queue pair is
@@ -26,6 +27,7 @@ import logging
 from nsmd import tundev
 from nsmd.dataplane import stats as counters
 from nsmd.dataplane.devices import Devices
+from nsmd.dataplane.forwards import Forwards
 from nsmd.dataplane.peers import PeerTally
 from nsmd.dataplane.placement import Engines
 from nsmd.dataplane.wires import Lane, Side, Wire, WireKind
@@ -51,6 +53,7 @@ class Dataplane:
         self.local_queues = max(1, min(local_queues, len(self.engines)))
         self.wires: dict[str, Wire] = {}
         self.peer_tally = PeerTally()
+        self.forwards = Forwards(self.engines)   # a relay's (--relay), not vWires of ours
 
     def start(self) -> None:
         self.engines.start()
@@ -144,6 +147,20 @@ class Dataplane:
         return wire
 
     # -- tunnels: peer, keys, stages -------------------------------------------------------
+
+    def send_soon(self, wire: Wire, probe: tuple[str, int] | None = None) -> None:
+        """A keepalive at the engine's next tick: to the wire's peer, or (probe) to another
+        address, the peer left as it is."""
+        engine = self.engines.of(wire)
+        if probe is None:
+            engine.request_keepalive(wire.handle, wire.side)
+        else:
+            engine.probe(wire.handle, probe[0], probe[1], wire.side)
+
+    def set_relay(self, wire: Wire, relay: tuple[str, int] | None) -> None:
+        """The NAT relay port the wire's tunnel also hears from (None: none any more)."""
+        ip, port = relay or ("0.0.0.0", 0)
+        self.engines.of(wire).set_relay(wire.handle, ip, port, wire.side)
 
     def set_peer(self, wire: Wire, ip: str, port: int) -> None:
         self.engines.of(wire).set_peer(wire.handle, ip, port, wire.side)

@@ -99,6 +99,21 @@ class Engines:
         self._load[least] += 1
         return lane
 
+    def place_forward(self, sock_a: int, sock_b: int, allowed_a: str, allowed_b: str,
+                      ) -> Lane:
+        """A NAT relay's forward wire between two sockets (forwards.py)."""
+        least = self._least_loaded()
+        lane = Lane(least, self.engines[least].add_forward_wire(sock_a, sock_b, allowed_a,
+                                                                 allowed_b))
+        self._load[least] += 1
+        return lane
+
+    def remove_lane(self, lane: Lane) -> dict:
+        """Takes one lane off its engine; its last counters."""
+        final = self.engines[lane.engine].remove_wire(lane.handle)
+        self._load[lane.engine] -= 1
+        return final
+
     def remove(self, wire: Wire) -> None:
         """Takes the wire's lanes off their engines."""
         for lane in wire.lanes:

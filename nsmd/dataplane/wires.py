@@ -8,6 +8,7 @@ import sys
 import time
 import types
 from collections.abc import Mapping
+from typing import Any
 
 # A wire's tunnel parameters until it is keyed: one shared, read-only empty mapping
 # (tunnel_keys replaces it whole), so an idle local vWire does not carry an empty dict.
@@ -63,6 +64,7 @@ class Wire:
     # segment id, kept so that a restart which cannot take the wire back tells it at once
     owner: dict[str, str] | None = None
     vwire: str = ""                 # the vWire's id where it differs from conn_id (see name)
+    route: Any = None               # how a tunnel crosses NATs (manager/paths.py); not kept
 
     @property
     def name(self) -> str:

@@ -49,6 +49,7 @@ from nsmd.manager.metrics import RequestMetrics
 from nsmd.manager.monitor import Monitor
 from nsmd.manager.netsvcmonitor import ServiceMonitor
 from nsmd.manager.passthrough import Passthrough
+from nsmd.manager.paths import Paths
 from nsmd.manager.probe import DataplaneProbe, timings
 from nsmd.manager.refresh import Refresh
 from nsmd.manager.rekey import Rekeyer
@@ -105,6 +106,7 @@ class Manager:
         self.policy = policy or Policy.allow_all()
         self.quotas = quotas or Quotas()
         self.server_begin = Begin()
+        self.paths = Paths(dataplane, registry, clock, peer, self.server_begin)
         self.foreign = foreign
         self.registry_only = registry_only  # a floating registry: no vWires here
         self.discover = Discover(registry, clock, foreign)
@@ -138,7 +140,7 @@ class Manager:
             self.discover,
             Connect(hosting, endpoint,
                     RemoteConnect(registry, dataplane, peer, clock, self.signer, keepalive_s,
-                                  tunnel_mtu, token_lifetime_s)),
+                                  tunnel_mtu, token_lifetime_s, self.paths)),
             name="server",
         )
         self._as_daemon = Chain(ActAsDaemon(), self.server)  # a passthrough's onward requests
@@ -231,7 +233,7 @@ class Manager:
         await asyncio.gather(self.liveness.run(stopping), self.rekeyer.run(stopping),
                              self.functions.run(stopping), self.supplies.run(stopping),
                              self.netsvc.run(stopping), self.mesh.run(stopping),
-                             self.resolvers.run(stopping))
+                             self.resolvers.run(stopping), self.paths.run(stopping))
 
     def shutdown(self) -> None:
         """Stops timers and healing; connections stay as they are for the next run."""
@@ -413,11 +415,13 @@ class Manager:
                 for c in begin.each() for s in c.path.path_segments}
 
     def with_metrics(self, conn: Connection) -> Connection:
-        """Copies the wire's counters into the endpoint segment's metrics, as NSM does."""
+        """Copies the wire's counters into the endpoint segment's metrics, as NSM does (the
+        wire is ours on either end: keyed by the hop on this host that built it)."""
         if not conn.path.path_segments:
             return conn
         last = conn.path.path_segments[-1]
-        stats = self.dataplane.stats(last.id)
+        wire = self.dataplane.wire_of([s.id for s in conn.path.path_segments])
+        stats = self.dataplane.stats_of(wire) if wire is not None else None
         if stats is not None:
             up, down = stats["client_to_endpoint"], stats["endpoint_to_client"]
             last.metrics = {
@@ -426,9 +430,11 @@ class Manager:
                 "drops": str(sum(up["drops"].values()) + sum(down["drops"].values())),
             }
             tunnel = stats.get("tunnel")
-            if tunnel is not None:  # where its datagrams go now, and how often that moved
+            if tunnel is not None and wire is not None:
+                # where its datagrams go now, how often that moved, and which way
                 last.metrics["tunnel_peer"] = "{}:{}".format(*tunnel["peer"])
                 last.metrics["tunnel_roams"] = str(tunnel["roams"])
+                last.metrics["tunnel_path"] = wire.route.describe() if wire.route else "direct"
         for segment in conn.path.path_segments:  # each hop's functions, on its segment
             segment.metrics.update(self.functions.stats(segment.id))
         return conn

@@ -26,6 +26,7 @@ from nsmd.identity.tokens import Signer
 from nsmd.manager import mechanisms
 from nsmd.manager.answer import check_answer
 from nsmd.manager.mechanisms import ethernet
+from nsmd.manager.paths import Paths
 from nsmd.manager.updatetoken import sign_segment
 from nsmd.model import Connection, Mechanism, NetworkServiceRequest, from_wire, to_wire
 from nsmd.peer.client import PeerClient
@@ -55,7 +56,9 @@ class RemoteConnect:
                  peer: Callable[[], PeerClient | None], clock: Clock,
                  signer: Callable[[], Signer | None], keepalive_s: float,
                  tunnel_mtu: int = defaults.TUNNEL_MTU,
-                 token_lifetime_s: float = defaults.TOKEN_LIFETIME_S):
+                 token_lifetime_s: float = defaults.TOKEN_LIFETIME_S,
+                 paths: Paths | None = None):
+        self.paths = paths   # tunnels to hosts reached through the rendezvous
         self.registry = registry
         self.dataplane = dataplane
         self.keying = TunnelKeying(dataplane)
@@ -195,6 +198,10 @@ class RemoteConnect:
             self.keying.accept(wire, mine, offer, params,
                                Binding(signer.spiffe_id, expect, offer["key_context"]))
         wire.remote = (url, expect)
+        if reached and self.paths is not None:   # behind a NAT: punch, or relay
+            far = answer.path.path_segments[outgoing.path.index + 1].id \
+                if len(answer.path.path_segments) > outgoing.path.index + 1 else ""
+            self.paths.punching(wire, (reached, int(params["dst_port"])), far)
         return answer
 
     async def close(self, conn: Connection) -> None:

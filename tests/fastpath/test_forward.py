@@ -4,8 +4,10 @@ latched to its allowed sender; and probes, which try a direct path past the rela
 from __future__ import annotations
 
 import socket
+import time
 
 from nsmd.fastpath.engine import Engine
+from nsmd.testing.packets import ipv4
 from nsmd.testing.sandbox import wait_briefly
 from tests.fastpath.test_tunnel import Side, key_up
 
@@ -68,3 +70,37 @@ def test_a_probe_that_gets_through_moves_both_ends_to_the_direct_path():
         a.close()
         b.close()
         detour.close()
+
+
+def test_a_peer_heard_directly_is_not_pulled_back_by_what_the_relay_passes_late():
+    a, b = Side(), Side()
+    relay = udp()   # stands in for a relay port: the test passes a's datagrams on to b
+
+    def pass_one_on() -> None:
+        datagram, _ = relay.recvfrom(4096)
+        relay.sendto(datagram, ("127.0.0.1", b.port))
+
+    try:
+        a.connect(relay.getsockname()[1])
+        b.connect(relay.getsockname()[1])
+        b.engine.set_relay(b.handle, "127.0.0.1", relay.getsockname()[1])
+        key_up(a, b)
+        a.app.send(ipv4(b"through the relay"))
+        pass_one_on()
+        assert b.app.recv(2000) == ipv4(b"through the relay")
+        assert b.stats()["tunnel"]["peer"] == relay.getsockname()
+        a.engine.probe(a.handle, "127.0.0.1", b.port)    # the direct path opens
+        assert wait_briefly(lambda: b.stats()["tunnel"]["peer"] == ("127.0.0.1", a.port))
+        a.app.send(ipv4(b"late, through the relay"))
+        pass_one_on()
+        assert b.app.recv(2000) == ipv4(b"late, through the relay")   # taken ...
+        assert b.stats()["tunnel"]["peer"] == ("127.0.0.1", a.port)   # ... but no pull back
+        time.sleep(2.1)   # the direct path went quiet: the relay is the way again
+        a.app.send(ipv4(b"relay again"))
+        pass_one_on()
+        assert b.app.recv(2000) == ipv4(b"relay again")
+        assert b.stats()["tunnel"]["peer"] == relay.getsockname()
+    finally:
+        a.close()
+        b.close()
+        relay.close()

@@ -6,12 +6,14 @@ following the client's authenticated datagrams to wherever the NAT maps them."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import pytest
 
 from nsmd.testing.nat import nat_bed
 from nsmd.testing.sandbox import (
+    Pinger,
     endpoint_manifest,
     host,
     ping,
@@ -126,19 +128,25 @@ def test_a_nat_mapping_lost_mid_stream_is_followed_at_once(netns, daemon, tmp_pa
         conn["context"]["ip_context"]
 
 
-OFFICE = f"spiffe://{TD}/node/office"
+OFFICE, RELAY = f"spiffe://{TD}/node/office", f"spiffe://{TD}/node/relay"
+MARKER = b"plaintext the relay must never see"
 
 
-def both_behind(netns, daemon, tmp_path, mode: str, prefix: str):
-    """The registry on a public host; the endpoint's host and the client's behind a NAT
-    each, neither reachable from outside: (hosts, registry's, endpoint's and client's
-    daemons, endpoint ns, client ns)."""
-    hosts = nat_bed(netns, public=["pub"], behind=["home", "office"], mode=mode)
+def both_behind(netns, daemon, tmp_path, mode: str, prefix: str, relay: bool = False):
+    """The registry on a public host (and a --relay on another, if `relay`); the
+    endpoint's host and the client's behind a NAT each, neither reachable from outside:
+    (hosts, registry's, endpoint's and client's daemons, endpoint ns, client ns)."""
+    hosts = nat_bed(netns, public=["pub", "relay"] if relay else ["pub"],
+                    behind=["home", "office"], mode=mode)
     pub = hosts["pub"]
-    ids = trust_domain(str(tmp_path), TD, [PUB, HOME, OFFICE])
+    ids = trust_domain(str(tmp_path), TD, [PUB, HOME, OFFICE, RELAY])
     env = {"NSMD_KEEPALIVE_S": "0.5"}
     d_pub = daemon("pub", pub.ns, ("--listen", f"{pub.ip}:7000", "--identity-dir", ids[PUB]),
                    env)
+    if relay:
+        daemon("relay", hosts["relay"].ns, (
+            "--listen", f"{hosts['relay'].ip}:7000", "--relay", "--registry",
+            f"https://{pub.ip}:7000", "--registry-id", PUB, "--identity-dir", ids[RELAY]), env)
     behind = [daemon(tag, hosts[tag].ns, (
         "--listen", f"{hosts[tag].ip}:7000", "--registry", f"https://{pub.ip}:7000",
         "--registry-id", PUB, "--identity-dir", ids[sid]), env)
@@ -190,3 +198,76 @@ def test_the_registry_host_reaches_an_endpoint_behind_nat_over_its_channel(
     assert peer["peer"] == HOME and peer["address"].startswith(hosts["home"].public_ip + ":")
     d_pub.cli("close", conn["id"])
     wait_until(lambda: d_home.cli_json("get", "connections") == [])
+
+
+def path_of(d) -> str:
+    (conn,) = d.cli_json("get", "connections")
+    return conn["path"]["path_segments"][-1]["metrics"].get("tunnel_path", "")
+
+
+def test_both_behind_port_changing_nats_go_through_a_relay_that_cannot_read_them(
+        netns, daemon, tmp_path):
+    """NATs that change ports: no hole opens. After 2 s the client's daemon takes two
+    ports at the --relay (found in the registry), tells the endpoint's host to send to its
+    own, and the relay passes sealed datagrams it cannot open: the marker sent through
+    the vWire never appears in what the relay's host sees."""
+    hosts, _, d_home, d_office, nse, client = both_behind(
+        netns, daemon, tmp_path, "random", "100.64.75.0/24", relay=True)
+    conn = d_office.cli_json("connect", "svc", "--netns", client)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    wait_until(lambda: ping(client, target, 1).returncode == 0, timeout=15)
+    assert path_of(d_office) == f"relayed via {RELAY}"
+    pcap = tmp_path / "relay.pcap"
+    capture = subprocess.Popen(["ip", "netns", "exec", hosts["relay"].ns, "tcpdump", "-i",
+                                "eth0", "-U", "--immediate-mode", "-w", str(pcap), "-s", "0",
+                                "udp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        sh(sys.executable, "-c",
+           "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+           f"[s.sendto({MARKER!r}*10,('{target}',9)) for _ in range(20)]", netns=client)
+        assert tcp_transfer(nse, client, target, 1 << 20)
+        time.sleep(0.5)
+    finally:
+        capture.terminate()
+        capture.wait(timeout=10)
+    raw = pcap.read_bytes()
+    assert len(raw) > 1 << 20, "the relay's host saw too little: the vWire went elsewhere"
+    assert MARKER not in raw
+    (served,) = d_home.cli_json("get", "connections")
+    metrics = served["path"]["path_segments"][-1]["metrics"]
+    assert metrics["tunnel_path"] == f"relayed via {RELAY}"
+    assert metrics["tunnel_peer"].startswith(hosts["relay"].ip + ":")
+
+
+def test_a_relayed_vwire_moves_to_the_direct_path_once_it_opens_losing_nothing(
+        netns, daemon, tmp_path):
+    """Port-keeping NATs, but the direct path is blocked at first (a firewall rule on the
+    endpoint's router): the vWire is relayed. Lifting the block, the ends' probes get
+    through and the tunnel moves to the direct path, while pings flow without a loss;
+    the relay's ports are then given back."""
+    hosts, _, d_home, d_office, _, client = both_behind(
+        netns, daemon, tmp_path, "masquerade", "100.64.76.0/24", relay=True)
+    router, office_public = hosts["home"].router, hosts["office"].public_ip
+    for rule in ("add table inet block",   # a table of its own: lifted in one step
+                 "add chain inet block through { type filter hook forward priority -10 ; }",
+                 f"add rule inet block through ip saddr {office_public} udp dport 51820 drop",
+                 f"add rule inet block through ip daddr {office_public} udp dport 51820 drop"):
+        sh("nft", *rule.split(), netns=router)
+    conn = d_office.cli_json("connect", "svc", "--netns", client)
+    target = host(conn["context"]["ip_context"]["dst_ip_addrs"][0])
+    wait_until(lambda: ping(client, target, 1).returncode == 0, timeout=15)
+    assert path_of(d_office) == f"relayed via {RELAY}"
+    pinger = Pinger(client, target, interval=0.05, seconds=30)
+    try:
+        time.sleep(1)
+        sh("nft", "delete", "table", "inet", "block", netns=router)
+        wait_until(lambda: path_of(d_office) == "direct (punched)", timeout=15)
+        time.sleep(1)
+    finally:
+        pinger.stop()
+    assert pinger.sent >= 40 and pinger.lost == 0, (pinger.sent, pinger.lost)
+    (served,) = d_home.cli_json("get", "connections")
+    metrics = served["path"]["path_segments"][-1]["metrics"]
+    assert metrics["tunnel_peer"].startswith(office_public + ":"), metrics
+    assert "relay" in d_office.log() and "given back" in d_office.log()
